@@ -1,0 +1,271 @@
+"""`clawker`: declare agents in YAML, converge Docker to match.
+
+The CLI parses arguments, renders and asks; the reconciler does the work.
+Exit codes: 0 success (for `diff`: no changes), 1 failure (for `diff`: changes), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from cli.render import (
+    STATUS_HEADERS,
+    plan_as_data,
+    render_event,
+    render_outcomes,
+    render_plan,
+    render_table,
+    status_data,
+    status_rows,
+)
+from cli.style import Style, ok_mark
+from reconciler import naming
+from reconciler.base_image import BaseImageError, build_base_image
+from reconciler.converge import agent_statuses, apply_plan, prepare_apply, prepare_delete
+from reconciler.docker_port import DockerEngine, DockerError
+from reconciler.executor import StepEvent
+from reconciler.observed import observe
+from reconciler.planning import PlanError
+from specs import SpecErrors, SpecSet, load_specs
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input: reported with exit code 2 and nothing changed."""
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _load(files: Sequence[str]) -> SpecSet:
+    if not files:
+        raise UsageError("no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
+    specset = load_specs(files)
+    for warning in specset.warnings:
+        _err(f"warning: {warning}")
+    return specset
+
+
+def _confirm(question: str, assume_yes: bool) -> bool:
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} needs confirmation; re-run with -y to confirm")
+    answer = input(f"{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ")
+    return answer.strip() == "yes"
+
+
+def _progress(style: Style, enabled: bool) -> Any:
+    def on_event(event: StepEvent) -> None:
+        if enabled and (line := render_event(event, style)):
+            _err(line)
+
+    return on_event
+
+
+# -- verbs -------------------------------------------------------------------------------------
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    specset = _load(args.filename)
+    prepared = prepare_apply(DockerEngine(), specset, prune=args.prune)
+    if args.output == "json":
+        _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
+    else:
+        _out(render_plan(prepared.plan, Style(sys.stdout), show_secrets=args.show_secrets))
+    return EXIT_OK if prepared.plan.empty else EXIT_FAIL
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    specset = _load(args.filename)
+    port = DockerEngine()
+    prepared = prepare_apply(port, specset, prune=args.prune)
+    the_plan = prepared.plan
+    out_style, err_style = Style(sys.stdout), Style(sys.stderr)
+    json_out = args.output == "json"
+    if args.dry_run:
+        if json_out:
+            _out(json.dumps(plan_as_data(the_plan, show_secrets=args.show_secrets), indent=2))
+        else:
+            _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
+        return EXIT_OK
+    if the_plan.empty:
+        if json_out:
+            _out(json.dumps({"agents": [{"agent": c.key, "outcome": "unchanged"}
+                                        for c in the_plan.changes], "changed": False}))
+        else:
+            for change in the_plan.changes:
+                _out(f"agent/{change.key} {out_style('unchanged', 'dim')}")
+            _out("No changes.")
+        return EXIT_OK
+    if not json_out:
+        _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
+        _out()
+    if any(c.kind.value == "delete" for c in the_plan.changes) and not _confirm(
+        "Prune removes the containers of agents no longer declared (volumes stay).", args.yes
+    ):
+        _err("Apply cancelled.")
+        return EXIT_FAIL
+    _, outcomes = apply_plan(port, the_plan, wait=not args.no_wait, timeout=args.timeout,
+                             on_event=_progress(err_style, not json_out))
+    if json_out:
+        _out(json.dumps({"agents": [{"agent": o.key, "outcome": o.outcome, "detail": o.detail}
+                                    for o in outcomes], "changed": True}, indent=2))
+    else:
+        _out(render_outcomes(outcomes, out_style))
+    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    specset = _load(args.filename) if args.filename else None
+    observed = observe(DockerEngine())
+    statuses = agent_statuses(observed, specset.agents if specset else (),
+                              only_desired=specset is not None)
+    if args.output == "json":
+        _out(json.dumps({"kind": "AgentList", "items": status_data(statuses)}, indent=2))
+    elif statuses:
+        _out(render_table(STATUS_HEADERS, status_rows(statuses)))
+    else:
+        _err("No agents found.")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    specset = _load(args.filename)
+    port = DockerEngine()
+    prepared = prepare_delete(port, [a.key for a in specset.agents], volumes=args.volumes)
+    style = Style(sys.stdout)
+    if prepared.plan.empty:
+        _out("Nothing to delete.")
+        return EXIT_OK
+    _out(render_plan(prepared.plan, style))
+    _out()
+    question = "Delete these agents' containers" + (
+        " AND their volumes (sessions, logins, history are lost)?" if args.volumes else "?")
+    if not _confirm(question, args.yes):
+        _err("Delete cancelled.")
+        return EXIT_FAIL
+    _, outcomes = apply_plan(port, prepared.plan, wait=False,
+                             on_event=_progress(Style(sys.stderr), True))
+    _out(render_outcomes(outcomes, style))
+    if not args.volumes:
+        _out("Volumes were kept; `clawker delete --volumes` removes them.")
+    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
+
+
+def cmd_image_base(args: argparse.Namespace) -> int:
+    port = DockerEngine()
+    ref = args.tag or f"clawker-base:{args.suite}"
+    style = Style(sys.stderr)
+    existing = port.image_id(ref)
+    if existing and not args.force:
+        _out(f"{ref} exists ({existing[7:19]}); --force rebuilds it")
+        return EXIT_OK
+    _err(f"  … building {ref} from this host's apt sources (mmdebstrap)")
+    try:
+        image_id = build_base_image(port, suite=args.suite, ref=ref)
+    except BaseImageError as exc:
+        _err(f"error: {exc}")
+        return EXIT_FAIL
+    _err(f"  {ok_mark(style)} imported {ref} ({image_id[7:19]})")
+    return EXIT_OK
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+def _add_files(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("-f", "--filename", action="append", default=[], required=required,
+                   metavar="PATH",
+                   help="spec file, directory of *.yaml/*.yml, or - for stdin (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clawker",
+        description="Run AI coding agents in Docker containers that are safe to leave alone. "
+        "Declare agents in YAML; clawker converges Docker to match.",
+        epilog="Start with: clawker diff -f agents.yaml, then clawker apply -f agents.yaml.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("diff", help="preview what apply would change, and why",
+                       description="Preview the changes apply would make. Exit 0: none, "
+                       "1: changes, 2: error.")
+    _add_files(p)
+    p.add_argument("--prune", action="store_true", help="include pruning of undeclared agents")
+    p.add_argument("--show-secrets", action="store_true", help="show env values unmasked")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("apply", help="converge Docker to the specs and wait until agents are Ready",
+                       description="Create, start or recreate what the specs declare; print one "
+                       "result per agent.")
+    _add_files(p)
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    p.add_argument("--prune", action="store_true",
+                   help="remove containers of agents applied from these projects that are no "
+                   "longer declared (volumes stay)")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask before destructive steps")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for agents to be Ready")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="how long to wait for readiness (default 120)")
+    p.add_argument("--show-secrets", action="store_true", help="show env values unmasked")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("get", help="list agents: desired vs observed")
+    p.add_argument("resource", choices=["agents"], help="what to list")
+    _add_files(p, required=False)
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("delete", help="remove the declared agents' containers (volumes stay)")
+    _add_files(p)
+    p.add_argument("--volumes", action="store_true",
+                   help="also remove the agents' config, history and workspace volumes")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("image", help="build images")
+    isub = p.add_subparsers(dest="image_verb", metavar="COMMAND", required=True)
+    ip = isub.add_parser("base", help="build the Debian base image from this host's apt sources")
+    ip.add_argument("--suite", default="bookworm", help="Debian suite (default bookworm)")
+    ip.add_argument("--tag", default="", help=f"image reference (default {naming.BASE_IMAGE_DEFAULT})")
+    ip.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    ip.set_defaults(func=cmd_image_base)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except SpecErrors as exc:
+        for error in exc.errors:
+            _err(f"error: {error}")
+        _err(f"{len(exc.errors)} error(s); nothing was changed.")
+        return EXIT_USAGE
+    except (UsageError, PlanError) as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+    except DockerError as exc:
+        _err(f"error: {exc}")
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

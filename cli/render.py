@@ -1,0 +1,163 @@
+"""Rendering plans, outcomes and tables: Terraform's plan shape, kubectl's result lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from cli.style import Style, fail_mark, ok_mark
+from reconciler.converge import AgentOutcome, AgentStatus
+from reconciler.executor import StepEvent, StepStatus
+from reconciler.planning import Action, AgentChange, ChangeKind, FieldChange, Plan
+
+_SYMBOL = {
+    ChangeKind.CREATE: ("+", "green", "will be created"),
+    ChangeKind.UPDATE: ("~", "yellow", "will be updated in-place"),
+    ChangeKind.REPLACE: ("-/+", "red", "must be replaced"),
+    ChangeKind.DELETE: ("-", "red", "will be destroyed"),
+}
+
+_VERB = {
+    Action.CREATE_NETWORK: "create network",
+    Action.CREATE_VOLUME: "create volume",
+    Action.CREATE_CONTAINER: "create container",
+    Action.COPY_WORKSPACE: "copy workspace into",
+    Action.START_CONTAINER: "start container",
+    Action.STOP_CONTAINER: "stop container",
+    Action.REMOVE_CONTAINER: "remove container",
+    Action.RENAME_CONTAINER: "rename container",
+    Action.REMOVE_VOLUME: "remove volume",
+}
+
+SENSITIVE = "(sensitive value)"
+
+
+def _value(change: FieldChange, old: bool, show_secrets: bool) -> str:
+    value = change.old if old else change.new
+    if value is None:
+        return "(absent)"
+    if change.sensitive and not show_secrets:
+        return SENSITIVE
+    return json.dumps(value)
+
+
+def render_plan(plan: Plan, style: Style, *, show_secrets: bool = False) -> str:
+    """Terraform-style text; deterministic for golden tests (with a colourless style)."""
+    if plan.empty:
+        return "No changes. Docker matches the specs."
+    lines = ["clawker will perform the following actions:", ""]
+    network_steps = [s for s in plan.steps if s.action is Action.CREATE_NETWORK]
+    for step in network_steps:
+        lines += [f"  # network {step.target} will be created ({step.cause})",
+                  f"  {style('+', 'green')} network \"{step.target}\"", ""]
+    for change in plan.changes:
+        if change.kind is ChangeKind.NOOP:
+            continue
+        lines += _render_change(change, style, show_secrets)
+    add, chg, destroy = plan.counts()
+    lines.append(style(f"Plan: {add} to add, {chg} to change, {destroy} to destroy.", "bold"))
+    return "\n".join(lines)
+
+
+def _render_change(change: AgentChange, style: Style, show_secrets: bool) -> list[str]:
+    symbol, color, verb = _SYMBOL[change.kind]
+    why = "; ".join(change.reasons)
+    lines = [f"  # agent {change.key} {verb}" + (f" ({why})" if why else ""),
+             f"{style(symbol.rjust(3), color)} agent \"{change.key}\""]
+    for f in change.fields:
+        forces = style(" # forces replacement", "red") if change.kind is ChangeKind.REPLACE else ""
+        lines.append(f"      {style('~', 'yellow')} {f.path}: {_value(f, True, show_secrets)}"
+                     f" -> {_value(f, False, show_secrets)}{forces}")
+    for res in change.resources:
+        sym, _, rest = res.partition(" ")
+        col = {"+": "green", "-": "red", "~": "yellow", "-/+": "red"}.get(sym, "")
+        lines.append(f"      {style(sym, col) if col else sym} {rest}")
+    lines.append("")
+    return lines
+
+
+def plan_as_data(plan: Plan, *, show_secrets: bool = False) -> dict[str, Any]:
+    add, chg, destroy = plan.counts()
+
+    def field(f: FieldChange) -> dict[str, Any]:
+        hide = f.sensitive and not show_secrets
+        return {"path": f.path, "old": SENSITIVE if hide and f.old is not None else f.old,
+                "new": SENSITIVE if hide and f.new is not None else f.new,
+                "sensitive": f.sensitive}
+
+    return {
+        "changes": [
+            {"agent": c.key, "action": c.kind.value, "reasons": list(c.reasons),
+             "fields": [field(f) for f in c.fields], "resources": list(c.resources)}
+            for c in plan.changes
+        ],
+        "steps": [
+            {"id": s.id, "action": s.action.value, "resource": f"{s.kind}:{s.target}",
+             "cause": s.cause, "depends_on": list(s.depends_on), "agent": s.agent}
+            for s in plan.steps
+        ],
+        "summary": {"add": add, "change": chg, "destroy": destroy},
+    }
+
+
+def render_event(event: StepEvent, style: Style) -> str | None:
+    """One ✓/✗ line per finished step; nothing for a step that has only started."""
+    step = event.step
+    what = f"{_VERB[step.action]} {step.target}"
+    if step.action is Action.RENAME_CONTAINER:
+        what += f" → {step.new_name}"
+    match event.status:
+        case StepStatus.DONE:
+            return f"  {ok_mark(style)} {what}"
+        case StepStatus.FAILED:
+            return f"  {fail_mark(style)} {what}: {event.error}"
+        case StepStatus.SKIPPED:
+            return f"  {style('-', 'dim')} {what}: skipped"
+        case StepStatus.ROLLED_BACK:
+            return f"  {style('↺', 'yellow')} {what}: undone ({step.kind} removed)"
+    return None
+
+
+def render_outcomes(outcomes: Sequence[AgentOutcome], style: Style) -> str:
+    lines = []
+    for o in outcomes:
+        color = {"failed": "red", "unchanged": "dim", "deleted": "red"}.get(o.outcome, "green")
+        line = f"agent/{o.key} {style(o.outcome, color)}"
+        if o.detail:
+            detail = o.detail.replace("\n", "\n    ")
+            line += f"\n    {detail}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    out = ["   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    out += ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(out)
+
+
+def status_rows(statuses: Sequence[AgentStatus]) -> list[list[str]]:
+    def yn(v: bool | None) -> str:
+        return "-" if v is None else ("yes" if v else "no")
+
+    return [[s.project, s.name, "yes" if s.declared else "no", s.state, yn(s.up_to_date),
+             "True" if s.ready else "False", s.container] for s in statuses]
+
+
+STATUS_HEADERS = ("PROJECT", "AGENT", "DECLARED", "STATE", "UP-TO-DATE", "READY", "CONTAINER")
+
+
+def status_data(statuses: Sequence[AgentStatus]) -> list[dict[str, Any]]:
+    return [
+        {
+            "agent": s.key, "project": s.project, "name": s.name,
+            "desired": {"declared": s.declared, "workspace": s.workspace, "mode": s.mode},
+            "observed": {"container": s.container, "id": s.container_id, "state": s.state},
+            "upToDate": s.up_to_date,
+            "conditions": [{"type": "Ready", "status": s.ready}],
+        }
+        for s in statuses
+    ]

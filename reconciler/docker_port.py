@@ -1,0 +1,326 @@
+"""The one typed port through which clawker talks to Docker.
+
+Every create stamps `dev.clawker.managed=true` (plus any scope labels) and every list filters
+by them, so code above this port can neither see nor change an object clawker did not make.
+docker-py has no inline types; this module is the only place its dict-shaped answers are read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any, Literal, Protocol
+
+import docker
+import docker.errors
+from docker.types import Mount
+
+from reconciler import naming
+
+__all__ = [
+    "ContainerInfo",
+    "ContainerSpec",
+    "DockerEngine",
+    "DockerError",
+    "DockerPort",
+    "MountSpec",
+    "NetworkInfo",
+    "NotManagedError",
+    "VolumeInfo",
+]
+
+
+class DockerError(Exception):
+    """A Docker API call failed; `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotManagedError(DockerError):
+    """Refused: the object exists but clawker did not make it."""
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    state: str  # created | running | paused | restarting | removing | exited | dead
+    image_id: str
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    id: str
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    kind: Literal["bind", "volume", "tmpfs"]
+    target: str
+    source: str = ""
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything one `create_container` call needs; plain data so plans can print it."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    labels: Mapping[str, str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str = ""
+    mounts: tuple[MountSpec, ...] = ()
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    cgroup_parent: str = ""
+    network: str = ""
+    hostname: str = ""
+    tty: bool = True
+    stdin_open: bool = True
+
+
+class DockerPort(Protocol):
+    """What the reconciler needs from Docker, one method per API call."""
+
+    def list_containers(self) -> list[ContainerInfo]: ...
+    def list_volumes(self) -> list[VolumeInfo]: ...
+    def list_networks(self) -> list[NetworkInfo]: ...
+    def image_id(self, ref: str) -> str | None: ...
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str: ...
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None: ...
+    def remove_volume(self, name: str) -> None: ...
+    def create_container(self, spec: ContainerSpec) -> str: ...
+    def start_container(self, container_id: str) -> None: ...
+    def stop_container(self, container_id: str, timeout: int = 10) -> None: ...
+    def remove_container(self, container_id: str) -> None: ...
+    def rename_container(self, container_id: str, new_name: str) -> None: ...
+    def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None: ...
+    def inspect_state(self, container_id: str) -> Mapping[str, Any]: ...
+    def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
+    def import_image(self, tar_path: str, ref: str, labels: Mapping[str, str],
+                     cmd: Sequence[str]) -> str: ...
+
+
+def _managed_labels(extra: Mapping[str, str]) -> dict[str, str]:
+    labels = {naming.MANAGED: "true", **naming.scope_labels()}
+    labels.update(extra)
+    return labels
+
+
+def _label_filters() -> list[str]:
+    return [f"{k}={v}" for k, v in _managed_labels({}).items()]
+
+
+def _is_managed(labels: Mapping[str, str] | None) -> bool:
+    wanted = _managed_labels({})
+    have = labels or {}
+    return all(have.get(k) == v for k, v in wanted.items())
+
+
+def _wrap(exc: docker.errors.APIError, what: str) -> DockerError:
+    explanation = exc.explanation or str(exc)
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode(errors="replace")
+    return DockerError(f"{what}: {explanation}", exc.status_code)
+
+
+class DockerEngine:
+    """`DockerPort` over a real engine (docker-py's low-level API: one HTTP call per method)."""
+
+    def __init__(self, client: docker.APIClient | None = None) -> None:
+        try:
+            self._api = client or docker.APIClient(version="auto")
+        except docker.errors.DockerException as exc:
+            raise DockerError(
+                f"cannot reach the Docker engine ({exc}); start dockerd or run `make setup`"
+            ) from exc
+
+    # -- listing (always filtered by the managed label) -------------------------------------
+    def list_containers(self) -> list[ContainerInfo]:
+        raw: list[dict[str, Any]] = self._api.containers(
+            all=True, filters={"label": _label_filters()}
+        )
+        return [
+            ContainerInfo(
+                id=c["Id"],
+                name=(c.get("Names") or ["/"])[0].lstrip("/"),
+                labels=c.get("Labels") or {},
+                state=c.get("State", ""),
+                image_id=c.get("ImageID", ""),
+            )
+            for c in raw
+        ]
+
+    def list_volumes(self) -> list[VolumeInfo]:
+        raw = self._api.volumes(filters={"label": _label_filters()})
+        return [
+            VolumeInfo(name=v["Name"], labels=v.get("Labels") or {})
+            for v in (raw.get("Volumes") or [])
+        ]
+
+    def list_networks(self) -> list[NetworkInfo]:
+        raw: list[dict[str, Any]] = self._api.networks(filters={"label": _label_filters()})
+        return [NetworkInfo(id=n["Id"], name=n["Name"], labels=n.get("Labels") or {}) for n in raw]
+
+    def image_id(self, ref: str) -> str | None:
+        try:
+            info: dict[str, Any] = self._api.inspect_image(ref)
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"inspect image {ref}") from exc
+        return str(info["Id"])
+
+    # -- creating (always stamped) -----------------------------------------------------------
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        try:
+            result: dict[str, Any] = self._api.create_network(
+                name, driver="bridge", labels=_managed_labels(labels), check_duplicate=True
+            )
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"create network {name}") from exc
+        return str(result["Id"])
+
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        try:
+            self._api.inspect_volume(name)
+        except docker.errors.NotFound:
+            pass
+        else:
+            # create_volume is idempotent in Docker; an existing volume must not be adopted.
+            raise DockerError(f"create volume {name}: a volume with that name already exists", 409)
+        try:
+            self._api.create_volume(name, driver="local", labels=_managed_labels(labels))
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"create volume {name}") from exc
+
+    def create_container(self, spec: ContainerSpec) -> str:
+        mounts = [_to_mount(m) for m in spec.mounts]
+        host_config = self._api.create_host_config(
+            mounts=mounts,
+            cap_add=list(spec.cap_add) or None,
+            cap_drop=list(spec.cap_drop) or None,
+            cgroup_parent=spec.cgroup_parent or None,
+            network_mode=spec.network or None,
+        )
+        try:
+            result: dict[str, Any] = self._api.create_container(
+                image=spec.image,
+                command=list(spec.command),
+                name=spec.name,
+                hostname=spec.hostname or None,
+                environment=dict(spec.env),
+                labels=_managed_labels(spec.labels),
+                working_dir=spec.working_dir or None,
+                host_config=host_config,
+                tty=spec.tty,
+                stdin_open=spec.stdin_open,
+            )
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"create container {spec.name}") from exc
+        return str(result["Id"])
+
+    # -- acting on what we made ------------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, what) from exc
+
+    def _require_managed_container(self, container_id: str) -> None:
+        info = self._call(f"inspect container {container_id[:12]}", self._api.inspect_container,
+                          container_id)
+        if not _is_managed(info.get("Config", {}).get("Labels")):
+            raise NotManagedError(f"container {container_id[:12]} is not managed by clawker")
+
+    def start_container(self, container_id: str) -> None:
+        self._call(f"start container {container_id[:12]}", self._api.start, container_id)
+
+    def stop_container(self, container_id: str, timeout: int = 10) -> None:
+        self._call(f"stop container {container_id[:12]}", self._api.stop, container_id,
+                   timeout=timeout)
+
+    def remove_container(self, container_id: str) -> None:
+        self._require_managed_container(container_id)
+        self._call(f"remove container {container_id[:12]}", self._api.remove_container,
+                   container_id, force=True)
+
+    def rename_container(self, container_id: str, new_name: str) -> None:
+        self._call(f"rename container {container_id[:12]}", self._api.rename, container_id,
+                   new_name)
+
+    def remove_volume(self, name: str) -> None:
+        info = self._call(f"inspect volume {name}", self._api.inspect_volume, name)
+        if not _is_managed(info.get("Labels")):
+            raise NotManagedError(f"volume {name} is not managed by clawker")
+        self._call(f"remove volume {name}", self._api.remove_volume, name)
+
+    def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None:
+        ok = self._call(f"copy into container {container_id[:12]}", self._api.put_archive,
+                        container_id, path, data)
+        if not ok:
+            raise DockerError(f"copy into container {container_id[:12]}:{path} was refused")
+
+    def inspect_state(self, container_id: str) -> Mapping[str, Any]:
+        info = self._call(f"inspect container {container_id[:12]}", self._api.inspect_container,
+                          container_id)
+        state: Mapping[str, Any] = info.get("State", {})
+        return state
+
+    def logs_tail(self, container_id: str, lines: int = 20) -> str:
+        raw = self._call(f"logs of container {container_id[:12]}", self._api.logs, container_id,
+                         tail=lines)
+        return bytes(raw).decode(errors="replace")
+
+
+    def import_image(self, tar_path: str, ref: str, labels: Mapping[str, str],
+                     cmd: Sequence[str]) -> str:
+        repository, _, tag = ref.partition(":")
+        changes = [f"CMD {json.dumps(list(cmd))}"]
+        changes += [f"LABEL {json.dumps(k)}={json.dumps(v)}"
+                    for k, v in _managed_labels(labels).items()]
+        self._call(f"import image {ref}", self._api.import_image_from_file, tar_path,
+                   repository=repository, tag=tag or "latest", changes=changes)
+        image = self.image_id(ref)
+        if image is None:
+            raise DockerError(f"import image {ref}: the image is missing after import")
+        return image
+
+
+def _to_mount(m: MountSpec) -> Mount:
+    if m.kind == "tmpfs":
+        return Mount(target=m.target, source=None, type="tmpfs", read_only=m.read_only)
+    return Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only)
+
+
+def tar_of_files(files: Iterable[tuple[str, bytes, int]], *, uid: int = 0, gid: int = 0,
+                 dirs: Sequence[tuple[str, int]] = ()) -> bytes:
+    """A tar archive (for `put_archive`) of (relative path, content, mode) entries."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, mode in dirs:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode, info.uid, info.gid = mode, uid, gid
+            tar.addfile(info)
+        for name, content, mode in files:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.gid = len(content), mode, uid, gid
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()

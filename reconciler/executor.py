@@ -1,0 +1,178 @@
+"""The executor runs a plan's steps in dependency order and decides nothing.
+
+Steps run on a small thread pool (bounded parallelism: Docker serialises much internally, and
+two cores gain little past four calls in flight). A failed step skips everything that depends on
+it, and the objects its agent created *in this run* are removed again: never anything that
+existed before the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from reconciler.docker_port import DockerError, DockerPort
+from reconciler.planning import Action, Plan, Step
+from reconciler.workspace import snapshot_archive
+
+__all__ = ["ExecutionResult", "StepEvent", "StepStatus", "execute"]
+
+
+class StepStatus(StrEnum):
+    STARTED = "started"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    ROLLED_BACK = "rolled back"
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    step: Step
+    status: StepStatus
+    error: str = ""
+
+
+@dataclass
+class ExecutionResult:
+    done: set[int] = field(default_factory=set)
+    failed: dict[int, str] = field(default_factory=dict)
+    skipped: set[int] = field(default_factory=set)
+    rolled_back: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
+
+    def agent_errors(self, plan: Plan) -> dict[str, str]:
+        """The first error of each agent that had one."""
+        errors: dict[str, str] = {}
+        for step in plan.steps:
+            if step.id in self.failed and step.agent:
+                errors.setdefault(step.agent, self.failed[step.id])
+        for step in plan.steps:
+            if step.id in self.skipped and step.agent and step.agent not in errors:
+                errors[step.agent] = "not attempted: a step it depends on failed"
+        return errors
+
+
+def run_step(port: DockerPort, step: Step) -> None:
+    """The one Docker call a step stands for."""
+    match step.action:
+        case Action.CREATE_NETWORK:
+            port.create_network(step.target, step.labels)
+        case Action.CREATE_VOLUME:
+            port.create_volume(step.target, step.labels)
+        case Action.CREATE_CONTAINER:
+            assert step.container is not None
+            port.create_container(step.container)
+        case Action.COPY_WORKSPACE:
+            with snapshot_archive(step.source_dir) as archive:
+                port.put_archive(step.target, step.source_dir, archive)
+        case Action.START_CONTAINER:
+            port.start_container(step.target)
+        case Action.STOP_CONTAINER:
+            port.stop_container(step.target)
+        case Action.REMOVE_CONTAINER:
+            port.remove_container(step.target)
+        case Action.RENAME_CONTAINER:
+            port.rename_container(step.target, step.new_name)
+        case Action.REMOVE_VOLUME:
+            port.remove_volume(step.target)
+
+
+def execute(
+    port: DockerPort,
+    plan: Plan,
+    *,
+    parallelism: int = 4,
+    on_event: Callable[[StepEvent], None] = lambda _event: None,
+) -> ExecutionResult:
+    """Run `plan` against `port`; report every step's progress through `on_event`."""
+    result = ExecutionResult()
+    steps = {s.id: s for s in plan.steps}
+    pending = dict(steps)
+    dependents: dict[int, list[int]] = {s.id: [] for s in plan.steps}
+    for s in plan.steps:
+        for d in s.depends_on:
+            dependents[d].append(s.id)
+    failed_agents: set[str] = set()
+
+    def skip_dependents(step_id: int) -> None:
+        for dep_id in dependents[step_id]:
+            if dep_id in pending:
+                del pending[dep_id]
+                result.skipped.add(dep_id)
+                on_event(StepEvent(steps[dep_id], StepStatus.SKIPPED))
+                skip_dependents(dep_id)
+
+    def ready() -> list[Step]:
+        return [
+            s for s in pending.values()
+            if all(d in result.done for d in s.depends_on)
+            and not (s.agent and s.agent in failed_agents)
+        ]
+
+    with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
+        running: dict[Future[None], Step] = {}
+        while pending or running:
+            for step in ready():
+                del pending[step.id]
+                on_event(StepEvent(step, StepStatus.STARTED))
+                running[pool.submit(run_step, port, step)] = step
+            if not running:
+                # Whatever is left waits on a failed agent or a failed dependency.
+                for step_id in list(pending):
+                    if step_id in pending:
+                        del pending[step_id]
+                        result.skipped.add(step_id)
+                        on_event(StepEvent(steps[step_id], StepStatus.SKIPPED))
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                step = running.pop(fut)
+                exc = fut.exception()
+                if exc is None:
+                    result.done.add(step.id)
+                    on_event(StepEvent(step, StepStatus.DONE))
+                    continue
+                message = str(exc) if isinstance(exc, DockerError) else repr(exc)
+                result.failed[step.id] = message
+                on_event(StepEvent(step, StepStatus.FAILED, message))
+                if step.agent:
+                    failed_agents.add(step.agent)
+                skip_dependents(step.id)
+
+    for agent in sorted(failed_agents):
+        _roll_back(port, plan, agent, result, on_event)
+    return result
+
+
+def _roll_back(port: DockerPort, plan: Plan, agent: str, result: ExecutionResult,
+               on_event: Callable[[StepEvent], None]) -> None:
+    """Remove what this run created for `agent`, newest first; nothing older is touched."""
+    names: dict[str, str] = {}
+    for step in plan.steps:
+        if step.agent != agent or step.id not in result.done:
+            continue
+        if step.action is Action.CREATE_CONTAINER:
+            names[step.target] = step.target
+        elif step.action is Action.RENAME_CONTAINER and step.target in names:
+            names[step.target] = step.new_name
+    for step in reversed(plan.steps):
+        if step.agent != agent or step.id not in result.done:
+            continue
+        try:
+            if step.action is Action.CREATE_CONTAINER:
+                port.remove_container(names[step.target])
+            elif step.action is Action.CREATE_VOLUME:
+                port.remove_volume(step.target)
+            else:
+                continue
+        except DockerError as exc:
+            on_event(StepEvent(step, StepStatus.FAILED, f"rollback failed: {exc}"))
+            continue
+        result.rolled_back.append(f"{step.kind}:{names.get(step.target, step.target)}")
+        on_event(StepEvent(step, StepStatus.ROLLED_BACK))

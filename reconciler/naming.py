@@ -1,0 +1,81 @@
+"""Names and labels of every Docker object clawker makes (DESIGN §3).
+
+Names and labels *are* the state: nothing is remembered between runs except what these
+labels record on the objects themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+MANAGED: Final = "dev.clawker.managed"
+PROJECT: Final = "dev.clawker.project"
+AGENT: Final = "dev.clawker.agent"
+PURPOSE: Final = "dev.clawker.purpose"
+SPEC_HASH: Final = "dev.clawker.spec-hash"
+HASH_VERSION: Final = "dev.clawker.hash-version"
+APPLY_SET: Final = "dev.clawker.apply-set"
+VOLUME_ROLE: Final = "dev.clawker.volume"
+WORKSPACE_PATH: Final = "dev.clawker.workspace"
+
+NETWORK_NAME_DEFAULT: Final = "clawker-net"
+BASE_IMAGE_DEFAULT: Final = "clawker-base:bookworm"
+CGROUP_PARENT_DEFAULT: Final = "/clawker"
+
+# Paths inside the agent container.
+AGENT_HOME: Final = "/home/claude"
+CONFIG_MOUNT: Final = f"{AGENT_HOME}/.claude"
+HISTORY_MOUNT: Final = "/commandhistory"
+AGENT_UID: Final = 1001
+AGENT_GID: Final = 1001
+
+VOLUME_ROLES: Final = ("config", "history", "workspace")
+
+
+def container_name(project: str, agent: str) -> str:
+    """`clawker.<project>.<agent>`: the one container of an agent."""
+    return f"clawker.{project}.{agent}"
+
+
+def replacement_name(project: str, agent: str) -> str:
+    """The temporary name a replacement container carries until the old one is gone."""
+    return f"clawker.{project}.{agent}--next"
+
+
+def volume_name(project: str, agent: str, role: str) -> str:
+    """`clawker.<project>.<agent>-<role>` for role in config, history, workspace."""
+    return f"clawker.{project}.{agent}-{role}"
+
+
+def agent_key(project: str, agent: str) -> str:
+    return f"{project}/{agent}"
+
+
+def network_name() -> str:
+    """The shared agent network; tests point it elsewhere with CLAWKER_NETWORK."""
+    return os.environ.get("CLAWKER_NETWORK", NETWORK_NAME_DEFAULT)
+
+
+def agent_image() -> str:
+    """The image agent containers run until per-project images exist (issue 3)."""
+    return os.environ.get("CLAWKER_AGENT_IMAGE", BASE_IMAGE_DEFAULT)
+
+
+def cgroup_parent() -> str:
+    """The parent cgroup every agent container is created under (the firewall attaches there)."""
+    return os.environ.get("CLAWKER_CGROUP_PARENT", CGROUP_PARENT_DEFAULT)
+
+
+def scope_labels() -> dict[str, str]:
+    """Extra labels stamped on everything created and required on everything listed.
+
+    `CLAWKER_SCOPE_LABELS="dev.clawker.test=abc,other=x"` isolates a test run (or a second
+    clawker installation) from every other clawker object on the same engine.
+    """
+    raw = os.environ.get("CLAWKER_SCOPE_LABELS", "").strip()
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, _, value = item.partition("=")
+        labels[key.strip()] = value.strip()
+    return labels

@@ -1,0 +1,333 @@
+"""The pure planner: `plan(desired, observed) -> Plan`.
+
+No I/O and no clocks: the same inputs always give the same plan, so its tests are golden text.
+Every step is one Docker API call and carries the cause that made it necessary; the executor
+only runs steps.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from reconciler import naming
+from reconciler.desired import SPEC_VIEW_LABEL, desired_container, desired_volumes
+from reconciler.docker_port import ContainerInfo, ContainerSpec
+from reconciler.observed import ObservedState
+from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
+
+__all__ = [
+    "Action",
+    "AgentChange",
+    "ChangeKind",
+    "FieldChange",
+    "Plan",
+    "PlanError",
+    "Step",
+    "plan",
+    "plan_delete",
+]
+
+
+class PlanError(Exception):
+    """The plan cannot be made (for example the agent image is missing)."""
+
+
+class Action(StrEnum):
+    CREATE_NETWORK = "CreateNetwork"
+    CREATE_VOLUME = "CreateVolume"
+    CREATE_CONTAINER = "CreateContainer"
+    COPY_WORKSPACE = "CopyWorkspace"
+    START_CONTAINER = "StartContainer"
+    STOP_CONTAINER = "StopContainer"
+    REMOVE_CONTAINER = "RemoveContainer"
+    RENAME_CONTAINER = "RenameContainer"
+    REMOVE_VOLUME = "RemoveVolume"
+
+
+# Steps whose success leaves something behind that a failed attempt must remove again.
+CREATES = frozenset({Action.CREATE_VOLUME, Action.CREATE_CONTAINER})
+DESTRUCTIVE = frozenset({Action.REMOVE_CONTAINER, Action.REMOVE_VOLUME, Action.STOP_CONTAINER})
+
+
+@dataclass(frozen=True)
+class Step:
+    """One Docker API call: `target` is a name or id the call acts on."""
+
+    id: int
+    action: Action
+    kind: str  # network | volume | container
+    target: str
+    cause: str
+    depends_on: tuple[int, ...] = ()
+    agent: str | None = None
+    container: ContainerSpec | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    new_name: str = ""
+    source_dir: str = ""
+
+    def __str__(self) -> str:
+        deps = " ".join(f"#{d}" for d in self.depends_on)
+        return f"[{deps}] -> #{self.id} {self.kind}:{self.target}, {self.action}, {self.cause}"
+
+
+class ChangeKind(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"  # changed in place (started)
+    REPLACE = "replace"
+    DELETE = "delete"
+    NOOP = "noop"
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    path: str
+    old: Any
+    new: Any
+    sensitive: bool = False
+
+
+@dataclass(frozen=True)
+class AgentChange:
+    key: str
+    kind: ChangeKind
+    reasons: tuple[str, ...] = ()
+    fields: tuple[FieldChange, ...] = ()
+    resources: tuple[str, ...] = ()  # e.g. "+ volume clawker.p.a-config"
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+    changes: tuple[AgentChange, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps
+
+    @property
+    def destructive(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.action in DESTRUCTIVE)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(to add, to change, to destroy) in Terraform's sense: a replace is one add + one."""
+        add = sum(c.kind in (ChangeKind.CREATE, ChangeKind.REPLACE) for c in self.changes)
+        change = sum(c.kind is ChangeKind.UPDATE for c in self.changes)
+        destroy = sum(c.kind in (ChangeKind.DELETE, ChangeKind.REPLACE) for c in self.changes)
+        return add, change, destroy
+
+    def __str__(self) -> str:
+        return "\n".join(str(s) for s in self.steps)
+
+
+class _StepBuilder:
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+
+    def add(self, action: Action, kind: str, target: str, cause: str,
+            depends_on: Iterable[int | None] = (), **extra: Any) -> int:
+        step_id = len(self.steps) + 1
+        deps = tuple(sorted({d for d in depends_on if d is not None}))
+        self.steps.append(Step(step_id, action, kind, target, cause, deps, **extra))
+        return step_id
+
+
+def _flatten(view: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in view.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _field_changes(old_view: Mapping[str, Any], new_view: Mapping[str, Any]) -> list[FieldChange]:
+    old, new = _flatten(old_view), _flatten(new_view)
+    changes = []
+    for path in sorted(old.keys() | new.keys()):
+        if old.get(path) != new.get(path):
+            sensitive = path.startswith("agent.env.") or path == "agent.env"
+            changes.append(FieldChange(path, old.get(path), new.get(path), sensitive))
+    return changes
+
+
+def _field_group(path: str) -> str:
+    """`agent.env.FOO` -> `agent.env`; `command` -> `command`: the unit a cause names."""
+    parts = path.split(".")
+    return ".".join(parts[:2]) if parts[0] in {"agent", "build", "workspace", "security"} else parts[0]
+
+
+def _recorded_view(container: ContainerInfo) -> dict[str, Any] | None:
+    raw = container.labels.get(SPEC_VIEW_LABEL)
+    if not raw:
+        return None
+    try:
+        view = json.loads(raw)
+    except ValueError:
+        return None
+    return view if isinstance(view, dict) else None
+
+
+def _replace_reasons(agent: DesiredAgent, container: ContainerInfo, image_id: str | None
+                     ) -> tuple[list[str], list[FieldChange]]:
+    reasons: list[str] = []
+    fields: list[FieldChange] = []
+    same_version = container.labels.get(naming.HASH_VERSION) == HASH_VERSION
+    # A container stamped by another hash version is compared on nothing: upgrading clawker
+    # must never recreate every agent.
+    if same_version and container.labels.get(naming.SPEC_HASH) != spec_hash(agent):
+        old_view = _recorded_view(container)
+        if old_view is None:
+            reasons.append("spec changed")
+        else:
+            fields = _field_changes(old_view, recreate_view(agent))
+            groups = sorted({_field_group(f.path) for f in fields})
+            reasons.append(f"{', '.join(groups) or 'spec'} changed")
+    if image_id and container.image_id and container.image_id != image_id:
+        reasons.append("image changed")
+    return reasons, fields
+
+
+def plan(
+    desired: Sequence[DesiredAgent],
+    observed: ObservedState,
+    *,
+    image: str,
+    apply_sets: Iterable[str] = (),
+    prune: bool = False,
+) -> Plan:
+    """Steps that make Docker match `desired`; with `prune`, also remove agents that were
+    applied from one of `apply_sets` (projects) and are no longer declared."""
+    image_id = observed.images.get(image)
+    if desired and image_id is None:
+        raise PlanError(f"image {image} not found; build it with `clawker image base` "
+                        "(or `make setup`)")
+    b = _StepBuilder()
+    changes: list[AgentChange] = []
+    network = naming.network_name()
+    net_step: int | None = None
+    if desired and network not in observed.networks:
+        net_step = b.add(Action.CREATE_NETWORK, "network", network, "not found",
+                         labels={naming.PURPOSE: "network"})
+
+    for agent in sorted(desired, key=lambda a: a.key):
+        changes.append(_plan_agent(b, agent, observed, image, image_id, net_step))
+
+    if prune:
+        sets = set(apply_sets)
+        wanted = {a.key for a in desired}
+        for key in sorted(observed.agents):
+            obs = observed.agents[key]
+            members = [c for c in (obs.container, *obs.leftovers) if c is not None]
+            if key in wanted or not any(c.labels.get(naming.APPLY_SET) in sets for c in members):
+                continue
+            for c in members:
+                b.add(Action.REMOVE_CONTAINER, "container", c.name,
+                      f"pruned: not declared in apply set {c.labels.get(naming.APPLY_SET)}",
+                      agent=key)
+            changes.append(AgentChange(key, ChangeKind.DELETE, ("not declared any more",),
+                                       resources=tuple(f"- container {c.name}" for c in members)))
+    return Plan(tuple(b.steps), tuple(changes))
+
+
+def _plan_agent(b: _StepBuilder, agent: DesiredAgent, observed: ObservedState, image: str,
+                image_id: str | None, net_step: int | None) -> AgentChange:
+    key = agent.key
+    obs = observed.agent(agent.project, agent.name)
+    resources: list[str] = []
+    cleanup = [
+        b.add(Action.REMOVE_CONTAINER, "container", c.name,
+              "leftover from an interrupted replace", agent=key)
+        for c in obs.leftovers
+    ]
+    resources += [f"- container {c.name}" for c in obs.leftovers]
+
+    volume_steps: list[int] = []
+    new_workspace = False
+    for vol in desired_volumes(agent):
+        if vol.name not in observed.volumes:
+            volume_steps.append(b.add(Action.CREATE_VOLUME, "volume", vol.name, "not found",
+                                      agent=key, labels=vol.labels))
+            resources.append(f"+ volume {vol.name}")
+            new_workspace |= vol.role == "workspace"
+
+    apply_set = agent.project
+    current = obs.container
+    if current is None:
+        spec = desired_container(agent, image=image, apply_set=apply_set)
+        create = b.add(Action.CREATE_CONTAINER, "container", spec.name, "not found",
+                       [net_step, *volume_steps, *cleanup], agent=key, container=spec)
+        last = _copy_workspace(b, agent, spec.name, create, new_workspace)
+        b.add(Action.START_CONTAINER, "container", spec.name, "created", [last], agent=key)
+        resources.append(f"+ container {spec.name}")
+        return AgentChange(key, ChangeKind.CREATE, ("not found",), resources=tuple(resources))
+
+    reasons, fields = _replace_reasons(agent, current, image_id)
+    if reasons:
+        final = naming.container_name(agent.project, agent.name)
+        temp = naming.replacement_name(agent.project, agent.name)
+        spec = desired_container(agent, image=image, name=temp, apply_set=apply_set)
+        cause = "; ".join(reasons)
+        create = b.add(Action.CREATE_CONTAINER, "container", temp, cause,
+                       [net_step, *volume_steps, *cleanup], agent=key, container=spec)
+        last = _copy_workspace(b, agent, temp, create, new_workspace)
+        stop = b.add(Action.STOP_CONTAINER, "container", current.id[:12],
+                     f"replaced: {cause}", [last], agent=key)
+        remove = b.add(Action.REMOVE_CONTAINER, "container", current.id[:12],
+                       f"replaced: {cause}", [stop], agent=key)
+        rename = b.add(Action.RENAME_CONTAINER, "container", temp, f"replaces {final}",
+                       [remove], agent=key, new_name=final)
+        b.add(Action.START_CONTAINER, "container", final, "created", [rename], agent=key)
+        resources.append(f"-/+ container {final}")
+        return AgentChange(key, ChangeKind.REPLACE, tuple(reasons), tuple(fields),
+                           tuple(resources))
+
+    if current.state != "running":
+        b.add(Action.START_CONTAINER, "container", current.name, f"container is {current.state}",
+              [*volume_steps, *cleanup], agent=key)
+        resources.append(f"~ container {current.name} (start)")
+        return AgentChange(key, ChangeKind.UPDATE, (f"container is {current.state}",),
+                           resources=tuple(resources))
+    if resources:
+        return AgentChange(key, ChangeKind.UPDATE, ("resources missing",),
+                           resources=tuple(resources))
+    return AgentChange(key, ChangeKind.NOOP)
+
+
+def _copy_workspace(b: _StepBuilder, agent: DesiredAgent, container: str, after: int,
+                    new_volume: bool) -> int:
+    """A snapshot workspace is copied once: into the volume this plan creates, never again."""
+    if agent.workspace.mode is not WorkspaceMode.SNAPSHOT or not new_volume:
+        return after
+    return b.add(Action.COPY_WORKSPACE, "container", container,
+                 f"new workspace volume: snapshot of {agent.workspace.path}", [after],
+                 agent=agent.key, source_dir=agent.workspace.path)
+
+
+def plan_delete(keys: Iterable[str], observed: ObservedState, *, volumes: bool) -> Plan:
+    """Remove the containers of the named agents; their volumes only when asked by name."""
+    b = _StepBuilder()
+    changes: list[AgentChange] = []
+    for key in sorted(set(keys)):
+        obs = observed.agents.get(key)
+        project, name = key.split("/", 1)
+        members = [c for c in ((obs.container, *obs.leftovers) if obs else ()) if c is not None]
+        removals = [b.add(Action.REMOVE_CONTAINER, "container", c.name, "delete requested",
+                          agent=key) for c in members]
+        resources = [f"- container {c.name}" for c in members]
+        if volumes:
+            for role in naming.VOLUME_ROLES:
+                vol = naming.volume_name(project, name, role)
+                if vol in observed.volumes:
+                    b.add(Action.REMOVE_VOLUME, "volume", vol, "delete --volumes requested",
+                          removals, agent=key)
+                    resources.append(f"- volume {vol}")
+        if resources:
+            changes.append(AgentChange(key, ChangeKind.DELETE, ("delete requested",),
+                                       resources=tuple(resources)))
+    return Plan(tuple(b.steps), tuple(changes))

@@ -1,0 +1,53 @@
+"""Snapshot mode: a one-time copy of the workspace into the agent's workspace volume."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from reconciler import naming
+from reconciler.ignore_rules import IgnoreRules
+
+__all__ = ["snapshot_archive"]
+
+
+def snapshot_archive(root: str) -> IO[bytes]:
+    """A tar (in a temporary file, rewound) of `root` minus `.clawkerignore` patterns.
+
+    Entries are relative to `root` and owned by the agent user, so the agent can write its copy.
+    Only regular files, directories and symlinks are copied; `.git` is copied like any file.
+    """
+    base = Path(root)
+    rules = IgnoreRules.for_directory(base)
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
+    with tarfile.open(fileobj=out, mode="w") as tar:
+
+        def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            info.uid, info.gid = naming.AGENT_UID, naming.AGENT_GID
+            info.uname = info.gname = ""
+            return info
+
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+            rel_dir = os.path.relpath(dirpath, base)
+            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+            kept = []
+            for d in sorted(dirnames):
+                rel = f"{rel_dir}/{d}" if rel_dir else d
+                full = os.path.join(dirpath, d)
+                if rules.ignored(rel, is_dir=True):
+                    continue
+                tar.add(full, arcname=rel, recursive=False, filter=owned)
+                kept.append(d)  # os.walk does not descend into symlinked directories
+            dirnames[:] = kept
+            for f in sorted(filenames):
+                rel = f"{rel_dir}/{f}" if rel_dir else f
+                full = os.path.join(dirpath, f)
+                if rules.ignored(rel, is_dir=False):
+                    continue
+                if os.path.islink(full) or os.path.isfile(full):
+                    tar.add(full, arcname=rel, recursive=False, filter=owned)
+    out.seek(0)
+    return out
