@@ -75,6 +75,7 @@ def _progress(style: Style, enabled: bool) -> Any:
 
 # -- verbs -------------------------------------------------------------------------------------
 
+
 def cmd_diff(args: argparse.Namespace) -> int:
     specset = _load(args.filename)
     prepared = prepare_apply(DockerEngine(), specset, prune=args.prune)
@@ -100,8 +101,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
         return EXIT_OK
     if the_plan.empty:
         if json_out:
-            _out(json.dumps({"agents": [{"agent": c.key, "outcome": "unchanged"}
-                                        for c in the_plan.changes], "changed": False}))
+            _out(
+                json.dumps(
+                    {
+                        "agents": [
+                            {"agent": c.key, "outcome": "unchanged"} for c in the_plan.changes
+                        ],
+                        "changed": False,
+                    }
+                )
+            )
         else:
             for change in the_plan.changes:
                 _out(f"agent/{change.key} {out_style('unchanged', 'dim')}")
@@ -115,11 +124,25 @@ def cmd_apply(args: argparse.Namespace) -> int:
     ):
         _err("Apply cancelled.")
         return EXIT_FAIL
-    _, outcomes = apply_plan(port, the_plan, wait=not args.no_wait, timeout=args.timeout,
-                             on_event=_progress(err_style, not json_out))
+    _, outcomes = apply_plan(
+        port,
+        the_plan,
+        wait=not args.no_wait,
+        timeout=args.timeout,
+        on_event=_progress(err_style, not json_out),
+    )
     if json_out:
-        _out(json.dumps({"agents": [{"agent": o.key, "outcome": o.outcome, "detail": o.detail}
-                                    for o in outcomes], "changed": True}, indent=2))
+        _out(
+            json.dumps(
+                {
+                    "agents": [
+                        {"agent": o.key, "outcome": o.outcome, "detail": o.detail} for o in outcomes
+                    ],
+                    "changed": True,
+                },
+                indent=2,
+            )
+        )
     else:
         _out(render_outcomes(outcomes, out_style))
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
@@ -128,8 +151,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     specset = _load(args.filename) if args.filename else None
     observed = observe(DockerEngine())
-    statuses = agent_statuses(observed, specset.agents if specset else (),
-                              only_desired=specset is not None)
+    statuses = agent_statuses(
+        observed, specset.agents if specset else (), only_desired=specset is not None
+    )
     if args.output == "json":
         _out(json.dumps({"kind": "AgentList", "items": status_data(statuses)}, indent=2))
     elif statuses:
@@ -150,12 +174,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
     _out(render_plan(prepared.plan, style))
     _out()
     question = "Delete these agents' containers" + (
-        " AND their volumes (sessions, logins, history are lost)?" if args.volumes else "?")
+        " AND their volumes (sessions, logins, history are lost)?" if args.volumes else "?"
+    )
     if not _confirm(question, args.yes):
         _err("Delete cancelled.")
         return EXIT_FAIL
-    _, outcomes = apply_plan(port, prepared.plan, wait=False,
-                             on_event=_progress(Style(sys.stderr), True))
+    _, outcomes = apply_plan(
+        port, prepared.plan, wait=False, on_event=_progress(Style(sys.stderr), True)
+    )
     _out(render_outcomes(outcomes, style))
     if not args.volumes:
         _out("Volumes were kept; `clawker delete --volumes` removes them.")
@@ -182,10 +208,17 @@ def cmd_image_base(args: argparse.Namespace) -> int:
 
 # -- parser ------------------------------------------------------------------------------------
 
+
 def _add_files(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("-f", "--filename", action="append", default=[], required=required,
-                   metavar="PATH",
-                   help="spec file, directory of *.yaml/*.yml, or - for stdin (repeatable)")
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        default=[],
+        required=required,
+        metavar="PATH",
+        help="spec file, directory of *.yaml/*.yml, or - for stdin (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,27 +230,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("diff", help="preview what apply would change, and why",
-                       description="Preview the changes apply would make. Exit 0: none, "
-                       "1: changes, 2: error.")
+    p = sub.add_parser(
+        "diff",
+        help="preview what apply would change, and why",
+        description="Preview the changes apply would make. Exit 0: none, 1: changes, 2: error.",
+    )
     _add_files(p)
     p.add_argument("--prune", action="store_true", help="include pruning of undeclared agents")
     p.add_argument("--show-secrets", action="store_true", help="show env values unmasked")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("apply", help="converge Docker to the specs and wait until agents are Ready",
-                       description="Create, start or recreate what the specs declare; print one "
-                       "result per agent.")
+    p = sub.add_parser(
+        "apply",
+        help="converge Docker to the specs and wait until agents are Ready",
+        description="Create, start or recreate what the specs declare; print one result per agent.",
+    )
     _add_files(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
-    p.add_argument("--prune", action="store_true",
-                   help="remove containers of agents applied from these projects that are no "
-                   "longer declared (volumes stay)")
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove containers of agents applied from these projects that are no "
+        "longer declared (volumes stay)",
+    )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask before destructive steps")
     p.add_argument("--no-wait", action="store_true", help="do not wait for agents to be Ready")
-    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="how long to wait for readiness (default 120)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for readiness (default 120)",
+    )
     p.add_argument("--show-secrets", action="store_true", help="show env values unmasked")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_apply)
@@ -230,8 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("delete", help="remove the declared agents' containers (volumes stay)")
     _add_files(p)
-    p.add_argument("--volumes", action="store_true",
-                   help="also remove the agents' config, history and workspace volumes")
+    p.add_argument(
+        "--volumes",
+        action="store_true",
+        help="also remove the agents' config, history and workspace volumes",
+    )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_delete)
 
@@ -239,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     isub = p.add_subparsers(dest="image_verb", metavar="COMMAND", required=True)
     ip = isub.add_parser("base", help="build the Debian base image from this host's apt sources")
     ip.add_argument("--suite", default="bookworm", help="Debian suite (default bookworm)")
-    ip.add_argument("--tag", default="", help=f"image reference (default {naming.BASE_IMAGE_DEFAULT})")
+    ip.add_argument(
+        "--tag", default="", help=f"image reference (default {naming.BASE_IMAGE_DEFAULT})"
+    )
     ip.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     ip.set_defaults(func=cmd_image_base)
     return parser

@@ -49,8 +49,11 @@ def render_plan(plan: Plan, style: Style, *, show_secrets: bool = False) -> str:
     lines = ["clawker will perform the following actions:", ""]
     network_steps = [s for s in plan.steps if s.action is Action.CREATE_NETWORK]
     for step in network_steps:
-        lines += [f"  # network {step.target} will be created ({step.cause})",
-                  f"  {style('+', 'green')} network \"{step.target}\"", ""]
+        lines += [
+            f"  # network {step.target} will be created ({step.cause})",
+            f'  {style("+", "green")} network "{step.target}"',
+            "",
+        ]
     for change in plan.changes:
         if change.kind is ChangeKind.NOOP:
             continue
@@ -63,12 +66,16 @@ def render_plan(plan: Plan, style: Style, *, show_secrets: bool = False) -> str:
 def _render_change(change: AgentChange, style: Style, show_secrets: bool) -> list[str]:
     symbol, color, verb = _SYMBOL[change.kind]
     why = "; ".join(change.reasons)
-    lines = [f"  # agent {change.key} {verb}" + (f" ({why})" if why else ""),
-             f"{style(symbol.rjust(3), color)} agent \"{change.key}\""]
+    lines = [
+        f"  # agent {change.key} {verb}" + (f" ({why})" if why else ""),
+        f'{style(symbol.rjust(3), color)} agent "{change.key}"',
+    ]
     for f in change.fields:
         forces = style(" # forces replacement", "red") if change.kind is ChangeKind.REPLACE else ""
-        lines.append(f"      {style('~', 'yellow')} {f.path}: {_value(f, True, show_secrets)}"
-                     f" -> {_value(f, False, show_secrets)}{forces}")
+        lines.append(
+            f"      {style('~', 'yellow')} {f.path}: {_value(f, True, show_secrets)}"
+            f" -> {_value(f, False, show_secrets)}{forces}"
+        )
     for res in change.resources:
         sym, _, rest = res.partition(" ")
         col = {"+": "green", "-": "red", "~": "yellow", "-/+": "red"}.get(sym, "")
@@ -82,19 +89,33 @@ def plan_as_data(plan: Plan, *, show_secrets: bool = False) -> dict[str, Any]:
 
     def field(f: FieldChange) -> dict[str, Any]:
         hide = f.sensitive and not show_secrets
-        return {"path": f.path, "old": SENSITIVE if hide and f.old is not None else f.old,
-                "new": SENSITIVE if hide and f.new is not None else f.new,
-                "sensitive": f.sensitive}
+        return {
+            "path": f.path,
+            "old": SENSITIVE if hide and f.old is not None else f.old,
+            "new": SENSITIVE if hide and f.new is not None else f.new,
+            "sensitive": f.sensitive,
+        }
 
     return {
         "changes": [
-            {"agent": c.key, "action": c.kind.value, "reasons": list(c.reasons),
-             "fields": [field(f) for f in c.fields], "resources": list(c.resources)}
+            {
+                "agent": c.key,
+                "action": c.kind.value,
+                "reasons": list(c.reasons),
+                "fields": [field(f) for f in c.fields],
+                "resources": list(c.resources),
+            }
             for c in plan.changes
         ],
         "steps": [
-            {"id": s.id, "action": s.action.value, "resource": f"{s.kind}:{s.target}",
-             "cause": s.cause, "depends_on": list(s.depends_on), "agent": s.agent}
+            {
+                "id": s.id,
+                "action": s.action.value,
+                "resource": f"{s.kind}:{s.target}",
+                "cause": s.cause,
+                "depends_on": list(s.depends_on),
+                "agent": s.agent,
+            }
             for s in plan.steps
         ],
         "summary": {"add": add, "change": chg, "destroy": destroy},
@@ -132,8 +153,9 @@ def render_outcomes(outcomes: Sequence[AgentOutcome], style: Style) -> str:
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     out = ["   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     out += ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(out)
@@ -143,8 +165,18 @@ def status_rows(statuses: Sequence[AgentStatus]) -> list[list[str]]:
     def yn(v: bool | None) -> str:
         return "-" if v is None else ("yes" if v else "no")
 
-    return [[s.project, s.name, "yes" if s.declared else "no", s.state, yn(s.up_to_date),
-             "True" if s.ready else "False", s.container] for s in statuses]
+    return [
+        [
+            s.project,
+            s.name,
+            "yes" if s.declared else "no",
+            s.state,
+            yn(s.up_to_date),
+            "True" if s.ready else "False",
+            s.container,
+        ]
+        for s in statuses
+    ]
 
 
 STATUS_HEADERS = ("PROJECT", "AGENT", "DECLARED", "STATE", "UP-TO-DATE", "READY", "CONTAINER")
@@ -153,7 +185,9 @@ STATUS_HEADERS = ("PROJECT", "AGENT", "DECLARED", "STATE", "UP-TO-DATE", "READY"
 def status_data(statuses: Sequence[AgentStatus]) -> list[dict[str, Any]]:
     return [
         {
-            "agent": s.key, "project": s.project, "name": s.name,
+            "agent": s.key,
+            "project": s.project,
+            "name": s.name,
             "desired": {"declared": s.declared, "workspace": s.workspace, "mode": s.mode},
             "observed": {"container": s.container, "id": s.container_id, "state": s.state},
             "upToDate": s.up_to_date,

@@ -10,10 +10,15 @@ _CODES = {"green": "32", "yellow": "33", "red": "31", "bold": "1", "dim": "2", "
 
 
 class Style:
-    def __init__(self, stream: TextIO, *, color: bool | None = None) -> None:
+    def __init__(self, stream: TextIO | None, *, color: bool | None = None) -> None:
         if color is None:
-            color = "NO_COLOR" not in os.environ and stream.isatty()
+            color = stream is not None and "NO_COLOR" not in os.environ and stream.isatty()
         self.color = color
+
+    @classmethod
+    def plain(cls) -> Style:
+        """No colour at all: for golden tests and JSON-adjacent text."""
+        return cls(None, color=False)
 
     def __call__(self, text: str, *names: str) -> str:
         if not self.color or not names:

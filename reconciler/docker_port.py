@@ -113,24 +113,34 @@ class DockerPort(Protocol):
     def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None: ...
     def inspect_state(self, container_id: str) -> Mapping[str, Any]: ...
     def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
-    def import_image(self, tar_path: str, ref: str, labels: Mapping[str, str],
-                     cmd: Sequence[str]) -> str: ...
+    def import_image(
+        self, tar_path: str, ref: str, labels: Mapping[str, str], cmd: Sequence[str]
+    ) -> str: ...
 
 
-def _managed_labels(extra: Mapping[str, str]) -> dict[str, str]:
-    labels = {naming.MANAGED: "true", **naming.scope_labels()}
-    labels.update(extra)
-    return labels
+ObjectKind = Literal["container", "volume", "network", "image"]
 
 
-def _label_filters() -> list[str]:
-    return [f"{k}={v}" for k, v in _managed_labels({}).items()]
+def _managed_labels(extra: Mapping[str, str], kind: ObjectKind = "container") -> dict[str, str]:
+    """The labels every object we create carries: managed, scope, and what kind of object.
+
+    Docker copies an image's labels into every container made from it, so `managed=true` alone
+    cannot tell our containers from a user's `docker run` of our image; the object kind can.
+    """
+    return {**extra, **_required_labels(kind)}
 
 
-def _is_managed(labels: Mapping[str, str] | None) -> bool:
-    wanted = _managed_labels({})
+def _required_labels(kind: ObjectKind) -> dict[str, str]:
+    return {naming.MANAGED: "true", naming.OBJECT: kind, **naming.scope_labels()}
+
+
+def _label_filters(kind: ObjectKind = "container") -> list[str]:
+    return [f"{k}={v}" for k, v in _required_labels(kind).items()]
+
+
+def _is_managed(labels: Mapping[str, str] | None, kind: ObjectKind = "container") -> bool:
     have = labels or {}
-    return all(have.get(k) == v for k, v in wanted.items())
+    return all(have.get(k) == v for k, v in _required_labels(kind).items())
 
 
 def _wrap(exc: docker.errors.APIError, what: str) -> DockerError:
@@ -168,19 +178,20 @@ class DockerEngine:
         ]
 
     def list_volumes(self) -> list[VolumeInfo]:
-        raw = self._api.volumes(filters={"label": _label_filters()})
+        raw = self._api.volumes(filters={"label": _label_filters("volume")})
         return [
             VolumeInfo(name=v["Name"], labels=v.get("Labels") or {})
             for v in (raw.get("Volumes") or [])
         ]
 
     def list_networks(self) -> list[NetworkInfo]:
-        raw: list[dict[str, Any]] = self._api.networks(filters={"label": _label_filters()})
+        raw: list[dict[str, Any]] = self._api.networks(filters={"label": _label_filters("network")})
         return [NetworkInfo(id=n["Id"], name=n["Name"], labels=n.get("Labels") or {}) for n in raw]
 
     def image_id(self, ref: str) -> str | None:
         try:
-            info: dict[str, Any] = self._api.inspect_image(ref)
+            inspect: Any = self._api.inspect_image  # untyped in types-docker
+            info: dict[str, Any] = inspect(ref)
         except docker.errors.ImageNotFound:
             return None
         except docker.errors.APIError as exc:
@@ -191,7 +202,10 @@ class DockerEngine:
     def create_network(self, name: str, labels: Mapping[str, str]) -> str:
         try:
             result: dict[str, Any] = self._api.create_network(
-                name, driver="bridge", labels=_managed_labels(labels), check_duplicate=True
+                name,
+                driver="bridge",
+                labels=_managed_labels(labels, "network"),
+                check_duplicate=True,
             )
         except docker.errors.APIError as exc:
             raise _wrap(exc, f"create network {name}") from exc
@@ -206,7 +220,7 @@ class DockerEngine:
             # create_volume is idempotent in Docker; an existing volume must not be adopted.
             raise DockerError(f"create volume {name}: a volume with that name already exists", 409)
         try:
-            self._api.create_volume(name, driver="local", labels=_managed_labels(labels))
+            self._api.create_volume(name, driver="local", labels=_managed_labels(labels, "volume"))
         except docker.errors.APIError as exc:
             raise _wrap(exc, f"create volume {name}") from exc
 
@@ -244,8 +258,9 @@ class DockerEngine:
             raise _wrap(exc, what) from exc
 
     def _require_managed_container(self, container_id: str) -> None:
-        info = self._call(f"inspect container {container_id[:12]}", self._api.inspect_container,
-                          container_id)
+        info = self._call(
+            f"inspect container {container_id[:12]}", self._api.inspect_container, container_id
+        )
         if not _is_managed(info.get("Config", {}).get("Labels")):
             raise NotManagedError(f"container {container_id[:12]} is not managed by clawker")
 
@@ -253,50 +268,71 @@ class DockerEngine:
         self._call(f"start container {container_id[:12]}", self._api.start, container_id)
 
     def stop_container(self, container_id: str, timeout: int = 10) -> None:
-        self._call(f"stop container {container_id[:12]}", self._api.stop, container_id,
-                   timeout=timeout)
+        self._call(
+            f"stop container {container_id[:12]}", self._api.stop, container_id, timeout=timeout
+        )
 
     def remove_container(self, container_id: str) -> None:
         self._require_managed_container(container_id)
-        self._call(f"remove container {container_id[:12]}", self._api.remove_container,
-                   container_id, force=True)
+        self._call(
+            f"remove container {container_id[:12]}",
+            self._api.remove_container,
+            container_id,
+            force=True,
+        )
 
     def rename_container(self, container_id: str, new_name: str) -> None:
-        self._call(f"rename container {container_id[:12]}", self._api.rename, container_id,
-                   new_name)
+        self._call(
+            f"rename container {container_id[:12]}", self._api.rename, container_id, new_name
+        )
 
     def remove_volume(self, name: str) -> None:
         info = self._call(f"inspect volume {name}", self._api.inspect_volume, name)
-        if not _is_managed(info.get("Labels")):
+        if not _is_managed(info.get("Labels"), "volume"):
             raise NotManagedError(f"volume {name} is not managed by clawker")
         self._call(f"remove volume {name}", self._api.remove_volume, name)
 
     def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None:
-        ok = self._call(f"copy into container {container_id[:12]}", self._api.put_archive,
-                        container_id, path, data)
+        ok = self._call(
+            f"copy into container {container_id[:12]}",
+            self._api.put_archive,
+            container_id,
+            path,
+            data,
+        )
         if not ok:
             raise DockerError(f"copy into container {container_id[:12]}:{path} was refused")
 
     def inspect_state(self, container_id: str) -> Mapping[str, Any]:
-        info = self._call(f"inspect container {container_id[:12]}", self._api.inspect_container,
-                          container_id)
+        info = self._call(
+            f"inspect container {container_id[:12]}", self._api.inspect_container, container_id
+        )
         state: Mapping[str, Any] = info.get("State", {})
         return state
 
     def logs_tail(self, container_id: str, lines: int = 20) -> str:
-        raw = self._call(f"logs of container {container_id[:12]}", self._api.logs, container_id,
-                         tail=lines)
+        raw = self._call(
+            f"logs of container {container_id[:12]}", self._api.logs, container_id, tail=lines
+        )
         return bytes(raw).decode(errors="replace")
 
-
-    def import_image(self, tar_path: str, ref: str, labels: Mapping[str, str],
-                     cmd: Sequence[str]) -> str:
+    def import_image(
+        self, tar_path: str, ref: str, labels: Mapping[str, str], cmd: Sequence[str]
+    ) -> str:
         repository, _, tag = ref.partition(":")
         changes = [f"CMD {json.dumps(list(cmd))}"]
-        changes += [f"LABEL {json.dumps(k)}={json.dumps(v)}"
-                    for k, v in _managed_labels(labels).items()]
-        self._call(f"import image {ref}", self._api.import_image_from_file, tar_path,
-                   repository=repository, tag=tag or "latest", changes=changes)
+        changes += [
+            f"LABEL {json.dumps(k)}={json.dumps(v)}"
+            for k, v in _managed_labels(labels, "image").items()
+        ]
+        self._call(
+            f"import image {ref}",
+            self._api.import_image_from_file,
+            tar_path,
+            repository=repository,
+            tag=tag or "latest",
+            changes=changes,
+        )
         image = self.image_id(ref)
         if image is None:
             raise DockerError(f"import image {ref}: the image is missing after import")
@@ -309,8 +345,13 @@ def _to_mount(m: MountSpec) -> Mount:
     return Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only)
 
 
-def tar_of_files(files: Iterable[tuple[str, bytes, int]], *, uid: int = 0, gid: int = 0,
-                 dirs: Sequence[tuple[str, int]] = ()) -> bytes:
+def tar_of_files(
+    files: Iterable[tuple[str, bytes, int]],
+    *,
+    uid: int = 0,
+    gid: int = 0,
+    dirs: Sequence[tuple[str, int]] = (),
+) -> bytes:
     """A tar archive (for `put_archive`) of (relative path, content, mode) entries."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:

@@ -10,6 +10,7 @@ import os
 from typing import Final
 
 MANAGED: Final = "dev.clawker.managed"
+OBJECT: Final = "dev.clawker.object"  # container | volume | network | image
 PROJECT: Final = "dev.clawker.project"
 AGENT: Final = "dev.clawker.agent"
 PURPOSE: Final = "dev.clawker.purpose"

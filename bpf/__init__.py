@@ -1,0 +1,1 @@
+"""The egress firewall's kernel half: eBPF programs, their build and loader (issue 5)."""

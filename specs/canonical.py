@@ -1,0 +1,86 @@
+"""The canonical view of an agent that decides whether its container must be recreated.
+
+A container carries `dev.clawker.spec-hash` (= `spec_hash(agent)`) and `dev.clawker.hash-version`.
+Only the fields a running container cannot take on are hashed: a change to any of them means a new
+container, and a change to anything else is applied live. The lists below are explicit and
+versioned so that a clawker upgrade never recreates every agent by accident: changing
+`RECREATE_FIELDS` (or how a field is rendered) changes every hash, so it must come with a new
+`HASH_VERSION`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel
+
+from specs.models import DesiredAgent
+
+HASH_VERSION = "1"
+
+RECREATE_FIELDS: tuple[str, ...] = (
+    # Identity: the container's name and labels are fixed when it is created.
+    "project",
+    "name",
+    "labels",
+    # The process clawkerd starts and its environment are part of the container's config.
+    "command",
+    "agent.env",
+    # Mounts: the workspace (and how it is shared) and the shared directory.
+    "workspace.path",
+    "workspace.mode",
+    "agent.enable_shared_dir",
+    # The image: a different base, package list or harness is a different image.
+    "build.base_image",
+    "build.packages",
+    "build.harness",
+    # Capabilities are fixed at create time; credential forwarding adds mounts and config.
+    "security.cap_add",
+    "security.git_credentials",
+)
+
+LIVE_FIELDS: tuple[str, ...] = (
+    # The allowlist lives in BPF maps that the control plane rewrites in place.
+    "security.firewall.add_domains",
+    # post_init runs once per agent (a marker on the config volume), so a new container would
+    # not run it again anyway; pre_run runs on every start and is read from the spec then.
+    "agent.post_init",
+    "agent.pre_run",
+)
+
+UNHASHED_FIELDS: tuple[str, ...] = (
+    # Where the spec was written, not what it asks for: moving a document changes nothing.
+    "source",
+)
+
+
+def recreate_view(agent: DesiredAgent) -> dict[str, object]:
+    """The JSON-able values of `RECREATE_FIELDS`, keyed by their dotted names, plus the version."""
+    view: dict[str, object] = {"hash_version": HASH_VERSION}
+    for field in RECREATE_FIELDS:
+        value: Any = agent
+        for part in field.split("."):
+            value = getattr(value, part)
+        view[field] = _canonical(value)
+    return view
+
+
+def spec_hash(agent: DesiredAgent) -> str:
+    """sha256 (hex) of the compact, key-sorted JSON of `recreate_view(agent)`."""
+    text = json.dumps(recreate_view(agent), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_canonical(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _canonical(item) for key, item in value.items()}
+    return value

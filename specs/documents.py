@@ -1,0 +1,148 @@
+"""Reading spec files into YAML documents that remember where each key and value was written.
+
+ruamel.yaml's round-trip loader keeps the line and column of every mapping key, mapping value
+and sequence item (`.lc`); we keep that tree next to a plain-Python copy of it, so validation
+works on ordinary dicts and lists while every error can still point at `file:line:column`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import Node
+from ruamel.yaml.scalarbool import ScalarBoolean
+
+from specs.errors import SourceRef, SpecError, SpecErrors
+
+_DUPLICATE_KEY = re.compile(r'found duplicate key "(?P<key>.*?)"')
+
+
+@dataclass(frozen=True)
+class SpecText:
+    """The text of one spec input, as read from a file or stdin."""
+
+    name: str  # how errors name it: the path as the user gave it, or "<stdin>"
+    path: str | None  # absolute path of the file; None for stdin
+    base_dir: str  # relative workspace paths written in this text resolve against it
+    text: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """One non-empty YAML document of a spec file, with the positions of what it holds."""
+
+    name: str
+    base_dir: str
+    node: Any  # ruamel round-trip tree: CommentedMap, CommentedSeq or a scalar
+    data: Any  # the same content as plain dicts, lists, str, int, float, bool, None, dates
+    start: SourceRef
+
+    def locate(self, path: Sequence[Any], *, key: bool = False) -> SourceRef:
+        """Where the entry at `path` was written: its key (`key=True`) or its value.
+
+        A path that goes beyond what the file holds (a missing key) stops at the deepest entry
+        that exists, so the position is still close to the problem.
+        """
+        node = self.node
+        line, column = self.start.line, self.start.column
+        for part in path:
+            found = _child(node, part, key=key)
+            if found is None:
+                break
+            (line, column), node = found
+        return SourceRef(self.name, line, column)
+
+
+def read_documents(source: SpecText) -> list[Document]:
+    """Parse every document of `source`, skipping empty ones.
+
+    Raises `SpecErrors` with the located problem when the text is not valid YAML.
+    """
+    try:
+        # Composing gives the start of every document, even one that is a bare scalar.
+        nodes: list[Node] = list(YAML(typ="rt").compose_all(source.text))
+        roots: list[Any] = list(YAML(typ="rt").load_all(source.text))
+    except MarkedYAMLError as error:
+        raise SpecErrors([_yaml_error(source.name, error)]) from error
+    except Exception as error:  # a constructor failure such as a malformed tagged scalar
+        raise SpecErrors(
+            [
+                SpecError(
+                    SourceRef(source.name, 1, 1),
+                    "",
+                    f"cannot read YAML: {error}",
+                    "fix the value or remove its explicit tag",
+                )
+            ]
+        ) from error
+    documents = []
+    for node, root in zip(nodes, roots, strict=True):
+        if root is None:
+            continue  # an empty document between two '---' lines
+        start = SourceRef(source.name, node.start_mark.line + 1, node.start_mark.column + 1)
+        documents.append(Document(source.name, source.base_dir, root, _plain(root), start))
+    return documents
+
+
+def _child(node: Any, part: Any, *, key: bool) -> tuple[tuple[int, int], Any] | None:
+    """The 1-based position of `node[part]` (its key or its value) and the child itself."""
+    if isinstance(node, CommentedMap):
+        if isinstance(part, list | dict) or part not in node:
+            return None
+        recorded = (node.lc.data or {}).get(part)
+        if recorded is None:  # merged in with '<<': it has no position of its own here
+            return (node.lc.line + 1, node.lc.col + 1), node[part]
+        # An empty value has no text of its own; ruamel places it where the next line begins.
+        on_key = key or (node[part] is None and recorded[2] > recorded[0])
+        line, column = (recorded[0], recorded[1]) if on_key else (recorded[2], recorded[3])
+        return (line + 1, column + 1), node[part]
+    if isinstance(node, CommentedSeq) and type(part) is int and part in (node.lc.data or {}):
+        line, column = node.lc.data[part]
+        return (line + 1, column + 1), node[part]
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """Turn ruamel's round-trip types into the builtin types that validation expects."""
+    if isinstance(value, dict):
+        return {_plain_key(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, bool | ScalarBoolean):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return value  # None, or a date, which validation reports as not a string
+
+
+def _plain_key(key: Any) -> Any:
+    plain = _plain(key)
+    return tuple(plain) if isinstance(plain, list) else plain
+
+
+def _yaml_error(name: str, error: MarkedYAMLError) -> SpecError:
+    mark = error.problem_mark or error.context_mark
+    source = SourceRef(name, mark.line + 1, mark.column + 1) if mark else SourceRef(name, 1, 1)
+    problem = (error.problem or str(error)).strip()
+    if isinstance(error, DuplicateKeyError):
+        match = _DUPLICATE_KEY.search(problem)
+        duplicate = match.group("key") if match else "?"
+        return SpecError(source, "", f"duplicate key '{duplicate}'", "keep only one of them")
+    hint = "check indentation, quoting and brackets"
+    if "\\t" in problem or "\t" in problem:
+        hint = "indent with spaces, not tabs"
+    elif error.context and error.context_mark is not None and error.problem_mark is not None:
+        opened = error.context_mark
+        hint = f"{error.context} that starts at line {opened.line + 1}, column {opened.column + 1}"
+    return SpecError(source, "", f"invalid YAML: {problem}", hint)

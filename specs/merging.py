@@ -1,0 +1,100 @@
+"""Merging an Agent's spec over its Project's, and resolving the result into a `DesiredAgent`.
+
+Only what a document wrote takes part (pydantic's `model_fields_set`), so an agent that does not
+mention a key inherits it from its project, and one that does overrides it. Mappings merge key by
+key, lists replace, except `security.firewall.add_domains`: an agent can add domains to its
+project's allowlist but not silently drop them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from specs.documents import Document
+from specs.errors import SpecError
+from specs.models import DesiredAgent, ResolvedWorkspace, WorkspaceMode, WorkspaceSpec
+from specs.validation import AgentDeclaration, ProjectDeclaration
+
+_UNION_PATHS = frozenset({("security", "firewall", "add_domains")})
+
+
+def merge_specs(project: dict[str, Any], agent: dict[str, Any]) -> dict[str, Any]:
+    """Overlay the keys an agent wrote on the keys its project wrote."""
+    return _overlay(project, agent, ())
+
+
+def _overlay(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        here = (*path, key)
+        if here in _UNION_PATHS:
+            merged[key] = (*merged.get(key, ()), *value)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _overlay(merged[key], value, here)
+        else:
+            merged[key] = value
+    return merged
+
+
+def desired_agent(
+    project: ProjectDeclaration, agent: AgentDeclaration, project_name: str
+) -> DesiredAgent | SpecError:
+    """The agent as it should run, or the error that stops it (its workspace does not exist)."""
+    assert project.model is not None and agent.model is not None  # callers pass valid documents
+    project_spec, agent_spec = project.model.spec, agent.model.spec
+    merged = merge_specs(
+        project_spec.model_dump(exclude_unset=True), agent_spec.model_dump(exclude_unset=True)
+    )
+    merged.pop("workspace", None)
+    workspace = _resolve_workspace(
+        [(project.document, project_spec.workspace), (agent.document, agent_spec.workspace)],
+        project.document,
+    )
+    if isinstance(workspace, SpecError):
+        return workspace
+    return DesiredAgent.model_validate(
+        {
+            **merged,
+            "project": project_name,
+            "name": agent.model.metadata.name,
+            "labels": agent.model.metadata.labels,
+            "source": agent.source,
+            "workspace": workspace,
+        }
+    )
+
+
+def _resolve_workspace(
+    layers: list[tuple[Document, WorkspaceSpec]], project: Document
+) -> ResolvedWorkspace | SpecError:
+    """Later layers override earlier ones. A relative path resolves against the directory of the
+    file it is written in; the default '.' against the Project's file, where the project lives."""
+    mode = WorkspaceMode.BIND
+    written: tuple[str, Document] | None = None
+    for document, workspace in layers:
+        if "mode" in workspace.model_fields_set:
+            mode = workspace.mode
+        if "path" in workspace.model_fields_set:
+            written = (workspace.path, document)
+    if written is None:
+        raw, base_dir, where = ".", project.base_dir, project.locate(("kind",), key=True)
+    else:
+        raw, document = written
+        base_dir, where = document.base_dir, document.locate(("spec", "workspace", "path"))
+    path = os.path.abspath(os.path.join(base_dir, os.path.expanduser(raw)))
+    if not os.path.exists(path):
+        return SpecError(
+            where,
+            "spec.workspace.path",
+            f"workspace path {path} does not exist",
+            "create the directory or correct the path",
+        )
+    if not os.path.isdir(path):
+        return SpecError(
+            where,
+            "spec.workspace.path",
+            f"workspace path {path} is not a directory",
+            "name a directory",
+        )
+    return ResolvedWorkspace(path=os.path.realpath(path), mode=mode)

@@ -1,0 +1,189 @@
+"""The spec language as pydantic models: the sections of `spec`, the two document kinds, and the
+resolved `DesiredAgent` that merging produces.
+
+The section models serve both sides: a document fills only the keys it writes (pydantic records
+them in `model_fields_set`, which merging relies on), and a `DesiredAgent` holds complete ones
+whose defaults are the documented ones. Every model forbids unknown keys.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+)
+
+from specs import values
+from specs.errors import SourceRef
+
+API_VERSION = "clawker.dev/v1alpha1"
+
+
+class WorkspaceMode(StrEnum):
+    """How the agent sees the workspace: the host directory itself, or a copy in a volume."""
+
+    BIND = "bind"
+    SNAPSHOT = "snapshot"
+
+
+ProjectName = Annotated[str, AfterValidator(values.project_name)]
+AgentName = Annotated[str, AfterValidator(values.agent_name)]
+Text = Annotated[str, BeforeValidator(values.text)]
+EnvName = Annotated[str, BeforeValidator(values.env_name)]
+LabelKey = Annotated[str, BeforeValidator(values.label_key)]
+Domain = Annotated[str, BeforeValidator(values.domain)]
+Capability = Annotated[str, BeforeValidator(values.capability)]
+Package = Annotated[str, BeforeValidator(values.package)]
+Image = Annotated[str, AfterValidator(values.image)]
+Mode = Annotated[
+    WorkspaceMode,
+    BeforeValidator(values.choice("workspace mode", [m.value for m in WorkspaceMode])),
+]
+Harness = Annotated[
+    Literal["claude", "none"], BeforeValidator(values.choice("harness", ["claude", "none"]))
+]
+Command = Annotated[
+    tuple[Text, ...],
+    BeforeValidator(values.command_shape),
+    AfterValidator(values.command_program),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkspaceSpec(_Model):
+    """`spec.workspace` as written: `path` is still relative to the file it is written in."""
+
+    path: Annotated[str, AfterValidator(values.workspace_path)] = "."
+    mode: Mode = WorkspaceMode.BIND
+
+
+class BuildSpec(_Model):
+    """`spec.build`: what goes into the project's image."""
+
+    base_image: Image = "buildpack-deps:bookworm-scm"
+    packages: tuple[Package, ...] = ()
+    harness: Harness = "claude"
+
+
+class AgentRuntime(_Model):
+    """`spec.agent`: the agent's environment and the scripts clawkerd runs for it."""
+
+    env: dict[EnvName, Text] = Field(default_factory=dict)
+    post_init: str = ""  # once per agent, on its first start
+    pre_run: str = ""  # on every start, before the command
+    enable_shared_dir: StrictBool = False
+
+
+class FirewallSpec(_Model):
+    """`spec.security.firewall`: domains added to the harness's built-in allowlist."""
+
+    add_domains: Annotated[tuple[Domain, ...], AfterValidator(values.sorted_unique)] = ()
+
+
+class GitCredentials(_Model):
+    """`spec.security.git_credentials`: which host credentials the agent may use (never hold)."""
+
+    forward_https: StrictBool = True
+    forward_ssh: StrictBool = True
+    forward_gpg: StrictBool = True
+    copy_git_config: StrictBool = True
+
+
+class SecuritySpec(_Model):
+    """`spec.security`: the firewall allowlist, extra capabilities and git credentials."""
+
+    firewall: FirewallSpec = Field(default_factory=FirewallSpec)
+    cap_add: Annotated[tuple[Capability, ...], AfterValidator(values.sorted_unique)] = ()
+    git_credentials: GitCredentials = Field(default_factory=GitCredentials)
+
+
+class ProjectSpec(_Model):
+    """`spec` of a Project: defaults for all of the project's agents."""
+
+    workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
+    build: BuildSpec = Field(default_factory=BuildSpec)
+    agent: AgentRuntime = Field(default_factory=AgentRuntime)
+    security: SecuritySpec = Field(default_factory=SecuritySpec)
+
+
+class AgentSpec(ProjectSpec):
+    """`spec` of an Agent: overrides of its project's spec, plus the command to run."""
+
+    command: Command = ("claude",)
+
+
+class ProjectMetadata(_Model):
+    name: ProjectName
+
+
+class AgentMetadata(_Model):
+    name: AgentName
+    project: ProjectName | None = None  # may be left out when exactly one project is declared
+    labels: dict[LabelKey, Text] = Field(default_factory=dict)
+
+
+class _Envelope(_Model):
+    # Checked before model validation, with messages of their own; declared so they are known keys.
+    api_version: Any = Field(default=None, alias="apiVersion")
+    kind: Any = None
+
+
+class ProjectDocument(_Envelope):
+    """A `kind: Project` document."""
+
+    metadata: ProjectMetadata
+    spec: ProjectSpec = Field(default_factory=ProjectSpec)
+
+
+class AgentDocument(_Envelope):
+    """A `kind: Agent` document."""
+
+    metadata: AgentMetadata
+    spec: AgentSpec = Field(default_factory=AgentSpec)
+
+
+DOCUMENT_MODELS: dict[str, type[ProjectDocument] | type[AgentDocument]] = {
+    "Project": ProjectDocument,
+    "Agent": AgentDocument,
+}
+
+
+class ResolvedWorkspace(_Model):
+    """The workspace an agent mounts: an absolute, symlink-free path that exists."""
+
+    path: str
+    mode: WorkspaceMode = WorkspaceMode.BIND
+
+
+class DesiredAgent(_Model):
+    """One agent as the user wants it: its Agent document merged over its Project's, resolved."""
+
+    project: str
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    source: SourceRef  # where the Agent document begins
+    command: Command = ("claude",)
+    workspace: ResolvedWorkspace
+    build: BuildSpec = Field(default_factory=BuildSpec)
+    agent: AgentRuntime = Field(default_factory=AgentRuntime)
+    security: SecuritySpec = Field(default_factory=SecuritySpec)
+
+    @property
+    def key(self) -> str:
+        """The agent's identity across specs and Docker: `project/name`."""
+        return f"{self.project}/{self.name}"
+
+    @property
+    def container_name(self) -> str:
+        """The name of the agent's container."""
+        return f"clawker.{self.project}.{self.name}"

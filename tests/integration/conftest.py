@@ -1,0 +1,106 @@
+"""Integration fixtures: a real Docker engine, one labelled scope per test.
+
+Every object a test makes carries `dev.clawker.test=<run id>` (CLAWKER_SCOPE_LABELS makes the
+CLI stamp it and filter by it), lives on the test's own network, and is force-removed at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.cleanup import TEST_LABEL, remove_test_objects
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Scope:
+    run_id: str
+    project: str
+    env: dict[str, str]
+    api: docker.APIClient
+    workdir: Path
+
+    def clawker(
+        self, *args: str, stdin: str | None = None, check: int | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI in a subprocess, inside this test's scope."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            input=stdin if stdin is not None else "",
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=REPO,
+            timeout=300,
+            check=False,
+        )
+        if check is not None:
+            assert proc.returncode == check, (
+                f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            )
+        return proc
+
+    def write_spec(self, body: str, name: str = "agents.yaml") -> Path:
+        path = self.workdir / name
+        path.write_text(textwrap.dedent(body).replace("PROJECT", self.project))
+        return path
+
+    def containers(self) -> list[dict[str, Any]]:
+        return list(
+            self.api.containers(all=True, filters={"label": [f"{TEST_LABEL}={self.run_id}"]})
+        )
+
+    def volumes(self) -> set[str]:
+        raw = self.api.volumes(filters={"label": [f"{TEST_LABEL}={self.run_id}"]})
+        return {v["Name"] for v in raw.get("Volumes") or []}
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        info: dict[str, Any] = self.api.inspect_container(name)
+        return info
+
+    def exec(self, name: str, *cmd: str) -> tuple[int, str]:
+        exec_id = self.api.exec_create(name, list(cmd))
+        out = self.api.exec_start(exec_id).decode(errors="replace")
+        code = self.api.exec_inspect(exec_id)["ExitCode"]
+        return int(code), out
+
+
+@pytest.fixture(scope="session")
+def docker_api() -> docker.APIClient:
+    try:
+        api = docker.APIClient(version="auto")
+        api.ping()
+    except Exception as exc:  # pragma: no cover - the setup guarantees an engine
+        pytest.fail(f"no Docker engine answers ({exc}); run `make setup`")
+    return api
+
+
+@pytest.fixture
+def scope(docker_api: docker.APIClient, tmp_path: Path) -> Iterator[Scope]:
+    run_id = uuid.uuid4().hex[:10]
+    env = dict(os.environ)
+    env.update(
+        CLAWKER_SCOPE_LABELS=f"{TEST_LABEL}={run_id}",
+        CLAWKER_NETWORK=f"clawker-test-{run_id}",
+        NO_COLOR="1",
+    )
+    workdir = tmp_path / "specs"
+    (workdir / "ws").mkdir(parents=True)
+    (workdir / "ws" / "hello.txt").write_text("hello from the host\n")
+    s = Scope(run_id, f"t{run_id}", env, docker_api, workdir)
+    try:
+        yield s
+    finally:
+        remove_test_objects(run_id)

@@ -1,0 +1,166 @@
+"""The executor over a recording port with injected failures (a fake only at the port's edge)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+from reconciler.docker_port import (
+    ContainerInfo,
+    ContainerSpec,
+    DockerError,
+    NetworkInfo,
+    VolumeInfo,
+)
+from reconciler.executor import StepStatus, execute
+from reconciler.planning import Action, AgentChange, ChangeKind, Plan, Step
+
+
+class RecordingPort:
+    """Records calls; raises DockerError for the (method, target) pairs in `fail`."""
+
+    def __init__(self, fail: set[tuple[str, str]] = frozenset()) -> None:  # type: ignore[assignment]
+        self.calls: list[tuple[str, str]] = []
+        self.fail = fail
+
+    def _record(self, method: str, target: str) -> None:
+        self.calls.append((method, target))
+        if (method, target) in self.fail:
+            raise DockerError(f"{method} {target}: injected failure", 500)
+
+    def list_containers(self) -> list[ContainerInfo]:
+        return []
+
+    def list_volumes(self) -> list[VolumeInfo]:
+        return []
+
+    def list_networks(self) -> list[NetworkInfo]:
+        return []
+
+    def image_id(self, ref: str) -> str | None:
+        return None
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        self._record("create_network", name)
+        return name
+
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self._record("create_volume", name)
+
+    def remove_volume(self, name: str) -> None:
+        self._record("remove_volume", name)
+
+    def create_container(self, spec: ContainerSpec) -> str:
+        self._record("create_container", spec.name)
+        return spec.name
+
+    def start_container(self, container_id: str) -> None:
+        self._record("start_container", container_id)
+
+    def stop_container(self, container_id: str, timeout: int = 10) -> None:
+        self._record("stop_container", container_id)
+
+    def remove_container(self, container_id: str) -> None:
+        self._record("remove_container", container_id)
+
+    def rename_container(self, container_id: str, new_name: str) -> None:
+        self._record("rename_container", container_id)
+
+    def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None:
+        self._record("put_archive", container_id)
+
+    def inspect_state(self, container_id: str) -> Mapping[str, Any]:
+        return {}
+
+    def logs_tail(self, container_id: str, lines: int = 20) -> str:
+        return ""
+
+    def import_image(
+        self, tar_path: str, ref: str, labels: Mapping[str, str], cmd: Sequence[str]
+    ) -> str:
+        return ref
+
+
+def _spec(name: str) -> ContainerSpec:
+    return ContainerSpec(name=name, image="img", command=("true",), labels={})
+
+
+def create_plan(agent: str, existing_volume: bool = False) -> Plan:
+    c = f"clawker.p.{agent}"
+    key = f"p/{agent}"
+    steps = [Step(1, Action.CREATE_NETWORK, "network", "net", "not found")]
+    deps = [1]
+    if not existing_volume:
+        steps.append(Step(2, Action.CREATE_VOLUME, "volume", f"{c}-config", "not found", agent=key))
+        deps.append(2)
+    n = len(steps)
+    steps += [
+        Step(
+            n + 1,
+            Action.CREATE_CONTAINER,
+            "container",
+            c,
+            "not found",
+            tuple(deps),
+            agent=key,
+            container=_spec(c),
+        ),
+        Step(n + 2, Action.START_CONTAINER, "container", c, "created", (n + 1,), agent=key),
+    ]
+    return Plan(tuple(steps), (AgentChange(key, ChangeKind.CREATE),))
+
+
+def test_runs_every_step_in_dependency_order() -> None:
+    port = RecordingPort()
+    result = execute(port, create_plan("a"))
+    assert result.ok
+    assert port.calls.index(("create_container", "clawker.p.a")) > port.calls.index(
+        ("create_volume", "clawker.p.a-config")
+    )
+    assert port.calls[-1] == ("start_container", "clawker.p.a")
+
+
+def test_a_failed_start_removes_what_this_run_created_newest_first() -> None:
+    port = RecordingPort(fail={("start_container", "clawker.p.a")})
+    events: list[tuple[StepStatus, str]] = []
+    result = execute(
+        port, create_plan("a"), on_event=lambda e: events.append((e.status, e.step.target))
+    )
+    assert not result.ok
+    assert port.calls[-2:] == [
+        ("remove_container", "clawker.p.a"),
+        ("remove_volume", "clawker.p.a-config"),
+    ]
+    assert result.rolled_back == ["container:clawker.p.a", "volume:clawker.p.a-config"]
+    assert (StepStatus.FAILED, "clawker.p.a") in events
+    # The shared network is never undone.
+    assert ("remove_network", "net") not in port.calls
+
+
+def test_a_volume_that_existed_before_is_never_removed() -> None:
+    port = RecordingPort(fail={("start_container", "clawker.p.a")})
+    execute(port, create_plan("a", existing_volume=True))
+    assert not [c for c in port.calls if c[0] == "remove_volume"]
+
+
+def test_a_failure_skips_dependents_and_leaves_other_agents_alone() -> None:
+    a, b = create_plan("a"), create_plan("b")
+    shifted = tuple(
+        Step(
+            s.id + 10,
+            s.action,
+            s.kind,
+            s.target,
+            s.cause,
+            tuple(d + 10 if d != 1 else 1 for d in s.depends_on),
+            s.agent,
+            s.container,
+        )
+        for s in b.steps[1:]
+    )
+    plan = Plan(a.steps + shifted, a.changes + b.changes)
+    port = RecordingPort(fail={("create_container", "clawker.p.a")})
+    result = execute(port, plan)
+    assert ("start_container", "clawker.p.a") not in port.calls
+    assert ("start_container", "clawker.p.b") in port.calls
+    assert result.agent_errors(plan) == {"p/a": "create_container clawker.p.a: injected failure"}

@@ -1,0 +1,456 @@
+"""Invalid specs: every problem is reported with its file:line:column, key path and a fix."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from specs import SourceRef, SpecError, SpecErrors, load_specs
+
+PROJECT = """\
+apiVersion: clawker.dev/v1alpha1
+kind: Project
+metadata: {name: myapp}
+"""
+
+AGENT = "apiVersion: clawker.dev/v1alpha1\nkind: Agent\n"
+
+# Agent documents in the table follow PROJECT and a '---' line, so they begin on line 5.
+AGENT_HEAD = PROJECT + "---\n" + AGENT
+
+
+@dataclass(frozen=True)
+class Bad:
+    """Spec files (name -> text), the one error expected, and where it must point."""
+
+    files: dict[str, str]
+    location: str
+    message: str
+
+
+def agent_spec(spec: str) -> dict[str, str]:
+    """A valid project and an agent `dev` (metadata on line 7, spec on line 8) with `spec`."""
+    return {"a.yaml": AGENT_HEAD + "metadata: {name: dev}\nspec:\n" + spec}
+
+
+BAD_INPUTS: dict[str, Bad] = {
+    "yaml syntax error": Bad(
+        {"a.yaml": "apiVersion: clawker.dev/v1alpha1\nkind: Project\nmetadata: {name: myapp\n"},
+        "a.yaml:4:1",
+        "invalid YAML: expected ',' or '}'",
+    ),
+    "yaml duplicate key": Bad(
+        {"a.yaml": PROJECT + "kind: Agent\n"},
+        "a.yaml:4:1",
+        "duplicate key 'kind'",
+    ),
+    "tab indentation": Bad(
+        {"a.yaml": PROJECT + "spec:\n\tbuild: {}\n"},
+        "a.yaml:5:1",
+        "indent with spaces, not tabs",
+    ),
+    "unknown top-level key": Bad(
+        {"a.yaml": PROJECT + "sepc: {}\n"},
+        "a.yaml:4:1",
+        "sepc: unknown key 'sepc' (did you mean 'spec'?)",
+    ),
+    "unknown key in spec": Bad(
+        agent_spec("  workspace: {mdoe: bind}\n"),
+        "a.yaml:9:15",
+        "spec.workspace.mdoe: unknown key 'mdoe' (did you mean 'mode'?)",
+    ),
+    "unknown key nested in security.firewall": Bad(
+        agent_spec("  security:\n    firewall:\n      add_domain: [github.com]\n"),
+        "a.yaml:11:7",
+        "spec.security.firewall.add_domain: unknown key 'add_domain' (did you mean 'add_domains'?)",
+    ),
+    "unknown key without a close match lists the known ones": Bad(
+        agent_spec("  build: {zzz: 1}\n"),
+        "a.yaml:9:11",
+        "unknown key 'zzz' (known keys: base_image, packages, harness)",
+    ),
+    "camelCase key": Bad(
+        agent_spec("  build: {baseImage: debian}\n"),
+        "a.yaml:9:11",
+        "unknown key 'baseImage' (did you mean 'base_image'?)",
+    ),
+    "packages as a string": Bad(
+        agent_spec("  build: {packages: ripgrep}\n"),
+        "a.yaml:9:21",
+        "spec.build.packages: expected a list, got a string ('ripgrep') (write a list: [ripgrep])",
+    ),
+    "a mapping where a string belongs": Bad(
+        agent_spec("  build:\n    base_image: {name: debian}\n"),
+        "a.yaml:10:17",
+        "spec.build.base_image: expected a string, got a mapping",
+    ),
+    "a quoted boolean": Bad(
+        agent_spec('  agent: {enable_shared_dir: "yes"}\n'),
+        "a.yaml:9:30",
+        "expected true or false, got a string ('yes') (write true or false, without quotes)",
+    ),
+    "command as a string": Bad(
+        agent_spec('  command: "claude --model opus"\n'),
+        "a.yaml:9:12",
+        "spec.command: expected a list of arguments, got a string"
+        " (write it as a list: [claude, --model, opus])",
+    ),
+    "empty command": Bad(
+        agent_spec("  command: []\n"),
+        "a.yaml:9:12",
+        "spec.command: command must not be empty",
+    ),
+    "command item that is a list": Bad(
+        agent_spec("  command: [bash, [x]]\n"),
+        "a.yaml:9:19",
+        "spec.command[1]: expected a string, got a list",
+    ),
+    "missing metadata.name": Bad(
+        {"a.yaml": PROJECT + "---\napiVersion: clawker.dev/v1alpha1\nkind: Agent\nmetadata: {}\n"},
+        "a.yaml:7:1",
+        "metadata.name: missing required key 'name' (add name: <name> under metadata)",
+    ),
+    "missing metadata": Bad(
+        {"a.yaml": "apiVersion: clawker.dev/v1alpha1\nkind: Project\n"},
+        "a.yaml:1:1",
+        "metadata: missing required key 'metadata' (add metadata: {name: <name>})",
+    ),
+    "duplicate agent": Bad(
+        {
+            "a.yaml": AGENT_HEAD + "metadata: {name: dev}\n",
+            "b.yaml": AGENT + "metadata:\n  name: dev\n",
+        },
+        "b.yaml:4:9",
+        "agent 'myapp/dev' is declared twice; first at a.yaml:6:1",
+    ),
+    "duplicate project": Bad(
+        {"a.yaml": PROJECT + "---\n" + PROJECT},
+        "a.yaml:7:18",
+        "project 'myapp' is declared twice; first at a.yaml:3:18",
+    ),
+    "uppercase name": Bad(
+        {"a.yaml": AGENT_HEAD + "metadata: {name: Dev}\n"},
+        "a.yaml:7:18",
+        "metadata.name: invalid agent name 'Dev': Docker names must be lowercase (use 'dev')",
+    ),
+    "name with a dot": Bad(
+        {"a.yaml": AGENT_HEAD + "metadata: {name: dev.1}\n"},
+        "a.yaml:7:18",
+        "dots separate the parts of Docker names (use '-' instead, e.g. 'dev-1')",
+    ),
+    "name too long": Bad(
+        {"a.yaml": AGENT_HEAD + "metadata: {name: " + "a" * 64 + "}\n"},
+        "a.yaml:7:18",
+        "is 64 characters long (use 1-63 lowercase letters",
+    ),
+    "name with other characters": Bad(
+        {"a.yaml": AGENT_HEAD + "metadata: {name: -dev}\n"},
+        "a.yaml:7:18",
+        "invalid agent name '-dev' (use 1-63 lowercase letters, digits, '-' or '_', starting",
+    ),
+    "project name that is no image name": Bad(
+        {"a.yaml": PROJECT.replace("myapp", "my_-app")},
+        "a.yaml:3:18",
+        "project name 'my_-app' cannot be part of the image name clawker-my_-app",
+    ),
+    "empty file": Bad({"a.yaml": ""}, "a.yaml:1:1", "no documents in file"),
+    "file with only empty documents": Bad(
+        {"a.yaml": "---\n# nothing here\n---\n"}, "a.yaml:1:1", "no documents in file"
+    ),
+    "unknown kind": Bad(
+        {"a.yaml": "apiVersion: clawker.dev/v1alpha1\nkind: Agnet\nmetadata: {name: x}\n"},
+        "a.yaml:2:7",
+        "kind: unknown kind 'Agnet'; supported kinds: Agent, Project (did you mean 'Agent'?)",
+    ),
+    "missing kind": Bad(
+        {"a.yaml": "apiVersion: clawker.dev/v1alpha1\nmetadata: {name: x}\n"},
+        "a.yaml:1:1",
+        "kind: missing kind",
+    ),
+    "unsupported apiVersion": Bad(
+        {"a.yaml": PROJECT.replace("v1alpha1", "v1")},
+        "a.yaml:1:13",
+        "unsupported apiVersion 'clawker.dev/v1' (use apiVersion: clawker.dev/v1alpha1)",
+    ),
+    "missing apiVersion": Bad(
+        {"a.yaml": "kind: Project\nmetadata: {name: myapp}\n"},
+        "a.yaml:1:1",
+        "apiVersion: missing apiVersion (add apiVersion: clawker.dev/v1alpha1)",
+    ),
+    "agent naming an undeclared project": Bad(
+        {"a.yaml": AGENT_HEAD + "metadata: {name: dev, project: other}\n"},
+        "a.yaml:7:32",
+        "metadata.project: project 'other' is not declared"
+        " (add a document with kind: Project and metadata.name: other)",
+    ),
+    "two projects and an agent that names none": Bad(
+        {
+            "a.yaml": PROJECT
+            + "---\n"
+            + AGENT_HEAD.replace("myapp", "web")
+            + "metadata:\n  name: dev\n"
+        },
+        "a.yaml:11:1",
+        "several are declared (myapp, web) (add project: <name> under metadata)",
+    ),
+    "an agent and no project at all": Bad(
+        {"a.yaml": AGENT + "metadata: {name: dev}\n"},
+        "a.yaml:3:1",
+        "no document of kind Project is declared",
+    ),
+    "env value that is a boolean": Bad(
+        agent_spec("  agent:\n    env:\n      DEBUG: true\n"),
+        "a.yaml:11:14",
+        "spec.agent.env.DEBUG: expected a string, got a boolean (true) (quote it: 'true')",
+    ),
+    "env value that is null": Bad(
+        agent_spec("  agent:\n    env:\n      TOKEN:\n"),
+        "a.yaml:11:7",
+        "expected a string, got null (an empty value) (write '' for an empty string)",
+    ),
+    "reserved CLAWKER_ env key": Bad(
+        agent_spec("  agent:\n    env: {CLAWKER_AGENT: x}\n"),
+        "a.yaml:10:11",
+        "spec.agent.env.CLAWKER_AGENT: environment variable CLAWKER_AGENT is reserved",
+    ),
+    "bad env key": Bad(
+        agent_spec("  agent:\n    env: {MY-VAR: x}\n"),
+        "a.yaml:10:11",
+        "invalid environment variable name 'MY-VAR' (use letters, digits and '_'",
+    ),
+    "cap_add NET_ADMIN": Bad(
+        agent_spec("  security:\n    cap_add: [SYS_PTRACE, NET_ADMIN]\n"),
+        "a.yaml:10:27",
+        "spec.security.cap_add[1]: capability NET_ADMIN is refused:"
+        " it would let the agent detach the firewall's BPF programs",
+    ),
+    "cap_add SYS_ADMIN written as cap_sys_admin": Bad(
+        agent_spec("  security:\n    cap_add: [cap_sys_admin]\n"),
+        "a.yaml:10:15",
+        "capability SYS_ADMIN is refused",
+    ),
+    "cap_add BPF": Bad(
+        agent_spec("  security:\n    cap_add:\n      - BPF\n"),
+        "a.yaml:11:9",
+        "capability BPF is refused",
+    ),
+    "unknown capability": Bad(
+        agent_spec("  security:\n    cap_add: [SYS_PTRAC]\n"),
+        "a.yaml:10:15",
+        "unknown capability 'SYS_PTRAC' (did you mean 'SYS_PTRACE'?)",
+    ),
+    "domain with a scheme": Bad(
+        agent_spec(
+            "  security:\n    firewall: {add_domains: [github.com, 'https://pypi.org/simple']}\n"
+        ),
+        "a.yaml:10:42",
+        "spec.security.firewall.add_domains[1]: 'https://pypi.org/simple' is a URL, not a domain"
+        " (write only the host name: 'pypi.org')",
+    ),
+    "domain with a wildcard": Bad(
+        agent_spec("  security:\n    firewall: {add_domains: ['*.example.com']}\n"),
+        "a.yaml:10:30",
+        "wildcards are not supported: '*.example.com'"
+        " (write '.example.com' to allow example.com and all its subdomains)",
+    ),
+    "domain with a port": Bad(
+        agent_spec("  security:\n    firewall: {add_domains: ['github.com:443']}\n"),
+        "a.yaml:10:30",
+        "'github.com:443' has a port (write only the host name: 'github.com'",
+    ),
+    "domain with bad characters": Bad(
+        agent_spec("  security:\n    firewall: {add_domains: [exa_mple.com]}\n"),
+        "a.yaml:10:30",
+        "invalid domain 'exa_mple.com'",
+    ),
+    "workspace path that does not exist": Bad(
+        agent_spec("  workspace:\n    path: ./missing\n"),
+        "a.yaml:10:11",
+        "spec.workspace.path: workspace path {tmp}/missing does not exist",
+    ),
+    "workspace path that is a file": Bad(
+        {
+            "a.yaml": PROJECT
+            + "spec: {workspace: {path: a.yaml}}\n---\n"
+            + AGENT
+            + "metadata: {name: dev}\n"
+        },
+        "a.yaml:4:26",
+        "workspace path {tmp}/a.yaml is not a directory",
+    ),
+    "bad workspace mode": Bad(
+        agent_spec("  workspace: {mode: snapshop}\n"),
+        "a.yaml:9:21",
+        "spec.workspace.mode: unknown workspace mode 'snapshop'; use one of: bind, snapshot"
+        " (did you mean 'snapshot'?)",
+    ),
+    "unknown harness": Bad(
+        agent_spec("  build: {harness: codex}\n"),
+        "a.yaml:9:20",
+        "spec.build.harness: unknown harness 'codex'; use one of: claude, none",
+    ),
+    "package list item with spaces": Bad(
+        agent_spec("  build: {packages: [ripgrep fd-find]}\n"),
+        "a.yaml:9:22",
+        "'ripgrep fd-find' is several packages (list them separately: [ripgrep, fd-find])",
+    ),
+    "reserved label key": Bad(
+        {"a.yaml": AGENT_HEAD + "metadata: {name: dev, labels: {dev.clawker.agent: x}}\n"},
+        "a.yaml:7:32",
+        "metadata.labels[\"dev.clawker.agent\"]: label key 'dev.clawker.agent' is reserved",
+    ),
+    "a document that is a list": Bad(
+        {"a.yaml": PROJECT + "---\n- kind: Agent\n"},
+        "a.yaml:5:1",
+        "expected a mapping with apiVersion, kind, metadata and spec; got a list",
+    ),
+    "a document that is a string": Bad(
+        {"a.yaml": PROJECT + "---\n\n  hello\n"},
+        "a.yaml:6:3",
+        "got a string ('hello')",
+    ),
+    "an explicitly null mapping": Bad(
+        agent_spec("  security:\n"),
+        "a.yaml:9:3",
+        "spec.security: expected a mapping, got null (an empty value) (write {} or remove the key)",
+    ),
+}
+
+
+def load_in(directory: Path, files: dict[str, str]) -> SpecErrors:
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    with pytest.raises(SpecErrors) as raised:
+        load_specs(sorted(files))
+    return raised.value
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_a_bad_input_is_reported_where_it_is_written(
+    case: Bad, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    failure = load_in(tmp_path, case.files)
+
+    expected = case.message.replace("{tmp}", str(tmp_path))
+    assert len(failure.errors) == 1, str(failure)
+    (error,) = failure.errors
+    assert str(error.source) == case.location, str(error)
+    assert expected in str(error)
+
+
+def test_a_missing_input_path_is_an_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.yaml")
+
+    with pytest.raises(SpecErrors) as raised:
+        load_specs([missing])
+
+    (error,) = raised.value.errors
+    assert error.source is None
+    assert str(error) == f"{missing}: no such file or directory (check the -f path)"
+
+
+def test_errors_in_several_files_are_reported_together_in_reading_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    files = {
+        "a.yaml": PROJECT + "spec:\n  build: {packages: ripgrep}\n  agent: {env: {X: null}}\n",
+        "b.yaml": AGENT + "metadata: {name: Bad}\n"
+        "spec: {command: claude, workspace: {mdoe: bind}}\n",
+        "c.yaml": "key: [unclosed\n",
+    }
+
+    failure = load_in(tmp_path, files)
+
+    located = [(str(e.source), e.key_path) for e in failure.errors]
+    assert located == [
+        ("a.yaml:5:21", "spec.build.packages"),
+        ("a.yaml:6:20", "spec.agent.env.X"),
+        ("b.yaml:3:18", "metadata.name"),
+        ("b.yaml:4:17", "spec.command"),
+        ("b.yaml:4:37", "spec.workspace.mdoe"),
+        ("c.yaml:2:1", ""),
+    ]
+    assert str(failure).count("\n") == len(failure.errors) - 1
+
+
+def test_a_file_that_is_not_yaml_does_not_cause_follow_up_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broken file may declare the project the agent names; only the syntax is reported."""
+    monkeypatch.chdir(tmp_path)
+    files = {
+        "a.yaml": "apiVersion: clawker.dev/v1alpha1\nkind: Project\nmetadata: {name: [web\n",
+        "b.yaml": AGENT + "metadata: {name: dev, project: web}\n",
+    }
+
+    failure = load_in(tmp_path, files)
+
+    assert [str(e.source) for e in failure.errors] == ["a.yaml:4:1"]
+
+
+def test_a_project_with_errors_still_counts_as_declared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    files = {"a.yaml": PROJECT + "spec: {build: {packages: [Bad Name]}}\n---\n" + "kind: Agent\n"}
+    files["a.yaml"] += "apiVersion: clawker.dev/v1alpha1\nmetadata: {name: dev, project: myapp}\n"
+
+    failure = load_in(tmp_path, files)
+
+    assert [e.key_path for e in failure.errors] == ["spec.build.packages[0]"]
+
+
+def test_one_missing_workspace_shared_by_several_agents_is_reported_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    agents = "".join(
+        f"---\napiVersion: clawker.dev/v1alpha1\nkind: Agent\nmetadata: {{name: {n}}}\n"
+        for n in ("one", "two")
+    )
+    files = {"a.yaml": PROJECT + "spec: {workspace: {path: gone}}\n" + agents}
+
+    failure = load_in(tmp_path, files)
+
+    assert [str(e.source) for e in failure.errors] == ["a.yaml:4:26"]
+
+
+def test_a_kind_that_is_not_a_string_is_an_unknown_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    failure = load_in(tmp_path, {"a.yaml": "apiVersion: clawker.dev/v1alpha1\nkind: [Agent]\n"})
+
+    assert [str(e) for e in failure.errors] == [
+        "a.yaml:2:7: kind: unknown kind a list; supported kinds: Agent, Project"
+    ]
+
+
+def test_keys_merged_in_with_yaml_merge_keys_are_validated_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = PROJECT + "spec:\n  build: &base {packages: [jq]}\n  agent:\n    <<: *base\n"
+
+    failure = load_in(tmp_path, {"a.yaml": text})
+
+    # The merged key has no position of its own: the mapping it was merged into is named.
+    assert [(str(e.source), e.key_path) for e in failure.errors] == [
+        ("a.yaml:7:5", "spec.agent.packages")
+    ]
+
+
+def test_spec_errors_survive_pickling() -> None:
+    error = SpecError(SourceRef("a.yaml", 1, 2), "kind", "missing kind", "add kind")
+
+    copy = pickle.loads(pickle.dumps(SpecErrors([error])))
+
+    assert copy.errors == [error]
+    assert str(copy) == str(error)

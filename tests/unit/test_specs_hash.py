@@ -1,0 +1,148 @@
+"""The spec hash: it changes exactly when an agent's container must be recreated."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from specs import HASH_VERSION, DesiredAgent, load_specs, recreate_view, spec_hash
+from specs.canonical import LIVE_FIELDS, RECREATE_FIELDS, UNHASHED_FIELDS
+
+BASE_SPEC: dict[str, Any] = {
+    "build": {"packages": ["ripgrep"]},
+    "agent": {"env": {"EDITOR": "vim", "LANG": "C.UTF-8"}, "post_init": "make", "pre_run": ""},
+    "security": {"firewall": {"add_domains": ["github.com", "pypi.org"]}},
+}
+
+
+def load_agent(tmp_path: Path, spec: dict[str, Any], name: str = "a.yaml") -> DesiredAgent:
+    """Load one agent whose spec is `spec` (JSON is YAML), written to `tmp_path/name`."""
+    documents = [
+        {"apiVersion": "clawker.dev/v1alpha1", "kind": "Project", "metadata": {"name": "myapp"}},
+        {"apiVersion": "clawker.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "dev"}}
+        | {"spec": spec},
+    ]
+    path = tmp_path / name
+    path.write_text("\n---\n".join(json.dumps(document) for document in documents))
+    (agent,) = load_specs([str(path)]).agents
+    return agent
+
+
+def changed(spec: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `spec` with the dotted `path` set to `value`."""
+    copy: dict[str, Any] = json.loads(json.dumps(spec))
+    *parents, last = path.split(".")
+    target = copy
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[last] = value
+    return copy
+
+
+def test_the_hash_is_the_sha256_of_the_compact_sorted_view(tmp_path: Path) -> None:
+    agent = load_agent(tmp_path, BASE_SPEC)
+
+    text = json.dumps(recreate_view(agent), sort_keys=True, separators=(",", ":"))
+
+    assert spec_hash(agent) == hashlib.sha256(text.encode()).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{64}", spec_hash(agent))
+
+
+def test_the_view_carries_the_hash_version(tmp_path: Path) -> None:
+    view = recreate_view(load_agent(tmp_path, BASE_SPEC))
+
+    assert HASH_VERSION == "1"
+    assert view["hash_version"] == HASH_VERSION
+
+
+def test_the_view_holds_exactly_the_recreate_fields(tmp_path: Path) -> None:
+    view = recreate_view(load_agent(tmp_path, BASE_SPEC))
+
+    assert set(view) == {"hash_version", *RECREATE_FIELDS}
+    assert json.loads(json.dumps(view)) == view  # JSON-able as it is
+
+
+def test_equal_specs_hash_equal_whatever_the_order_they_are_written_in(tmp_path: Path) -> None:
+    reordered = changed(BASE_SPEC, "agent.env", {"LANG": "C.UTF-8", "EDITOR": "vim"})
+    reordered = changed(reordered, "security.firewall.add_domains", ["pypi.org", "github.com"])
+
+    first = load_agent(tmp_path, BASE_SPEC, "a.yaml")
+    second = load_agent(tmp_path, reordered, "b.yaml")
+
+    assert first.source != second.source  # where it is written does not matter
+    assert spec_hash(first) == spec_hash(second)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("agent.env", {"EDITOR": "nano", "LANG": "C.UTF-8"}),
+        ("command", ["bash"]),
+        ("workspace.mode", "snapshot"),
+        ("build.packages", ["ripgrep", "jq"]),
+        ("build.base_image", "debian:bookworm"),
+        ("build.harness", "none"),
+        ("security.cap_add", ["SYS_PTRACE"]),
+        ("security.git_credentials.forward_ssh", False),
+        ("agent.enable_shared_dir", True),
+    ],
+)
+def test_a_change_that_needs_a_new_container_changes_the_hash(
+    tmp_path: Path, path: str, value: Any
+) -> None:
+    before = load_agent(tmp_path, BASE_SPEC, "a.yaml")
+    after = load_agent(tmp_path, changed(BASE_SPEC, path, value), "b.yaml")
+
+    assert spec_hash(before) != spec_hash(after)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("security.firewall.add_domains", ["github.com", "pypi.org", ".example.com"]),
+        ("agent.post_init", "npm ci"),
+        ("agent.pre_run", "echo starting"),
+    ],
+)
+def test_a_change_applied_live_keeps_the_hash(tmp_path: Path, path: str, value: Any) -> None:
+    before = load_agent(tmp_path, BASE_SPEC, "a.yaml")
+    after = load_agent(tmp_path, changed(BASE_SPEC, path, value), "b.yaml")
+
+    assert spec_hash(before) == spec_hash(after)
+
+
+def test_a_new_workspace_path_changes_the_hash(tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+
+    before = load_agent(tmp_path, BASE_SPEC, "a.yaml")
+    after = load_agent(tmp_path, changed(BASE_SPEC, "workspace.path", "other"), "b.yaml")
+
+    assert spec_hash(before) != spec_hash(after)
+
+
+def leaf_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+    fields = []
+    for name, field in model.model_fields.items():
+        path = prefix + name
+        nested = field.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            fields += leaf_fields(nested, path + ".")
+        else:
+            fields.append(path)
+    return fields
+
+
+def test_every_field_of_an_agent_is_classified_exactly_once() -> None:
+    """A new field must be placed on purpose: recreate, live, or not part of the spec at all."""
+    groups = [*RECREATE_FIELDS, *LIVE_FIELDS, *UNHASHED_FIELDS]
+
+    for leaf in leaf_fields(DesiredAgent):
+        covering = [g for g in groups if leaf == g or leaf.startswith(g + ".")]
+        assert len(covering) == 1, (leaf, covering)
+    assert len(groups) == len(set(groups))
