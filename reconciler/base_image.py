@@ -25,8 +25,8 @@ class BaseImageError(Exception):
 
 
 def _one_line_entries(text: str) -> Iterable[tuple[str, str, list[str], list[str]]]:
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
         m = re.match(r"^deb\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s*(.*)$", line)
         if m:
             opts = (m.group(1) or "").strip()
@@ -68,8 +68,13 @@ def host_apt_sources(suite: str, root: Path = Path("/etc/apt")) -> list[str]:
     return lines
 
 
-def build_base_image(port: DockerPort, *, suite: str = "bookworm", ref: str | None = None,
-                     packages: Iterable[str] = BASE_PACKAGES) -> str:
+def build_base_image(
+    port: DockerPort,
+    *,
+    suite: str = "bookworm",
+    ref: str | None = None,
+    packages: Iterable[str] = BASE_PACKAGES,
+) -> str:
     """Build `clawker-base:<suite>` and return its image id."""
     ref = ref or f"clawker-base:{suite}"
     sources = host_apt_sources(suite)
@@ -80,20 +85,31 @@ def build_base_image(port: DockerPort, *, suite: str = "bookworm", ref: str | No
         )
     with tempfile.TemporaryDirectory(prefix="clawker-base-") as tmp:
         tar_path = Path(tmp) / "rootfs.tar"
-        cmd = ["mmdebstrap", "--variant=minbase", "--format=tar", "--quiet",
-               f"--include={','.join(packages)}", suite, str(tar_path), "-"]
+        cmd = [
+            "mmdebstrap",
+            "--variant=minbase",
+            "--format=tar",
+            "--quiet",
+            f"--include={','.join(packages)}",
+            suite,
+            str(tar_path),
+            "-",
+        ]
         try:
-            proc = subprocess.run(cmd, input="\n".join(sources) + "\n", text=True,
-                                  capture_output=True, check=False)
+            proc = subprocess.run(
+                cmd, input="\n".join(sources) + "\n", text=True, capture_output=True, check=False
+            )
         except FileNotFoundError as exc:
-            raise BaseImageError("mmdebstrap is not installed; `apt-get install mmdebstrap`"
-                                 ) from exc
+            raise BaseImageError(
+                "mmdebstrap is not installed; `apt-get install mmdebstrap`"
+            ) from exc
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
             raise BaseImageError(f"mmdebstrap failed (exit {proc.returncode}):\n{tail}")
         try:
             return port.import_image(
-                str(tar_path), ref,
+                str(tar_path),
+                ref,
                 labels={naming.PURPOSE: "base", "dev.clawker.base-suite": suite},
                 cmd=("bash",),
             )

@@ -122,8 +122,9 @@ class AgentStatus:
         return self.state == "running"
 
 
-def agent_statuses(observed: ObservedState, desired: Iterable[DesiredAgent] = (),
-                   *, only_desired: bool = False) -> list[AgentStatus]:
+def agent_statuses(
+    observed: ObservedState, desired: Iterable[DesiredAgent] = (), *, only_desired: bool = False
+) -> list[AgentStatus]:
     wanted = {a.key: a for a in desired}
     keys = set(wanted) if only_desired else set(wanted) | set(observed.agents)
     rows = []
@@ -135,16 +136,19 @@ def agent_statuses(observed: ObservedState, desired: Iterable[DesiredAgent] = ()
         up_to_date: bool | None = None
         if agent is not None and c is not None:
             up_to_date = c.labels.get(naming.SPEC_HASH) == spec_hash(agent)
-        rows.append(AgentStatus(
-            project=project,
-            name=name,
-            declared=agent is not None,
-            container=c.name if c else naming.container_name(project, name),
-            state=c.state if c else "missing",
-            up_to_date=up_to_date,
-            container_id=c.id[:12] if c else "",
-            workspace=agent.workspace.path if agent else (
-                c.labels.get(naming.WORKSPACE_PATH, "") if c else ""),
-            mode=agent.workspace.mode.value if agent else "",
-        ))
+        rows.append(
+            AgentStatus(
+                project=project,
+                name=name,
+                declared=agent is not None,
+                container=c.name if c else naming.container_name(project, name),
+                state=c.state if c else "missing",
+                up_to_date=up_to_date,
+                container_id=c.id[:12] if c else "",
+                workspace=agent.workspace.path
+                if agent
+                else (c.labels.get(naming.WORKSPACE_PATH, "") if c else ""),
+                mode=agent.workspace.mode.value if agent else "",
+            )
+        )
     return rows

@@ -9,7 +9,7 @@ from reconciler import naming
 from reconciler.docker_port import ContainerSpec, MountSpec
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
-__all__ = ["DesiredVolume", "SPEC_VIEW_LABEL", "desired_container", "desired_volumes"]
+__all__ = ["SPEC_VIEW_LABEL", "DesiredVolume", "desired_container", "desired_volumes"]
 
 # The recreate view is recorded on the container so a later diff can say *which* field changed.
 SPEC_VIEW_LABEL = "dev.clawker.spec-view"
@@ -80,8 +80,9 @@ def desired_container(
             naming.SPEC_HASH: spec_hash(agent),
             naming.HASH_VERSION: HASH_VERSION,
             naming.WORKSPACE_PATH: ws.path,
-            SPEC_VIEW_LABEL: json.dumps(recreate_view(agent), sort_keys=True,
-                                        separators=(",", ":")),
+            SPEC_VIEW_LABEL: json.dumps(
+                recreate_view(agent), sort_keys=True, separators=(",", ":")
+            ),
         }
     )
     if apply_set:

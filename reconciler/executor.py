@@ -110,7 +110,8 @@ def execute(
 
     def ready() -> list[Step]:
         return [
-            s for s in pending.values()
+            s
+            for s in pending.values()
             if all(d in result.done for d in s.depends_on)
             and not (s.agent and s.agent in failed_agents)
         ]
@@ -150,8 +151,13 @@ def execute(
     return result
 
 
-def _roll_back(port: DockerPort, plan: Plan, agent: str, result: ExecutionResult,
-               on_event: Callable[[StepEvent], None]) -> None:
+def _roll_back(
+    port: DockerPort,
+    plan: Plan,
+    agent: str,
+    result: ExecutionResult,
+    on_event: Callable[[StepEvent], None],
+) -> None:
     """Remove what this run created for `agent`, newest first; nothing older is touched."""
     names: dict[str, str] = {}
     for step in plan.steps:

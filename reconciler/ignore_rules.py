@@ -68,9 +68,7 @@ class IgnoreRules:
             if not line or line.startswith("#"):
                 continue
             negate = line.startswith("!")
-            if negate:
-                line = line[1:]
-            elif line.startswith(("\\!", "\\#")):
+            if negate or line.startswith(("\\!", "\\#")):
                 line = line[1:]
             dir_only = line.endswith("/")
             line = line.rstrip("/")

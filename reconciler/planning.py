@@ -127,8 +127,15 @@ class _StepBuilder:
     def __init__(self) -> None:
         self.steps: list[Step] = []
 
-    def add(self, action: Action, kind: str, target: str, cause: str,
-            depends_on: Iterable[int | None] = (), **extra: Any) -> int:
+    def add(
+        self,
+        action: Action,
+        kind: str,
+        target: str,
+        cause: str,
+        depends_on: Iterable[int | None] = (),
+        **extra: Any,
+    ) -> int:
         step_id = len(self.steps) + 1
         deps = tuple(sorted({d for d in depends_on if d is not None}))
         self.steps.append(Step(step_id, action, kind, target, cause, deps, **extra))
@@ -159,7 +166,9 @@ def _field_changes(old_view: Mapping[str, Any], new_view: Mapping[str, Any]) -> 
 def _field_group(path: str) -> str:
     """`agent.env.FOO` -> `agent.env`; `command` -> `command`: the unit a cause names."""
     parts = path.split(".")
-    return ".".join(parts[:2]) if parts[0] in {"agent", "build", "workspace", "security"} else parts[0]
+    return (
+        ".".join(parts[:2]) if parts[0] in {"agent", "build", "workspace", "security"} else parts[0]
+    )
 
 
 def _recorded_view(container: ContainerInfo) -> dict[str, Any] | None:
@@ -173,8 +182,9 @@ def _recorded_view(container: ContainerInfo) -> dict[str, Any] | None:
     return view if isinstance(view, dict) else None
 
 
-def _replace_reasons(agent: DesiredAgent, container: ContainerInfo, image_id: str | None
-                     ) -> tuple[list[str], list[FieldChange]]:
+def _replace_reasons(
+    agent: DesiredAgent, container: ContainerInfo, image_id: str | None
+) -> tuple[list[str], list[FieldChange]]:
     reasons: list[str] = []
     fields: list[FieldChange] = []
     same_version = container.labels.get(naming.HASH_VERSION) == HASH_VERSION
@@ -205,15 +215,21 @@ def plan(
     applied from one of `apply_sets` (projects) and are no longer declared."""
     image_id = observed.images.get(image)
     if desired and image_id is None:
-        raise PlanError(f"image {image} not found; build it with `clawker image base` "
-                        "(or `make setup`)")
+        raise PlanError(
+            f"image {image} not found; build it with `clawker image base` (or `make setup`)"
+        )
     b = _StepBuilder()
     changes: list[AgentChange] = []
     network = naming.network_name()
     net_step: int | None = None
     if desired and network not in observed.networks:
-        net_step = b.add(Action.CREATE_NETWORK, "network", network, "not found",
-                         labels={naming.PURPOSE: "network"})
+        net_step = b.add(
+            Action.CREATE_NETWORK,
+            "network",
+            network,
+            "not found",
+            labels={naming.PURPOSE: "network"},
+        )
 
     for agent in sorted(desired, key=lambda a: a.key):
         changes.append(_plan_agent(b, agent, observed, image, image_id, net_step))
@@ -227,22 +243,43 @@ def plan(
             if key in wanted or not any(c.labels.get(naming.APPLY_SET) in sets for c in members):
                 continue
             for c in members:
-                b.add(Action.REMOVE_CONTAINER, "container", c.name,
-                      f"pruned: not declared in apply set {c.labels.get(naming.APPLY_SET)}",
-                      agent=key)
-            changes.append(AgentChange(key, ChangeKind.DELETE, ("not declared any more",),
-                                       resources=tuple(f"- container {c.name}" for c in members)))
+                b.add(
+                    Action.REMOVE_CONTAINER,
+                    "container",
+                    c.name,
+                    f"pruned: not declared in apply set {c.labels.get(naming.APPLY_SET)}",
+                    agent=key,
+                )
+            changes.append(
+                AgentChange(
+                    key,
+                    ChangeKind.DELETE,
+                    ("not declared any more",),
+                    resources=tuple(f"- container {c.name}" for c in members),
+                )
+            )
     return Plan(tuple(b.steps), tuple(changes))
 
 
-def _plan_agent(b: _StepBuilder, agent: DesiredAgent, observed: ObservedState, image: str,
-                image_id: str | None, net_step: int | None) -> AgentChange:
+def _plan_agent(
+    b: _StepBuilder,
+    agent: DesiredAgent,
+    observed: ObservedState,
+    image: str,
+    image_id: str | None,
+    net_step: int | None,
+) -> AgentChange:
     key = agent.key
     obs = observed.agent(agent.project, agent.name)
     resources: list[str] = []
     cleanup = [
-        b.add(Action.REMOVE_CONTAINER, "container", c.name,
-              "leftover from an interrupted replace", agent=key)
+        b.add(
+            Action.REMOVE_CONTAINER,
+            "container",
+            c.name,
+            "leftover from an interrupted replace",
+            agent=key,
+        )
         for c in obs.leftovers
     ]
     resources += [f"- container {c.name}" for c in obs.leftovers]
@@ -251,8 +288,16 @@ def _plan_agent(b: _StepBuilder, agent: DesiredAgent, observed: ObservedState, i
     new_workspace = False
     for vol in desired_volumes(agent):
         if vol.name not in observed.volumes:
-            volume_steps.append(b.add(Action.CREATE_VOLUME, "volume", vol.name, "not found",
-                                      agent=key, labels=vol.labels))
+            volume_steps.append(
+                b.add(
+                    Action.CREATE_VOLUME,
+                    "volume",
+                    vol.name,
+                    "not found",
+                    agent=key,
+                    labels=vol.labels,
+                )
+            )
             resources.append(f"+ volume {vol.name}")
             new_workspace |= vol.role == "workspace"
 
@@ -260,8 +305,15 @@ def _plan_agent(b: _StepBuilder, agent: DesiredAgent, observed: ObservedState, i
     current = obs.container
     if current is None:
         spec = desired_container(agent, image=image, apply_set=apply_set)
-        create = b.add(Action.CREATE_CONTAINER, "container", spec.name, "not found",
-                       [net_step, *volume_steps, *cleanup], agent=key, container=spec)
+        create = b.add(
+            Action.CREATE_CONTAINER,
+            "container",
+            spec.name,
+            "not found",
+            [net_step, *volume_steps, *cleanup],
+            agent=key,
+            container=spec,
+        )
         last = _copy_workspace(b, agent, spec.name, create, new_workspace)
         b.add(Action.START_CONTAINER, "container", spec.name, "created", [last], agent=key)
         resources.append(f"+ container {spec.name}")
@@ -273,40 +325,80 @@ def _plan_agent(b: _StepBuilder, agent: DesiredAgent, observed: ObservedState, i
         temp = naming.replacement_name(agent.project, agent.name)
         spec = desired_container(agent, image=image, name=temp, apply_set=apply_set)
         cause = "; ".join(reasons)
-        create = b.add(Action.CREATE_CONTAINER, "container", temp, cause,
-                       [net_step, *volume_steps, *cleanup], agent=key, container=spec)
+        create = b.add(
+            Action.CREATE_CONTAINER,
+            "container",
+            temp,
+            cause,
+            [net_step, *volume_steps, *cleanup],
+            agent=key,
+            container=spec,
+        )
         last = _copy_workspace(b, agent, temp, create, new_workspace)
-        stop = b.add(Action.STOP_CONTAINER, "container", current.id[:12],
-                     f"replaced: {cause}", [last], agent=key)
-        remove = b.add(Action.REMOVE_CONTAINER, "container", current.id[:12],
-                       f"replaced: {cause}", [stop], agent=key)
-        rename = b.add(Action.RENAME_CONTAINER, "container", temp, f"replaces {final}",
-                       [remove], agent=key, new_name=final)
+        stop = b.add(
+            Action.STOP_CONTAINER,
+            "container",
+            current.id[:12],
+            f"replaced: {cause}",
+            [last],
+            agent=key,
+        )
+        remove = b.add(
+            Action.REMOVE_CONTAINER,
+            "container",
+            current.id[:12],
+            f"replaced: {cause}",
+            [stop],
+            agent=key,
+        )
+        rename = b.add(
+            Action.RENAME_CONTAINER,
+            "container",
+            temp,
+            f"replaces {final}",
+            [remove],
+            agent=key,
+            new_name=final,
+        )
         b.add(Action.START_CONTAINER, "container", final, "created", [rename], agent=key)
         resources.append(f"-/+ container {final}")
-        return AgentChange(key, ChangeKind.REPLACE, tuple(reasons), tuple(fields),
-                           tuple(resources))
+        return AgentChange(key, ChangeKind.REPLACE, tuple(reasons), tuple(fields), tuple(resources))
 
     if current.state != "running":
-        b.add(Action.START_CONTAINER, "container", current.name, f"container is {current.state}",
-              [*volume_steps, *cleanup], agent=key)
+        b.add(
+            Action.START_CONTAINER,
+            "container",
+            current.name,
+            f"container is {current.state}",
+            [*volume_steps, *cleanup],
+            agent=key,
+        )
         resources.append(f"~ container {current.name} (start)")
-        return AgentChange(key, ChangeKind.UPDATE, (f"container is {current.state}",),
-                           resources=tuple(resources))
+        return AgentChange(
+            key, ChangeKind.UPDATE, (f"container is {current.state}",), resources=tuple(resources)
+        )
     if resources:
-        return AgentChange(key, ChangeKind.UPDATE, ("resources missing",),
-                           resources=tuple(resources))
+        return AgentChange(
+            key, ChangeKind.UPDATE, ("resources missing",), resources=tuple(resources)
+        )
     return AgentChange(key, ChangeKind.NOOP)
 
 
-def _copy_workspace(b: _StepBuilder, agent: DesiredAgent, container: str, after: int,
-                    new_volume: bool) -> int:
+def _copy_workspace(
+    b: _StepBuilder, agent: DesiredAgent, container: str, after: int, new_volume: bool
+) -> int:
     """A snapshot workspace is copied once: into the volume this plan creates, never again."""
     if agent.workspace.mode is not WorkspaceMode.SNAPSHOT or not new_volume:
         return after
-    return b.add(Action.COPY_WORKSPACE, "container", container,
-                 f"new workspace volume: snapshot of {agent.workspace.path}", [after],
-                 agent=agent.key, source_dir=agent.workspace.path)
+    return b.add(
+        Action.COPY_WORKSPACE,
+        "container",
+        container,
+        f"new workspace volume: snapshot of {agent.workspace.path}",
+        [after],
+        agent=agent.key,
+        source_dir=agent.workspace.path,
+    )
 
 
 def plan_delete(keys: Iterable[str], observed: ObservedState, *, volumes: bool) -> Plan:
@@ -317,17 +409,28 @@ def plan_delete(keys: Iterable[str], observed: ObservedState, *, volumes: bool) 
         obs = observed.agents.get(key)
         project, name = key.split("/", 1)
         members = [c for c in ((obs.container, *obs.leftovers) if obs else ()) if c is not None]
-        removals = [b.add(Action.REMOVE_CONTAINER, "container", c.name, "delete requested",
-                          agent=key) for c in members]
+        removals = [
+            b.add(Action.REMOVE_CONTAINER, "container", c.name, "delete requested", agent=key)
+            for c in members
+        ]
         resources = [f"- container {c.name}" for c in members]
         if volumes:
             for role in naming.VOLUME_ROLES:
                 vol = naming.volume_name(project, name, role)
                 if vol in observed.volumes:
-                    b.add(Action.REMOVE_VOLUME, "volume", vol, "delete --volumes requested",
-                          removals, agent=key)
+                    b.add(
+                        Action.REMOVE_VOLUME,
+                        "volume",
+                        vol,
+                        "delete --volumes requested",
+                        removals,
+                        agent=key,
+                    )
                     resources.append(f"- volume {vol}")
         if resources:
-            changes.append(AgentChange(key, ChangeKind.DELETE, ("delete requested",),
-                                       resources=tuple(resources)))
+            changes.append(
+                AgentChange(
+                    key, ChangeKind.DELETE, ("delete requested",), resources=tuple(resources)
+                )
+            )
     return Plan(tuple(b.steps), tuple(changes))
