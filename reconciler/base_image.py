@@ -9,15 +9,39 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from reconciler import naming
 from reconciler.docker_port import DockerError, DockerPort
 
-__all__ = ["BaseImageError", "build_base_image", "host_apt_sources"]
+__all__ = [
+    "BASE_PACKAGES",
+    "BASE_PACKAGES_LABEL",
+    "BaseImageError",
+    "base_image_is_current",
+    "build_base_image",
+    "host_apt_sources",
+]
 
-BASE_PACKAGES = ("ca-certificates",)
+# What every agent image needs at run time, so that building one needs no network for it
+# (the agent image's Dockerfile installs from the mirrors only what a base lacks). Lean on
+# purpose: each line says why it is here; anything else belongs in a project's build.packages.
+BASE_PACKAGES = (
+    "ca-certificates",  # TLS for git, curl and the harness
+    "python3",  # runs clawkerd (its venv is made with --without-pip: no python3-venv/pip)
+    "sudo",  # the agent user installs packages with passwordless sudo
+    "git",  # agents work in repositories; git-credential-clawker plugs into it
+    "openssh-client",  # git over ssh with the forwarded ssh agent
+    "gpg",  # signed commits with the forwarded gpg agent (not the whole gnupg suite)
+    "gpg-agent",  # gpg starts or reaches an agent even when it signs through a forwarded one
+    "procps",  # ps/kill/top: the agent inspects the processes it started
+    "less",  # the pager git and the harness call
+    "curl",  # what post_init scripts fetch with, and how an agent checks if a host is allowed
+)
+
+# The base records what it was built with, so a stale one (older BASE_PACKAGES) can be told.
+BASE_PACKAGES_LABEL = "dev.clawker.base-packages"
 
 
 class BaseImageError(Exception):
@@ -83,6 +107,7 @@ def build_base_image(
             f"no apt source for '{suite}' is configured on this host (/etc/apt/sources.list*); "
             f"add one, or build on a {suite} host"
         )
+    packages = tuple(packages)
     with tempfile.TemporaryDirectory(prefix="clawker-base-") as tmp:
         tar_path = Path(tmp) / "rootfs.tar"
         cmd = [
@@ -110,8 +135,18 @@ def build_base_image(
             return port.import_image(
                 str(tar_path),
                 ref,
-                labels={naming.PURPOSE: "base", "dev.clawker.base-suite": suite},
+                labels={
+                    naming.PURPOSE: "base",
+                    "dev.clawker.base-suite": suite,
+                    BASE_PACKAGES_LABEL: ",".join(sorted(set(packages))),
+                },
                 cmd=("bash",),
             )
         except DockerError as exc:
             raise BaseImageError(str(exc)) from exc
+
+
+def base_image_is_current(labels: Mapping[str, str] | None) -> bool:
+    """True when a base image (by its labels) was built with at least today's BASE_PACKAGES."""
+    have = set((labels or {}).get(BASE_PACKAGES_LABEL, "").split(","))
+    return set(BASE_PACKAGES) <= have

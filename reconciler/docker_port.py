@@ -7,10 +7,8 @@ docker-py has no inline types; this module is the only place its dict-shaped ans
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal, Protocol
 
@@ -26,6 +24,7 @@ __all__ = [
     "DockerEngine",
     "DockerError",
     "DockerPort",
+    "ImageInfo",
     "MountSpec",
     "NetworkInfo",
     "NotManagedError",
@@ -64,6 +63,35 @@ class VolumeInfo:
 class NetworkInfo:
     id: str
     name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    refs: tuple[str, ...]  # repository:tag names; empty for a dangling image
+    labels: Mapping[str, str]
+    created: int  # seconds since the epoch
+    size: int  # bytes
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What the runtime controller needs of one container: is it up, since when, where."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    running: bool
+    started_at: str
+    ip: str  # on the agent network; "" when not attached
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    id: str
+    action: str  # start | die | destroy | ...
     labels: Mapping[str, str]
 
 
@@ -113,9 +141,22 @@ class DockerPort(Protocol):
     def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None: ...
     def inspect_state(self, container_id: str) -> Mapping[str, Any]: ...
     def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
+    def inspect_runtime(self, container_id: str, network: str) -> RuntimeInfo | None: ...
+    def container_events(self) -> Iterator[ContainerEvent]: ...
     def import_image(
         self, tar_path: str, ref: str, labels: Mapping[str, str], cmd: Sequence[str]
     ) -> str: ...
+    def build_image(
+        self,
+        context_dir: str,
+        ref: str,
+        labels: Mapping[str, str],
+        on_line: Callable[[str], None],
+        *,
+        build_args: Mapping[str, str] | None = None,
+        no_cache: bool = False,
+    ) -> str: ...
+    def list_images(self) -> list[ImageInfo]: ...
 
 
 ObjectKind = Literal["container", "volume", "network", "image"]
@@ -310,6 +351,42 @@ class DockerEngine:
         state: Mapping[str, Any] = info.get("State", {})
         return state
 
+    def inspect_runtime(self, container_id: str, network: str) -> RuntimeInfo | None:
+        try:
+            info: dict[str, Any] = self._api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"inspect container {container_id[:12]}") from exc
+        labels = info.get("Config", {}).get("Labels") or {}
+        if not _is_managed(labels):
+            return None
+        state = info.get("State", {})
+        nets = info.get("NetworkSettings", {}).get("Networks") or {}
+        return RuntimeInfo(
+            id=info["Id"],
+            name=str(info.get("Name", "")).lstrip("/"),
+            labels=labels,
+            running=bool(state.get("Running")),
+            started_at=str(state.get("StartedAt", "")),
+            ip=str((nets.get(network) or {}).get("IPAddress", "")),
+            exit_code=int(state.get("ExitCode", 0)),
+        )
+
+    def container_events(self) -> Iterator[ContainerEvent]:
+        """Container events of managed containers until the stream ends (daemon restart)."""
+        filters = {"type": ["container"], "label": _label_filters()}
+        try:
+            for event in self._api.events(decode=True, filters=filters):
+                actor = event.get("Actor", {})
+                yield ContainerEvent(
+                    id=str(actor.get("ID", event.get("id", ""))),
+                    action=str(event.get("Action", event.get("status", ""))).split(":")[0],
+                    labels=actor.get("Attributes") or {},
+                )
+        except (docker.errors.APIError, OSError) as exc:
+            raise DockerError(f"docker event stream broke: {exc}") from exc
+
     def logs_tail(self, container_id: str, lines: int = 20) -> str:
         raw = self._call(
             f"logs of container {container_id[:12]}", self._api.logs, container_id, tail=lines
@@ -338,30 +415,89 @@ class DockerEngine:
             raise DockerError(f"import image {ref}: the image is missing after import")
         return image
 
+    def build_image(
+        self,
+        context_dir: str,
+        ref: str,
+        labels: Mapping[str, str],
+        on_line: Callable[[str], None],
+        *,
+        build_args: Mapping[str, str] | None = None,
+        no_cache: bool = False,
+    ) -> str:
+        """Build `context_dir`/Dockerfile as `ref`, streaming the builder's output lines."""
+        try:
+            chunks = self._api.build(
+                path=context_dir,
+                tag=ref,
+                labels=_managed_labels(labels, "image"),
+                buildargs=dict(build_args or {}),
+                nocache=no_cache,
+                pull=False,
+                decode=True,
+                rm=True,
+                forcerm=True,
+            )
+            error, tail = _follow_build(chunks, on_line)
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"build image {ref}") from exc
+        if error:
+            last = "\n".join(tail)
+            raise DockerError(f"build image {ref}: {error}" + (f"\n{last}" if last else ""))
+        image = self.image_id(ref)
+        if image is None:
+            raise DockerError(f"build image {ref}: the image is missing after the build")
+        return image
+
+    def list_images(self) -> list[ImageInfo]:
+        raw: list[dict[str, Any]] = self._call(
+            "list images", self._api.images, filters={"label": _label_filters("image")}
+        )
+        return [
+            ImageInfo(
+                id=i["Id"],
+                refs=tuple(t for t in (i.get("RepoTags") or []) if t != "<none>:<none>"),
+                labels=i.get("Labels") or {},
+                created=int(i.get("Created") or 0),
+                size=int(i.get("Size") or 0),
+            )
+            for i in raw
+        ]
+
+
+def _follow_build(
+    chunks: Iterable[Mapping[str, Any]], on_line: Callable[[str], None], keep: int = 20
+) -> tuple[str, list[str]]:
+    """Feed the builder's stream to `on_line` line by line; return (error text, last lines)."""
+    tail: list[str] = []
+    pending = ""
+    error = ""
+
+    def emit(line: str) -> None:
+        tail.append(line)
+        del tail[:-keep]
+        on_line(line)
+
+    for chunk in chunks:
+        if "error" in chunk:
+            error = str(chunk.get("error") or "").strip() or "the build failed"
+            break
+        text = chunk.get("stream")
+        if text is None and "status" in chunk:  # pulling the base image
+            text = f"{chunk['status']} {chunk.get('progress', '')}".rstrip() + "\n"
+        if not text:
+            continue
+        pending += str(text)
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            if line.strip():
+                emit(line.rstrip())
+    if pending.strip():
+        emit(pending.rstrip())
+    return error, tail
+
 
 def _to_mount(m: MountSpec) -> Mount:
     if m.kind == "tmpfs":
         return Mount(target=m.target, source=None, type="tmpfs", read_only=m.read_only)
     return Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only)
-
-
-def tar_of_files(
-    files: Iterable[tuple[str, bytes, int]],
-    *,
-    uid: int = 0,
-    gid: int = 0,
-    dirs: Sequence[tuple[str, int]] = (),
-) -> bytes:
-    """A tar archive (for `put_archive`) of (relative path, content, mode) entries."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, mode in dirs:
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.DIRTYPE
-            info.mode, info.uid, info.gid = mode, uid, gid
-            tar.addfile(info)
-        for name, content, mode in files:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.uid, info.gid = len(content), mode, uid, gid
-            tar.addfile(info, io.BytesIO(content))
-    return buf.getvalue()

@@ -48,7 +48,8 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   say "…" "creating .venv"
   python3 -m venv .venv
-  .venv/bin/pip install -q -e '.[dev]'
+  # pip warns about every absent local index folder of this machine's pip.conf; keep real errors.
+  .venv/bin/pip install -q -e '.[dev]' 2> >(grep -v "^WARNING: Location" >&2)
   echo "$want" >"$stamp"
 fi
 say "✓" "python environment (.venv)"

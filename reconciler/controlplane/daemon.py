@@ -1,0 +1,76 @@
+"""The control plane process (`python -m reconciler.controlplane serve`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from reconciler import naming
+from reconciler.controlplane.api import ApiServer
+from reconciler.controlplane.paths import StatePaths, state_paths
+from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
+from reconciler.controlplane.runtime import RuntimeController
+from reconciler.docker_port import DockerEngine
+from reconciler.pki import ClawkerPKI
+
+__all__ = ["serve"]
+
+log = logging.getLogger("clawker.controlplane")
+
+
+def serve(paths: StatePaths | None = None) -> int:
+    paths = paths or state_paths()
+    paths.ensure()
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+    pki = ClawkerPKI.load_or_create(paths.pki)
+    registry = Registry(paths.registry)
+    controller = RuntimeController(
+        DockerEngine(),
+        registry,
+        pki,
+        network=naming.network_name(),
+        resync_interval=float(os.environ.get("CLAWKER_RESYNC_SECONDS", "30")),
+    )
+    started = time.time()
+
+    def put_runtime(params: dict[str, Any]) -> None:
+        for spec in params.get("agents", []):
+            registry.put_runtime(AgentRuntimeSpec(**spec))
+
+    def status(params: dict[str, Any]) -> dict[str, Any]:
+        ids = params.get("containers", [])
+        for cid in ids:  # asking about a container is also a trigger: no waiting for an event
+            controller.queue.put(cid)
+        return {cid: (s.as_dict() if (s := registry.status(cid)) else None) for cid in ids}
+
+    def ping(_params: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": os.getpid(), "uptime": time.time() - started}
+
+    api = ApiServer(paths.socket, {"ping": ping, "put_runtime": put_runtime, "status": status})
+    controller.start()
+    api.start()
+    paths.pid_file.write_text(f"{os.getpid()}\n")
+    log.info("control plane up (pid %d, state %s)", os.getpid(), paths.root)
+    try:
+        stop.wait()
+    finally:
+        log.info("control plane stopping")
+        api.stop()
+        controller.stop()
+        registry.close()
+        for path in (paths.pid_file, paths.socket):
+            path.unlink(missing_ok=True)
+    return 0

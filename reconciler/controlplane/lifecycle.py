@@ -1,0 +1,110 @@
+"""`clawker controlplane up|down|status`: a detached process with a pid file and a log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.controlplane.api import ApiError, ControlPlaneClient
+from reconciler.controlplane.paths import StatePaths, state_paths
+
+__all__ = ["CPStatus", "ControlPlaneError", "client", "ensure_running", "status", "stop"]
+
+
+class ControlPlaneError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class CPStatus:
+    running: bool
+    pid: int | None
+    uptime: float
+    state_dir: str
+    log: str
+
+
+def client(paths: StatePaths | None = None) -> ControlPlaneClient:
+    return ControlPlaneClient((paths or state_paths()).socket)
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise ControlPlaneError(
+            "the control plane needs root (CAP_BPF and CAP_SYS_ADMIN for the firewall); "
+            "start it with `sudo clawker controlplane up`"
+        )
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_controlplane(pid: int) -> bool:
+    """Only a process that is really our CP may be signalled: pid files go stale."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"reconciler.controlplane" in cmdline and b"serve" in cmdline
+
+
+def status(paths: StatePaths | None = None) -> CPStatus:
+    paths = paths or state_paths()
+    try:
+        info: dict[str, Any] = client(paths).call("ping")
+    except ApiError:
+        return CPStatus(False, None, 0.0, str(paths.root), str(paths.log))
+    return CPStatus(True, int(info["pid"]), float(info["uptime"]), str(paths.root), str(paths.log))
+
+
+def ensure_running(paths: StatePaths | None = None, timeout: float = 20.0) -> int | None:
+    """Start the CP when it does not answer; return the new pid, or None if it was running."""
+    paths = paths or state_paths()
+    if client(paths).alive():
+        return None
+    _require_root()
+    paths.ensure()
+    with open(paths.log, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler.controlplane", "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client(paths).alive():
+            return proc.pid
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = "\n".join(paths.log.read_text(errors="replace").splitlines()[-15:])
+    raise ControlPlaneError(f"the control plane did not come up; its log ({paths.log}):\n{tail}")
+
+
+def stop(paths: StatePaths | None = None, timeout: float = 15.0) -> int | None:
+    """Stop the CP by its pid file; return the pid that was stopped, or None."""
+    paths = paths or state_paths()
+    pid = _read_pid(paths.pid_file)
+    if pid is None or not _is_controlplane(pid):
+        paths.pid_file.unlink(missing_ok=True)
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _is_controlplane(pid):
+        time.sleep(0.05)
+    if _is_controlplane(pid):
+        raise ControlPlaneError(f"the control plane (pid {pid}) did not stop within {timeout}s")
+    return pid

@@ -1,0 +1,42 @@
+"""Where the control plane keeps its state. `CLAWKER_STATE_DIR` moves all of it (tests do)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["StatePaths", "state_paths"]
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    root: Path
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry.sqlite"
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "controlplane.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "controlplane.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "controlplane.log"
+
+    def ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+
+
+def state_paths() -> StatePaths:
+    return StatePaths(Path(os.environ.get("CLAWKER_STATE_DIR", "/var/lib/clawker")))

@@ -1,0 +1,189 @@
+"""The control plane's sqlite registry: registrations, used tokens, agent runtime specs and the
+per-start status the CLI waits on. One connection, one lock: the CP's threads are few."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AgentRuntimeSpec", "Registry", "StartStatus", "StepRecord"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS registrations (
+    container_id TEXT PRIMARY KEY, agent_key TEXT NOT NULL, container_name TEXT NOT NULL,
+    thumbprint TEXT NOT NULL, registered_at REAL NOT NULL, last_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS used_tokens (jti TEXT PRIMARY KEY, used_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS agent_runtime (agent_key TEXT PRIMARY KEY, spec TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS start_status (
+    container_id TEXT PRIMARY KEY, agent_key TEXT NOT NULL, started_at TEXT NOT NULL,
+    phase TEXT NOT NULL, detail TEXT NOT NULL, steps TEXT NOT NULL, updated_at REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class AgentRuntimeSpec:
+    """What the CP needs to drive an agent's starts, pushed by `apply` and kept across restarts."""
+
+    agent_key: str
+    post_init: str = ""
+    pre_run: str = ""
+    workspace: str = ""
+    snapshot: bool = False  # the workspace volume's root must be handed to the agent user
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    name: str
+    ok: bool
+    exit_code: int
+    output_tail: str = ""
+
+
+@dataclass(frozen=True)
+class StartStatus:
+    """One container start as the CP saw it: pending → steps → ready | failed."""
+
+    container_id: str
+    agent_key: str
+    started_at: str
+    phase: str  # pending | initializing | ready | failed
+    detail: str = ""
+    steps: tuple[StepRecord, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["steps"] = [asdict(s) for s in self.steps]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StartStatus:
+        return cls(
+            container_id=data["container_id"],
+            agent_key=data["agent_key"],
+            started_at=data["started_at"],
+            phase=data["phase"],
+            detail=data.get("detail", ""),
+            steps=tuple(StepRecord(**s) for s in data.get("steps", ())),
+        )
+
+
+class Registry:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        path.chmod(0o600)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- registrations ---------------------------------------------------------------------
+    def is_registered(self, container_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM registrations WHERE container_id=?", (container_id,)
+            ).fetchone()
+        return row is not None
+
+    def register(
+        self, container_id: str, agent_key: str, container_name: str, thumbprint: str
+    ) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO registrations VALUES (?,?,?,?,?,?)",
+                (container_id, agent_key, container_name, thumbprint, now, now),
+            )
+
+    def touch(self, container_id: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE registrations SET last_seen=? WHERE container_id=?",
+                (time.time(), container_id),
+            )
+
+    def thumbprint(self, container_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT thumbprint FROM registrations WHERE container_id=?", (container_id,)
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def use_token(self, jti: str) -> bool:
+        """Record a registration token as used; False when it was used before (a replay)."""
+        with self._lock:
+            try:
+                self._db.execute("INSERT INTO used_tokens VALUES (?,?)", (jti, time.time()))
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+    def token_used(self, jti: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM used_tokens WHERE jti=?", (jti,)).fetchone()
+        return row is not None
+
+    # -- agent runtime specs -----------------------------------------------------------------
+    def put_runtime(self, spec: AgentRuntimeSpec) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO agent_runtime VALUES (?,?)",
+                (spec.agent_key, json.dumps(asdict(spec))),
+            )
+
+    def runtime(self, agent_key: str) -> AgentRuntimeSpec:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT spec FROM agent_runtime WHERE agent_key=?", (agent_key,)
+            ).fetchone()
+        return AgentRuntimeSpec(**json.loads(row[0])) if row else AgentRuntimeSpec(agent_key)
+
+    # -- start status ------------------------------------------------------------------------
+    def put_status(self, status: StartStatus) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO start_status VALUES (?,?,?,?,?,?,?)",
+                (
+                    status.container_id,
+                    status.agent_key,
+                    status.started_at,
+                    status.phase,
+                    status.detail,
+                    json.dumps([asdict(s) for s in status.steps]),
+                    time.time(),
+                ),
+            )
+
+    def status(self, container_id: str) -> StartStatus | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT container_id, agent_key, started_at, phase, detail, steps "
+                "FROM start_status WHERE container_id=?",
+                (container_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return StartStatus(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            tuple(StepRecord(**s) for s in json.loads(row[5])),
+        )
+
+    def forget_containers_except(self, alive: set[str]) -> None:
+        """Drop status rows of containers that no longer exist (registrations are kept)."""
+        with self._lock:
+            rows = self._db.execute("SELECT container_id FROM start_status").fetchall()
+            for (cid,) in rows:
+                if cid not in alive:
+                    self._db.execute("DELETE FROM start_status WHERE container_id=?", (cid,))

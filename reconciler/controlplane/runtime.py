@@ -1,0 +1,247 @@
+"""The runtime controller: every start of an agent container, whoever caused it, goes through
+here: enrol the firewall (issue 5), dial clawkerd with backoff, drive the Session to AgentReady.
+
+Level-triggered: Docker `start` events and a periodic resync only enqueue container ids; each
+pass inspects the container afresh and compares its StartedAt with what the registry recorded,
+so a missed event, a duplicate event or a CP restart all end in the same state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from reconciler import naming
+from reconciler.controlplane.registry import Registry, StartStatus, StepRecord
+from reconciler.controlplane.session_driver import (
+    SessionError,
+    StartPlan,
+    StepFailedError,
+    drive_start,
+    open_channel,
+)
+from reconciler.docker_port import DockerError, DockerPort, RuntimeInfo
+from reconciler.pki import ClawkerPKI, RegistrationTokenError
+from reconciler.queueing import KeyedQueue
+
+__all__ = ["RuntimeController"]
+
+log = logging.getLogger("clawker.controlplane.runtime")
+
+_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class _NotListeningError(Exception):
+    """clawkerd's port did not accept the mTLS handshake yet."""
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, _NotListeningError):
+        return True
+    return isinstance(exc, grpc.RpcError) and exc.code() in _TRANSIENT
+
+
+class RuntimeController:
+    def __init__(
+        self,
+        port: DockerPort,
+        registry: Registry,
+        pki: ClawkerPKI,
+        *,
+        network: str,
+        resync_interval: float = 30.0,
+        dial_timeout: float = 60.0,
+        workers: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.port, self.registry, self.pki = port, registry, pki
+        self.network = network
+        self.resync_interval = resync_interval
+        self.dial_timeout = dial_timeout
+        self.queue = KeyedQueue()
+        self._workers = workers
+        self._stop = threading.Event()
+        self._sleep = sleep
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        targets = [("cp-events", self._watch_events), ("cp-resync", self._resync_loop)]
+        targets += [(f"cp-worker-{i}", self._work) for i in range(self._workers)]
+        for name, target in targets:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.close()
+
+    # -- triggers -----------------------------------------------------------------------------
+    def resync(self) -> None:
+        """Enqueue every running agent container: the periodic safety net for lost events."""
+        alive = set()
+        for c in self.port.list_containers():
+            alive.add(c.id)
+            if c.state == "running" and c.labels.get(naming.PURPOSE) == "agent":
+                self.queue.put(c.id)
+        self.registry.forget_containers_except(alive)
+
+    def _resync_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.resync()
+            except DockerError as exc:
+                log.warning("resync failed: %s", exc)
+            self._stop.wait(self.resync_interval)
+
+    def _watch_events(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                # Re-list after every (re)connect: events lost while disconnected are not replayed.
+                self.resync()
+                for event in self.port.container_events():
+                    backoff = 0.5
+                    if event.action == "start":
+                        self.queue.put(event.id)
+                    if self._stop.is_set():
+                        return
+                log.warning("docker event stream ended; reconnecting")
+            except DockerError as exc:
+                log.warning("docker event stream failed: %s; reconnecting in %.1fs", exc, backoff)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    # -- work ---------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while (cid := self.queue.get()) is not None:
+            try:
+                self.handle(cid)
+            except Exception:  # one broken container must not stop the worker
+                log.exception("handling container %s failed", cid[:12])
+            finally:
+                self.queue.done(cid)
+
+    def handle(self, container_id: str) -> StartStatus | None:
+        """Bring one running container to AgentReady, unless this start was already handled."""
+        info = self.port.inspect_runtime(container_id, self.network)
+        if info is None or not info.running:
+            return None
+        project, agent = info.labels.get(naming.PROJECT), info.labels.get(naming.AGENT)
+        if not project or not agent or info.labels.get(naming.PURPOSE) != "agent":
+            return None
+        key = naming.agent_key(project, agent)
+        known = self.registry.status(info.id)
+        if known and known.started_at == info.started_at and known.phase in ("ready", "failed"):
+            return known
+        status = StartStatus(info.id, key, info.started_at, "initializing")
+        self.registry.put_status(status)
+        steps: list[StepRecord] = []
+
+        def record_step(record: StepRecord) -> None:
+            steps.append(record)
+            self.registry.put_status(
+                StartStatus(
+                    info.id,
+                    key,
+                    info.started_at,
+                    "initializing",
+                    f"step {record.name} done",
+                    tuple(steps),
+                )
+            )
+
+        try:
+            self._enrol_firewall(info)
+            result = self._dial_and_drive(info, key, record_step)
+        except StepFailedError as exc:
+            final = StartStatus(
+                info.id,
+                key,
+                info.started_at,
+                "failed",
+                f"step {exc.record.name} failed with exit code {exc.record.exit_code}",
+                tuple(steps),
+            )
+        except (SessionError, RegistrationTokenError, grpc.RpcError) as exc:
+            final = StartStatus(
+                info.id,
+                key,
+                info.started_at,
+                "failed",
+                f"session with clawkerd failed: {_describe(exc)}",
+                tuple(steps),
+            )
+        except RetryError:
+            final = StartStatus(
+                info.id,
+                key,
+                info.started_at,
+                "failed",
+                f"clawkerd did not answer at {info.ip}:7700 within {self.dial_timeout:.0f}s",
+                tuple(steps),
+            )
+        else:
+            detail = "re-adopted: the agent was already running" if result else "ready"
+            final = StartStatus(info.id, key, info.started_at, "ready", detail, tuple(steps))
+            self.registry.touch(info.id)
+        self.registry.put_status(final)
+        log.info("%s %s: %s (%s)", key, info.id[:12], final.phase, final.detail)
+        return final
+
+    def _enrol_firewall(self, info: RuntimeInfo) -> None:
+        """Issue 5 attaches the eBPF firewall here, before AgentReady. Not built yet."""
+
+    def _dial_and_drive(
+        self, info: RuntimeInfo, key: str, on_step: Callable[[StepRecord], None]
+    ) -> bool:
+        runtime = self.registry.runtime(key)
+        plan = StartPlan(info.id, info.name, key, runtime)
+
+        def register(token: str) -> None:
+            claims = self.pki.verify_registration_jwt(
+                token, info.name, seen_jti=lambda jti: not self.registry.use_token(jti)
+            )
+            self.registry.register(info.id, claims.agent_key, info.name, claims.cert_thumbprint)
+
+        for attempt in Retrying(
+            stop=stop_after_delay(self.dial_timeout),
+            wait=wait_exponential_jitter(initial=0.05, max=2.0),
+            retry=retry_if_exception(_transient),
+            sleep=self._sleep,
+        ):
+            with attempt:
+                channel = open_channel(self.pki, info.ip)
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=2.0)
+                except grpc.FutureTimeoutError as exc:
+                    channel.close()
+                    raise _NotListeningError(info.ip) from exc
+                with channel:
+                    result = drive_start(
+                        channel,
+                        plan,
+                        register=register,
+                        is_registered=self.registry.is_registered(info.id),
+                        on_step=on_step,
+                    )
+                    return result.readopted
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)

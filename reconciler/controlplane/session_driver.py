@@ -1,0 +1,216 @@
+"""The CP's half of the Session protocol: dial clawkerd over mTLS and drive one container start.
+
+Per start: Hello → (register once per container) → once-per-container steps → AgentInitialized
+→ post_init once per agent → pre_run → AgentReady. A container whose CMD already runs (the CP
+restarted) only gets the no-op AgentReady: nothing it already did runs again.
+"""
+
+from __future__ import annotations
+
+import queue
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import grpc
+
+from proto import CLAWKERD_PORT, CLAWKERD_TLS_NAME
+from proto.gen import clawkerd_pb2 as pb
+from proto.gen import clawkerd_pb2_grpc as pb_grpc
+from reconciler import naming
+from reconciler.controlplane.registry import AgentRuntimeSpec, StepRecord
+from reconciler.pki import ClawkerPKI
+
+__all__ = ["SessionError", "StartPlan", "StepFailedError", "drive_start", "open_channel"]
+
+POST_INIT_MARKER = f"{naming.CONFIG_MOUNT}/post-initialized"
+OUTPUT_TAIL_BYTES = 4000
+CP_VERSION = "clawker-cp/0.1"
+
+
+class SessionError(Exception):
+    """The session broke off or clawkerd answered out of protocol."""
+
+
+class StepFailedError(Exception):
+    def __init__(self, record: StepRecord) -> None:
+        super().__init__(f"step {record.name} failed with exit code {record.exit_code}")
+        self.record = record
+
+
+@dataclass(frozen=True)
+class StartPlan:
+    container_id: str
+    container_name: str
+    agent_key: str
+    runtime: AgentRuntimeSpec
+
+
+@dataclass(frozen=True)
+class StartResult:
+    readopted: bool
+    registered: bool
+    steps: tuple[StepRecord, ...]
+
+
+def open_channel(pki: ClawkerPKI, address: str) -> grpc.Channel:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca_pem,
+        private_key=pki.controlplane_key_pem,
+        certificate_chain=pki.controlplane_cert_pem,
+    )
+    return grpc.secure_channel(
+        f"{address}:{CLAWKERD_PORT}",
+        credentials,
+        options=[("grpc.ssl_target_name_override", CLAWKERD_TLS_NAME)],
+    )
+
+
+class _Conversation:
+    """Request/response over one bidirectional stream, in lockstep."""
+
+    def __init__(self, stub: pb_grpc.ClawkerdStub, timeout: float) -> None:
+        self._outbox: queue.Queue[pb.Command | None] = queue.Queue()
+        self._responses: Iterator[pb.Response] = iter(
+            stub.Session(self._requests(), timeout=timeout)
+        )
+
+    def _requests(self) -> Iterator[pb.Command]:
+        while (item := self._outbox.get()) is not None:
+            yield item
+
+    def send(self, command: pb.Command) -> None:
+        self._outbox.put(command)
+
+    def receive(self) -> pb.Response:
+        try:
+            return next(self._responses)
+        except StopIteration as exc:
+            raise SessionError("clawkerd closed the session") from exc
+
+    def close(self) -> None:
+        self._outbox.put(None)
+
+    def ask(self, command: pb.Command, expect: str) -> pb.Response:
+        self.send(command)
+        reply = self.receive()
+        kind = reply.WhichOneof("kind")
+        if kind == "error":
+            raise SessionError(
+                f"clawkerd refused {command.WhichOneof('kind')}: {reply.error.message}"
+            )
+        if kind != expect:
+            raise SessionError(f"expected {expect}, clawkerd sent {kind}")
+        return reply
+
+    def run(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        uid: int,
+        gid: int,
+        cwd: str = "",
+        step_id: str,
+        on_output: Callable[[str], None] = lambda _s: None,
+    ) -> StepRecord:
+        self.send(
+            pb.Command(
+                shell_command=pb.ShellCommand(
+                    id=step_id,
+                    argv=argv,
+                    uid=uid,
+                    gid=gid,
+                    cwd=cwd,
+                    name=name,
+                    exit_on_non_zero=True,
+                    tty_render=True,
+                )
+            )
+        )
+        output = bytearray()
+        while True:
+            reply = self.receive()
+            kind = reply.WhichOneof("kind")
+            if kind == "output" and reply.output.id == step_id:
+                output += reply.output.data
+                on_output(reply.output.data.decode(errors="replace"))
+                del output[:-OUTPUT_TAIL_BYTES]
+            elif kind == "done" and reply.done.id == step_id:
+                tail = output.decode(errors="replace")
+                return StepRecord(name, reply.done.exit_code == 0, reply.done.exit_code, tail)
+            elif kind == "error" and reply.error.id == step_id:
+                code = 124 if reply.error.code == pb.ERROR_CODE_TIMEOUT else 127
+                tail = (output.decode(errors="replace") + reply.error.message)[-OUTPUT_TAIL_BYTES:]
+                return StepRecord(name, False, code, tail)
+            else:
+                raise SessionError(f"unexpected {kind} while running step {name}")
+
+
+def drive_start(
+    channel: grpc.Channel,
+    plan: StartPlan,
+    *,
+    register: Callable[[str], None],
+    is_registered: bool,
+    on_step: Callable[[StepRecord], None] = lambda _r: None,
+    timeout: float = 3600.0,
+) -> StartResult:
+    """Drive one container start to AgentReady; raise StepFailedError when a step fails.
+
+    `register(jwt)` verifies and records the registration token (raising to refuse it).
+    """
+    talk = _Conversation(pb_grpc.ClawkerdStub(channel), timeout)
+    steps: list[StepRecord] = []
+    uid, gid = naming.AGENT_UID, naming.AGENT_GID
+    counter = iter(range(1, 1000))
+
+    def step(name: str, argv: list[str], *, as_root: bool = False, cwd: str = "") -> StepRecord:
+        record = talk.run(
+            name,
+            argv,
+            uid=0 if as_root else uid,
+            gid=0 if as_root else gid,
+            cwd=cwd,
+            step_id=f"{name}-{next(counter)}",
+        )
+        steps.append(record)
+        on_step(record)
+        if not record.ok:
+            raise StepFailedError(record)
+        return record
+
+    try:
+        ack = talk.ask(pb.Command(hello=pb.Hello(cp_version=CP_VERSION)), "hello_ack").hello_ack
+        registered = False
+        if not is_registered:
+            token = talk.ask(
+                pb.Command(register_required=pb.RegisterRequired()), "register_token"
+            ).register_token.jwt
+            register(token)
+            registered = True
+        if ack.cmd_running:
+            talk.ask(pb.Command(agent_ready=pb.AgentReady()), "ack")
+            return StartResult(readopted=True, registered=registered, steps=())
+
+        if not ack.initialized:
+            owned = [naming.CONFIG_MOUNT, naming.HISTORY_MOUNT]
+            if plan.runtime.snapshot and plan.runtime.workspace:
+                owned.append(plan.runtime.workspace)
+            step("prepare-volumes", ["chown", f"{uid}:{gid}", *owned], as_root=True)
+            talk.ask(pb.Command(agent_initialized=pb.AgentInitialized()), "ack")
+
+        workdir = plan.runtime.workspace
+        if plan.runtime.post_init.strip():
+            script = (
+                f"if [ -e {shlex.quote(POST_INIT_MARKER)} ]; then exit 0; fi\n"
+                f"{plan.runtime.post_init}\n"
+                f"touch {shlex.quote(POST_INIT_MARKER)}"
+            )
+            step("post_init", ["sh", "-ec", script], cwd=workdir)
+        if plan.runtime.pre_run.strip():
+            step("pre_run", ["sh", "-ec", plan.runtime.pre_run], cwd=workdir)
+        talk.ask(pb.Command(agent_ready=pb.AgentReady()), "ack")
+        return StartResult(readopted=False, registered=registered, steps=tuple(steps))
+    finally:
+        talk.close()
