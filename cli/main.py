@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cli.image_verbs import add_image_verbs, build_progress
 from cli.render import (
     STATUS_HEADERS,
     plan_as_data,
@@ -22,12 +24,23 @@ from cli.render import (
     status_data,
     status_rows,
 )
-from cli.style import Style, ok_mark
+from cli.style import Style, fail_mark, ok_mark
 from reconciler import naming
 from reconciler.base_image import BaseImageError, build_base_image
-from reconciler.converge import agent_statuses, apply_plan, prepare_apply, prepare_delete
+from reconciler.controlplane import lifecycle
+from reconciler.controlplane.api import ApiError
+from reconciler.controlplane.paths import state_paths
+from reconciler.controlplane.registry import StepRecord
+from reconciler.converge import (
+    agent_statuses,
+    apply_plan,
+    prepare_apply,
+    prepare_delete,
+    readiness_conditions,
+)
 from reconciler.docker_port import DockerEngine, DockerError
 from reconciler.executor import StepEvent
+from reconciler.images import ImageError
 from reconciler.observed import observe
 from reconciler.planning import PlanError
 from specs import SpecErrors, SpecSet, load_specs
@@ -124,12 +137,26 @@ def cmd_apply(args: argparse.Namespace) -> int:
     ):
         _err("Apply cancelled.")
         return EXIT_FAIL
+    _ensure_controlplane(err_style)
+
+    def on_step(container: str, record: StepRecord) -> None:
+        if not json_out:
+            mark = ok_mark(err_style) if record.ok else fail_mark(err_style)
+            code = "" if record.ok else f" (exit {record.exit_code})"
+            _err(f"  {mark} {container}: {record.name}{code}")
+
     _, outcomes = apply_plan(
         port,
         the_plan,
+        agents=specset.agents,
+        controlplane=state_paths(),
         wait=not args.no_wait,
         timeout=args.timeout,
         on_event=_progress(err_style, not json_out),
+        on_build_line=build_progress("project image", err_style, False)
+        if not json_out
+        else lambda _line: None,
+        on_step=on_step,
     )
     if json_out:
         _out(
@@ -148,11 +175,21 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
 
 
+def _ensure_controlplane(style: Style) -> None:
+    pid = lifecycle.ensure_running()
+    if pid is not None:
+        _err(f"  {ok_mark(style)} control plane started (pid {pid}; log {state_paths().log})")
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     specset = _load(args.filename) if args.filename else None
-    observed = observe(DockerEngine())
+    port = DockerEngine()
+    observed = observe(port)
     statuses = agent_statuses(
-        observed, specset.agents if specset else (), only_desired=specset is not None
+        observed,
+        specset.agents if specset else (),
+        only_desired=specset is not None,
+        conditions=readiness_conditions(port, observed, lifecycle.client()),
     )
     if args.output == "json":
         _out(json.dumps({"kind": "AgentList", "items": status_data(statuses)}, indent=2))
@@ -186,6 +223,48 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if not args.volumes:
         _out("Volumes were kept; `clawker delete --volumes` removes them.")
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
+
+
+def cmd_controlplane(args: argparse.Namespace) -> int:
+    style = Style(sys.stdout)
+    if args.cp_verb == "up":
+        pid = lifecycle.ensure_running()
+        state = lifecycle.status()
+        _out(
+            f"control plane {'started' if pid else 'already running'} (pid {state.pid}; "
+            f"log {state.log})"
+        )
+        return EXIT_OK
+    if args.cp_verb == "down":
+        stopped = lifecycle.stop()
+        _out(
+            f"control plane stopped (pid {stopped})" if stopped else "control plane was not running"
+        )
+        return EXIT_OK
+    state = lifecycle.status()
+    if args.output == "json":
+        _out(
+            json.dumps(
+                {
+                    "running": state.running,
+                    "pid": state.pid,
+                    "uptime": state.uptime,
+                    "stateDir": state.state_dir,
+                    "log": state.log,
+                },
+                indent=2,
+            )
+        )
+    elif state.running:
+        _out(
+            f"{ok_mark(style)} control plane running (pid {state.pid}, up {state.uptime:.0f}s; "
+            f"state {state.state_dir}; log {state.log})"
+        )
+    else:
+        _out(
+            f"{fail_mark(style)} control plane not running; start it with `clawker controlplane up`"
+        )
+    return EXIT_OK if state.running else EXIT_FAIL
 
 
 def cmd_image_base(args: argparse.Namespace) -> int:
@@ -292,10 +371,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ip.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     ip.set_defaults(func=cmd_image_base)
+    add_image_verbs(isub)
+
+    p = sub.add_parser(
+        "controlplane",
+        help="start, stop or inspect the control plane",
+        description="The control plane is a root host process that owns the PKI, "
+        "the agent registry and the runtime controller. apply starts it when it "
+        "is not running.",
+    )
+    cp = p.add_subparsers(dest="cp_verb", metavar="COMMAND", required=True)
+    cp.add_parser("up", help="start it detached (pid file and log in the state dir)")
+    cp.add_parser("down", help="stop it (running agents keep running)")
+    sp = cp.add_parser("status", help="is it running (exit 0) or not (exit 1)")
+    sp.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_controlplane)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `clawker diff | head` ends quietly
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -305,10 +400,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _err(f"error: {error}")
         _err(f"{len(exc.errors)} error(s); nothing was changed.")
         return EXIT_USAGE
-    except (UsageError, PlanError) as exc:
+    except lifecycle.ControlPlaneError as exc:
+        _err(f"error: {exc}")
+        return EXIT_FAIL
+    except (UsageError, PlanError, ImageError) as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
-    except DockerError as exc:
+    except (DockerError, ApiError) as exc:
         _err(f"error: {exc}")
         return EXIT_FAIL
     except KeyboardInterrupt:

@@ -28,6 +28,8 @@ _VERB = {
     Action.REMOVE_CONTAINER: "remove container",
     Action.RENAME_CONTAINER: "rename container",
     Action.REMOVE_VOLUME: "remove volume",
+    Action.BUILD_IMAGE: "build image",
+    Action.COPY_BOOTSTRAP: "copy bootstrap material into",
 }
 
 SENSITIVE = "(sensitive value)"
@@ -47,19 +49,29 @@ def render_plan(plan: Plan, style: Style, *, show_secrets: bool = False) -> str:
     if plan.empty:
         return "No changes. Docker matches the specs."
     lines = ["clawker will perform the following actions:", ""]
-    network_steps = [s for s in plan.steps if s.action is Action.CREATE_NETWORK]
-    for step in network_steps:
-        lines += [
-            f"  # network {step.target} will be created ({step.cause})",
-            f'  {style("+", "green")} network "{step.target}"',
-            "",
-        ]
+    for step in plan.steps:
+        if step.action is Action.CREATE_NETWORK:
+            lines += [
+                f"  # network {step.target} will be created ({step.cause})",
+                f'  {style("+", "green")} network "{step.target}"',
+                "",
+            ]
+        elif step.action is Action.BUILD_IMAGE:
+            lines += [
+                f"  # image {step.target} will be built ({step.cause})",
+                f"  {style('+', 'green')} build image {step.target}",
+                "",
+            ]
     for change in plan.changes:
         if change.kind is ChangeKind.NOOP:
             continue
         lines += _render_change(change, style, show_secrets)
     add, chg, destroy = plan.counts()
-    lines.append(style(f"Plan: {add} to add, {chg} to change, {destroy} to destroy.", "bold"))
+    builds = sum(s.action is Action.BUILD_IMAGE for s in plan.steps)
+    extra = f" {builds} image{'s' if builds != 1 else ''} to build." if builds else ""
+    lines.append(
+        style(f"Plan: {add} to add, {chg} to change, {destroy} to destroy.{extra}", "bold")
+    )
     return "\n".join(lines)
 
 
@@ -172,14 +184,24 @@ def status_rows(statuses: Sequence[AgentStatus]) -> list[list[str]]:
             "yes" if s.declared else "no",
             s.state,
             yn(s.up_to_date),
-            "True" if s.ready else "False",
+            str(s.ready),
+            str(s.initialized),
             s.container,
         ]
         for s in statuses
     ]
 
 
-STATUS_HEADERS = ("PROJECT", "AGENT", "DECLARED", "STATE", "UP-TO-DATE", "READY", "CONTAINER")
+STATUS_HEADERS = (
+    "PROJECT",
+    "AGENT",
+    "DECLARED",
+    "STATE",
+    "UP-TO-DATE",
+    "READY",
+    "INITIALIZED",
+    "CONTAINER",
+)
 
 
 def status_data(statuses: Sequence[AgentStatus]) -> list[dict[str, Any]]:
@@ -191,7 +213,10 @@ def status_data(statuses: Sequence[AgentStatus]) -> list[dict[str, Any]]:
             "desired": {"declared": s.declared, "workspace": s.workspace, "mode": s.mode},
             "observed": {"container": s.container, "id": s.container_id, "state": s.state},
             "upToDate": s.up_to_date,
-            "conditions": [{"type": "Ready", "status": s.ready}],
+            "conditions": [
+                {"type": "Ready", "status": s.ready, "message": s.detail},
+                {"type": "Initialized", "status": s.initialized},
+            ],
         }
         for s in statuses
     ]

@@ -5,16 +5,23 @@ These functions hold the sequencing so that the CLI, watch mode and the control 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from reconciler import naming
+from reconciler.controlplane.api import ApiError, ControlPlaneClient
+from reconciler.controlplane.bootstrap import bootstrap_archive
+from reconciler.controlplane.paths import StatePaths
+from reconciler.controlplane.registry import AgentRuntimeSpec, StartStatus, StepRecord
 from reconciler.docker_port import DockerPort
-from reconciler.executor import ExecutionResult, StepEvent, execute
+from reconciler.executor import ExecutionResult, StepEvent, StepTools, execute
+from reconciler.images import project_image_inputs
 from reconciler.observed import ObservedState, observe
-from reconciler.planning import Action, ChangeKind, Plan, plan, plan_delete
+from reconciler.pki import ClawkerPKI
+from reconciler.planning import ChangeKind, Plan, plan, plan_delete
 from reconciler.readiness import Readiness, wait_ready
-from specs import DesiredAgent, SpecSet, spec_hash
+from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
 
 __all__ = [
     "AgentOutcome",
@@ -54,11 +61,12 @@ _OUTCOME = {
 
 
 def prepare_apply(port: DockerPort, specset: SpecSet, *, prune: bool = False) -> Prepared:
-    image = naming.agent_image()
-    observed = observe(port, [image] if specset.agents else [])
+    """Observe Docker and plan; raises ImageError when a project's agents disagree on `build`."""
+    images = {i.project: i for i in project_image_inputs(specset.agents)}
+    observed = observe(port)
     return Prepared(
         observed,
-        plan(specset.agents, observed, image=image, apply_sets=specset.projects, prune=prune),
+        plan(specset.agents, observed, images=images, apply_sets=specset.projects, prune=prune),
     )
 
 
@@ -67,31 +75,69 @@ def prepare_delete(port: DockerPort, keys: Iterable[str], *, volumes: bool) -> P
     return Prepared(observed, plan_delete(keys, observed, volumes=volumes))
 
 
+def runtime_specs(agents: Iterable[DesiredAgent]) -> list[dict[str, Any]]:
+    """What the control plane needs to drive each agent's starts (pushed on every apply)."""
+    return [
+        asdict(
+            AgentRuntimeSpec(
+                agent_key=a.key,
+                post_init=a.agent.post_init,
+                pre_run=a.agent.pre_run,
+                workspace=a.workspace.path,
+                snapshot=a.workspace.mode is WorkspaceMode.SNAPSHOT,
+            )
+        )
+        for a in agents
+    ]
+
+
 def apply_plan(
     port: DockerPort,
     the_plan: Plan,
     *,
+    agents: Sequence[DesiredAgent] = (),
+    controlplane: StatePaths | None = None,
     wait: bool = True,
-    timeout: float = 60.0,
+    timeout: float = 120.0,
     on_event: Callable[[StepEvent], None] = lambda _e: None,
+    on_build_line: Callable[[str], None] = lambda _l: None,
+    on_step: Callable[[str, StepRecord], None] = lambda _c, _s: None,
 ) -> tuple[ExecutionResult, list[AgentOutcome]]:
-    """Execute, then wait until every started agent is Ready; one outcome per agent."""
-    result = execute(port, the_plan, on_event=on_event)
+    """Execute, then wait until every agent is Ready; one outcome per agent.
+
+    With `controlplane` (its state paths; the CP must be running), agents' runtime specs are
+    pushed first, new containers get bootstrap material from its PKI, and readiness is the CP's
+    verdict on each container's current start.
+    """
+    tools = StepTools(on_build_line=on_build_line)
+    client: ControlPlaneClient | None = None
+    if controlplane is not None:
+        client = ControlPlaneClient(controlplane.socket)
+        client.call("put_runtime", agents=runtime_specs(agents))
+        pki = ClawkerPKI.load_or_create(controlplane.pki)
+        tools = StepTools(
+            bootstrap=lambda key, name: bootstrap_archive(pki, key, name),
+            on_build_line=on_build_line,
+        )
+    result = execute(port, the_plan, tools=tools, on_event=on_event)
     errors = result.agent_errors(the_plan)
-    started = {
-        s.agent: s.target
-        for s in the_plan.steps
-        if s.action is Action.START_CONTAINER and s.id in result.done and s.agent
-    }
-    readiness: Mapping[str, Readiness] = (
-        wait_ready(port, started.values(), timeout=timeout) if wait and started else {}
-    )
+    names = {a.key: naming.container_name(a.project, a.name) for a in agents if a.key not in errors}
+    readiness: Mapping[str, Readiness] = {}
+    if wait and client is not None and names:
+        readiness = wait_ready(
+            port,
+            client,
+            names.values(),
+            network=naming.network_name(),
+            timeout=timeout,
+            on_step=on_step,
+        )
     outcomes = []
     for change in the_plan.changes:
         if change.key in errors:
             outcomes.append(AgentOutcome(change.key, "failed", errors[change.key]))
             continue
-        verdict = readiness.get(started.get(change.key, ""))
+        verdict = readiness.get(names.get(change.key, ""))
         if verdict is not None and not verdict.ready:
             outcomes.append(AgentOutcome(change.key, "failed", f"not ready: {verdict.detail}"))
             continue
@@ -112,18 +158,55 @@ class AgentStatus:
     container_id: str = ""
     workspace: str = ""
     mode: str = ""
+    ready: bool = False
+    initialized: bool = False
+    detail: str = ""
 
     @property
     def key(self) -> str:
         return naming.agent_key(self.project, self.name)
 
-    @property
-    def ready(self) -> bool:
-        return self.state == "running"
+
+@dataclass(frozen=True)
+class Conditions:
+    ready: bool
+    initialized: bool
+    detail: str
+
+
+def readiness_conditions(
+    port: DockerPort, observed: ObservedState, cp: ControlPlaneClient
+) -> dict[str, Conditions]:
+    """Per running agent container (by id): the CP's verdict on its current start."""
+    running = [
+        a.container
+        for a in observed.agents.values()
+        if a.container is not None and a.container.state == "running"
+    ]
+    if not running:
+        return {}
+    try:
+        raw: Mapping[str, Any] = cp.call("status", containers=[c.id for c in running])
+    except ApiError:
+        return {c.id: Conditions(False, False, "control plane not running") for c in running}
+    result = {}
+    for c in running:
+        info = port.inspect_runtime(c.id, naming.network_name())
+        data = raw.get(c.id)
+        status = StartStatus.from_dict(data) if data else None
+        if info is None or status is None or status.started_at != info.started_at:
+            result[c.id] = Conditions(False, False, "waiting for the control plane")
+            continue
+        result[c.id] = Conditions(status.phase == "ready", status.phase == "ready", status.detail)
+    return result
 
 
 def agent_statuses(
-    observed: ObservedState, desired: Iterable[DesiredAgent] = (), *, only_desired: bool = False
+    observed: ObservedState,
+    desired: Iterable[DesiredAgent] = (),
+    *,
+    only_desired: bool = False,
+    conditions: Mapping[str, Conditions] | None = None,
 ) -> list[AgentStatus]:
     wanted = {a.key: a for a in desired}
     keys = set(wanted) if only_desired else set(wanted) | set(observed.agents)
@@ -136,6 +219,7 @@ def agent_statuses(
         up_to_date: bool | None = None
         if agent is not None and c is not None:
             up_to_date = c.labels.get(naming.SPEC_HASH) == spec_hash(agent)
+        cond = (conditions or {}).get(c.id) if c else None
         rows.append(
             AgentStatus(
                 project=project,
@@ -149,6 +233,9 @@ def agent_statuses(
                 if agent
                 else (c.labels.get(naming.WORKSPACE_PATH, "") if c else ""),
                 mode=agent.workspace.mode.value if agent else "",
+                ready=cond.ready if cond else False,
+                initialized=cond.initialized if cond else False,
+                detail=cond.detail if cond else "",
             )
         )
     return rows

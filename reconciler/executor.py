@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from reconciler.docker_port import DockerError, DockerPort
+from reconciler.images import ImageError, build_project_image
 from reconciler.planning import Action, Plan, Step
 from reconciler.workspace import snapshot_archive
 
-__all__ = ["ExecutionResult", "StepEvent", "StepStatus", "execute"]
+__all__ = ["ExecutionResult", "StepEvent", "StepStatus", "StepTools", "execute", "run_step"]
 
 
 class StepStatus(StrEnum):
@@ -58,9 +59,28 @@ class ExecutionResult:
         return errors
 
 
-def run_step(port: DockerPort, step: Step) -> None:
+@dataclass(frozen=True)
+class StepTools:
+    """What some steps need besides the port: kept outside so the executor stays dumb."""
+
+    bootstrap: Callable[[str, str], bytes] | None = None  # (agent key, container name) -> tar
+    on_build_line: Callable[[str], None] = lambda _line: None
+
+
+def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> None:
     """The one Docker call a step stands for."""
     match step.action:
+        case Action.BUILD_IMAGE:
+            assert step.image_inputs is not None
+            try:
+                build_project_image(port, step.image_inputs, tools.on_build_line)
+            except ImageError as exc:
+                raise DockerError(str(exc)) from exc
+        case Action.COPY_BOOTSTRAP:
+            if tools.bootstrap is None:
+                raise DockerError("no bootstrap issuer: the control plane's PKI is needed")
+            assert step.agent is not None
+            port.put_archive(step.target, "/", tools.bootstrap(step.agent, step.new_name))
         case Action.CREATE_NETWORK:
             port.create_network(step.target, step.labels)
         case Action.CREATE_VOLUME:
@@ -88,6 +108,7 @@ def execute(
     plan: Plan,
     *,
     parallelism: int = 4,
+    tools: StepTools = StepTools(),
     on_event: Callable[[StepEvent], None] = lambda _event: None,
 ) -> ExecutionResult:
     """Run `plan` against `port`; report every step's progress through `on_event`."""
@@ -122,7 +143,7 @@ def execute(
             for step in ready():
                 del pending[step.id]
                 on_event(StepEvent(step, StepStatus.STARTED))
-                running[pool.submit(run_step, port, step)] = step
+                running[pool.submit(run_step, port, step, tools)] = step
             if not running:
                 # Whatever is left waits on a failed agent or a failed dependency.
                 for step_id in list(pending):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from reconciler import naming
 from reconciler.docker_port import ContainerInfo, DockerPort
 
-__all__ = ["ObservedAgent", "ObservedState", "observe"]
+__all__ = ["ObservedAgent", "ObservedImage", "ObservedState", "observe"]
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,17 @@ class ObservedAgent:
 
 
 @dataclass(frozen=True)
+class ObservedImage:
+    id: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class ObservedState:
     agents: Mapping[str, ObservedAgent] = field(default_factory=dict)
     volumes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     networks: frozenset[str] = frozenset()
-    images: Mapping[str, str | None] = field(default_factory=dict)
+    images: Mapping[str, ObservedImage] = field(default_factory=dict)  # managed images by ref
 
     def agent(self, project: str, name: str) -> ObservedAgent:
         return self.agents.get(
@@ -62,11 +68,15 @@ def group_containers(containers: Iterable[ContainerInfo]) -> dict[str, ObservedA
     return result
 
 
-def observe(port: DockerPort, image_refs: Iterable[str] = ()) -> ObservedState:
-    """List managed containers, volumes and networks (three calls) and resolve image ids."""
+def observe(port: DockerPort) -> ObservedState:
+    """List managed containers, volumes, networks and images: four calls, filtered by label."""
     return ObservedState(
         agents=group_containers(port.list_containers()),
         volumes={v.name: v.labels for v in port.list_volumes()},
         networks=frozenset(n.name for n in port.list_networks()),
-        images={ref: port.image_id(ref) for ref in sorted(set(image_refs))},
+        images={
+            ref: ObservedImage(image.id, image.labels)
+            for image in port.list_images()
+            for ref in image.refs
+        },
     )

@@ -16,6 +16,7 @@ from typing import Any
 from reconciler import naming
 from reconciler.desired import SPEC_VIEW_LABEL, desired_container, desired_volumes
 from reconciler.docker_port import ContainerInfo, ContainerSpec
+from reconciler.images import ImageInputs, build_reason
 from reconciler.observed import ObservedState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
@@ -46,6 +47,8 @@ class Action(StrEnum):
     REMOVE_CONTAINER = "RemoveContainer"
     RENAME_CONTAINER = "RenameContainer"
     REMOVE_VOLUME = "RemoveVolume"
+    BUILD_IMAGE = "BuildImage"
+    COPY_BOOTSTRAP = "CopyBootstrap"
 
 
 # Steps whose success leaves something behind that a failed attempt must remove again.
@@ -66,8 +69,9 @@ class Step:
     agent: str | None = None
     container: ContainerSpec | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
-    new_name: str = ""
+    new_name: str = ""  # RenameContainer: the final name; CopyBootstrap: the identity's name
     source_dir: str = ""
+    image_inputs: ImageInputs | None = None
 
     def __str__(self) -> str:
         deps = " ".join(f"#{d}" for d in self.depends_on)
@@ -183,7 +187,7 @@ def _recorded_view(container: ContainerInfo) -> dict[str, Any] | None:
 
 
 def _replace_reasons(
-    agent: DesiredAgent, container: ContainerInfo, image_id: str | None
+    agent: DesiredAgent, container: ContainerInfo, image: _ImagePlan
 ) -> tuple[list[str], list[FieldChange]]:
     reasons: list[str] = []
     fields: list[FieldChange] = []
@@ -198,26 +202,35 @@ def _replace_reasons(
             fields = _field_changes(old_view, recreate_view(agent))
             groups = sorted({_field_group(f.path) for f in fields})
             reasons.append(f"{', '.join(groups) or 'spec'} changed")
-    if image_id and container.image_id and container.image_id != image_id:
+    if image.build_step is not None:
+        reasons.append(f"image rebuilt ({image.build_cause})")
+    elif image.current_id and container.image_id != image.current_id:
         reasons.append("image changed")
     return reasons, fields
+
+
+@dataclass(frozen=True)
+class _ImagePlan:
+    """The image one project's agents run: its ref, the step that builds it (if any), and the
+    id their containers must already run to count as up to date."""
+
+    ref: str
+    build_step: int | None
+    build_cause: str | None
+    current_id: str | None
 
 
 def plan(
     desired: Sequence[DesiredAgent],
     observed: ObservedState,
     *,
-    image: str,
+    images: Mapping[str, ImageInputs],
     apply_sets: Iterable[str] = (),
     prune: bool = False,
 ) -> Plan:
-    """Steps that make Docker match `desired`; with `prune`, also remove agents that were
-    applied from one of `apply_sets` (projects) and are no longer declared."""
-    image_id = observed.images.get(image)
-    if desired and image_id is None:
-        raise PlanError(
-            f"image {image} not found; build it with `clawker image base` (or `make setup`)"
-        )
+    """Steps that make Docker match `desired`; `images` holds each project's image inputs.
+    With `prune`, also remove agents applied from one of `apply_sets` (projects) that are no
+    longer declared."""
     b = _StepBuilder()
     changes: list[AgentChange] = []
     network = naming.network_name()
@@ -230,43 +243,62 @@ def plan(
             "not found",
             labels={naming.PURPOSE: "network"},
         )
+    image_plans: dict[str, _ImagePlan] = {}
+    for project in sorted({a.project for a in desired}):
+        if project not in images:
+            raise PlanError(f"no image inputs for project {project}")
+        inputs = images[project]
+        seen = observed.images.get(inputs.ref)
+        cause = build_reason(inputs, seen.labels if seen else None)
+        step = (
+            b.add(Action.BUILD_IMAGE, "image", inputs.ref, cause, image_inputs=inputs)
+            if cause
+            else None
+        )
+        image_plans[project] = _ImagePlan(inputs.ref, step, cause, seen.id if seen else None)
 
     for agent in sorted(desired, key=lambda a: a.key):
-        changes.append(_plan_agent(b, agent, observed, image, image_id, net_step))
+        changes.append(_plan_agent(b, agent, observed, image_plans[agent.project], net_step))
 
     if prune:
-        sets = set(apply_sets)
-        wanted = {a.key for a in desired}
-        for key in sorted(observed.agents):
-            obs = observed.agents[key]
-            members = [c for c in (obs.container, *obs.leftovers) if c is not None]
-            if key in wanted or not any(c.labels.get(naming.APPLY_SET) in sets for c in members):
-                continue
-            for c in members:
-                b.add(
-                    Action.REMOVE_CONTAINER,
-                    "container",
-                    c.name,
-                    f"pruned: not declared in apply set {c.labels.get(naming.APPLY_SET)}",
-                    agent=key,
-                )
-            changes.append(
-                AgentChange(
-                    key,
-                    ChangeKind.DELETE,
-                    ("not declared any more",),
-                    resources=tuple(f"- container {c.name}" for c in members),
-                )
-            )
+        changes += _plan_prune(b, desired, observed, set(apply_sets))
     return Plan(tuple(b.steps), tuple(changes))
+
+
+def _plan_prune(
+    b: _StepBuilder, desired: Sequence[DesiredAgent], observed: ObservedState, sets: set[str]
+) -> list[AgentChange]:
+    wanted = {a.key for a in desired}
+    changes = []
+    for key in sorted(observed.agents):
+        obs = observed.agents[key]
+        members = [c for c in (obs.container, *obs.leftovers) if c is not None]
+        if key in wanted or not any(c.labels.get(naming.APPLY_SET) in sets for c in members):
+            continue
+        for c in members:
+            b.add(
+                Action.REMOVE_CONTAINER,
+                "container",
+                c.name,
+                f"pruned: not declared in apply set {c.labels.get(naming.APPLY_SET)}",
+                agent=key,
+            )
+        changes.append(
+            AgentChange(
+                key,
+                ChangeKind.DELETE,
+                ("not declared any more",),
+                resources=tuple(f"- container {c.name}" for c in members),
+            )
+        )
+    return changes
 
 
 def _plan_agent(
     b: _StepBuilder,
     agent: DesiredAgent,
     observed: ObservedState,
-    image: str,
-    image_id: str | None,
+    image: _ImagePlan,
     net_step: int | None,
 ) -> AgentChange:
     key = agent.key
@@ -302,39 +334,40 @@ def _plan_agent(
             new_workspace |= vol.role == "workspace"
 
     apply_set = agent.project
+    final = naming.container_name(agent.project, agent.name)
+    before_create = [net_step, image.build_step, *volume_steps, *cleanup]
     current = obs.container
     if current is None:
-        spec = desired_container(agent, image=image, apply_set=apply_set)
+        spec = desired_container(agent, image=image.ref, apply_set=apply_set)
         create = b.add(
             Action.CREATE_CONTAINER,
             "container",
             spec.name,
             "not found",
-            [net_step, *volume_steps, *cleanup],
+            before_create,
             agent=key,
             container=spec,
         )
-        last = _copy_workspace(b, agent, spec.name, create, new_workspace)
+        last = _prepare_container(b, agent, spec.name, create, new_workspace)
         b.add(Action.START_CONTAINER, "container", spec.name, "created", [last], agent=key)
         resources.append(f"+ container {spec.name}")
         return AgentChange(key, ChangeKind.CREATE, ("not found",), resources=tuple(resources))
 
-    reasons, fields = _replace_reasons(agent, current, image_id)
+    reasons, fields = _replace_reasons(agent, current, image)
     if reasons:
-        final = naming.container_name(agent.project, agent.name)
         temp = naming.replacement_name(agent.project, agent.name)
-        spec = desired_container(agent, image=image, name=temp, apply_set=apply_set)
+        spec = desired_container(agent, image=image.ref, name=temp, apply_set=apply_set)
         cause = "; ".join(reasons)
         create = b.add(
             Action.CREATE_CONTAINER,
             "container",
             temp,
             cause,
-            [net_step, *volume_steps, *cleanup],
+            before_create,
             agent=key,
             container=spec,
         )
-        last = _copy_workspace(b, agent, temp, create, new_workspace)
+        last = _prepare_container(b, agent, temp, create, new_workspace)
         stop = b.add(
             Action.STOP_CONTAINER,
             "container",
@@ -375,13 +408,33 @@ def _plan_agent(
         )
         resources.append(f"~ container {current.name} (start)")
         return AgentChange(
-            key, ChangeKind.UPDATE, (f"container is {current.state}",), resources=tuple(resources)
+            key,
+            ChangeKind.UPDATE,
+            (f"container is {current.state}",),
+            resources=tuple(resources),
         )
     if resources:
         return AgentChange(
             key, ChangeKind.UPDATE, ("resources missing",), resources=tuple(resources)
         )
     return AgentChange(key, ChangeKind.NOOP)
+
+
+def _prepare_container(
+    b: _StepBuilder, agent: DesiredAgent, container: str, after: int, new_workspace: bool
+) -> int:
+    """Before a new container's first start: its workspace copy (snapshot mode, new volume
+    only) and its bootstrap material (always: a new container is a new identity)."""
+    last = _copy_workspace(b, agent, container, after, new_workspace)
+    return b.add(
+        Action.COPY_BOOTSTRAP,
+        "container",
+        container,
+        "new container identity",
+        [last],
+        agent=agent.key,
+        new_name=naming.container_name(agent.project, agent.name),
+    )
 
 
 def _copy_workspace(

@@ -1,16 +1,20 @@
-"""Waiting until started agents are Ready.
+"""Waiting until agents are Ready: the control plane has driven their current start to
+AgentReady (firewall enrolled, steps done, the user CMD forked by clawkerd).
 
-Until the control plane exists (issue 4), Ready means: the container is running and still
-running once every other started container has been checked (a command that exits at once is
-caught here, with its exit code and the tail of its log).
+The waiter asks the CP about each container's *current* start (matched by Docker's StartedAt),
+and watches the container itself: a clawkerd that exits (a failed step is fatal) ends the wait
+with the exit code, the failing step and the tail of its output.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from reconciler.controlplane.api import ApiError, ControlPlaneClient
+from reconciler.controlplane.registry import StartStatus, StepRecord
 from reconciler.docker_port import DockerError, DockerPort
 
 __all__ = ["Readiness", "wait_ready"]
@@ -23,51 +27,76 @@ class Readiness:
     detail: str = ""
 
 
-def _check(port: DockerPort, name: str) -> Readiness | None:
-    """A verdict, or None while the container is still on its way up."""
-    try:
-        state = port.inspect_state(name)
-    except DockerError as exc:
-        return Readiness(name, False, str(exc))
-    if state.get("Running") and not state.get("Restarting"):
-        return Readiness(name, True)
-    status = state.get("Status", "")
-    if status in ("exited", "dead"):
-        tail = port.logs_tail(name, 10).strip()
-        detail = f"exited with code {state.get('ExitCode')}"
-        return Readiness(name, False, f"{detail}\n{tail}" if tail else detail)
-    return None
+def _failure_detail(status: StartStatus | None, fallback: str) -> str:
+    if status is None or status.phase != "failed":
+        return fallback
+    detail = status.detail
+    failed = [s for s in status.steps if not s.ok]
+    if failed and failed[-1].output_tail.strip():
+        tail = "\n".join(failed[-1].output_tail.strip().splitlines()[-10:])
+        detail += f"\n{tail}"
+    return detail
 
 
 def wait_ready(
     port: DockerPort,
+    cp: ControlPlaneClient,
     containers: Iterable[str],
     *,
-    timeout: float = 60.0,
+    network: str,
+    timeout: float = 120.0,
+    on_step: Callable[[str, StepRecord], None] = lambda _c, _s: None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Readiness]:
-    """Poll each container until it is running (then confirm once) or the timeout passes."""
+    """Poll until every container is Ready or has failed, or the timeout passes."""
     deadline = clock() + timeout
     waiting = list(dict.fromkeys(containers))
     verdicts: dict[str, Readiness] = {}
+    shown: dict[str, int] = {}
+    exited_at: dict[str, float] = {}
     while waiting:
-        still: list[str] = []
+        infos = {name: port.inspect_runtime(name, network) for name in waiting}
+        ids = [i.id for i in infos.values() if i is not None]
+        try:
+            raw: Mapping[str, Any] = cp.call("status", containers=ids) if ids else {}
+        except ApiError as exc:
+            raise DockerError(f"cannot ask the control plane about readiness: {exc}") from exc
+        still = []
         for name in waiting:
-            verdict = _check(port, name)
-            if verdict is None:
-                still.append(name)
+            info = infos[name]
+            if info is None:
+                verdicts[name] = Readiness(name, False, "the container is gone")
+                continue
+            data = raw.get(info.id)
+            status = StartStatus.from_dict(data) if data else None
+            current = status if status and status.started_at == info.started_at else None
+            if current:
+                for record in current.steps[shown.get(name, 0) :]:
+                    on_step(name, record)
+                shown[name] = len(current.steps)
+            if current and current.phase == "ready":
+                verdicts[name] = Readiness(name, True, current.detail)
+            elif current and current.phase == "failed":
+                verdicts[name] = Readiness(name, False, _failure_detail(current, ""))
+            elif not info.running and current and clock() - exited_at.setdefault(name, clock()) < 3:
+                still.append(name)  # clawkerd exited on a failed step: let the CP report which
+            elif not info.running:
+                logs = port.logs_tail(name, 10).strip()
+                fallback = f"exited with code {info.exit_code}" + (f"\n{logs}" if logs else "")
+                verdicts[name] = Readiness(name, False, _failure_detail(current, fallback))
             else:
-                verdicts[name] = verdict
+                still.append(name)
         waiting = still
         if waiting and clock() >= deadline:
             for name in waiting:
-                verdicts[name] = Readiness(name, False, f"not running after {timeout:.0f}s")
+                verdicts[name] = Readiness(
+                    name,
+                    False,
+                    f"not Ready after {timeout:.0f}s (see `clawker controlplane "
+                    "status` and the container's log)",
+                )
             break
         if waiting:
             sleep(0.1)
-    # Confirm: a command that exits right after start shows up on the second look.
-    for name, verdict in list(verdicts.items()):
-        if verdict.ready:
-            verdicts[name] = _check(port, name) or verdict
     return verdicts

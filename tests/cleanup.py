@@ -14,7 +14,7 @@ TEST_LABEL = "dev.clawker.test"
 
 
 def remove_test_objects(run_id: str | None = None) -> list[str]:
-    """Force-remove containers, then volumes, then networks labelled by the test run."""
+    """Force-remove containers, volumes, images, then networks labelled by the test run."""
     api = docker.APIClient(version="auto")
     selector = f"{TEST_LABEL}={run_id}" if run_id else TEST_LABEL
     filters = {"label": ["dev.clawker.managed=true", selector]}
@@ -29,6 +29,12 @@ def remove_test_objects(run_id: str | None = None) -> list[str]:
         try:
             api.remove_volume(v["Name"], force=True)
             removed.append(f"volume {v['Name']}")
+        except docker.errors.NotFound:
+            pass
+    for image in api.images(filters={"label": [selector]}):
+        try:
+            api.remove_image(image["Id"], force=True)
+            removed.append(f"image {','.join(image.get('RepoTags') or []) or image['Id'][:19]}")
         except docker.errors.NotFound:
             pass
     for n in api.networks(filters=filters):

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import Any
 import docker
 import pytest
 
+from reconciler.controlplane import lifecycle
+from reconciler.controlplane.paths import StatePaths
 from tests.cleanup import TEST_LABEL, remove_test_objects
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +73,16 @@ class Scope:
         info: dict[str, Any] = self.api.inspect_container(name)
         return info
 
+    def wait_stopped(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The container's State once it is no longer running (fails after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state: dict[str, Any] = self.inspect(name)["State"]
+            if not state["Running"]:
+                return state
+            time.sleep(0.1)
+        raise AssertionError(f"{name} still running after {timeout}s")
+
     def exec(self, name: str, *cmd: str) -> tuple[int, str]:
         exec_id = self.api.exec_create(name, list(cmd))
         out = self.api.exec_start(exec_id).decode(errors="replace")
@@ -91,9 +104,11 @@ def docker_api() -> docker.APIClient:
 def scope(docker_api: docker.APIClient, tmp_path: Path) -> Iterator[Scope]:
     run_id = uuid.uuid4().hex[:10]
     env = dict(os.environ)
+    state = tmp_path / "state"
     env.update(
         CLAWKER_SCOPE_LABELS=f"{TEST_LABEL}={run_id}",
         CLAWKER_NETWORK=f"clawker-test-{run_id}",
+        CLAWKER_STATE_DIR=str(state),  # this test's own control plane, PKI and registry
         NO_COLOR="1",
     )
     workdir = tmp_path / "specs"
@@ -103,4 +118,5 @@ def scope(docker_api: docker.APIClient, tmp_path: Path) -> Iterator[Scope]:
     try:
         yield s
     finally:
+        lifecycle.stop(StatePaths(state))  # by its pid file: only the CP this test started
         remove_test_objects(run_id)

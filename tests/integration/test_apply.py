@@ -139,23 +139,38 @@ def test_a_stopped_container_is_started_in_place(scope: Scope) -> None:
     assert info["Id"] == old_id and info["State"]["Running"]
 
 
+def _block_name(scope: Scope, name: str) -> None:
+    """Take a container name with an object clawker did not make: creating it must fail."""
+    scope.api.create_container(
+        "clawker-base:bookworm", ["true"], name=name, labels={"dev.clawker.test": scope.run_id}
+    )
+
+
 def test_a_failed_create_removes_its_new_volumes_but_never_older_ones(scope: Scope) -> None:
-    broken = SPEC.replace("[sleep, infinity]", "[/no/such/binary]")
-    spec = scope.write_spec(broken)
+    spec = scope.write_spec(SPEC)
+    _block_name(scope, _name(scope))
     proc = scope.clawker("apply", "-f", str(spec), check=1)
     assert f"agent/{scope.project}/dev failed" in proc.stdout
     assert "undone" in proc.stderr
-    assert scope.containers() == []
     assert scope.volumes() == set()
 
     # Volumes that existed before the failing attempt survive it.
-    scope.write_spec(SPEC)
+    scope.api.remove_container(_name(scope), force=True)
     scope.clawker("apply", "-f", str(spec), check=0)
     scope.api.remove_container(_name(scope), force=True)
-    scope.write_spec(broken)
+    _block_name(scope, _name(scope))
     scope.clawker("apply", "-f", str(spec), check=1)
-    assert scope.containers() == []
     assert scope.volumes() == {f"{_name(scope)}-config", f"{_name(scope)}-history"}
+
+
+def test_a_command_that_cannot_start_fails_the_apply_with_its_exit_code(scope: Scope) -> None:
+    spec = scope.write_spec(SPEC.replace("[sleep, infinity]", "[/no/such/binary]"))
+    proc = scope.clawker("apply", "-f", str(spec), check=1)
+    assert f"agent/{scope.project}/dev failed" in proc.stdout
+    assert "cannot start the user command" in proc.stdout and "/no/such/binary" in proc.stdout
+    # clawkerd exits 127; the container stays, stopped, for inspection.
+    state = scope.wait_stopped(_name(scope))
+    assert state["ExitCode"] == 127
 
 
 def test_a_replace_whose_new_container_fails_to_create_leaves_the_old_one(scope: Scope) -> None:
@@ -296,4 +311,7 @@ def test_get_agents_shows_desired_against_observed(scope: Scope) -> None:
     )
     item = after["items"][0]
     assert item["upToDate"] is True
-    assert item["conditions"] == [{"type": "Ready", "status": True}]
+    assert item["conditions"] == [
+        {"type": "Ready", "status": True, "message": "ready"},
+        {"type": "Initialized", "status": True},
+    ]

@@ -1,0 +1,195 @@
+"""`clawker image build` and `clawker image ls`: argument parsing and rendering only.
+
+Registered by cli.main with `add_image_verbs(isub)` next to `image base`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cli.render import render_table
+from cli.style import Style, fail_mark, ok_mark
+from reconciler.docker_port import DockerEngine
+from reconciler.images import (
+    ImageError,
+    ImageSummary,
+    ensure_project_image,
+    is_progress_line,
+    list_clawker_images,
+    project_image_inputs,
+)
+from specs import load_specs
+
+__all__ = ["add_image_verbs", "build_progress"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+IMAGE_HEADERS = ("IMAGE", "PROJECT", "INPUTS", "CREATED", "SIZE")
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _short_id(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def build_progress(ref: str, style: Style, verbose: bool) -> Callable[[str], None]:
+    """Build output on stderr: a header once the build starts, then its steps (or everything)."""
+    width = max(40, shutil.get_terminal_size((100, 20)).columns - 4)
+    started = False
+
+    def on_line(line: str) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            _err(f"  … building image {ref}")
+        if verbose:
+            _err(f"    {line}")
+        elif is_progress_line(line):
+            text = line if len(line) <= width else line[: width - 1] + "…"
+            _err(f"    {style(text, 'dim')}")
+
+    return on_line
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    if not args.filename:
+        _err("error: no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
+        return EXIT_USAGE
+    specset = load_specs(args.filename)
+    for warning in specset.warnings:
+        _err(f"warning: {warning}")
+    try:
+        targets = project_image_inputs(specset.agents)
+    except ImageError as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+    if not targets:
+        _out("No agents declared; nothing to build.")
+        return EXIT_OK
+    out, err = Style(sys.stdout), Style(sys.stderr)
+    port = DockerEngine()
+    failed = 0
+    for inputs in targets:
+        started = time.monotonic()
+        try:
+            result = ensure_project_image(
+                port,
+                inputs,
+                force=args.force,
+                on_line=build_progress(inputs.ref, err, args.verbose),
+            )
+        except ImageError as exc:
+            failed += 1
+            detail = str(exc).replace("\n", "\n    ")
+            _out(f"{fail_mark(out)} image {inputs.ref}: {detail}")
+            continue
+        if result.built:
+            took = time.monotonic() - started
+            _out(
+                f"{ok_mark(out)} image {result.ref} built ({result.reason}) "
+                f"{_short_id(result.image_id)} in {took:.1f}s"
+            )
+        else:
+            _out(
+                f"{ok_mark(out)} image {result.ref} {out('up to date', 'dim')} "
+                f"{_short_id(result.image_id)}"
+            )
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def _ago(created: int, now: float) -> str:
+    seconds = max(0, int(now - created))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "just now"
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g}{unit}"
+    return f"{size}B"
+
+
+def image_rows(images: Sequence[ImageSummary], now: float) -> list[list[str]]:
+    return [
+        [
+            i.ref,
+            i.project or "-",
+            i.inputs[:12] or "-",
+            _ago(i.created, now),
+            _size(i.size),
+        ]
+        for i in images
+    ]
+
+
+def image_data(images: Sequence[ImageSummary]) -> list[dict[str, Any]]:
+    return [
+        {
+            "ref": i.ref,
+            "refs": list(i.refs),
+            "id": i.id,
+            "project": i.project or None,
+            "purpose": i.purpose or None,
+            "inputs": i.inputs or None,
+            "created": dt.datetime.fromtimestamp(i.created, dt.UTC).isoformat(),
+            "size": i.size,
+        }
+        for i in images
+    ]
+
+
+def cmd_image_ls(args: argparse.Namespace) -> int:
+    images = list_clawker_images(DockerEngine())
+    if args.output == "json":
+        _out(json.dumps({"kind": "ImageList", "items": image_data(images)}, indent=2))
+    elif images:
+        _out(render_table(IMAGE_HEADERS, image_rows(images, time.time())))
+    else:
+        _err("No images found; `clawker image build -f FILE` builds a project's image.")
+    return EXIT_OK
+
+
+def add_image_verbs(image_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `image build` and `image ls` under `clawker image`."""
+    p = image_subparsers.add_parser(
+        "build",
+        help="build each declared project's image (only when its inputs changed)",
+        description="Build clawker-<project>:default for every project the specs declare. "
+        "An image whose inputs are unchanged is left as it is.",
+    )
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="spec file, directory of *.yaml/*.yml, or - for stdin (repeatable)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild even when up to date, without Docker's layer cache (refetches apt packages)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="show the builder's full output")
+    p.set_defaults(func=cmd_image_build)
+
+    p = image_subparsers.add_parser("ls", help="list the images clawker built")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_image_ls)

@@ -1,0 +1,44 @@
+"""Where clawker keeps what it fetched on the host for image builds (wheels, the harness).
+
+Everything under the cache can be deleted at any time: the next build fetches it again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["cache_root", "exclusive", "sha256_file"]
+
+
+def cache_root() -> Path:
+    """`$CLAWKER_CACHE_DIR`, else `$XDG_CACHE_HOME/clawker`, else `~/.cache/clawker`."""
+    override = os.environ.get("CLAWKER_CACHE_DIR", "").strip()
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "clawker"
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an advisory lock so two clawker processes never fetch the same thing at once."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,229 @@
+"""What a project image is built from, hashed by group so a diff can say what changed.
+
+Computing the inputs is cheap and offline (no npm, pip or Docker): wheels and harness are
+identified by the manifests of the host cache when they were fetched before, and by their pins
+until then; the build fetches them and stamps the labels from the fetched identities, so a build
+and every later diff on the same host agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from reconciler import naming
+from reconciler.images import agent_prompt, dockerfile
+from reconciler.images.harness import harness_identity, harness_version
+from reconciler.images.wheelhouse import wheels_identity
+from specs import BuildSpec, DesiredAgent
+
+__all__ = [
+    "IMAGE_INPUTS_LABEL",
+    "INPUT_GROUPS",
+    "INPUT_LABEL_PREFIX",
+    "PROJECT_IMAGE_TAG",
+    "ImageError",
+    "ImageInputs",
+    "agent_image_ref",
+    "build_reason",
+    "clawkerd_sources",
+    "credential_helper_script",
+    "image_inputs",
+    "project_image_inputs",
+    "project_image_ref",
+    "refreshed",
+    "support_files",
+]
+
+PROJECT_IMAGE_TAG: Final = "default"
+IMAGE_INPUTS_LABEL: Final = "dev.clawker.image-inputs"
+INPUT_LABEL_PREFIX: Final = "dev.clawker.image-input."
+HARNESS_VERSION_LABEL: Final = "dev.clawker.harness-version"
+PURPOSE_PROJECT_IMAGE: Final = "agent-image"
+
+# The groups a change is reported by, in the order a reason names them. `dockerfile` is the
+# Dockerfile's template and the files clawker writes into the image (launcher, credential helper,
+# prompt): what changes with a clawker release, not with the spec.
+INPUT_GROUPS: Final = ("base_image", "packages", "harness", "clawkerd", "wheels", "dockerfile")
+
+# Bumped when the way inputs are hashed changes (every image is rebuilt once then).
+_SCHEME: Final = "clawker-image-inputs/1"
+
+_CLAWKER_PACKAGES: Final = ("clawkerd", "proto")
+
+
+class ImageError(Exception):
+    """An image cannot be built as declared; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ImageInputs:
+    """Everything a project image is built from, and its hashes."""
+
+    ref: str
+    project: str
+    base_image: str  # as declared; the base actually used is resolved at build time
+    packages: tuple[str, ...]  # sorted, de-duplicated
+    harness: str  # claude | none
+    harness_version: str  # "" without a harness
+    dockerfile: str
+    groups: tuple[tuple[str, str], ...]  # (group, sha256) in INPUT_GROUPS order
+    digest: str  # sha256 over every group: the `dev.clawker.image-inputs` label
+
+    @property
+    def short_digest(self) -> str:
+        return self.digest[:12]
+
+    def labels(self) -> dict[str, str]:
+        """The labels a build stamps, from which `build_reason` later tells what changed."""
+        labels = {
+            naming.PROJECT: self.project,
+            naming.PURPOSE: PURPOSE_PROJECT_IMAGE,
+            IMAGE_INPUTS_LABEL: self.digest,
+            HARNESS_VERSION_LABEL: self.harness_version,
+        }
+        labels.update({f"{INPUT_LABEL_PREFIX}{group}": value for group, value in self.groups})
+        return labels
+
+
+def project_image_ref(project: str) -> str:
+    """`clawker-<project>:default`: the one image every agent of a project runs."""
+    return f"clawker-{project}:{PROJECT_IMAGE_TAG}"
+
+
+def agent_image_ref(agent: DesiredAgent) -> str:
+    """The image an agent's container runs: its project's image, whatever the harness."""
+    return project_image_ref(agent.project)
+
+
+def _sha(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+def clawkerd_sources() -> list[tuple[str, Path]]:
+    """(path relative to the image's source dir, file) of clawkerd and proto, generated modules
+    included; found without importing them (the reconciler does not import clawkerd)."""
+    found: list[tuple[str, Path]] = []
+    for package in _CLAWKER_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        if not locations:
+            raise ImageError(f"the `{package}` package is not importable; reinstall clawker")
+        root = Path(locations[0])
+        for path in sorted(root.rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                found.append((f"{package}/{path.relative_to(root).as_posix()}", path))
+    return found
+
+
+def credential_helper_script() -> str:
+    """git-credential-clawker as installed: its module source run by clawker's venv Python."""
+    source = Path(__file__).with_name("git_credential_clawker.py").read_text()
+    return f"#!{dockerfile.VENV}/bin/python -I\n{source}"
+
+
+def support_files() -> dict[str, tuple[str, int]]:
+    """The files clawker writes into the image: context name → (content, mode)."""
+    return {
+        dockerfile.CLAWKERD_LAUNCHER: (dockerfile.clawkerd_launcher(), 0o755),
+        "git-credential-clawker": (credential_helper_script(), 0o755),
+        "CLAUDE.md": (agent_prompt.AGENT_PROMPT, 0o644),
+    }
+
+
+def _template_identity() -> str:
+    # The Dockerfile with every spec-dependent value held fixed, plus the files clawker adds.
+    skeleton = dockerfile.render_dockerfile(
+        base_image="BASE", packages=("packages",), harness="claude"
+    )
+    files = "".join(
+        f"{name}\n{content}\n{mode:o}\n"
+        for name, (content, mode) in sorted(support_files().items())
+    )
+    return skeleton + files
+
+
+def _sources_identity() -> str:
+    return "\n".join(f"{rel} {_sha(path.read_bytes())}" for rel, path in clawkerd_sources())
+
+
+def _compute(project: str, build: BuildSpec) -> ImageInputs:
+    packages = tuple(sorted(set(build.packages)))
+    version = harness_version() if build.harness == "claude" else ""
+    rendered = dockerfile.render_dockerfile(
+        base_image=build.base_image, packages=packages, harness=build.harness
+    )
+    identities = {
+        "base_image": build.base_image,
+        "packages": "\n".join(packages),
+        "harness": harness_identity(build.harness, version),
+        "clawkerd": _sources_identity(),
+        "wheels": wheels_identity(),
+        "dockerfile": _template_identity(),
+    }
+    groups = tuple((group, _sha(identities[group])) for group in INPUT_GROUPS)
+    digest = _sha(
+        "\n".join([_SCHEME, *(f"{g}={h}" for g, h in groups), f"rendered={_sha(rendered)}"])
+    )
+    return ImageInputs(
+        ref=project_image_ref(project),
+        project=project,
+        base_image=build.base_image,
+        packages=packages,
+        harness=build.harness,
+        harness_version=version,
+        dockerfile=rendered,
+        groups=groups,
+        digest=digest,
+    )
+
+
+def image_inputs(agent: DesiredAgent) -> ImageInputs:
+    """The inputs of the image `agent` runs (its project's); cheap, offline, deterministic."""
+    return _compute(agent.project, agent.build)
+
+
+def refreshed(inputs: ImageInputs) -> ImageInputs:
+    """The same inputs recomputed, e.g. after the build fetched wheels or the harness."""
+    build = BuildSpec(
+        base_image=inputs.base_image, packages=inputs.packages, harness=inputs.harness
+    )
+    return _compute(inputs.project, build)
+
+
+def project_image_inputs(agents: Iterable[DesiredAgent]) -> list[ImageInputs]:
+    """One `ImageInputs` per project, in the order projects first appear.
+
+    An image is per project, so every agent of a project must declare the same `build`.
+    """
+    by_project: dict[str, list[DesiredAgent]] = defaultdict(list)
+    for agent in agents:
+        by_project[agent.project].append(agent)
+    result = []
+    for project, members in by_project.items():
+        first = members[0]
+        for other in members[1:]:
+            if other.build != first.build:
+                raise ImageError(
+                    f"agents {first.name} ({first.source}) and {other.name} ({other.source}) of "
+                    f"project {project} declare different `build` sections, but a project has "
+                    "one image: declare `build` once in the Project document, or make them equal"
+                )
+        result.append(image_inputs(first))
+    return result
+
+
+def build_reason(inputs: ImageInputs, observed_labels: Mapping[str, str] | None) -> str | None:
+    """None when the image is up to date; else why it must be built: `not found`, or
+    `inputs changed: packages, harness` naming each changed group."""
+    if observed_labels is None:
+        return "not found"
+    if observed_labels.get(IMAGE_INPUTS_LABEL) == inputs.digest:
+        return None
+    changed = [g for g, h in inputs.groups if observed_labels.get(f"{INPUT_LABEL_PREFIX}{g}") != h]
+    return "inputs changed: " + ", ".join(changed) if changed else "inputs changed"
