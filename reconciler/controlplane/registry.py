@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS used_tokens (jti TEXT PRIMARY KEY, used_at REAL NOT N
 CREATE TABLE IF NOT EXISTS agent_runtime (agent_key TEXT PRIMARY KEY, spec TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS start_status (
     container_id TEXT PRIMARY KEY, agent_key TEXT NOT NULL, started_at TEXT NOT NULL,
-    phase TEXT NOT NULL, detail TEXT NOT NULL, steps TEXT NOT NULL, updated_at REAL NOT NULL);
+    phase TEXT NOT NULL, detail TEXT NOT NULL, steps TEXT NOT NULL, updated_at REAL NOT NULL,
+    timings TEXT NOT NULL DEFAULT '{}');
 """
 
 
@@ -55,10 +56,12 @@ class StartStatus:
     phase: str  # pending | initializing | ready | failed
     detail: str = ""
     steps: tuple[StepRecord, ...] = field(default_factory=tuple)
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds: enrol, dial, session
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["steps"] = [asdict(s) for s in self.steps]
+        data["timings"] = dict(self.timings)
         return data
 
     @classmethod
@@ -70,6 +73,7 @@ class StartStatus:
             phase=data["phase"],
             detail=data.get("detail", ""),
             steps=tuple(StepRecord(**s) for s in data.get("steps", ())),
+            timings=dict(data.get("timings", {})),
         )
 
 
@@ -78,6 +82,11 @@ class Registry:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(start_status)")}
+        if "timings" not in columns:  # a registry written before timings were recorded
+            self._db.execute(
+                "ALTER TABLE start_status ADD COLUMN timings TEXT NOT NULL DEFAULT '{}'"
+            )
         path.chmod(0o600)
         self._lock = threading.Lock()
 
@@ -150,7 +159,7 @@ class Registry:
     def put_status(self, status: StartStatus) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO start_status VALUES (?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO start_status VALUES (?,?,?,?,?,?,?,?)",
                 (
                     status.container_id,
                     status.agent_key,
@@ -159,13 +168,14 @@ class Registry:
                     status.detail,
                     json.dumps([asdict(s) for s in status.steps]),
                     time.time(),
+                    json.dumps(dict(status.timings)),
                 ),
             )
 
     def status(self, container_id: str) -> StartStatus | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT container_id, agent_key, started_at, phase, detail, steps "
+                "SELECT container_id, agent_key, started_at, phase, detail, steps, timings "
                 "FROM start_status WHERE container_id=?",
                 (container_id,),
             ).fetchone()
@@ -178,6 +188,7 @@ class Registry:
             row[3],
             row[4],
             tuple(StepRecord(**s) for s in json.loads(row[5])),
+            json.loads(row[6]),
         )
 
     def forget_containers_except(self, alive: set[str]) -> None:

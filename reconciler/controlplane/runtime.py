@@ -163,9 +163,12 @@ class RuntimeController:
                 )
             )
 
+        began = time.monotonic()
+        timings: dict[str, float] = {}
         try:
             self._enrol_firewall(info)
-            result = self._dial_and_drive(info, key, record_step)
+            timings["enrol"] = time.monotonic() - began
+            result = self._dial_and_drive(info, key, record_step, timings)
         except StepFailedError as exc:
             final = StartStatus(
                 info.id,
@@ -194,8 +197,11 @@ class RuntimeController:
                 tuple(steps),
             )
         else:
+            timings["session"] = time.monotonic() - began - timings["enrol"] - timings["dial"]
             detail = "re-adopted: the agent was already running" if result else "ready"
-            final = StartStatus(info.id, key, info.started_at, "ready", detail, tuple(steps))
+            final = StartStatus(
+                info.id, key, info.started_at, "ready", detail, tuple(steps), timings
+            )
             self.registry.touch(info.id)
         self.registry.put_status(final)
         log.info("%s %s: %s (%s)", key, info.id[:12], final.phase, final.detail)
@@ -205,7 +211,11 @@ class RuntimeController:
         """Issue 5 attaches the eBPF firewall here, before AgentReady. Not built yet."""
 
     def _dial_and_drive(
-        self, info: RuntimeInfo, key: str, on_step: Callable[[StepRecord], None]
+        self,
+        info: RuntimeInfo,
+        key: str,
+        on_step: Callable[[StepRecord], None],
+        timings: dict[str, float],
     ) -> bool:
         runtime = self.registry.runtime(key)
         plan = StartPlan(info.id, info.name, key, runtime)
@@ -216,6 +226,7 @@ class RuntimeController:
             )
             self.registry.register(info.id, claims.agent_key, info.name, claims.cert_thumbprint)
 
+        dial_began = time.monotonic()
         for attempt in Retrying(
             stop=stop_after_delay(self.dial_timeout),
             wait=wait_exponential_jitter(initial=0.05, max=2.0),
@@ -226,6 +237,7 @@ class RuntimeController:
                 channel = open_channel(self.pki, info.ip)
                 try:
                     grpc.channel_ready_future(channel).result(timeout=2.0)
+                    timings["dial"] = time.monotonic() - dial_began
                 except grpc.FutureTimeoutError as exc:
                     channel.close()
                     raise _NotListeningError(info.ip) from exc
