@@ -45,8 +45,9 @@ def _short_id(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
-def build_progress(ref: str, style: Style, verbose: bool) -> Callable[[str], None]:
-    """Build output on stderr: a header once the build starts, then its steps (or everything)."""
+def build_progress(what: str, style: Style, verbose: bool) -> Callable[[str], None]:
+    """Build output on stderr: `… building <what>` once the build starts, then its steps (with
+    `verbose`: the builder's every line)."""
     width = max(40, shutil.get_terminal_size((100, 20)).columns - 4)
     started = False
 
@@ -54,7 +55,7 @@ def build_progress(ref: str, style: Style, verbose: bool) -> Callable[[str], Non
         nonlocal started
         if not started:
             started = True
-            _err(f"  … building image {ref}")
+            _err(f"  … building {what}")
         if verbose:
             _err(f"    {line}")
         elif is_progress_line(line):
@@ -89,7 +90,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
                 port,
                 inputs,
                 force=args.force,
-                on_line=build_progress(inputs.ref, err, args.verbose),
+                on_line=build_progress(f"image {inputs.ref}", err, args.verbose),
             )
         except ImageError as exc:
             failed += 1

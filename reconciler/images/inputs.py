@@ -8,6 +8,7 @@ and every later diff on the same host agree.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 from collections import defaultdict
@@ -136,6 +137,7 @@ def support_files() -> dict[str, tuple[str, int]]:
     }
 
 
+@functools.cache
 def _template_identity() -> str:
     # The Dockerfile with every spec-dependent value held fixed, plus the files clawker adds.
     skeleton = dockerfile.render_dockerfile(
@@ -149,7 +151,17 @@ def _template_identity() -> str:
 
 
 def _sources_identity() -> str:
-    return "\n".join(f"{rel} {_sha(path.read_bytes())}" for rel, path in clawkerd_sources())
+    sources = clawkerd_sources()
+    stamps = tuple((rel, path.stat().st_mtime_ns, path.stat().st_size) for rel, path in sources)
+    return _hashed_sources(stamps, tuple(path for _, path in sources))
+
+
+@functools.lru_cache(maxsize=4)
+def _hashed_sources(stamps: tuple[tuple[str, int, int], ...], paths: tuple[Path, ...]) -> str:
+    # Keyed by path, mtime and size: a diff re-hashes only after the sources changed on disk.
+    return "\n".join(
+        f"{rel} {_sha(path.read_bytes())}" for (rel, _, _), path in zip(stamps, paths, strict=True)
+    )
 
 
 def _compute(project: str, build: BuildSpec) -> ImageInputs:
