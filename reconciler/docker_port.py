@@ -8,6 +8,7 @@ docker-py has no inline types; this module is the only place its dict-shaped ans
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal, Protocol
@@ -15,6 +16,7 @@ from typing import IO, Any, Literal, Protocol
 import docker
 import docker.errors
 from docker.types import Mount
+from docker.utils import kwargs_from_env
 
 from reconciler import naming
 
@@ -86,6 +88,8 @@ class RuntimeInfo:
     started_at: str
     ip: str  # on the agent network; "" when not attached
     exit_code: int
+    pid: int = 0  # the container's first process on the host (0 when not running)
+    gateway: str = ""  # the agent network's gateway: where the firewall's resolver listens
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,9 @@ class DockerPort(Protocol):
         no_cache: bool = False,
     ) -> str: ...
     def list_images(self) -> list[ImageInfo]: ...
+    def exec_socket(
+        self, container_id: str, argv: Sequence[str], *, user: str = ""
+    ) -> socket.socket: ...
 
 
 ObjectKind = Literal["container", "volume", "network", "image"]
@@ -172,7 +179,12 @@ def _managed_labels(extra: Mapping[str, str], kind: ObjectKind = "container") ->
 
 
 def _required_labels(kind: ObjectKind) -> dict[str, str]:
-    return {naming.MANAGED: "true", naming.OBJECT: kind, **naming.scope_labels()}
+    return {
+        naming.MANAGED: "true",
+        naming.OBJECT: kind,
+        naming.SCOPE: naming.scope_id(),
+        **naming.scope_labels(),
+    }
 
 
 def _label_filters(kind: ObjectKind = "container") -> list[str]:
@@ -196,7 +208,8 @@ class DockerEngine:
 
     def __init__(self, client: docker.APIClient | None = None) -> None:
         try:
-            self._api = client or docker.APIClient(version="auto")
+            # DOCKER_HOST (and DOCKER_TLS_VERIFY, DOCKER_CERT_PATH) pick the engine, as for docker.
+            self._api = client or docker.APIClient(version="auto", **kwargs_from_env())
         except docker.errors.DockerException as exc:
             raise DockerError(
                 f"cannot reach the Docker engine ({exc}); start dockerd or run `make setup`"
@@ -371,13 +384,27 @@ class DockerEngine:
             started_at=str(state.get("StartedAt", "")),
             ip=str((nets.get(network) or {}).get("IPAddress", "")),
             exit_code=int(state.get("ExitCode", 0)),
+            pid=int(state.get("Pid") or 0),
+            gateway=str((nets.get(network) or {}).get("Gateway", "")),
         )
 
     def container_events(self) -> Iterator[ContainerEvent]:
-        """Container events of managed containers until the stream ends (daemon restart)."""
+        """Container events of managed containers until the stream ends (daemon restart).
+
+        Subscribes before it returns (a daemon that is down raises here), so a caller that
+        re-lists right after this call misses no event in between.
+        """
         filters = {"type": ["container"], "label": _label_filters()}
         try:
-            for event in self._api.events(decode=True, filters=filters):
+            stream = self._api.events(decode=True, filters=filters)
+        except (docker.errors.APIError, OSError) as exc:
+            raise DockerError(f"cannot subscribe to docker events: {exc}") from exc
+        return self._decode_events(stream)
+
+    @staticmethod
+    def _decode_events(stream: Iterable[Mapping[str, Any]]) -> Iterator[ContainerEvent]:
+        try:
+            for event in stream:
                 actor = event.get("Actor", {})
                 yield ContainerEvent(
                     id=str(actor.get("ID", event.get("id", ""))),
@@ -448,6 +475,32 @@ class DockerEngine:
         if image is None:
             raise DockerError(f"build image {ref}: the image is missing after the build")
         return image
+
+    def exec_socket(
+        self, container_id: str, argv: Sequence[str], *, user: str = ""
+    ) -> socket.socket:
+        """Run `argv` in a managed, running container with stdin attached; the returned socket
+        carries stdin raw and stdout/stderr in Docker's multiplexed frames, and ends when the
+        process does (or the container stops)."""
+        self._require_managed_container(container_id)
+        created = self._call(
+            f"exec in container {container_id[:12]}",
+            self._api.exec_create,
+            container_id,
+            list(argv),
+            stdin=True,
+            tty=False,
+            user=user,
+        )
+        raw = self._call(
+            f"exec in container {container_id[:12]}",
+            self._api.exec_start,
+            created["Id"],
+            socket=True,
+        )
+        sock: socket.socket = getattr(raw, "_sock", raw)
+        sock.settimeout(None)  # the stream is long-lived: idle is normal, not a failure
+        return sock
 
     def list_images(self) -> list[ImageInfo]:
         raw: list[dict[str, Any]] = self._call(

@@ -11,6 +11,7 @@ from typing import Final
 
 MANAGED: Final = "dev.clawker.managed"
 OBJECT: Final = "dev.clawker.object"  # container | volume | network | image
+SCOPE: Final = "dev.clawker.scope"  # "default", or the scope labels of a test run / 2nd install
 PROJECT: Final = "dev.clawker.project"
 AGENT: Final = "dev.clawker.agent"
 PURPOSE: Final = "dev.clawker.purpose"
@@ -30,6 +31,12 @@ CONFIG_MOUNT: Final = f"{AGENT_HOME}/.claude"
 HISTORY_MOUNT: Final = "/commandhistory"
 AGENT_UID: Final = 1001
 AGENT_GID: Final = 1001
+SHARE_MOUNT: Final = f"{AGENT_HOME}/.clawker-share"  # the host's shared directory, read-only
+HOST_GITCONFIG_MOUNT: Final = "/run/clawker/host/gitconfig"  # the host's ~/.gitconfig, read-only
+# Sockets the CP's bridge listens on inside (docs/credentials.md).
+CREDENTIAL_SOCKET: Final = "/run/clawker/git-credential.sock"
+SSH_AGENT_SOCKET: Final = "/run/clawker/ssh-agent.sock"
+GPG_AGENT_SOCKET: Final = f"{AGENT_HOME}/.gnupg/S.gpg-agent"  # where gpg looks for its agent
 
 VOLUME_ROLES: Final = ("config", "history", "workspace")
 
@@ -80,3 +87,11 @@ def scope_labels() -> dict[str, str]:
         key, _, value = item.partition("=")
         labels[key.strip()] = value.strip()
     return labels
+
+
+def scope_id() -> str:
+    """The value of `dev.clawker.scope`: every object records the scope that made it, and each
+    scope lists only its own, so a default installation never sees a test run's objects (nor
+    the other way round)."""
+    labels = scope_labels()
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "default"

@@ -217,6 +217,7 @@ def test_prune_removes_only_agents_of_the_recorded_apply_set(scope: Scope) -> No
             "dev.clawker.test": scope.run_id,
             "dev.clawker.managed": "true",
             "dev.clawker.object": "container",
+            "dev.clawker.scope": f"dev.clawker.test={scope.run_id}",
             "dev.clawker.project": scope.project,
             "dev.clawker.agent": "manual",
             "dev.clawker.purpose": "agent",

@@ -1,0 +1,1 @@
+"""Benchmarks: speed is measured here, never asserted in tests. `make bench` runs them all."""
