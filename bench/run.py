@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import docker
 import docker.errors
 
-from bench import apply_cold, diff_noop
+from bench import apply_cold, diff_noop, start_ready
 from bench.isolation import IMAGE, BenchError, BenchScope
 from bench.reporting import ScenarioResult, render_table, write_json
 
@@ -42,6 +42,7 @@ class Scenario:
 SCENARIOS = {
     "apply_cold": Scenario(apply_cold.run, runs=5, agents=20),
     "diff_noop": Scenario(diff_noop.run, runs=20, agents=100),
+    "start_ready": Scenario(start_ready.run, runs=20, agents=1),
 }
 
 
