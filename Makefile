@@ -2,7 +2,12 @@
 PY := .venv/bin/python
 PACKAGES := specs reconciler clawkerd bpf proto cli
 
-.PHONY: setup run test check lint typecheck layers unit integration bench clean-test-objects
+.PHONY: setup run test check lint typecheck layers unit integration bench clean-test-objects bpf
+
+# The firewall's eBPF programs (bpf/*.bpf.c -> bpf/build/*.bpf.o), rebuilt when a source changes.
+BPF_SRC := $(wildcard bpf/*.bpf.c)
+BPF_OBJ := $(patsubst bpf/%.bpf.c,bpf/build/%.bpf.o,$(BPF_SRC))
+BPF_MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null || echo $$(uname -m)-linux-gnu)
 
 setup:
 	@bash scripts/setup.sh
@@ -33,6 +38,12 @@ integration: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+bpf: $(BPF_OBJ)
+
+bpf/build/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h)
+	@mkdir -p bpf/build
+	clang -O2 -g -target bpf -Wall -Werror -I/usr/include/$(BPF_MULTIARCH) -c $< -o $@
 
 # Removes only objects made by the test suite (they carry dev.clawker.test).
 clean-test-objects:

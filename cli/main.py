@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cli.firewall_verbs import add_firewall_verbs
 from cli.image_verbs import add_image_verbs, build_progress
 from cli.render import (
     STATUS_HEADERS,
@@ -25,8 +26,9 @@ from cli.render import (
     status_rows,
 )
 from cli.style import Style, fail_mark, ok_mark
+from cli.watch_verb import apply_watch
 from reconciler import naming
-from reconciler.base_image import BaseImageError, build_base_image
+from reconciler.base_image import BaseImageError, base_image_is_current, build_base_image
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.api import ApiError
 from reconciler.controlplane.paths import state_paths
@@ -40,7 +42,7 @@ from reconciler.converge import (
 )
 from reconciler.docker_port import DockerEngine, DockerError
 from reconciler.executor import StepEvent
-from reconciler.images import ImageError
+from reconciler.images import ImageError, observed_image_labels
 from reconciler.observed import observe
 from reconciler.planning import PlanError
 from specs import SpecErrors, SpecSet, load_specs
@@ -100,6 +102,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    if args.watch:
+        return apply_watch(args, _load)
     specset = _load(args.filename)
     port = DockerEngine()
     prepared = prepare_apply(port, specset, prune=args.prune)
@@ -272,7 +276,8 @@ def cmd_image_base(args: argparse.Namespace) -> int:
     ref = args.tag or f"clawker-base:{args.suite}"
     style = Style(sys.stderr)
     existing = port.image_id(ref)
-    if existing and not args.force:
+    labels = observed_image_labels(port.list_images(), ref)
+    if existing and labels is not None and base_image_is_current(labels) and not args.force:
         _out(f"{ref} exists ({existing[7:19]}); --force rebuilds it")
         return EXIT_OK
     _err(f"  … building {ref} from this host's apt sources (mmdebstrap)")
@@ -344,6 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--show-secrets", action="store_true", help="show env values unmasked")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="converge, then keep converging on spec edits and Docker drift until Ctrl-C "
+        "(agents keep running)",
+    )
+    p.add_argument(
+        "--resync",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --watch: re-check every agent this often, events or not (default 30)",
+    )
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("get", help="list agents: desired vs observed")
@@ -386,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cp.add_parser("status", help="is it running (exit 0) or not (exit 1)")
     sp.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_controlplane)
+    add_firewall_verbs(sub)
     return parser
 
 

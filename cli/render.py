@@ -23,6 +23,7 @@ _VERB = {
     Action.CREATE_VOLUME: "create volume",
     Action.CREATE_CONTAINER: "create container",
     Action.COPY_WORKSPACE: "copy workspace into",
+    Action.SEED_CONFIG: "seed config volume of",
     Action.START_CONTAINER: "start container",
     Action.STOP_CONTAINER: "stop container",
     Action.REMOVE_CONTAINER: "remove container",
@@ -30,6 +31,7 @@ _VERB = {
     Action.REMOVE_VOLUME: "remove volume",
     Action.BUILD_IMAGE: "build image",
     Action.COPY_BOOTSTRAP: "copy bootstrap material into",
+    Action.UPDATE_FIREWALL: "update firewall",
 }
 
 SENSITIVE = "(sensitive value)"

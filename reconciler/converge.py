@@ -5,21 +5,24 @@ These functions hold the sequencing so that the CLI, watch mode and the control 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from reconciler import naming
 from reconciler.controlplane.api import ApiError, ControlPlaneClient
 from reconciler.controlplane.bootstrap import bootstrap_archive
-from reconciler.controlplane.paths import StatePaths
+from reconciler.controlplane.paths import StatePaths, state_paths
 from reconciler.controlplane.registry import AgentRuntimeSpec, StartStatus, StepRecord
 from reconciler.docker_port import DockerPort
 from reconciler.executor import ExecutionResult, StepEvent, StepTools, execute
+from reconciler.firewall.allowlist import effective_allowlist
+from reconciler.host import HostContext, ensure_share_dir, host_context, observe_host
 from reconciler.images import project_image_inputs
 from reconciler.observed import ObservedState, observe
 from reconciler.pki import ClawkerPKI
-from reconciler.planning import ChangeKind, Plan, plan, plan_delete
+from reconciler.planning import ChangeKind, FirewallObservation, Plan, plan, plan_delete
 from reconciler.readiness import Readiness, wait_ready
 from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
 
@@ -60,14 +63,49 @@ _OUTCOME = {
 }
 
 
-def prepare_apply(port: DockerPort, specset: SpecSet, *, prune: bool = False) -> Prepared:
-    """Observe Docker and plan; raises ImageError when a project's agents disagree on `build`."""
+def prepare_apply(
+    port: DockerPort,
+    specset: SpecSet,
+    *,
+    prune: bool = False,
+    keys: Collection[str] | None = None,
+) -> Prepared:
+    """Observe Docker and plan; raises ImageError when a project's agents disagree on `build`.
+
+    With `keys` (agent keys), plan only those agents: the others are left out of both the
+    desired and the observed side, so nothing else is created, changed or pruned (watch mode's
+    per-agent passes).
+    """
     images = {i.project: i for i in project_image_inputs(specset.agents)}
     observed = observe(port)
+    desired: Sequence[DesiredAgent] = specset.agents
+    scoped = observed
+    if keys is not None:
+        desired = [a for a in specset.agents if a.key in keys]
+        scoped = replace(observed, agents={k: a for k, a in observed.agents.items() if k in keys})
+    host = observe_host(desired)
     return Prepared(
         observed,
-        plan(specset.agents, observed, images=images, apply_sets=specset.projects, prune=prune),
+        plan(
+            desired,
+            scoped,
+            images=images,
+            apply_sets=specset.projects,
+            prune=prune,
+            host=host,
+            firewall=observe_firewall(),
+        ),
     )
+
+
+def observe_firewall(paths: StatePaths | None = None) -> FirewallObservation:
+    """The allowlists the control plane enforces; unknown when it does not answer."""
+    client = ControlPlaneClient((paths or state_paths()).socket)
+    try:
+        raw: Mapping[str, Sequence[str]] = client.call("firewall_allowlists")
+    except ApiError:
+        return FirewallObservation(None)
+    return FirewallObservation({key: tuple(domains) for key, domains in raw.items()})
 
 
 def prepare_delete(port: DockerPort, keys: Iterable[str], *, volumes: bool) -> Prepared:
@@ -75,8 +113,12 @@ def prepare_delete(port: DockerPort, keys: Iterable[str], *, volumes: bool) -> P
     return Prepared(observed, plan_delete(keys, observed, volumes=volumes))
 
 
-def runtime_specs(agents: Iterable[DesiredAgent]) -> list[dict[str, Any]]:
-    """What the control plane needs to drive each agent's starts (pushed on every apply)."""
+def runtime_specs(
+    agents: Iterable[DesiredAgent], host: HostContext | None = None
+) -> list[dict[str, Any]]:
+    """What the control plane needs to drive each agent's starts (pushed on every apply),
+    including the host user whose git credentials and ssh/gpg agents it forwards."""
+    host = host or host_context()
     return [
         asdict(
             AgentRuntimeSpec(
@@ -85,6 +127,16 @@ def runtime_specs(agents: Iterable[DesiredAgent]) -> list[dict[str, Any]]:
                 pre_run=a.agent.pre_run,
                 workspace=a.workspace.path,
                 snapshot=a.workspace.mode is WorkspaceMode.SNAPSHOT,
+                allow_domains=effective_allowlist(a),
+                forward_https=a.security.git_credentials.forward_https,
+                forward_ssh=a.security.git_credentials.forward_ssh,
+                forward_gpg=a.security.git_credentials.forward_gpg,
+                copy_git_config=a.security.git_credentials.copy_git_config,
+                host_uid=host.uid,
+                host_gid=host.gid,
+                host_home=host.home,
+                ssh_auth_sock=host.ssh_auth_sock,
+                gpg_extra_socket=host.gpg_extra_socket,
             )
         )
         for a in agents
@@ -102,12 +154,14 @@ def apply_plan(
     on_event: Callable[[StepEvent], None] = lambda _e: None,
     on_build_line: Callable[[str], None] = lambda _l: None,
     on_step: Callable[[str, StepRecord], None] = lambda _c, _s: None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[ExecutionResult, list[AgentOutcome]]:
     """Execute, then wait until every agent is Ready; one outcome per agent.
 
     With `controlplane` (its state paths; the CP must be running), agents' runtime specs are
     pushed first, new containers get bootstrap material from its PKI, and readiness is the CP's
-    verdict on each container's current start.
+    verdict on each container's current start. `sleep` paces the readiness polls (watch mode
+    passes one that raises when it is told to stop).
     """
     tools = StepTools(on_build_line=on_build_line)
     client: ControlPlaneClient | None = None
@@ -115,10 +169,17 @@ def apply_plan(
         client = ControlPlaneClient(controlplane.socket)
         client.call("put_runtime", agents=runtime_specs(agents))
         pki = ClawkerPKI.load_or_create(controlplane.pki)
+        cp = client
         tools = StepTools(
             bootstrap=lambda key, name: bootstrap_archive(pki, key, name),
             on_build_line=on_build_line,
+            update_firewall=lambda key, domains: cp.call(
+                "firewall_set", agent=key, domains=list(domains)
+            ),
         )
+    for step in the_plan.steps:  # a bind mount's source must exist before the create
+        if step.container is not None:
+            ensure_share_dir(step.container)
     result = execute(port, the_plan, tools=tools, on_event=on_event)
     errors = result.agent_errors(the_plan)
     names = {a.key: naming.container_name(a.project, a.name) for a in agents if a.key not in errors}
@@ -131,6 +192,7 @@ def apply_plan(
             network=naming.network_name(),
             timeout=timeout,
             on_step=on_step,
+            sleep=sleep,
         )
     outcomes = []
     for change in the_plan.changes:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 from reconciler import naming
 from reconciler.docker_port import ContainerSpec, MountSpec
+from reconciler.git_layout import GitLayout
+from reconciler.host import HostState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
 __all__ = ["SPEC_VIEW_LABEL", "DesiredVolume", "desired_container", "desired_volumes"]
@@ -43,9 +46,19 @@ def desired_volumes(agent: DesiredAgent) -> list[DesiredVolume]:
 
 
 def desired_container(
-    agent: DesiredAgent, *, image: str, name: str | None = None, apply_set: str | None = None
+    agent: DesiredAgent,
+    *,
+    image: str,
+    name: str | None = None,
+    apply_set: str | None = None,
+    host: HostState | None = None,
 ) -> ContainerSpec:
-    """The container of an agent: workspace at its host path, volumes, env, capabilities."""
+    """The container of an agent: workspace at its host path, volumes, env, capabilities.
+
+    `host` adds what comes from the host's files (docs/workspace.md): tmpfs masks over ignored
+    directories and the git layout of a bind-mode workspace, the host's ~/.gitconfig and the
+    shared directory. Without it the container gets none of them (the planner's unit tests).
+    """
     ws = agent.workspace
     if ws.mode is WorkspaceMode.SNAPSHOT:
         workspace_mount = MountSpec(
@@ -63,14 +76,25 @@ def desired_container(
             naming.HISTORY_MOUNT,
             naming.volume_name(agent.project, agent.name, "history"),
         ),
+        *(_host_mounts(agent, host) if host is not None else ()),
     )
-    env = dict(agent.agent.env)
+    git = agent.security.git_credentials
+    # Defaults first, so that the spec's env may override them; CLAWKER_* is reserved.
+    env = {
+        "CLAUDE_CONFIG_DIR": naming.CONFIG_MOUNT,  # .claude.json lives in the config volume too
+        "PROMPT_COMMAND": "history -a",  # each command reaches /commandhistory at once
+    }
+    if git.forward_ssh:
+        env["SSH_AUTH_SOCK"] = naming.SSH_AGENT_SOCKET
+    env.update(agent.agent.env)
     env.update(
         CLAWKER_PROJECT=agent.project,
         CLAWKER_AGENT=agent.name,
         CLAWKER_WORKSPACE_MODE=ws.mode.value,
         CLAWKER_WORKSPACE=ws.path,
     )
+    if git.forward_https:
+        env["CLAWKER_CREDENTIAL_PROXY"] = naming.CREDENTIAL_SOCKET
     labels = {k: v for k, v in agent.labels.items() if not k.startswith("dev.clawker.")}
     labels.update(
         {
@@ -101,3 +125,44 @@ def desired_container(
         network=naming.network_name(),
         hostname=agent.name,
     )
+
+
+def _host_mounts(agent: DesiredAgent, host: HostState) -> list[MountSpec]:
+    mounts: list[MountSpec] = []
+    ws = agent.workspace
+    facts = host.workspaces.get(ws.path)
+    if ws.mode is WorkspaceMode.BIND and facts is not None:
+        mounts += [MountSpec("tmpfs", path) for path in facts.masked_dirs]
+        masked_git = os.path.join(ws.path, ".git") in facts.masked_dirs
+        if facts.git is not None and not masked_git:
+            mounts += git_mounts(ws.path, facts.git)
+    if agent.security.git_credentials.copy_git_config and host.gitconfig:
+        mounts.append(
+            MountSpec("bind", naming.HOST_GITCONFIG_MOUNT, host.gitconfig, read_only=True)
+        )
+    if agent.agent.enable_shared_dir:
+        mounts.append(MountSpec("bind", naming.SHARE_MOUNT, host.context.share_dir, read_only=True))
+    return mounts
+
+
+def git_mounts(workspace: str, layout: GitLayout) -> list[MountSpec]:
+    """A bind-mode workspace's git data: a worktree's main `.git` at its own path, and the
+    repository's `config` and `hooks` read-only, because git on the host would run what an agent
+    wrote there (a hook, or a `core.fsmonitor`/`core.hooksPath` setting)."""
+    mounts: list[MountSpec] = []
+    if not _inside(layout.common_dir, workspace):
+        mounts.append(MountSpec("bind", layout.common_dir, layout.common_dir))
+    if not _inside(layout.git_dir, workspace) and not _inside(layout.git_dir, layout.common_dir):
+        mounts.append(MountSpec("bind", layout.git_dir, layout.git_dir))
+    config = os.path.join(layout.common_dir, "config")
+    hooks = os.path.join(layout.common_dir, "hooks")
+    mounts.append(MountSpec("bind", config, config, read_only=True))
+    if layout.has_hooks:
+        mounts.append(MountSpec("bind", hooks, hooks, read_only=True))
+    else:  # an empty, read-only directory where git would look for hooks
+        mounts.append(MountSpec("tmpfs", hooks, read_only=True))
+    return mounts
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")

@@ -13,6 +13,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from reconciler import naming
+from reconciler.config_seed import seed_archive
 from reconciler.docker_port import DockerError, DockerPort
 from reconciler.images import ImageError, build_project_image
 from reconciler.planning import Action, Plan, Step
@@ -65,6 +67,8 @@ class StepTools:
 
     bootstrap: Callable[[str, str], bytes] | None = None  # (agent key, container name) -> tar
     on_build_line: Callable[[str], None] = lambda _line: None
+    # (agent key, allowlist): the control plane call behind UpdateFirewall
+    update_firewall: Callable[[str, tuple[str, ...]], None] | None = None
 
 
 def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> None:
@@ -91,6 +95,10 @@ def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> No
         case Action.COPY_WORKSPACE:
             with snapshot_archive(step.source_dir) as archive:
                 port.put_archive(step.target, step.source_dir, archive)
+        case Action.SEED_CONFIG:
+            assert step.seed is not None
+            with seed_archive(step.seed) as archive:
+                port.put_archive(step.target, naming.CONFIG_MOUNT, archive)
         case Action.START_CONTAINER:
             port.start_container(step.target)
         case Action.STOP_CONTAINER:
@@ -99,6 +107,10 @@ def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> No
             port.remove_container(step.target)
         case Action.RENAME_CONTAINER:
             port.rename_container(step.target, step.new_name)
+        case Action.UPDATE_FIREWALL:
+            if tools.update_firewall is None:
+                raise DockerError("no control plane to update the firewall allowlist")
+            tools.update_firewall(step.target, step.allowlist)
         case Action.REMOVE_VOLUME:
             port.remove_volume(step.target)
 

@@ -84,6 +84,11 @@ class IgnoreRules:
         path = root / IGNORE_FILE
         return cls(path.read_text().splitlines() if path.is_file() else [])
 
+    @property
+    def empty(self) -> bool:
+        """No rules: nothing is ignored."""
+        return not self._rules
+
     def ignored(self, relpath: str, *, is_dir: bool) -> bool:
         """Whether `relpath` (posix, relative to the workspace root) is excluded."""
         verdict = False

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from reconciler import naming
+from reconciler.config_seed import ConfigSeed
 from reconciler.desired import SPEC_VIEW_LABEL, desired_container, desired_volumes
 from reconciler.docker_port import ContainerInfo, ContainerSpec
+from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
+from reconciler.host import HostState
 from reconciler.images import ImageInputs, build_reason
 from reconciler.observed import ObservedState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
@@ -25,6 +28,7 @@ __all__ = [
     "AgentChange",
     "ChangeKind",
     "FieldChange",
+    "FirewallObservation",
     "Plan",
     "PlanError",
     "Step",
@@ -42,6 +46,7 @@ class Action(StrEnum):
     CREATE_VOLUME = "CreateVolume"
     CREATE_CONTAINER = "CreateContainer"
     COPY_WORKSPACE = "CopyWorkspace"
+    SEED_CONFIG = "SeedConfig"
     START_CONTAINER = "StartContainer"
     STOP_CONTAINER = "StopContainer"
     REMOVE_CONTAINER = "RemoveContainer"
@@ -49,6 +54,7 @@ class Action(StrEnum):
     REMOVE_VOLUME = "RemoveVolume"
     BUILD_IMAGE = "BuildImage"
     COPY_BOOTSTRAP = "CopyBootstrap"
+    UPDATE_FIREWALL = "UpdateFirewall"  # a control plane call, not a Docker one
 
 
 # Steps whose success leaves something behind that a failed attempt must remove again.
@@ -72,6 +78,8 @@ class Step:
     new_name: str = ""  # RenameContainer: the final name; CopyBootstrap: the identity's name
     source_dir: str = ""
     image_inputs: ImageInputs | None = None
+    allowlist: tuple[str, ...] = ()  # UpdateFirewall: the agent's whole allowlist
+    seed: ConfigSeed | None = None  # SeedConfig: what the new config volume starts with
 
     def __str__(self) -> str:
         deps = " ".join(f"#{d}" for d in self.depends_on)
@@ -227,10 +235,12 @@ def plan(
     images: Mapping[str, ImageInputs],
     apply_sets: Iterable[str] = (),
     prune: bool = False,
+    host: HostState | None = None,
+    firewall: FirewallObservation | None = None,
 ) -> Plan:
     """Steps that make Docker match `desired`; `images` holds each project's image inputs.
     With `prune`, also remove agents applied from one of `apply_sets` (projects) that are no
-    longer declared."""
+    longer declared. `host` is what new containers take from the host (see `observe_host`)."""
     b = _StepBuilder()
     changes: list[AgentChange] = []
     network = naming.network_name()
@@ -258,7 +268,8 @@ def plan(
         image_plans[project] = _ImagePlan(inputs.ref, step, cause, seen.id if seen else None)
 
     for agent in sorted(desired, key=lambda a: a.key):
-        changes.append(_plan_agent(b, agent, observed, image_plans[agent.project], net_step))
+        change = _plan_agent(b, agent, observed, image_plans[agent.project], net_step, host)
+        changes.append(_plan_firewall(b, agent, change, firewall))
 
     if prune:
         changes += _plan_prune(b, desired, observed, set(apply_sets))
@@ -300,6 +311,7 @@ def _plan_agent(
     observed: ObservedState,
     image: _ImagePlan,
     net_step: int | None,
+    host: HostState | None = None,
 ) -> AgentChange:
     key = agent.key
     obs = observed.agent(agent.project, agent.name)
@@ -317,7 +329,7 @@ def _plan_agent(
     resources += [f"- container {c.name}" for c in obs.leftovers]
 
     volume_steps: list[int] = []
-    new_workspace = False
+    new_roles: set[str] = set()
     for vol in desired_volumes(agent):
         if vol.name not in observed.volumes:
             volume_steps.append(
@@ -331,14 +343,14 @@ def _plan_agent(
                 )
             )
             resources.append(f"+ volume {vol.name}")
-            new_workspace |= vol.role == "workspace"
+            new_roles.add(vol.role)
 
     apply_set = agent.project
     final = naming.container_name(agent.project, agent.name)
     before_create = [net_step, image.build_step, *volume_steps, *cleanup]
     current = obs.container
     if current is None:
-        spec = desired_container(agent, image=image.ref, apply_set=apply_set)
+        spec = desired_container(agent, image=image.ref, apply_set=apply_set, host=host)
         create = b.add(
             Action.CREATE_CONTAINER,
             "container",
@@ -348,7 +360,7 @@ def _plan_agent(
             agent=key,
             container=spec,
         )
-        last = _prepare_container(b, agent, spec.name, create, new_workspace)
+        last = _prepare_container(b, agent, spec.name, create, new_roles, host)
         b.add(Action.START_CONTAINER, "container", spec.name, "created", [last], agent=key)
         resources.append(f"+ container {spec.name}")
         return AgentChange(key, ChangeKind.CREATE, ("not found",), resources=tuple(resources))
@@ -356,7 +368,7 @@ def _plan_agent(
     reasons, fields = _replace_reasons(agent, current, image)
     if reasons:
         temp = naming.replacement_name(agent.project, agent.name)
-        spec = desired_container(agent, image=image.ref, name=temp, apply_set=apply_set)
+        spec = desired_container(agent, image=image.ref, name=temp, apply_set=apply_set, host=host)
         cause = "; ".join(reasons)
         create = b.add(
             Action.CREATE_CONTAINER,
@@ -367,7 +379,7 @@ def _plan_agent(
             agent=key,
             container=spec,
         )
-        last = _prepare_container(b, agent, temp, create, new_workspace)
+        last = _prepare_container(b, agent, temp, create, new_roles, host)
         stop = b.add(
             Action.STOP_CONTAINER,
             "container",
@@ -420,12 +432,54 @@ def _plan_agent(
     return AgentChange(key, ChangeKind.NOOP)
 
 
+@dataclass(frozen=True)
+class FirewallObservation:
+    """The allowlists the control plane enforces now, by agent key. `allowlists` None: it is
+    not running, so they are unknown and every existing agent's is planned as an update."""
+
+    allowlists: Mapping[str, tuple[str, ...]] | None
+
+
+def _plan_firewall(
+    b: _StepBuilder, agent: DesiredAgent, change: AgentChange, firewall: FirewallObservation | None
+) -> AgentChange:
+    """The allowlist is applied live (no recreate): one control plane call when the enforced
+    one differs. A new agent needs none: apply hands its allowlist over before it starts."""
+    if firewall is None or change.kind in (ChangeKind.CREATE, ChangeKind.DELETE):
+        return change
+    wanted = effective_allowlist(agent)
+    if firewall.allowlists is None:
+        reason = "firewall allowlist unknown: control plane not running"
+        line = "unknown: control plane not running"
+    else:
+        line = allowlist_change(firewall.allowlists.get(agent.key, ()), wanted)
+        if not line:
+            return change
+        reason = "firewall allowlist changed"
+    b.add(Action.UPDATE_FIREWALL, "firewall", agent.key, reason, agent=agent.key, allowlist=wanted)
+    kind = ChangeKind.UPDATE if change.kind is ChangeKind.NOOP else change.kind
+    return replace(
+        change,
+        kind=kind,
+        reasons=(*change.reasons, reason),
+        resources=(*change.resources, f"~ firewall allowlist ({line})"),
+    )
+
+
 def _prepare_container(
-    b: _StepBuilder, agent: DesiredAgent, container: str, after: int, new_workspace: bool
+    b: _StepBuilder,
+    agent: DesiredAgent,
+    container: str,
+    after: int,
+    new_roles: set[str],
+    host: HostState | None,
 ) -> int:
     """Before a new container's first start: its workspace copy (snapshot mode, new volume
-    only) and its bootstrap material (always: a new container is a new identity)."""
-    last = _copy_workspace(b, agent, container, after, new_workspace)
+    only), its config seed (new config volume only) and its bootstrap material (always: a new
+    container is a new identity)."""
+    last = _copy_workspace(b, agent, container, after, "workspace" in new_roles)
+    if "config" in new_roles:
+        last = _seed_config(b, agent, container, last, host)
     return b.add(
         Action.COPY_BOOTSTRAP,
         "container",
@@ -451,6 +505,30 @@ def _copy_workspace(
         [after],
         agent=agent.key,
         source_dir=agent.workspace.path,
+    )
+
+
+def _seed_config(
+    b: _StepBuilder, agent: DesiredAgent, container: str, after: int, host: HostState | None
+) -> int:
+    """A config volume is seeded once: the one this plan creates, never an existing one."""
+    claude = agent.agent.claude_code
+    seed = ConfigSeed(
+        strategy=claude.config.strategy,
+        use_host_auth=claude.use_host_auth,
+        workspace=agent.workspace.path,
+        host_claude_dir=host.context.claude_dir if host else "",
+        host_claude_json=host.context.claude_json if host else "",
+    )
+    what = seed.strategy + (", host auth" if seed.use_host_auth else "")
+    return b.add(
+        Action.SEED_CONFIG,
+        "container",
+        container,
+        f"new config volume (seed: {what})",
+        [after],
+        agent=agent.key,
+        seed=seed,
     )
 
 

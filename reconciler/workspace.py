@@ -1,4 +1,5 @@
-"""Snapshot mode: a one-time copy of the workspace into the agent's workspace volume."""
+"""The workspace minus what `.clawkerignore` hides: in snapshot mode a one-time copy into the
+agent's workspace volume; in bind mode the ignored directories, which get empty tmpfs mounts."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import IO
 from reconciler import naming
 from reconciler.ignore_rules import IgnoreRules
 
-__all__ = ["snapshot_archive"]
+__all__ = ["ignored_directories", "snapshot_archive"]
 
 
 def snapshot_archive(root: str) -> IO[bytes]:
@@ -51,3 +52,31 @@ def snapshot_archive(root: str) -> IO[bytes]:
                     tar.add(full, arcname=rel, recursive=False, filter=owned)
     out.seek(0)
     return out
+
+
+def ignored_directories(root: str) -> tuple[str, ...]:
+    """Absolute paths of the outermost directories under `root` that `.clawkerignore` excludes.
+
+    Bind mode cannot leave a path out of a bind mount, so each of these is covered with an empty
+    tmpfs instead. Ignored *files* stay visible (a tmpfs cannot cover a file). `.git` is not
+    searched: patterns are about the project's files, not git's.
+    """
+    base = Path(root)
+    rules = IgnoreRules.for_directory(base)
+    if rules.empty:
+        return ()
+    found: list[str] = []
+    for dirpath, dirnames, _ in os.walk(base, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, base)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+        kept = []
+        for d in sorted(dirnames):
+            rel = f"{rel_dir}/{d}" if rel_dir else d
+            if os.path.islink(os.path.join(dirpath, d)):
+                continue  # a mount on a symlink would land wherever it points
+            if rules.ignored(rel, is_dir=True):
+                found.append(os.path.join(dirpath, d))
+            elif d != ".git":
+                kept.append(d)
+        dirnames[:] = kept
+    return tuple(found)

@@ -58,6 +58,10 @@ say "✓" "python environment (.venv)"
 .venv/bin/python scripts/gen_proto.py
 say "✓" "protocol modules (proto/gen)"
 
-# 5. The base image, built offline from this host's apt sources.
+# 5. The firewall's eBPF programs, compiled with clang (make rebuilds them when a source changed).
+make -s bpf
+say "✓" "eBPF programs (bpf/build)"
+
+# 6. The base image, built offline from this host's apt sources.
 .venv/bin/clawker image base >/dev/null
 say "✓" "base image clawker-base:bookworm"

@@ -49,6 +49,9 @@ LIVE_FIELDS: tuple[str, ...] = (
     # not run it again anyway; pre_run runs on every start and is read from the spec then.
     "agent.post_init",
     "agent.pre_run",
+    # Read only when a config volume is created (the SeedConfig step); an existing volume is
+    # never seeded again, so a new container would not see a change either.
+    "agent.claude_code",
 )
 
 UNHASHED_FIELDS: tuple[str, ...] = (

@@ -71,10 +71,11 @@ def _resolve_workspace(
     """Later layers override earlier ones. A relative path resolves against the directory of the
     file it is written in; the default '.' against the Project's file, where the project lives."""
     mode = WorkspaceMode.BIND
+    mode_document: Document | None = None
     written: tuple[str, Document] | None = None
     for document, workspace in layers:
         if "mode" in workspace.model_fields_set:
-            mode = workspace.mode
+            mode, mode_document = workspace.mode, document
         if "path" in workspace.model_fields_set:
             written = (workspace.path, document)
     if written is None:
@@ -96,5 +97,15 @@ def _resolve_workspace(
             "spec.workspace.path",
             f"workspace path {path} is not a directory",
             "name a directory",
+        )
+    worktree = os.path.isfile(os.path.join(path, ".git"))
+    if mode is WorkspaceMode.SNAPSHOT and mode_document is not None and worktree:
+        return SpecError(
+            mode_document.locate(("spec", "workspace", "mode")),
+            "spec.workspace.mode",
+            f"workspace {path} is a git worktree (its .git is a file); snapshot mode cannot"
+            " copy it: its history lives in the main repository's .git directory",
+            "use mode: bind, which mounts the main repository's .git too, or point"
+            " workspace.path at the main repository",
         )
     return ResolvedWorkspace(path=os.path.realpath(path), mode=mode)

@@ -49,6 +49,10 @@ Mode = Annotated[
 Harness = Annotated[
     Literal["claude", "none"], BeforeValidator(values.choice("harness", ["claude", "none"]))
 ]
+ConfigStrategy = Annotated[
+    Literal["copy", "fresh"],
+    BeforeValidator(values.choice("config strategy", ["copy", "fresh"])),
+]
 Command = Annotated[
     tuple[Text, ...],
     BeforeValidator(values.command_shape),
@@ -75,6 +79,19 @@ class BuildSpec(_Model):
     harness: Harness = "claude"
 
 
+class ClaudeCodeConfig(_Model):
+    """`spec.agent.claude_code.config`: what a new config volume starts with."""
+
+    strategy: ConfigStrategy = "copy"  # copy: the host's settings, agents, skills, ...; fresh: none
+
+
+class ClaudeCodeSpec(_Model):
+    """`spec.agent.claude_code`: how Claude Code's config volume is seeded when it is created."""
+
+    config: ClaudeCodeConfig = Field(default_factory=ClaudeCodeConfig)
+    use_host_auth: StrictBool = False  # copy the host's Claude Code credentials in
+
+
 class AgentRuntime(_Model):
     """`spec.agent`: the agent's environment and the scripts clawkerd runs for it."""
 
@@ -82,6 +99,7 @@ class AgentRuntime(_Model):
     post_init: str = ""  # once per agent, on its first start
     pre_run: str = ""  # on every start, before the command
     enable_shared_dir: StrictBool = False
+    claude_code: ClaudeCodeSpec = Field(default_factory=ClaudeCodeSpec)
 
 
 class FirewallSpec(_Model):

@@ -16,6 +16,8 @@ from reconciler.controlplane.paths import StatePaths, state_paths
 from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
 from reconciler.controlplane.runtime import RuntimeController
 from reconciler.docker_port import DockerEngine
+from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
+from reconciler.firewall.handlers import firewall_handlers
 from reconciler.pki import ClawkerPKI
 
 __all__ = ["serve"]
@@ -37,18 +39,30 @@ def serve(paths: StatePaths | None = None) -> int:
 
     pki = ClawkerPKI.load_or_create(paths.pki)
     registry = Registry(paths.registry)
+    # No firewall, no control plane: an agent must never start unfiltered.
+    firewall = Firewall(FirewallConfig.from_env(), registry)
+    try:
+        firewall.install()
+    except FirewallError as exc:
+        log.error("%s", exc)
+        registry.close()
+        return 1
     controller = RuntimeController(
         DockerEngine(),
         registry,
         pki,
         network=naming.network_name(),
         resync_interval=float(os.environ.get("CLAWKER_RESYNC_SECONDS", "30")),
+        firewall=firewall,
     )
     started = time.time()
 
     def put_runtime(params: dict[str, Any]) -> None:
         for spec in params.get("agents", []):
-            registry.put_runtime(AgentRuntimeSpec(**spec))
+            runtime = AgentRuntimeSpec(**spec)
+            registry.put_runtime(runtime)
+            if "allow_domains" in spec:  # apply makes the spec's allowlist the live one
+                firewall.set_allowlist(runtime.agent_key, runtime.allow_domains)
 
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
@@ -59,7 +73,10 @@ def serve(paths: StatePaths | None = None) -> int:
     def ping(_params: dict[str, Any]) -> dict[str, Any]:
         return {"pid": os.getpid(), "uptime": time.time() - started}
 
-    api = ApiServer(paths.socket, {"ping": ping, "put_runtime": put_runtime, "status": status})
+    api = ApiServer(
+        paths.socket,
+        {"ping": ping, "put_runtime": put_runtime, "status": status, **firewall_handlers(firewall)},
+    )
     controller.start()
     api.start()
     paths.pid_file.write_text(f"{os.getpid()}\n")
@@ -70,6 +87,7 @@ def serve(paths: StatePaths | None = None) -> int:
         log.info("control plane stopping")
         api.stop()
         controller.stop()
+        firewall.close()  # the programs and maps stay pinned: enforcement outlives the CP
         registry.close()
         for path in (paths.pid_file, paths.socket):
             path.unlink(missing_ok=True)

@@ -8,9 +8,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from reconciler.firewall.state import AgentFirewall
 
 __all__ = ["AgentRuntimeSpec", "Registry", "StartStatus", "StepRecord"]
 
@@ -19,6 +21,9 @@ CREATE TABLE IF NOT EXISTS registrations (
     container_id TEXT PRIMARY KEY, agent_key TEXT NOT NULL, container_name TEXT NOT NULL,
     thumbprint TEXT NOT NULL, registered_at REAL NOT NULL, last_seen REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS used_tokens (jti TEXT PRIMARY KEY, used_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS firewall (
+    agent_key TEXT PRIMARY KEY, domains TEXT NOT NULL, disabled INTEGER NOT NULL,
+    bypass_until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS agent_runtime (agent_key TEXT PRIMARY KEY, spec TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS start_status (
     container_id TEXT PRIMARY KEY, agent_key TEXT NOT NULL, started_at TEXT NOT NULL,
@@ -36,6 +41,19 @@ class AgentRuntimeSpec:
     pre_run: str = ""
     workspace: str = ""
     snapshot: bool = False  # the workspace volume's root must be handed to the agent user
+    # security.git_credentials, and the host user whose credentials and agents are forwarded
+    # (captured by the CLI that applied: the CP itself runs as root).
+    forward_https: bool = False
+    forward_ssh: bool = False
+    forward_gpg: bool = False
+    copy_git_config: bool = False
+    host_uid: int = -1
+    host_gid: int = -1
+    host_home: str = ""
+    ssh_auth_sock: str = ""
+    gpg_extra_socket: str = ""
+    # security.firewall: the harness's floor ∪ add_domains; seeds the agent's live allowlist.
+    allow_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,7 +171,39 @@ class Registry:
             row = self._db.execute(
                 "SELECT spec FROM agent_runtime WHERE agent_key=?", (agent_key,)
             ).fetchone()
-        return AgentRuntimeSpec(**json.loads(row[0])) if row else AgentRuntimeSpec(agent_key)
+        if row is None:
+            return AgentRuntimeSpec(agent_key)
+        known = {f.name for f in fields(AgentRuntimeSpec)}
+        # A row written by another clawker version may lack fields (defaults) or carry others.
+        return AgentRuntimeSpec(**{k: v for k, v in json.loads(row[0]).items() if k in known})
+
+    # -- firewall policies (reconciler.firewall.state.FirewallStore) ------------------------
+    def firewall(self, agent_key: str) -> AgentFirewall | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT agent_key, domains, disabled, bypass_until FROM firewall WHERE agent_key=?",
+                (agent_key,),
+            ).fetchone()
+        return _firewall_row(row) if row else None
+
+    def put_firewall(self, state: AgentFirewall) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO firewall VALUES (?,?,?,?)",
+                (
+                    state.agent_key,
+                    json.dumps(list(state.domains)),
+                    int(state.disabled),
+                    state.bypass_until,
+                ),
+            )
+
+    def firewalls(self) -> list[AgentFirewall]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT agent_key, domains, disabled, bypass_until FROM firewall ORDER BY agent_key"
+            ).fetchall()
+        return [_firewall_row(row) for row in rows]
 
     # -- start status ------------------------------------------------------------------------
     def put_status(self, status: StartStatus) -> None:
@@ -198,3 +248,7 @@ class Registry:
             for (cid,) in rows:
                 if cid not in alive:
                     self._db.execute("DELETE FROM start_status WHERE container_id=?", (cid,))
+
+
+def _firewall_row(row: tuple[Any, ...]) -> AgentFirewall:
+    return AgentFirewall(str(row[0]), tuple(json.loads(row[1])), bool(row[2]), float(row[3]))

@@ -31,7 +31,9 @@ from reconciler.controlplane.session_driver import (
     drive_start,
     open_channel,
 )
+from reconciler.controlplane.socket_bridge import Bridges
 from reconciler.docker_port import DockerError, DockerPort, RuntimeInfo
+from reconciler.firewall.enforcement import Firewall, FirewallError
 from reconciler.pki import ClawkerPKI, RegistrationTokenError
 from reconciler.queueing import KeyedQueue
 
@@ -64,20 +66,27 @@ class RuntimeController:
         dial_timeout: float = 60.0,
         workers: int = 4,
         sleep: Callable[[float], None] = time.sleep,
+        firewall: Firewall | None = None,
     ) -> None:
         self.port, self.registry, self.pki = port, registry, pki
+        self.firewall = firewall  # None only where no container may start (unit tests)
         self.network = network
         self.resync_interval = resync_interval
         self.dial_timeout = dial_timeout
         self.queue = KeyedQueue()
+        # Starts to enrol at once, even while a worker still drives this container's previous
+        # start (a queued key waits for that pass to end, which may take the dial timeout).
+        self.enrol_queue = KeyedQueue()
         self._workers = workers
         self._stop = threading.Event()
         self._sleep = sleep
         self._threads: list[threading.Thread] = []
+        self.bridges = Bridges(port)  # ssh/gpg agents and git credentials, per container start
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         targets = [("cp-events", self._watch_events), ("cp-resync", self._resync_loop)]
+        targets += [("cp-enrol", self._enrol_starts)]
         targets += [(f"cp-worker-{i}", self._work) for i in range(self._workers)]
         for name, target in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -87,6 +96,8 @@ class RuntimeController:
     def stop(self) -> None:
         self._stop.set()
         self.queue.close()
+        self.enrol_queue.close()
+        self.bridges.close_all()
 
     # -- triggers -----------------------------------------------------------------------------
     def resync(self) -> None:
@@ -97,6 +108,8 @@ class RuntimeController:
             if c.state == "running" and c.labels.get(naming.PURPOSE) == "agent":
                 self.queue.put(c.id)
         self.registry.forget_containers_except(alive)
+        if self.firewall is not None:
+            self.firewall.sweep()
 
     def _resync_loop(self) -> None:
         while not self._stop.is_set():
@@ -115,6 +128,7 @@ class RuntimeController:
                 for event in self.port.container_events():
                     backoff = 0.5
                     if event.action == "start":
+                        self.enrol_queue.put(event.id)
                         self.queue.put(event.id)
                     if self._stop.is_set():
                         return
@@ -125,6 +139,17 @@ class RuntimeController:
             backoff = min(backoff * 2, 30.0)
 
     # -- work ---------------------------------------------------------------------------------
+    def _enrol_starts(self) -> None:
+        while (cid := self.enrol_queue.get()) is not None:
+            try:
+                info = self.port.inspect_runtime(cid, self.network)
+                if info is not None and info.running and _is_agent(info):
+                    self._enrol_firewall(info)
+            except (FirewallError, DockerError) as exc:  # handle() retries and reports it
+                log.warning("enrolling container %s failed: %s", cid[:12], exc)
+            finally:
+                self.enrol_queue.done(cid)
+
     def _work(self) -> None:
         while (cid := self.queue.get()) is not None:
             try:
@@ -143,8 +168,21 @@ class RuntimeController:
         if not project or not agent or info.labels.get(naming.PURPOSE) != "agent":
             return None
         key = naming.agent_key(project, agent)
+        # First, before anything slower: until its cgroup is enrolled the start gets nothing.
+        # Also on every pass over a start already handled: a restarted CP re-adopts it.
+        enrol_began = time.monotonic()
+        enrol_error: FirewallError | None = None
+        try:
+            self._enrol_firewall(info)
+        except FirewallError as exc:
+            enrol_error = exc
+        enrolled_in = time.monotonic() - enrol_began
+        # Before the early return: a CP restart loses its bridges, not the containers' status.
+        self.bridges.ensure(info.id, info.started_at, info.name, self.registry.runtime(key))
         known = self.registry.status(info.id)
         if known and known.started_at == info.started_at and known.phase in ("ready", "failed"):
+            if enrol_error is not None:
+                log.error("%s: re-enrolling in the firewall failed: %s", info.name, enrol_error)
             return known
         status = StartStatus(info.id, key, info.started_at, "initializing")
         self.registry.put_status(status)
@@ -164,10 +202,10 @@ class RuntimeController:
             )
 
         began = time.monotonic()
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"enrol": enrolled_in}
         try:
-            self._enrol_firewall(info)
-            timings["enrol"] = time.monotonic() - began
+            if enrol_error is not None:
+                raise enrol_error
             result = self._dial_and_drive(info, key, record_step, timings)
         except StepFailedError as exc:
             final = StartStatus(
@@ -187,6 +225,15 @@ class RuntimeController:
                 f"session with clawkerd failed: {_describe(exc)}",
                 tuple(steps),
             )
+        except FirewallError as exc:
+            final = StartStatus(
+                info.id,
+                key,
+                info.started_at,
+                "failed",
+                f"firewall enrolment failed: {exc}",
+                tuple(steps),
+            )
         except RetryError:
             final = StartStatus(
                 info.id,
@@ -197,7 +244,7 @@ class RuntimeController:
                 tuple(steps),
             )
         else:
-            timings["session"] = time.monotonic() - began - timings["enrol"] - timings["dial"]
+            timings["session"] = time.monotonic() - began - timings["dial"]
             detail = "re-adopted: the agent was already running" if result else "ready"
             final = StartStatus(
                 info.id, key, info.started_at, "ready", detail, tuple(steps), timings
@@ -208,7 +255,19 @@ class RuntimeController:
         return final
 
     def _enrol_firewall(self, info: RuntimeInfo) -> None:
-        """Issue 5 attaches the eBPF firewall here, before AgentReady. Not built yet."""
+        """Admit this start's cgroup to the firewall, before anything else talks to clawkerd:
+        the agent's CMD only starts after AgentReady, so it never runs unfiltered."""
+        if self.firewall is None:
+            return
+        key = naming.agent_key(info.labels[naming.PROJECT], info.labels[naming.AGENT])
+        self.firewall.enrol(
+            info.id,
+            key,
+            pid=info.pid,
+            address=info.ip,
+            gateway=info.gateway,
+            domains=self.registry.runtime(key).allow_domains,
+        )
 
     def _dial_and_drive(
         self,
@@ -251,6 +310,14 @@ class RuntimeController:
                     )
                     return result.readopted
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+
+def _is_agent(info: RuntimeInfo) -> bool:
+    labels = info.labels
+    return (
+        bool(labels.get(naming.PROJECT) and labels.get(naming.AGENT))
+        and labels.get(naming.PURPOSE) == "agent"
+    )
 
 
 def _describe(exc: BaseException) -> str:

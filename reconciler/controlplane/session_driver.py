@@ -1,8 +1,9 @@
 """The CP's half of the Session protocol: dial clawkerd over mTLS and drive one container start.
 
-Per start: Hello → (register once per container) → once-per-container steps → AgentInitialized
-→ post_init once per agent → pre_run → AgentReady. A container whose CMD already runs (the CP
-restarted) only gets the no-op AgentReady: nothing it already did runs again.
+Per start: Hello → (register once per container) → once-per-container steps (prepare-volumes,
+git-setup, git-config) → AgentInitialized → post_init once per agent → pre_run → AgentReady.
+A container whose CMD already runs (the CP restarted) only gets the no-op AgentReady: nothing it
+already did runs again.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import queue
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -18,7 +20,9 @@ from proto import CLAWKERD_PORT, CLAWKERD_TLS_NAME
 from proto.gen import clawkerd_pb2 as pb
 from proto.gen import clawkerd_pb2_grpc as pb_grpc
 from reconciler import naming
+from reconciler.controlplane import gitconfig_filter
 from reconciler.controlplane.registry import AgentRuntimeSpec, StepRecord
+from reconciler.images.dockerfile import VENV
 from reconciler.pki import ClawkerPKI
 
 __all__ = ["SessionError", "StartPlan", "StepFailedError", "drive_start", "open_channel"]
@@ -205,6 +209,9 @@ def drive_start(
             if plan.runtime.snapshot and plan.runtime.workspace:
                 owned.append(plan.runtime.workspace)
             step("prepare-volumes", ["chown", f"{uid}:{gid}", *owned], as_root=True)
+            step("git-setup", ["sh", "-ec", git_setup_script(plan.runtime)], as_root=True)
+            if plan.runtime.copy_git_config:
+                step("git-config", git_config_argv())
             talk.ask(pb.Command(agent_initialized=pb.AgentInitialized()), "ack")
 
         workdir = plan.runtime.workspace
@@ -221,3 +228,20 @@ def drive_start(
         return StartResult(readopted=False, registered=registered, steps=tuple(steps))
     finally:
         talk.close()
+
+
+def git_setup_script(runtime: AgentRuntimeSpec) -> str:
+    """The container's system git config (/etc/gitconfig, in its writable layer): any owner's
+    repository is safe (a bind-mounted workspace belongs to the host user, not to uid 1001), and
+    with forward_https git asks git-credential-clawker, which asks the host."""
+    lines = ["git config --system --replace-all safe.directory '*'"]
+    if runtime.forward_https:
+        lines.append("git config --system --replace-all credential.helper clawker")
+    return "\n".join(lines) + "\n"
+
+
+def git_config_argv() -> list[str]:
+    """Copy the host's ~/.gitconfig (mounted read-only) without credentials: gitconfig_filter."""
+    source = Path(gitconfig_filter.__file__).read_text(encoding="utf-8")
+    target = f"{naming.AGENT_HOME}/.gitconfig"
+    return [f"{VENV}/bin/python", "-I", "-c", source, naming.HOST_GITCONFIG_MOUNT, target]

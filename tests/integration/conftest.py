@@ -20,6 +20,7 @@ from typing import Any
 import docker
 import pytest
 
+from bpf.loader import detach_egress
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.paths import StatePaths
 from tests.cleanup import TEST_LABEL, remove_test_objects
@@ -90,6 +91,18 @@ class Scope:
         return int(code), out
 
 
+def remove_cgroup_parent(parent: str) -> None:
+    """rmdir a test's parent cgroup in every hierarchy Docker created it in (empty by now)."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        path = hierarchy / parent.strip("/")
+        if not path.is_dir():
+            continue
+        for child in path.iterdir():
+            if child.is_dir():
+                child.rmdir()
+        path.rmdir()
+
+
 @pytest.fixture(scope="session")
 def docker_api() -> docker.APIClient:
     try:
@@ -105,10 +118,22 @@ def scope(docker_api: docker.APIClient, tmp_path: Path) -> Iterator[Scope]:
     run_id = uuid.uuid4().hex[:10]
     env = dict(os.environ)
     state = tmp_path / "state"
+    host_home = tmp_path / "host-home"
+    host_home.mkdir()
+    cgroup_parent = f"/clawker-test-{run_id}"
+    pin_dir = Path(f"/sys/fs/bpf/clawker-test-{run_id}")
     env.update(
+        # Its own parent cgroup and BPF pins: the firewall of this test's CP is its own.
+        CLAWKER_CGROUP_PARENT=cgroup_parent,
+        CLAWKER_BPF_PIN_DIR=str(pin_dir),
         CLAWKER_SCOPE_LABELS=f"{TEST_LABEL}={run_id}",
         CLAWKER_NETWORK=f"clawker-test-{run_id}",
         CLAWKER_STATE_DIR=str(state),  # this test's own control plane, PKI and registry
+        # The host user's files (~/.claude, ~/.gitconfig, the shared directory) and agents:
+        # an empty home of the test's own, never the real user's.
+        CLAWKER_HOST_HOME=str(host_home),
+        SSH_AUTH_SOCK="",
+        CLAWKER_HOST_GPG_SOCKET="",
         NO_COLOR="1",
     )
     workdir = tmp_path / "specs"
@@ -120,3 +145,5 @@ def scope(docker_api: docker.APIClient, tmp_path: Path) -> Iterator[Scope]:
     finally:
         lifecycle.stop(StatePaths(state))  # by its pid file: only the CP this test started
         remove_test_objects(run_id)
+        detach_egress(pin_dir)
+        remove_cgroup_parent(cgroup_parent)

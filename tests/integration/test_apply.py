@@ -60,7 +60,7 @@ def test_apply_creates_everything_with_the_right_names_labels_and_mounts(scope: 
     assert env["CLAWKER_WORKSPACE_MODE"] == "bind"
     assert env["GREETING"] == "hello"
     assert info["HostConfig"]["CapDrop"] == ["NET_RAW"]
-    assert info["HostConfig"]["CgroupParent"] == "/clawker"
+    assert info["HostConfig"]["CgroupParent"] == scope.env["CLAWKER_CGROUP_PARENT"]
     assert scope.env["CLAWKER_NETWORK"] in info["NetworkSettings"]["Networks"]
 
     # The workspace is the host's folder at the same absolute path.

@@ -90,13 +90,15 @@ def test_create_from_nothing(tmp_path: Path) -> None:
         [] -> #3 volume:clawker.myapp.dev-config, CreateVolume, not found
         [] -> #4 volume:clawker.myapp.dev-history, CreateVolume, not found
         [#1 #2 #3 #4] -> #5 container:clawker.myapp.dev, CreateContainer, not found
-        [#5] -> #6 container:clawker.myapp.dev, CopyBootstrap, new container identity
-        [#6] -> #7 container:clawker.myapp.dev, StartContainer, created
-        [] -> #8 volume:clawker.myapp.test-config, CreateVolume, not found
-        [] -> #9 volume:clawker.myapp.test-history, CreateVolume, not found
-        [#1 #2 #8 #9] -> #10 container:clawker.myapp.test, CreateContainer, not found
-        [#10] -> #11 container:clawker.myapp.test, CopyBootstrap, new container identity
-        [#11] -> #12 container:clawker.myapp.test, StartContainer, created""")
+        [#5] -> #6 container:clawker.myapp.dev, SeedConfig, new config volume (seed: copy)
+        [#6] -> #7 container:clawker.myapp.dev, CopyBootstrap, new container identity
+        [#7] -> #8 container:clawker.myapp.dev, StartContainer, created
+        [] -> #9 volume:clawker.myapp.test-config, CreateVolume, not found
+        [] -> #10 volume:clawker.myapp.test-history, CreateVolume, not found
+        [#1 #2 #9 #10] -> #11 container:clawker.myapp.test, CreateContainer, not found
+        [#11] -> #12 container:clawker.myapp.test, SeedConfig, new config volume (seed: copy)
+        [#12] -> #13 container:clawker.myapp.test, CopyBootstrap, new container identity
+        [#13] -> #14 container:clawker.myapp.test, StartContainer, created""")
     assert p.counts() == (2, 0, 0)
     assert render_plan(p, Style.plain()) == textwrap.dedent("""\
         clawker will perform the following actions:
@@ -207,11 +209,12 @@ def test_snapshot_mode_copies_the_workspace_only_into_a_new_volume(tmp_path: Pat
         images=images_of(desired),
     )
     ws = desired[0].workspace.path
-    assert str(p).splitlines()[-3:] == [
+    assert str(p).splitlines()[-4:] == [
         f"[#4] -> #5 container:clawker.myapp.dev, CopyWorkspace, new workspace volume: "
         f"snapshot of {ws}",
-        "[#5] -> #6 container:clawker.myapp.dev, CopyBootstrap, new container identity",
-        "[#6] -> #7 container:clawker.myapp.dev, StartContainer, created",
+        "[#5] -> #6 container:clawker.myapp.dev, SeedConfig, new config volume (seed: copy)",
+        "[#6] -> #7 container:clawker.myapp.dev, CopyBootstrap, new container identity",
+        "[#7] -> #8 container:clawker.myapp.dev, StartContainer, created",
     ]
     # A recreate finds the volume and its copy in place: nothing is copied again.
     again = plan(desired, observed_from(desired, state="exited"), images=images_of(desired))

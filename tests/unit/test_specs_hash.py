@@ -108,6 +108,7 @@ def test_a_change_that_needs_a_new_container_changes_the_hash(
         ("security.firewall.add_domains", ["github.com", "pypi.org", ".example.com"]),
         ("agent.post_init", "npm ci"),
         ("agent.pre_run", "echo starting"),
+        ("agent.claude_code", {"config": {"strategy": "fresh"}, "use_host_auth": True}),
     ],
 )
 def test_a_change_applied_live_keeps_the_hash(tmp_path: Path, path: str, value: Any) -> None:

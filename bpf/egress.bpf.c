@@ -1,0 +1,261 @@
+/* clawker's egress firewall: cgroup-BPF programs attached once to the parent cgroup that every
+ * agent container is created under (docs/firewall.md).
+ *
+ * Deny by default. A socket operation is allowed only when the calling cgroup is enrolled (the
+ * policy map) and the destination is loopback, an address the agent's resolver answered (the
+ * allow map, with an expiry), or DNS, which is redirected to the control plane's resolver.
+ * Returning 0 from a sock_addr or sock_create hook makes the syscall fail with EPERM.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "egress.h"
+
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+
+#define DENY 0
+#define ALLOW 1
+#define REDIRECT_DNS 2
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* cgroup id */
+	__type(value, struct policy);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct allow_key);
+	__type(value, __u64); /* expiry, CLOCK_MONOTONIC ns */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* agent id */
+	__type(value, struct counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} counters SEC(".maps");
+
+/* Decisions about cgroups nobody enrolled (index 0): they are all denials. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} unenrolled SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* socket cookie */
+	__type(value, struct dns_origin);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} dns_origin SEC(".maps");
+
+static __always_inline struct policy *current_policy(void)
+{
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+
+	return bpf_map_lookup_elem(&policy, &cgroup_id);
+}
+
+static __always_inline void count(const struct policy *p, int allowed)
+{
+	struct counters *c;
+	__u32 zero = 0;
+
+	if (p)
+		c = bpf_map_lookup_elem(&counters, &p->agent_id);
+	else
+		c = bpf_map_lookup_elem(&unenrolled, &zero);
+	if (!c)
+		return;
+	if (allowed)
+		__sync_fetch_and_add(&c->allowed, 1);
+	else
+		__sync_fetch_and_add(&c->denied, 1);
+}
+
+static __always_inline int unfiltered(const struct policy *p, __u64 now)
+{
+	return (p->flags & POLICY_DISABLED) || p->bypass_until > now;
+}
+
+/* The verdict for an IPv4 destination (ip4 and port in network byte order). */
+static __always_inline int decide4(const struct policy *p, __u32 ip4, __u16 port)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct allow_key key = {};
+	__u64 *expires;
+
+	if (unfiltered(p, now))
+		return ALLOW;
+	/* Port 53 first: the resolver at 127.0.0.11 (Docker's) is loopback but must be ours. */
+	if (port == bpf_htons(53))
+		return p->dns_port ? REDIRECT_DNS : DENY;
+	if ((bpf_ntohl(ip4) >> 24) == 127)
+		return ALLOW;
+	key.agent_id = p->agent_id;
+	key.ip4 = ip4;
+	expires = bpf_map_lookup_elem(&allow, &key);
+	if (expires && *expires > now)
+		return ALLOW;
+	return DENY;
+}
+
+static __always_inline void remember_dns(struct bpf_sock_addr *ctx, const struct policy *p,
+					 __u32 ip4, __u16 port)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct dns_origin origin = {
+		.orig_ip4 = ip4,
+		.orig_port = port,
+		.dns_ip4 = p->dns_ip4,
+		.dns_port = p->dns_port,
+	};
+
+	bpf_map_update_elem(&dns_origin, &cookie, &origin, BPF_ANY);
+}
+
+/* connect4 and sendmsg4 share everything: a connected socket is checked once at connect, an
+ * unconnected one on every sendmsg with an address. */
+static __always_inline int filter4(struct bpf_sock_addr *ctx)
+{
+	struct policy *p = current_policy();
+	__u32 ip4 = ctx->user_ip4;
+	__u16 port = (__u16)ctx->user_port;
+	int verdict;
+
+	if (!p) {
+		count(0, 0);
+		return 0;
+	}
+	verdict = decide4(p, ip4, port);
+	if (verdict == REDIRECT_DNS) {
+		remember_dns(ctx, p, ip4, port);
+		ctx->user_ip4 = p->dns_ip4;
+		ctx->user_port = p->dns_port;
+	}
+	count(p, verdict != DENY);
+	return verdict != DENY;
+}
+
+SEC("cgroup/connect4")
+int clawker_connect4(struct bpf_sock_addr *ctx)
+{
+	return filter4(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int clawker_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return filter4(ctx);
+}
+
+/* A reply from the resolver is shown as coming from the server the socket asked. */
+SEC("cgroup/recvmsg4")
+int clawker_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct dns_origin *origin = bpf_map_lookup_elem(&dns_origin, &cookie);
+
+	if (origin && ctx->user_ip4 == origin->dns_ip4 &&
+	    (__u16)ctx->user_port == (__u16)origin->dns_port) {
+		ctx->user_ip4 = origin->orig_ip4;
+		ctx->user_port = origin->orig_port;
+	}
+	return 1;
+}
+
+static __always_inline int is_v4_mapped(__u32 a0, __u32 a1, __u32 a2)
+{
+	return a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff);
+}
+
+/* IPv6: ::1 is allowed, a v4-mapped address follows the IPv4 rules (the kernel does not run the
+ * connect4 hook for it), native IPv6 is refused. */
+static __always_inline int filter6(struct bpf_sock_addr *ctx)
+{
+	struct policy *p = current_policy();
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
+	__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+	__u16 port = (__u16)ctx->user_port;
+	int verdict = DENY;
+
+	if (!p) {
+		count(0, 0);
+		return 0;
+	}
+	if (is_v4_mapped(a0, a1, a2)) {
+		verdict = decide4(p, a3, port);
+		if (verdict == REDIRECT_DNS) {
+			remember_dns(ctx, p, a3, port);
+			ctx->user_ip6[3] = p->dns_ip4;
+			ctx->user_port = p->dns_port;
+		}
+	} else if (a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1)) {
+		verdict = ALLOW;
+	} else if (unfiltered(p, bpf_ktime_get_ns())) {
+		verdict = ALLOW;
+	}
+	count(p, verdict != DENY);
+	return verdict != DENY;
+}
+
+SEC("cgroup/connect6")
+int clawker_connect6(struct bpf_sock_addr *ctx)
+{
+	return filter6(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int clawker_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return filter6(ctx);
+}
+
+/* A v4-mapped DNS reply on an IPv6 socket: the same rewrite as recvmsg4. */
+SEC("cgroup/recvmsg6")
+int clawker_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct dns_origin *origin = bpf_map_lookup_elem(&dns_origin, &cookie);
+
+	if (origin && is_v4_mapped(ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2]) &&
+	    ctx->user_ip6[3] == origin->dns_ip4 &&
+	    (__u16)ctx->user_port == (__u16)origin->dns_port) {
+		ctx->user_ip6[3] = origin->orig_ip4;
+		ctx->user_port = origin->orig_port;
+	}
+	return 1;
+}
+
+/* Only TCP and UDP sockets: no raw sockets (even with CAP_NET_RAW), no ICMP "ping" sockets, no
+ * SCTP or MPTCP, whose traffic the address hooks above do not see. Applies to every cgroup
+ * under the parent, enrolled or not: a listener may be created before enrolment. */
+SEC("cgroup/sock_create")
+int clawker_sock_create(struct bpf_sock *sk)
+{
+	struct policy *p;
+
+	if (sk->type == SOCK_STREAM && sk->protocol == IPPROTO_TCP)
+		return 1;
+	if (sk->type == SOCK_DGRAM && sk->protocol == IPPROTO_UDP)
+		return 1;
+	p = current_policy();
+	if (p && unfiltered(p, bpf_ktime_get_ns()))
+		return 1;
+	count(p, 0);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Proprietary";

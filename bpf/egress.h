@@ -1,0 +1,45 @@
+/* The egress firewall's map layouts, shared by egress.bpf.c and mirrored by bpf/maps.py.
+ *
+ * Every field is fixed-width and every struct is padded explicitly, so the Python
+ * ctypes Structures in bpf/maps.py match byte for byte (tests/unit/test_bpf_layout.py checks
+ * the sizes against the BTF of the compiled object).
+ */
+#ifndef CLAWKER_EGRESS_H
+#define CLAWKER_EGRESS_H
+
+#include <linux/types.h>
+
+/* policy.flags */
+#define POLICY_DISABLED 0x1 /* `clawker firewall disable`: this agent is not filtered */
+
+/* Which agent a cgroup belongs to and how it is filtered; keyed by cgroup (v2) id. */
+struct policy {
+	__u64 agent_id;     /* the agent's allow-map namespace (a hash of "project/agent") */
+	__u64 bypass_until; /* CLOCK_MONOTONIC ns; the kernel itself ends a bypass; 0 = none */
+	__u32 dns_ip4;      /* the control plane's resolver, network byte order */
+	__u16 dns_port;     /* network byte order; 0 = no resolver yet (DNS is denied) */
+	__u16 flags;
+};
+
+/* One IPv4 address an agent may connect to, written by the resolver. */
+struct allow_key {
+	__u64 agent_id;
+	__u32 ip4; /* network byte order */
+	__u32 pad; /* always 0 */
+};
+
+struct counters {
+	__u64 allowed;
+	__u64 denied;
+};
+
+/* Where a redirected DNS socket really wanted to go, keyed by socket cookie, so that
+ * recvmsg can make the reply look like it came from there. */
+struct dns_origin {
+	__u32 orig_ip4;  /* network byte order */
+	__u32 orig_port; /* network byte order, low 16 bits */
+	__u32 dns_ip4;
+	__u32 dns_port;
+};
+
+#endif

@@ -1,0 +1,251 @@
+"""`clawker firewall status|list|add|remove|enable|disable|bypass`: parsing and rendering only.
+
+Every verb is one control plane call; the control plane owns the firewall's state. Registered
+by cli.main with `add_firewall_verbs(sub)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from cli.render import render_table
+from cli.style import Style, ok_mark
+from reconciler.controlplane import lifecycle
+from reconciler.controlplane.api import ApiError
+from specs import FirewallSpec
+
+__all__ = ["add_firewall_verbs", "format_duration", "parse_duration", "status_rows"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+STATUS_HEADERS = (
+    "AGENT",
+    "ENROLLED",
+    "FILTER",
+    "ALLOWED",
+    "DENIED",
+    "DOMAINS",
+    "ADDRESSES",
+    "DNS OK/NX",
+)
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `5m`, `2h`, `1h30m`, `0` -> seconds; ValueError otherwise."""
+    match = _DURATION.match(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise ValueError(f"invalid duration {text!r}: write e.g. 30s, 5m, 1h or 1h30m (0 ends it)")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def format_duration(seconds: float) -> str:
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _filter_state(agent: dict[str, Any]) -> str:
+    if not agent["enabled"]:
+        return "disabled"
+    if agent["bypassSeconds"] > 0:
+        return f"bypass {format_duration(agent['bypassSeconds'])}"
+    return "on"
+
+
+def status_rows(status: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for a in status["agents"]:
+        cgroups = len(a["enrolledCgroups"])
+        rows.append(
+            [
+                a["agent"],
+                f"yes ({cgroups})" if cgroups else "no",
+                _filter_state(a),
+                str(a["allowed"]),
+                str(a["denied"]),
+                str(a["domains"]),
+                str(a["addresses"]),
+                f"{a['dns']['allowed']}/{a['dns']['denied']}",
+            ]
+        )
+    return rows
+
+
+def _client_call(method: str, **params: Any) -> Any:
+    client = lifecycle.client()
+    if not client.alive():
+        raise lifecycle.ControlPlaneError(
+            "the control plane is not running (it owns the firewall); "
+            "start it with `clawker controlplane up`"
+        )
+    try:
+        return client.call(method, **params)
+    except ApiError as exc:  # the control plane names the exception type; the user needs less
+        raise ApiError(str(exc).removeprefix("FirewallError: ")) from None
+
+
+def _domains(values: Sequence[str]) -> list[str] | str:
+    """The normalised domains, or the first error in the spec language's words."""
+    try:
+        return list(FirewallSpec.model_validate({"add_domains": list(values)}).add_domains)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        hint = (first.get("ctx") or {}).get("hint")
+        return f"{first['msg']}" + (f"; {hint}" if hint else "")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _client_call("firewall_status", agent=args.agent or "")
+    if args.output == "json":
+        _out(json.dumps(status, indent=2))
+        return EXIT_OK
+    style = Style(sys.stdout)
+    _out(
+        f"{ok_mark(style)} egress firewall on cgroup {status['cgroup']} "
+        f"(pins {status['pinDir']}; upstream DNS {status['upstream']})"
+    )
+    if status["agents"]:
+        _out(render_table(STATUS_HEADERS, status_rows(status)))
+    else:
+        _out("No agents enrolled yet.")
+    if status["unenrolledDenied"]:
+        _out(f"Denied from cgroups nobody enrolled: {status['unenrolledDenied']}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    listing: list[dict[str, Any]] = _client_call("firewall_list", agent=args.agent or "")
+    if args.output == "json":
+        _out(json.dumps(listing, indent=2))
+        return EXIT_OK
+    style = Style(sys.stdout)
+    for i, entry in enumerate(listing):
+        if i:
+            _out()
+        _out(style(f"agent {entry['agent']}", "bold"))
+        for domain in entry["domains"]:
+            scope = style(" (and subdomains)", "dim") if domain.startswith(".") else ""
+            _out(f"  allow    {domain.lstrip('.')}{scope}")
+        if not entry["domains"]:
+            _out(f"  {style('no domains: every name is NXDOMAIN', 'dim')}")
+        for address, left in entry["addresses"].items():
+            _out(f"  resolved {address} {style(f'(for {format_duration(left)})', 'dim')}")
+    if not listing:
+        _out("No agents known to the control plane.")
+    return EXIT_OK
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    style = Style(sys.stdout)
+    params: dict[str, Any] = {"agent": args.agent}
+    verb = args.fw_verb
+    if verb in ("add", "remove"):
+        domains = _domains(args.domains)
+        if isinstance(domains, str):
+            _err(f"error: {domains}")
+            return EXIT_USAGE
+        params["domains"] = domains
+    if verb == "bypass":
+        try:
+            params["seconds"] = parse_duration(args.duration)
+        except ValueError as exc:
+            _err(f"error: {exc}")
+            return EXIT_USAGE
+    result: dict[str, Any] = _client_call(f"firewall_{verb}", **params)
+    agent = result["agent"]
+    match verb:
+        case "add":
+            what = f"now allows {', '.join(params['domains'])} ({result['domains']} domains)"
+        case "remove":
+            what = f"no longer allows {', '.join(params['domains'])} ({result['domains']} domains)"
+        case "enable":
+            what = "is filtered again"
+        case "disable":
+            what = "is NOT filtered until `clawker firewall enable`"
+        case _:
+            left = result["bypassSeconds"]
+            what = f"bypasses the firewall for {format_duration(left)}" if left else "is filtered"
+    mark = style("!", "yellow") if verb == "disable" else ok_mark(style)
+    _out(f"{mark} {agent} {what}")
+    if verb in ("add", "remove"):
+        _out(style("  until the next `clawker apply`, which restores the spec's allowlist", "dim"))
+    return EXIT_OK
+
+
+def add_firewall_verbs(sub: Any) -> None:
+    """`clawker firewall ...` under the top-level subparsers `sub`."""
+    p = sub.add_parser(
+        "firewall",
+        help="inspect and change agents' egress firewall",
+        description="The egress firewall lets an agent reach only the names on its allowlist "
+        "(the harness's built-in domains and the spec's security.firewall.add_domains). "
+        "Changes made here last until the next `clawker apply`.",
+    )
+    fw = p.add_subparsers(dest="fw_verb", metavar="COMMAND", required=True)
+
+    def agent_arg(q: argparse.ArgumentParser, required: bool = True) -> None:
+        q.add_argument(
+            "--agent",
+            required=required,
+            metavar="NAME",
+            help="project/agent, or the agent's name when only one project has it",
+        )
+
+    q = fw.add_parser("status", help="enrolment and allowed/denied counters per agent")
+    agent_arg(q, required=False)
+    q.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    q.set_defaults(func=cmd_status)
+
+    q = fw.add_parser("list", help="an agent's allowlist and the addresses it resolved")
+    agent_arg(q, required=False)
+    q.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    q.set_defaults(func=cmd_list)
+
+    q = fw.add_parser("add", help="allow more domains (a leading dot: apex and subdomains)")
+    q.add_argument("domains", nargs="+", metavar="DOMAIN")
+    agent_arg(q)
+    q.set_defaults(func=cmd_change)
+
+    q = fw.add_parser("remove", help="stop allowing domains (their addresses are revoked)")
+    q.add_argument("domains", nargs="+", metavar="DOMAIN")
+    agent_arg(q)
+    q.set_defaults(func=cmd_change)
+
+    q = fw.add_parser("enable", help="filter the agent again after `disable`")
+    agent_arg(q)
+    q.set_defaults(func=cmd_change)
+
+    q = fw.add_parser("disable", help="stop filtering the agent until `enable` (persisted)")
+    agent_arg(q)
+    q.set_defaults(func=cmd_change)
+
+    q = fw.add_parser(
+        "bypass",
+        help="let the agent's traffic through unfiltered for DURATION (30s, 5m, 1h; 0 ends it)",
+        description="The deadline is kept in the kernel and in the control plane's registry: "
+        "the bypass ends on time even if the control plane stops or restarts.",
+    )
+    q.add_argument("duration", metavar="DURATION")
+    agent_arg(q)
+    q.set_defaults(func=cmd_change)

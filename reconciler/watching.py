@@ -1,0 +1,519 @@
+"""Watch mode: converge once, then keep converging (`clawker apply --watch`).
+
+Level-triggered, like the control plane: spec edits, Docker events and a resync timer only put
+agent keys in one keyed work queue, and each pass re-lists Docker by label and plans that one
+agent with the same `prepare_apply` / `apply_plan` every verb uses. A key is never handled by two
+workers at once; a key that fails backs off (exponential, jitter, cap) while the others go on.
+
+Steps that belong to no agent (the project image build, the shared network) run first, each
+under a lock named by what it makes and re-planned inside the lock: two agents of one project
+never build the same image at once, and the second finds it built.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from reconciler import naming
+from reconciler.backoff import Backoff, RetrySchedule
+from reconciler.controlplane import lifecycle
+from reconciler.controlplane.api import ApiError
+from reconciler.controlplane.lifecycle import ControlPlaneError
+from reconciler.controlplane.paths import StatePaths
+from reconciler.controlplane.registry import StepRecord
+from reconciler.converge import AgentOutcome, apply_plan, prepare_apply
+from reconciler.docker_port import ContainerEvent, DockerError, DockerPort
+from reconciler.executor import StepEvent
+from reconciler.images import ImageError
+from reconciler.observed import ObservedState, group_containers
+from reconciler.planning import Plan, PlanError
+from reconciler.queueing import KeyedQueue
+from reconciler.triggers import (
+    Cause,
+    DockerEventSource,
+    ResyncTimer,
+    SpecFileSource,
+    Trigger,
+)
+from specs import SpecError, SpecErrors, SpecSet, load_specs
+
+__all__ = ["AGENT_BACKOFF", "PendingWork", "WatchOptions", "WatchReport", "Watcher"]
+
+
+class WatchReport(Protocol):
+    """What watch mode tells its user; the CLI renders it."""
+
+    def watching(self, paths: Sequence[str], resync: float) -> None: ...
+    def pass_started(
+        self, number: int, keys: Sequence[str], triggers: Sequence[Trigger], plan: Plan
+    ) -> None: ...
+    def step_event(self, event: StepEvent) -> None: ...
+    def step_record(self, container: str, record: StepRecord) -> None: ...
+    def build_line(self, line: str) -> None: ...
+    def pass_finished(self, number: int, outcomes: Sequence[AgentOutcome]) -> None: ...
+    def pass_failed(self, number: int, keys: Sequence[str], error: str) -> None: ...
+    def retry_scheduled(self, key: str, failures: int, delay: float) -> None: ...
+    def specs_invalid(self, errors: Sequence[SpecError]) -> None: ...
+    def specs_reloaded(
+        self,
+        files: Sequence[str],
+        changed: Sequence[str],
+        removed: Sequence[str],
+        warnings: Sequence[str],
+    ) -> None: ...
+    def notice(self, text: str) -> None: ...
+
+
+AGENT_BACKOFF = Backoff(initial=1.0, cap=60.0)
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    prune: bool = False
+    wait: bool = True
+    timeout: float = 120.0  # readiness, per pass
+    resync_interval: float = 30.0
+    workers: int = 4
+    backoff: Backoff = AGENT_BACKOFF
+    stop_grace: float = 20.0  # how long Ctrl-C waits for Docker steps already under way
+
+
+class _StoppedError(Exception):
+    """Raised at a safe point (a readiness poll, a build line) once the watcher is stopping."""
+
+
+class PendingWork:
+    """The keyed work queue plus per-key backoff and the triggers waiting for each key.
+
+    A trigger for a key that is backing off is remembered but does not run it (a crash-looping
+    agent's own `die` events must not defeat its backoff); an urgent trigger (a spec edit, a
+    reconnected daemon) cancels the backoff. Time comes from `clock`, so tests can fake it.
+    """
+
+    def __init__(
+        self, schedule: RetrySchedule, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._queue = KeyedQueue()
+        self._schedule = schedule
+        self._clock = clock
+        self._triggers: dict[str, list[Trigger]] = {}
+        self._lock = threading.Lock()
+        self.retry_added = threading.Event()  # wakes the timer when a new retry is scheduled
+
+    def put(self, key: str, trigger: Trigger) -> bool:
+        """Queue `key` because of `trigger`; False when it waits for its backoff instead."""
+        with self._lock:
+            waiting = self._triggers.setdefault(key, [])
+            if trigger not in waiting:
+                waiting.append(trigger)
+            if trigger.urgent:
+                self._schedule.reset(key)
+            elif self._schedule.holding(key, self._clock()):
+                return False
+        self._queue.put(key)
+        return True
+
+    def take(self, timeout: float | None = None) -> tuple[str, tuple[Trigger, ...]] | None:
+        """The next key no worker holds and no backoff holds back, with its triggers."""
+        while True:
+            key = self._queue.get(timeout)
+            if key is None:
+                return None
+            with self._lock:
+                if not self._schedule.holding(key, self._clock()):
+                    return key, tuple(self._triggers.pop(key, ()))
+            self._queue.done(key)  # queued before its failure was recorded: its retry runs it
+
+    def finish(self, key: str, ok: bool) -> tuple[int, float] | None:
+        """Release `key`; after a failure return (failures in a row, seconds until retry)."""
+        retry = None
+        with self._lock:
+            if ok:
+                self._schedule.succeeded(key)
+            else:
+                retry = self._schedule.failed(key, self._clock())
+        self._queue.done(key)
+        if retry:
+            self.retry_added.set()
+        return retry
+
+    def failed_outside(self, key: str) -> tuple[int, float]:
+        """Record a failure of a key no worker took (the initial pass runs outside the queue)."""
+        with self._lock:
+            retry = self._schedule.failed(key, self._clock())
+        self.retry_added.set()
+        return retry
+
+    def release_due(self) -> list[str]:
+        """Queue every key whose retry time has come; return them."""
+        with self._lock:
+            due = [(k, self._schedule.failures(k)) for k in self._schedule.due(self._clock())]
+        for key, failures in due:
+            self.put(key, Trigger(Cause.RETRY, f"attempt {failures + 1}"))
+        return [key for key, _ in due]
+
+    def seconds_to_next_retry(self) -> float | None:
+        with self._lock:
+            due = self._schedule.next_due()
+        return None if due is None else max(0.0, due - self._clock())
+
+    def close(self) -> None:
+        self._queue.close()
+
+    def idle(self) -> bool:
+        return self._queue.idle()
+
+
+_EVENT_TEXT = {"die": "container died", "destroy": "container removed"}
+
+
+class Watcher:
+    """Runs watch mode until `request_stop()`; the agents keep running afterwards."""
+
+    def __init__(
+        self,
+        port: DockerPort,
+        inputs: Sequence[str],
+        specset: SpecSet,
+        report: WatchReport,
+        options: WatchOptions = WatchOptions(),
+        *,
+        controlplane: StatePaths | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.port = port
+        self.inputs = list(inputs)
+        self.report = report
+        self.options = options
+        self.controlplane = controlplane
+        self.work = PendingWork(RetrySchedule(options.backoff), clock)
+        self._specset = specset
+        self._spec_lock = threading.Lock()
+        self._shared_locks: dict[str, threading.Lock] = {}
+        self._shared_guard = threading.Lock()
+        self._controlplane_lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._stop_requested = False  # set from a signal handler: a plain flag, no locks
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._initial_done = False
+        self.files = SpecFileSource(self.inputs, self.reload_specs, self._stopping)
+        self.events = DockerEventSource(
+            port, self._on_docker_event, self._on_connected, self._on_stream_lost, self._stopping
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop soon; safe to call from a signal handler."""
+        self._stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested or self._stopping.is_set()
+
+    def run(self) -> None:
+        """Converge once, then watch until `request_stop()`."""
+        # Subscribe to both before the first look, so nothing that happens after it is missed.
+        self._spawn("watch-events", self.events.run)
+        self._spawn("watch-files", self._watch_files)
+        self.events.connected.wait(5.0)
+        self.files.ready.wait(5.0)
+        self.reload_specs([], quiet=True)  # edited between the CLI's load and the watch?
+        self._initial_pass()
+        self._initial_done = True
+        if not self.stopping:
+            resync = ResyncTimer(self.options.resync_interval, self.resync, self._stopping)
+            self._spawn("watch-resync", resync.run)
+            self._spawn("watch-retries", self._release_retries)
+            for i in range(self.options.workers):
+                self._spawn(f"watch-worker-{i}", self._work)
+            self.report.watching(self.inputs, self.options.resync_interval)
+        while not self._stop_requested:
+            time.sleep(0.1)
+        self._shutdown()
+
+    def _watch_files(self) -> None:
+        """The file watch, set up again if it breaks (a spec folder removed and recreated)."""
+        while not self._stopping.is_set():
+            try:
+                self.files.run()
+            except Exception as exc:
+                self.report.notice(f"watching the spec files failed ({exc}); retrying in 2s")
+                self._stopping.wait(2.0)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _shutdown(self) -> None:
+        self._stopping.set()
+        self.work.close()
+        self.work.retry_added.set()
+        deadline = time.monotonic() + self.options.stop_grace
+        for thread in self._threads:
+            if thread.name.startswith("watch-worker"):
+                thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [t.name for t in self._threads if t.name.startswith("watch-worker") and t.is_alive()]
+        if busy:
+            self.report.notice(
+                f"stopped with {len(busy)} pass(es) still running Docker steps; "
+                "the next apply finishes them"
+            )
+
+    # -- triggers -------------------------------------------------------------------------------
+    @property
+    def specset(self) -> SpecSet:
+        with self._spec_lock:
+            return self._specset
+
+    def _watched_keys(self, observed_keys: Collection[str] = ()) -> set[str]:
+        """The declared agents, plus (with --prune) observed agents of declared projects."""
+        specset = self.specset
+        keys = {a.key for a in specset.agents}
+        if self.options.prune:
+            keys |= {k for k in observed_keys if k.split("/", 1)[0] in specset.projects}
+        return keys
+
+    def _is_watched(self, key: str) -> bool:
+        specset = self.specset
+        if any(a.key == key for a in specset.agents):
+            return True
+        return self.options.prune and key.split("/", 1)[0] in specset.projects
+
+    def resync(self, cause: Cause = Cause.RESYNC) -> None:
+        """Queue every watched agent (and, with --prune, every observed one of its projects)."""
+        observed: Collection[str] = ()
+        if self.options.prune:
+            observed = group_containers(self.port.list_containers()).keys()
+        for key in sorted(self._watched_keys(observed)):
+            self.work.put(key, Trigger(cause))
+
+    def _on_docker_event(self, event: ContainerEvent) -> None:
+        text = _EVENT_TEXT.get(event.action)
+        project, agent = event.labels.get(naming.PROJECT), event.labels.get(naming.AGENT)
+        if text is None or not project or not agent:
+            return
+        if event.labels.get(naming.PURPOSE) != "agent":
+            return
+        key = naming.agent_key(project, agent)
+        if not self._is_watched(key):
+            return
+        code = event.labels.get("exitCode")
+        detail = f"{text} (exit {code})" if event.action == "die" and code else text
+        if event.action == "die":
+            self._settle(event.id)
+        self.work.put(key, Trigger(Cause.CONTAINER, detail))
+
+    def _settle(self, container_id: str) -> None:
+        """Docker sends `die` before its container list shows the exit; an inspect waits for the
+        container's lock, which Docker holds until the list is updated too."""
+        try:
+            self.port.inspect_state(container_id)
+        except Exception:  # gone already, or the daemon went away: the pass will see
+            return
+
+    def _on_connected(self, first: bool) -> None:
+        if first and not self._initial_done:
+            return  # the initial pass lists everything anyway
+        self.report.notice("docker event stream reconnected; re-listing every agent")
+        self.resync(Cause.RECONNECTED)
+
+    def _on_stream_lost(self, why: str, delay: float) -> None:
+        self.report.notice(f"{why}; reconnecting in {delay:.1f}s")
+
+    def reload_specs(self, files: Sequence[str], *, quiet: bool = False) -> None:
+        """Re-read every input; on success queue the agents whose spec changed, otherwise
+        report the errors and keep the last good specs. `quiet`: say nothing if nothing changed."""
+        try:
+            new = load_specs(self.inputs)
+        except SpecErrors as exc:
+            self.report.specs_invalid(exc.errors)
+            return
+        with self._spec_lock:
+            old, self._specset = self._specset, new
+        before = {a.key: a.model_dump(exclude={"source"}) for a in old.agents}
+        after = {a.key: a.model_dump(exclude={"source"}) for a in new.agents}
+        changed = sorted(k for k, v in after.items() if before.get(k) != v)
+        removed = sorted(set(before) - set(after))
+        if quiet and not changed and not removed:
+            return
+        self.report.specs_reloaded(files, changed, removed, new.warnings)
+        names = ", ".join(sorted({_short(f) for f in files})) or "spec files"
+        trigger = Trigger(Cause.FILE_CHANGED, names)
+        for key in changed + (removed if self.options.prune else []):
+            self.work.put(key, trigger)
+
+    # -- work -----------------------------------------------------------------------------------
+    def _release_retries(self) -> None:
+        while not self._stopping.is_set():
+            self.work.release_due()
+            wait = self.work.seconds_to_next_retry()
+            self.work.retry_added.wait(1.0 if wait is None else min(wait, 1.0))
+            self.work.retry_added.clear()
+
+    def _work(self) -> None:
+        while (item := self.work.take()) is not None:
+            key, triggers = item
+            if self.stopping:
+                self.work.finish(key, ok=True)
+                return
+            failed: set[str] = set()
+            try:
+                failed = self.converge({key}, triggers)
+            except _StoppedError:
+                pass
+            finally:
+                retry = self.work.finish(key, key not in failed)
+            if retry and not self.stopping:
+                self.report.retry_scheduled(key, *retry)
+
+    def _initial_pass(self) -> None:
+        try:
+            failed = self.converge(None, (Trigger(Cause.INITIAL),))
+        except _StoppedError:
+            return
+        for key in sorted(failed):
+            self.report.retry_scheduled(key, *self.work.failed_outside(key))
+
+    def converge(self, keys: set[str] | None, triggers: Sequence[Trigger]) -> set[str]:
+        """One pass over `keys` (None: every declared agent); return the keys that failed."""
+        specset = self.specset
+        number: int | None = None
+        scope = sorted(keys) if keys is not None else [a.key for a in specset.agents]
+        try:
+            prepared = prepare_apply(self.port, specset, prune=self.options.prune, keys=keys)
+            if _being_removed(prepared.observed, scope):
+                return set()  # `docker rm` under way: its destroy event comes next
+            the_plan = prepared.plan
+            spec_pass = any(t.cause in (Cause.FILE_CHANGED, Cause.INITIAL) for t in triggers)
+            if the_plan.empty and not spec_pass:
+                return set()  # nothing drifted: a resync or an echo of our own steps
+            number = next(self._numbers)
+            self.report.pass_started(number, scope, triggers, the_plan)
+            agents = [a for a in specset.agents if keys is None or a.key in keys]
+            needs_controlplane = bool(agents) or not the_plan.empty
+            if needs_controlplane:
+                self._ensure_controlplane()
+            if any(s.agent is None for s in the_plan.steps):
+                self._run_shared_steps(the_plan, specset, keys)
+                the_plan = self._plan(specset, keys)
+            if self.stopping:
+                raise _StoppedError  # no Docker step starts after Ctrl-C
+            _, outcomes = apply_plan(
+                self.port,
+                the_plan,
+                agents=agents,
+                controlplane=self.controlplane if needs_controlplane else None,
+                wait=self.options.wait and not the_plan.empty,
+                timeout=self.options.timeout,
+                on_event=self.report.step_event,
+                on_build_line=self._build_line,
+                on_step=self.report.step_record,
+                sleep=self._sleep,
+            )
+        except _StoppedError:
+            raise
+        except Exception as exc:  # a pass that cannot finish fails its keys, which back off
+            if self.stopping:
+                raise _StoppedError from exc
+            if number is None:
+                number = next(self._numbers)
+            self.report.pass_failed(number, scope, _describe(exc))
+            return set(scope)
+        failed = {o.key for o in outcomes if not o.ok}
+        if failed and self.stopping:
+            raise _StoppedError  # cut short by Ctrl-C, not a failure worth reporting
+        self.report.pass_finished(number, outcomes)
+        return failed
+
+    def _plan(self, specset: SpecSet, keys: set[str] | None) -> Plan:
+        return prepare_apply(self.port, specset, prune=self.options.prune, keys=keys).plan
+
+    def _run_shared_steps(self, the_plan: Plan, specset: SpecSet, keys: set[str] | None) -> None:
+        """Steps that belong to no agent, one at a time per object, re-planned under its lock:
+        whoever comes second finds the image built (or the network made) and skips it."""
+        for step in (s for s in the_plan.steps if s.agent is None):
+            with self._shared_lock(f"{step.kind}:{step.target}"):
+                fresh = self._plan(specset, keys)
+                same = next(
+                    (
+                        s
+                        for s in fresh.steps
+                        if s.agent is None and (s.action, s.target) == (step.action, step.target)
+                    ),
+                    None,
+                )
+                if same is None:
+                    continue
+                alone = Plan((replace(same, id=1, depends_on=()),), ())
+                result, _ = apply_plan(
+                    self.port,
+                    alone,
+                    wait=False,
+                    on_event=self.report.step_event,
+                    on_build_line=self._build_line,
+                )
+                if not result.ok:
+                    raise _SharedStepError(next(iter(result.failed.values())))
+
+    @contextmanager
+    def _shared_lock(self, name: str) -> Iterator[None]:
+        with self._shared_guard:
+            lock = self._shared_locks.setdefault(name, threading.Lock())
+        with lock:
+            yield
+
+    def _ensure_controlplane(self) -> None:
+        if self.controlplane is None:
+            return
+        with self._controlplane_lock:  # two workers must not start two control planes
+            pid = lifecycle.ensure_running(self.controlplane)
+        if pid is not None:
+            self.report.notice(f"control plane started (pid {pid}; log {self.controlplane.log})")
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stopping:
+            raise _StoppedError
+        time.sleep(seconds)
+
+    def _build_line(self, line: str) -> None:
+        if self.stopping:
+            raise _StoppedError
+        self.report.build_line(line)
+
+
+class _SharedStepError(Exception):
+    pass
+
+
+def _being_removed(observed: ObservedState, keys: Collection[str]) -> bool:
+    """A container Docker is removing cannot be started, and its name is not free yet."""
+    return any(
+        c.state == "removing"
+        for key in keys
+        if (agent := observed.agents.get(key)) is not None
+        for c in (agent.container, *agent.leftovers)
+        if c is not None
+    )
+
+
+def _short(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+_EXPLAINED = (DockerError, ApiError, ControlPlaneError, ImageError, PlanError, _SharedStepError)
+
+
+def _describe(exc: BaseException) -> str:
+    """Our errors explain themselves; anything else (a dropped connection) is named by type."""
+    text = str(exc).strip()
+    if isinstance(exc, _EXPLAINED):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,377 @@
+"""The firewall's pure parts: allowlists, the resolver's answers, the plan, durations, layouts.
+
+No kernel, no sockets: the resolver is driven through its Answerer with a fake upstream.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import textwrap
+from pathlib import Path
+
+import pytest
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+
+from bpf.libbpf import libbpf
+from bpf.loader import default_object, open_object
+from bpf.maps import (
+    MAP_LAYOUTS,
+    AllowKey,
+    Counters,
+    DnsOrigin,
+    Policy,
+    ip4_from_key,
+    ip4_key,
+    port_from_key,
+    port_key,
+)
+from cli.firewall_verbs import format_duration, parse_duration, status_rows
+from cli.render import render_plan
+from cli.style import Style
+from reconciler.firewall.allowlist import (
+    HARNESS_FLOOR,
+    agent_id,
+    allowlist_change,
+    domain_allowed,
+    effective_allowlist,
+)
+from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
+from reconciler.firewall.resolver import Answerer, Asker, Resolution, host_upstream, parse_address
+from reconciler.firewall.state import AgentFirewall
+from reconciler.observed import ObservedState
+from reconciler.planning import Action, ChangeKind, FirewallObservation, Plan, plan
+from specs import DesiredAgent, load_specs
+from tests.unit.test_planning import agents, built, images_of, observed_from
+
+# -- allowlists ---------------------------------------------------------------------------------
+
+
+def test_a_leading_dot_allows_the_apex_and_every_subdomain_and_nothing_else() -> None:
+    allowlist = ("github.com", ".example.com")
+    assert domain_allowed("github.com", allowlist)
+    assert domain_allowed("GitHub.com.", allowlist)  # case and the root dot do not matter
+    assert not domain_allowed("api.github.com", allowlist)  # no dot: exactly that name
+    assert domain_allowed("example.com", allowlist)
+    assert domain_allowed("a.b.example.com", allowlist)
+    assert not domain_allowed("badexample.com", allowlist)
+    assert not domain_allowed("example.com.evil.net", allowlist)
+
+
+def _agent(tmp_path: Path, harness: str, domains: str) -> DesiredAgent:
+    (tmp_path / "ws").mkdir(exist_ok=True)
+    spec = tmp_path / "a.yaml"
+    spec.write_text(
+        textwrap.dedent(f"""\
+        apiVersion: clawker.dev/v1alpha1
+        kind: Project
+        metadata: {{name: p}}
+        ---
+        apiVersion: clawker.dev/v1alpha1
+        kind: Agent
+        metadata: {{name: dev, project: p}}
+        spec:
+          workspace: {{path: ./ws}}
+          build: {{harness: {harness}}}
+          security: {{firewall: {{add_domains: {domains}}}}}
+        """)
+    )
+    return load_specs([str(spec)]).agents[0]
+
+
+def test_the_allowlist_is_the_harness_floor_plus_the_specs_domains(tmp_path: Path) -> None:
+    claude = _agent(tmp_path, "claude", "[github.com, api.anthropic.com]")
+    allowlist = effective_allowlist(claude)
+    assert set(allowlist) == {*HARNESS_FLOOR["claude"], "github.com"}
+    assert list(allowlist) == sorted(allowlist)
+    bare = _agent(tmp_path, "none", "[.example.com]")
+    assert effective_allowlist(bare) == (".example.com",)
+
+
+def test_allowlist_changes_read_as_plus_and_minus() -> None:
+    assert allowlist_change(["a.com", "b.com"], ["b.com", "c.com"]) == "+ c.com, - a.com"
+    assert allowlist_change(["a.com"], ["a.com"]) == ""
+
+
+def test_an_agents_id_is_stable_and_64_bits() -> None:
+    assert agent_id("p/dev") == agent_id("p/dev") != agent_id("p/other")
+    assert 0 <= agent_id("p/dev") < 2**64
+
+
+# -- the resolver's answers ---------------------------------------------------------------------
+
+
+class FakeUpstream:
+    address = ("192.0.2.53", 53)  # never contacted: ask() answers from a table
+
+    def __init__(self, records: dict[str, list[tuple[str, int]]], fail: bool = False) -> None:
+        self.records, self.fail = records, fail
+        self.asked: list[str] = []
+
+    def ask(self, query: bytes) -> bytes:
+        request = DNSRecord.parse(query)
+        name = str(request.q.qname).rstrip(".")
+        self.asked.append(name)
+        if self.fail:
+            raise TimeoutError("timed out")
+        reply = request.reply()
+        for address, ttl in self.records.get(name, []):
+            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=ttl))
+        return bytes(reply.pack())
+
+
+AGENT = Asker("p/dev", agent_id("p/dev"), ("ok.test", ".wild.test"))
+
+
+def _answerer(upstream: FakeUpstream, events: list[str]) -> Answerer:
+    def identify(ip: str) -> Asker | None:
+        return AGENT if ip == "172.30.0.2" else None
+
+    def record(asker: Asker, resolution: Resolution) -> None:
+        events.append(f"record {resolution.name} {resolution.addresses}")
+
+    return Answerer(identify=identify, upstream=upstream, record=record)
+
+
+def _ask(answerer: Answerer, name: str, qtype: str = "A", ip: str = "172.30.0.2") -> DNSRecord:
+    reply = answerer.answer(DNSRecord.question(name, qtype).pack(), ip, max_size=None)
+    return DNSRecord.parse(reply)
+
+
+def test_an_allowed_name_is_forwarded_and_its_addresses_recorded_before_the_reply() -> None:
+    upstream = FakeUpstream({"ok.test": [("10.213.1.2", 30), ("10.213.1.3", 600)]})
+    events: list[str] = []
+    reply = _ask(_answerer(upstream, events), "OK.test")
+    assert reply.header.rcode == RCODE.NOERROR
+    assert sorted(str(rr.rdata) for rr in reply.rr) == ["10.213.1.2", "10.213.1.3"]
+    assert events == ["record ok.test (('10.213.1.2', 30), ('10.213.1.3', 600))"]
+    assert upstream.asked == ["ok.test"]
+
+
+def test_a_name_off_the_allowlist_is_nxdomain_and_never_leaves_the_host() -> None:
+    upstream = FakeUpstream({"evil.test": [("10.213.1.9", 60)]})
+    events: list[str] = []
+    answerer = _answerer(upstream, events)
+    assert _ask(answerer, "evil.test").header.rcode == RCODE.NXDOMAIN
+    assert _ask(answerer, "notwild.test").header.rcode == RCODE.NXDOMAIN
+    assert upstream.asked == [] and events == []
+    assert answerer.answered["p/dev"] == {"allowed": 0, "denied": 2}
+
+
+def test_aaaa_gets_an_empty_answer_and_subdomains_follow_the_dot_rule() -> None:
+    upstream = FakeUpstream({"a.wild.test": [("10.213.1.4", 60)]})
+    answerer = _answerer(upstream, [])
+    empty = _ask(answerer, "a.wild.test", "AAAA")
+    assert (empty.header.rcode, empty.rr) == (RCODE.NOERROR, [])
+    assert [str(rr.rdata) for rr in _ask(answerer, "a.wild.test").rr] == ["10.213.1.4"]
+    assert upstream.asked == ["a.wild.test"]  # AAAA was answered without asking
+
+
+def test_unknown_clients_are_refused_and_upstream_failures_are_servfail() -> None:
+    assert _ask(_answerer(FakeUpstream({}), []), "ok.test", ip="10.9.9.9").header.rcode == (
+        RCODE.REFUSED
+    )
+    failing = _answerer(FakeUpstream({}, fail=True), [])
+    assert _ask(failing, "ok.test").header.rcode == RCODE.SERVFAIL
+
+
+def test_a_reply_too_big_for_udp_is_truncated() -> None:
+    many = [(f"10.213.2.{i}", 60) for i in range(1, 60)]
+    answerer = _answerer(FakeUpstream({"ok.test": many}), [])
+    raw = answerer.answer(DNSRecord.question("ok.test").pack(), "172.30.0.2", max_size=None)
+    assert len(raw) <= 512 and DNSRecord.parse(raw).header.tc == 1
+    full = answerer.answer(DNSRecord.question("ok.test").pack(), "172.30.0.2", max_size=65535)
+    assert len(DNSRecord.parse(full).rr) == 59
+
+
+def test_garbage_gets_no_reply() -> None:
+    assert _answerer(FakeUpstream({}), []).answer(b"\x00\x01", "172.30.0.2", max_size=None) == b""
+
+
+def test_the_upstream_is_configurable_and_defaults_to_the_hosts_resolver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("search lan\nnameserver fd00::1\nnameserver 10.0.0.53\n")
+    monkeypatch.delenv("CLAWKER_DNS_UPSTREAM", raising=False)
+    assert host_upstream(conf) == ("10.0.0.53", 53)
+    monkeypatch.setenv("CLAWKER_DNS_UPSTREAM", "127.0.0.1:5300")
+    assert host_upstream(conf) == ("127.0.0.1", 5300)
+    assert parse_address("10.1.2.3") == ("10.1.2.3", 53)
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+
+def _plan_with(
+    tmp_path: Path, firewall: FirewallObservation | None, state: str = "running"
+) -> tuple[tuple[DesiredAgent, ...], Plan]:
+    desired = agents(tmp_path, names=("dev",))
+    return desired, plan(
+        desired,
+        observed_from(desired, state=state),
+        images=images_of(desired),
+        firewall=firewall,
+    )
+
+
+def test_a_changed_allowlist_is_one_live_update_and_no_recreate(tmp_path: Path) -> None:
+    desired, before = _plan_with(tmp_path, FirewallObservation({"myapp/dev": ("old.example",)}))
+    assert desired[0].build.harness == "claude"
+    (change,) = before.changes
+    assert change.kind is ChangeKind.UPDATE
+    assert [s.action for s in before.steps] == [Action.UPDATE_FIREWALL]
+    step = before.steps[0]
+    assert step.allowlist == tuple(sorted(HARNESS_FLOOR["claude"]))
+    text = render_plan(before, Style.plain())
+    assert "# agent myapp/dev will be updated in-place (firewall allowlist changed)" in text
+    added = ", ".join(f"+ {d}" for d in sorted(HARNESS_FLOOR["claude"]))
+    assert f"      ~ firewall allowlist ({added}, - old.example)" in text
+    assert str(before) == "[] -> #1 firewall:myapp/dev, UpdateFirewall, firewall allowlist changed"
+    assert before.counts() == (0, 1, 0)
+
+
+def test_an_enforced_allowlist_that_matches_plans_nothing(tmp_path: Path) -> None:
+    same = FirewallObservation({"myapp/dev": tuple(sorted(HARNESS_FLOOR["claude"]))})
+    _, result = _plan_with(tmp_path, same)
+    assert result.empty and result.changes[0].kind is ChangeKind.NOOP
+
+
+def test_with_the_control_plane_down_the_allowlist_is_unknown_and_shown(tmp_path: Path) -> None:
+    _, result = _plan_with(tmp_path, FirewallObservation(None))
+    (change,) = result.changes
+    assert change.resources == ("~ firewall allowlist (unknown: control plane not running)",)
+    assert change.reasons == ("firewall allowlist unknown: control plane not running",)
+
+
+def test_a_new_agent_needs_no_firewall_step_and_unobserved_firewalls_are_not_planned(
+    tmp_path: Path,
+) -> None:
+    desired = agents(tmp_path, names=("dev",))
+    created = plan(
+        desired,
+        ObservedState(images=built(desired)),
+        images=images_of(desired),
+        firewall=FirewallObservation(None),
+    )
+    assert Action.UPDATE_FIREWALL not in {s.action for s in created.steps}
+    _, unobserved = _plan_with(tmp_path, None)
+    assert unobserved.empty
+
+
+def test_a_stopped_agent_is_started_and_its_allowlist_updated(tmp_path: Path) -> None:
+    _, result = _plan_with(tmp_path, FirewallObservation({}), state="exited")
+    (change,) = result.changes
+    assert change.kind is ChangeKind.UPDATE
+    assert change.reasons == ("container is exited", "firewall allowlist changed")
+    assert {s.action for s in result.steps} == {Action.START_CONTAINER, Action.UPDATE_FIREWALL}
+
+
+# -- the CLI's pure parts -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("30s", 30), ("5m", 300), ("2h", 7200), ("1h30m", 5400), ("0", 0)],
+)
+def test_durations_parse(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5x", "m", "1.5h", "-3s", "h1"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_durations_print_short() -> None:
+    assert [format_duration(s) for s in (4.2, 65, 3725)] == ["4s", "1m05s", "1h02m"]
+
+
+def test_status_rows_say_enrolment_filtering_and_counters() -> None:
+    agent = {
+        "agent": "p/dev",
+        "enrolledCgroups": [12],
+        "enabled": True,
+        "bypassSeconds": 125.0,
+        "allowed": 7,
+        "denied": 2,
+        "domains": 3,
+        "addresses": 4,
+        "dns": {"allowed": 5, "denied": 1},
+    }
+    assert status_rows({"agents": [agent]}) == [
+        ["p/dev", "yes (1)", "bypass 2m05s", "7", "2", "3", "4", "5/1"]
+    ]
+    off = {**agent, "enrolledCgroups": [], "enabled": False}
+    assert status_rows({"agents": [off]})[0][1:3] == ["no", "disabled"]
+
+
+# -- the map layouts ---------------------------------------------------------------------------
+
+
+def test_addresses_and_ports_are_kept_in_network_order() -> None:
+    assert ip4_from_key(ip4_key("10.213.1.2")) == "10.213.1.2"
+    assert bytes(ctypes.c_uint32(ip4_key("10.213.1.2"))) == bytes([10, 213, 1, 2])
+    assert bytes(ctypes.c_uint16(port_key(53))) == b"\x00\x35"
+    assert port_from_key(port_key(8080)) == 8080
+
+
+def test_the_ctypes_mirrors_match_the_c_structs() -> None:
+    sizes = {s.__name__: ctypes.sizeof(s) for s in (Policy, AllowKey, Counters, DnsOrigin)}
+    assert sizes == {"Policy": 24, "AllowKey": 16, "Counters": 16, "DnsOrigin": 16}
+
+
+def test_the_compiled_object_declares_the_maps_python_expects() -> None:
+    """Opening (not loading) needs no privileges; the sizes come from the object's BTF."""
+    path = default_object()
+    assert path.is_file(), f"{path} is missing: run `make bpf`"
+    lib = libbpf()
+    with open_object(path) as obj:
+        for name, (key_type, value_type) in MAP_LAYOUTS.items():
+            m = lib.bpf_object__find_map_by_name(obj, name.encode())
+            assert m, name
+            assert lib.bpf_map__key_size(m) == ctypes.sizeof(key_type), name
+            assert lib.bpf_map__value_size(m) == ctypes.sizeof(value_type), name
+
+
+# -- agent names and persisted policy ----------------------------------------------------------
+
+
+class MemoryStore:
+    def __init__(self, *states: AgentFirewall) -> None:
+        self.states = {s.agent_key: s for s in states}
+
+    def firewall(self, agent_key: str) -> AgentFirewall | None:
+        return self.states.get(agent_key)
+
+    def put_firewall(self, state: AgentFirewall) -> None:
+        self.states[state.agent_key] = state
+
+    def firewalls(self) -> list[AgentFirewall]:
+        return [self.states[k] for k in sorted(self.states)]
+
+
+def _firewall(store: MemoryStore) -> Firewall:
+    config = FirewallConfig("/clawker", Path("/sys/fs/bpf/unused"), ("127.0.0.1", 53))
+    return Firewall(config, store, clock=lambda: 1000.0)
+
+
+def test_an_agent_is_named_by_key_or_by_a_unique_name() -> None:
+    fw = _firewall(
+        MemoryStore(AgentFirewall("a/dev"), AgentFirewall("b/dev"), AgentFirewall("a/x"))
+    )
+    assert fw.resolve_agent("a/dev") == "a/dev"
+    assert fw.resolve_agent("x") == "a/x"
+    with pytest.raises(FirewallError, match="ambiguous: a/dev, b/dev"):
+        fw.resolve_agent("dev")
+    with pytest.raises(FirewallError, match="knows no agent 'nope'; known agents: a/dev"):
+        fw.resolve_agent("nope")
+
+
+def test_the_first_enrolment_seeds_the_allowlist_and_later_ones_keep_it() -> None:
+    store = MemoryStore()
+    fw = _firewall(store)
+    assert fw.state("p/dev", ["B.com.", "a.com"]).domains == ("a.com", "b.com")
+    assert fw.state("p/dev", ["other.com"]).domains == ("a.com", "b.com")
+    assert store.firewalls() == [AgentFirewall("p/dev", ("a.com", "b.com"))]
+    assert AgentFirewall("p/dev", bypass_until=1030.0).bypass_left(1000.0) == 30.0
