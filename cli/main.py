@@ -116,24 +116,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         else:
             _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
         return EXIT_OK
-    if the_plan.empty:
-        if json_out:
-            _out(
-                json.dumps(
-                    {
-                        "agents": [
-                            {"agent": c.key, "outcome": "unchanged"} for c in the_plan.changes
-                        ],
-                        "changed": False,
-                    }
-                )
-            )
-        else:
-            for change in the_plan.changes:
-                _out(f"agent/{change.key} {out_style('unchanged', 'dim')}")
-            _out("No changes.")
-        return EXIT_OK
-    if not json_out:
+    changed = not the_plan.empty
+    if changed and not json_out:
         _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
         _out()
     if any(c.kind.value == "delete" for c in the_plan.changes) and not _confirm(
@@ -141,6 +125,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     ):
         _err("Apply cancelled.")
         return EXIT_FAIL
+    # Even with nothing to change: the CP gets the current runtime specs (pre_run, allowlist,
+    # the host's sockets) and apply still waits until every agent is Ready.
     _ensure_controlplane(err_style)
 
     def on_step(container: str, record: StepRecord) -> None:
@@ -169,13 +155,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
                     "agents": [
                         {"agent": o.key, "outcome": o.outcome, "detail": o.detail} for o in outcomes
                     ],
-                    "changed": True,
+                    "changed": changed,
                 },
                 indent=2,
             )
         )
     else:
         _out(render_outcomes(outcomes, out_style))
+        if not changed:
+            _out("No changes.")
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
 
 

@@ -187,6 +187,7 @@ def status_rows(statuses: Sequence[AgentStatus]) -> list[list[str]]:
             s.state,
             yn(s.up_to_date),
             str(s.ready),
+            str(s.firewall_enrolled),
             str(s.initialized),
             s.container,
         ]
@@ -201,6 +202,7 @@ STATUS_HEADERS = (
     "STATE",
     "UP-TO-DATE",
     "READY",
+    "ENROLLED",
     "INITIALIZED",
     "CONTAINER",
 )
@@ -217,6 +219,7 @@ def status_data(statuses: Sequence[AgentStatus]) -> list[dict[str, Any]]:
             "upToDate": s.up_to_date,
             "conditions": [
                 {"type": "Ready", "status": s.ready, "message": s.detail},
+                {"type": "FirewallEnrolled", "status": s.firewall_enrolled},
                 {"type": "Initialized", "status": s.initialized},
             ],
         }

@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from bpf.loader import cgroup2_root, cgroup_id
 from reconciler import naming
 from reconciler.controlplane.api import ApiError, ControlPlaneClient
 from reconciler.controlplane.bootstrap import bootstrap_archive
@@ -222,6 +223,7 @@ class AgentStatus:
     mode: str = ""
     ready: bool = False
     initialized: bool = False
+    firewall_enrolled: bool = False
     detail: str = ""
 
     @property
@@ -234,6 +236,7 @@ class Conditions:
     ready: bool
     initialized: bool
     detail: str
+    firewall_enrolled: bool = False
 
 
 def readiness_conditions(
@@ -251,16 +254,33 @@ def readiness_conditions(
         raw: Mapping[str, Any] = cp.call("status", containers=[c.id for c in running])
     except ApiError:
         return {c.id: Conditions(False, False, "control plane not running") for c in running}
+    enrolled = _enrolled_cgroups(cp)
     result = {}
     for c in running:
         info = port.inspect_runtime(c.id, naming.network_name())
         data = raw.get(c.id)
         status = StartStatus.from_dict(data) if data else None
+        # Enrolled means: the kernel's policy map holds this start's cgroup (a restart makes a
+        # new cgroup, so an enrolment of an earlier start does not count).
+        cgroup = cgroup2_root() / naming.cgroup_parent().strip("/") / c.id
+        try:
+            on_map = cgroup_id(cgroup) in enrolled
+        except OSError:
+            on_map = False
         if info is None or status is None or status.started_at != info.started_at:
-            result[c.id] = Conditions(False, False, "waiting for the control plane")
+            result[c.id] = Conditions(False, False, "waiting for the control plane", on_map)
             continue
-        result[c.id] = Conditions(status.phase == "ready", status.phase == "ready", status.detail)
+        ready = status.phase == "ready"
+        result[c.id] = Conditions(ready, ready, status.detail, on_map)
     return result
+
+
+def _enrolled_cgroups(cp: ControlPlaneClient) -> set[int]:
+    try:
+        status: Mapping[str, Any] = cp.call("firewall_status")
+    except ApiError:
+        return set()
+    return {int(cg) for agent in status.get("agents", []) for cg in agent["enrolledCgroups"]}
 
 
 def agent_statuses(
@@ -297,6 +317,7 @@ def agent_statuses(
                 mode=agent.workspace.mode.value if agent else "",
                 ready=cond.ready if cond else False,
                 initialized=cond.initialized if cond else False,
+                firewall_enrolled=cond.firewall_enrolled if cond else False,
                 detail=cond.detail if cond else "",
             )
         )

@@ -269,6 +269,10 @@ class RuntimeController:
             domains=self.registry.runtime(key).allow_domains,
         )
 
+    def _still_current(self, info: RuntimeInfo) -> bool:
+        now = self.port.inspect_runtime(info.id, self.network)
+        return now is not None and now.running and now.started_at == info.started_at
+
     def _dial_and_drive(
         self,
         info: RuntimeInfo,
@@ -307,6 +311,7 @@ class RuntimeController:
                         register=register,
                         is_registered=self.registry.is_registered(info.id),
                         on_step=on_step,
+                        still_current=lambda: self._still_current(info),
                     )
                     return result.readopted
         raise AssertionError("unreachable: tenacity either returns or raises")

@@ -158,6 +158,12 @@ class _Conversation:
                 raise SessionError(f"unexpected {kind} while running step {name}")
 
 
+def _release(talk: _Conversation, still_current: Callable[[], bool]) -> None:
+    if not still_current():
+        raise SessionError("the container restarted during the session; its new start is next")
+    talk.ask(pb.Command(agent_ready=pb.AgentReady()), "ack")
+
+
 def drive_start(
     channel: grpc.Channel,
     plan: StartPlan,
@@ -165,11 +171,15 @@ def drive_start(
     register: Callable[[str], None],
     is_registered: bool,
     on_step: Callable[[StepRecord], None] = lambda _r: None,
+    still_current: Callable[[], bool] = lambda: True,
     timeout: float = 3600.0,
 ) -> StartResult:
     """Drive one container start to AgentReady; raise StepFailedError when a step fails.
 
     `register(jwt)` verifies and records the registration token (raising to refuse it).
+    `still_current()` is asked right before AgentReady: a container restarted during this
+    session has a new clawkerd at the same address, whose own start must be driven (and
+    enrolled) by its own pass, never released by this one.
     """
     talk = _Conversation(pb_grpc.ClawkerdStub(channel), timeout)
     steps: list[StepRecord] = []
@@ -201,7 +211,7 @@ def drive_start(
             register(token)
             registered = True
         if ack.cmd_running:
-            talk.ask(pb.Command(agent_ready=pb.AgentReady()), "ack")
+            _release(talk, still_current)
             return StartResult(readopted=True, registered=registered, steps=())
 
         if not ack.initialized:
@@ -224,7 +234,7 @@ def drive_start(
             step("post_init", ["sh", "-ec", script], cwd=workdir)
         if plan.runtime.pre_run.strip():
             step("pre_run", ["sh", "-ec", plan.runtime.pre_run], cwd=workdir)
-        talk.ask(pb.Command(agent_ready=pb.AgentReady()), "ack")
+        _release(talk, still_current)
         return StartResult(readopted=False, registered=registered, steps=tuple(steps))
     finally:
         talk.close()

@@ -314,5 +314,13 @@ def test_get_agents_shows_desired_against_observed(scope: Scope) -> None:
     assert item["upToDate"] is True
     assert item["conditions"] == [
         {"type": "Ready", "status": True, "message": "ready"},
+        {"type": "FirewallEnrolled", "status": True},
         {"type": "Initialized", "status": True},
     ]
+    # A restart makes a new cgroup: until the CP enrols it, the old enrolment does not count.
+    scope.clawker("controlplane", "down", check=0)
+    scope.api.restart(f"clawker.{scope.project}.dev", timeout=1)
+    stale = json.loads(
+        scope.clawker("get", "agents", "-f", str(spec), "-o", "json", check=0).stdout
+    )["items"][0]["conditions"]
+    assert [c["status"] for c in stale] == [False, False, False]
