@@ -1,5 +1,8 @@
 """`make bench`: run the benchmarks, print medians and ratios, write bench/results/*.json.
 
+The firewall's figures come from `bench/firewall.py` on its own (it needs its own cgroup, pins
+and test hosts); see bench/README.md.
+
     .venv/bin/python bench/run.py                          # every scenario, default runs
     .venv/bin/python bench/run.py --only diff_noop --runs 5
 
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import docker
 import docker.errors
 
-from bench import apply_cold, diff_noop, start_ready
+from bench import apply_cold, diff_noop, images, start_ready, watch
 from bench.isolation import IMAGE, BenchError, BenchScope
 from bench.reporting import ScenarioResult, render_table, write_json
 
@@ -43,6 +46,8 @@ SCENARIOS = {
     "apply_cold": Scenario(apply_cold.run, runs=5, agents=20),
     "diff_noop": Scenario(diff_noop.run, runs=20, agents=100),
     "start_ready": Scenario(start_ready.run, runs=20, agents=1),
+    "images": Scenario(images.run, runs=3, agents=1),
+    "watch": Scenario(watch.run, runs=10, agents=2),
 }
 
 
