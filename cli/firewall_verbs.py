@@ -1,8 +1,12 @@
 """`clawker firewall status|list|add|remove|enable|disable|bypass`: parsing and rendering only.
 
 Every verb is one control plane call; the control plane owns the firewall's state. Registered
-by cli.main with `add_firewall_verbs(sub)`.
+by cli.main with `add_firewall_verbs(sub)`; the control plane's client and the spec language
+load when a verb runs, not at start-up.
 """
+
+# Each verb imports what it uses inside its handler: registering them loads nothing heavy.
+# ruff: noqa: PLC0415
 
 from __future__ import annotations
 
@@ -13,13 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ValidationError
-
-from cli.render import render_table
 from cli.style import Style, ok_mark
-from reconciler.controlplane import lifecycle
-from reconciler.controlplane.api import ApiError
-from specs import FirewallSpec
+from cli.table import render_table
 
 __all__ = ["add_firewall_verbs", "format_duration", "parse_duration", "status_rows"]
 
@@ -93,6 +92,9 @@ def status_rows(status: dict[str, Any]) -> list[list[str]]:
 
 
 def _client_call(method: str, **params: Any) -> Any:
+    from reconciler.controlplane import lifecycle
+    from reconciler.controlplane.api import ApiError
+
     client = lifecycle.client()
     if not client.alive():
         raise lifecycle.ControlPlaneError(
@@ -107,6 +109,10 @@ def _client_call(method: str, **params: Any) -> Any:
 
 def _domains(values: Sequence[str]) -> list[str] | str:
     """The normalised domains, or the first error in the spec language's words."""
+    from pydantic import ValidationError
+
+    from specs import FirewallSpec
+
     try:
         return list(FirewallSpec.model_validate({"add_domains": list(values)}).add_domains)
     except ValidationError as exc:

@@ -1,7 +1,12 @@
-"""`clawker image build` and `clawker image ls`: argument parsing and rendering only.
+"""`clawker image base|build|ls`: argument parsing and rendering only.
 
-Registered by cli.main with `add_image_verbs(isub)` next to `image base`.
+Registered by cli.main with `add_image_verbs(isub)`. Each verb imports docker-py, the image
+code and (for `build`) the spec language when it runs, so registering them costs nothing at
+start-up.
 """
+
+# Each verb imports what it uses inside its handler: registering them loads nothing heavy.
+# ruff: noqa: PLC0415
 
 from __future__ import annotations
 
@@ -12,20 +17,14 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cli.render import render_table
 from cli.style import Style, fail_mark, ok_mark
-from reconciler.docker_port import DockerEngine
-from reconciler.images import (
-    ImageError,
-    ImageSummary,
-    ensure_project_image,
-    is_progress_line,
-    list_clawker_images,
-    project_image_inputs,
-)
-from specs import load_specs
+from cli.table import render_table
+from reconciler import naming
+
+if TYPE_CHECKING:
+    from reconciler.images import ImageSummary
 
 __all__ = ["add_image_verbs", "build_progress"]
 
@@ -48,6 +47,8 @@ def _short_id(image_id: str) -> str:
 def build_progress(what: str, style: Style, verbose: bool) -> Callable[[str], None]:
     """Build output on stderr: `… building <what>` once the build starts, then its steps (with
     `verbose`: the builder's every line)."""
+    from reconciler.images import is_progress_line
+
     width = max(40, shutil.get_terminal_size((100, 20)).columns - 4)
     started = False
 
@@ -65,7 +66,34 @@ def build_progress(what: str, style: Style, verbose: bool) -> Callable[[str], No
     return on_line
 
 
+def cmd_image_base(args: argparse.Namespace) -> int:
+    from reconciler.base_image import BaseImageError, base_image_is_current, build_base_image
+    from reconciler.docker_port import DockerEngine
+    from reconciler.images import observed_image_labels
+
+    port = DockerEngine()
+    ref = args.tag or f"clawker-base:{args.suite}"
+    style = Style(sys.stderr)
+    existing = port.image_id(ref)
+    labels = observed_image_labels(port.list_images(), ref)
+    if existing and labels is not None and base_image_is_current(labels) and not args.force:
+        _out(f"{ref} exists ({existing[7:19]}); --force rebuilds it")
+        return EXIT_OK
+    _err(f"  … building {ref} from this host's apt sources (mmdebstrap)")
+    try:
+        image_id = build_base_image(port, suite=args.suite, ref=ref)
+    except BaseImageError as exc:
+        _err(f"error: {exc}")
+        return EXIT_FAIL
+    _err(f"  {ok_mark(style)} imported {ref} ({image_id[7:19]})")
+    return EXIT_OK
+
+
 def cmd_image_build(args: argparse.Namespace) -> int:
+    from reconciler.docker_port import DockerEngine
+    from reconciler.images import ImageError, ensure_project_image, project_image_inputs
+    from specs import load_specs
+
     if not args.filename:
         _err("error: no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
         return EXIT_USAGE
@@ -157,6 +185,9 @@ def image_data(images: Sequence[ImageSummary]) -> list[dict[str, Any]]:
 
 
 def cmd_image_ls(args: argparse.Namespace) -> int:
+    from reconciler.docker_port import DockerEngine
+    from reconciler.images import list_clawker_images
+
     images = list_clawker_images(DockerEngine())
     if args.output == "json":
         _out(json.dumps({"kind": "ImageList", "items": image_data(images)}, indent=2))
@@ -168,7 +199,17 @@ def cmd_image_ls(args: argparse.Namespace) -> int:
 
 
 def add_image_verbs(image_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `image build` and `image ls` under `clawker image`."""
+    """Register `image base`, `image build` and `image ls` under `clawker image`."""
+    p = image_subparsers.add_parser(
+        "base", help="build the Debian base image from this host's apt sources"
+    )
+    p.add_argument("--suite", default="bookworm", help="Debian suite (default bookworm)")
+    p.add_argument(
+        "--tag", default="", help=f"image reference (default {naming.BASE_IMAGE_DEFAULT})"
+    )
+    p.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    p.set_defaults(func=cmd_image_base)
+
     p = image_subparsers.add_parser(
         "build",
         help="build each declared project's image (only when its inputs changed)",

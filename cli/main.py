@@ -1,8 +1,13 @@
 """`clawker`: declare agents in YAML, converge Docker to match.
 
-The CLI parses arguments, renders and asks; the reconciler does the work.
+The CLI parses arguments, renders and asks; the reconciler does the work. This module builds the
+parser and turns errors into exit codes; a verb imports its implementation only when it runs,
+which keeps start-up cheap (bench/README.md, "CLI start-up").
 Exit codes: 0 success (for `diff`: no changes), 1 failure (for `diff`: changes), 2 bad input.
 """
+
+# Each verb imports its implementation inside its handler: start-up loads the parsers only.
+# ruff: noqa: PLC0415
 
 from __future__ import annotations
 
@@ -11,47 +16,12 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from cli.firewall_verbs import add_firewall_verbs
-from cli.image_verbs import add_image_verbs, build_progress
-from cli.render import (
-    STATUS_HEADERS,
-    plan_as_data,
-    render_event,
-    render_outcomes,
-    render_plan,
-    render_table,
-    status_data,
-    status_rows,
-)
+from cli.image_verbs import add_image_verbs
 from cli.style import Style, fail_mark, ok_mark
-from cli.watch_verb import apply_watch
-from reconciler import naming
-from reconciler.base_image import BaseImageError, base_image_is_current, build_base_image
-from reconciler.controlplane import lifecycle
-from reconciler.controlplane.api import ApiError
-from reconciler.controlplane.paths import state_paths
-from reconciler.controlplane.registry import StepRecord
-from reconciler.converge import (
-    agent_statuses,
-    apply_plan,
-    prepare_apply,
-    prepare_delete,
-    readiness_conditions,
-)
-from reconciler.docker_port import DockerEngine, DockerError
-from reconciler.executor import StepEvent
-from reconciler.images import ImageError, observed_image_labels
-from reconciler.observed import observe
-from reconciler.planning import PlanError
-from specs import SpecErrors, SpecSet, load_specs
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input: reported with exit code 2 and nothing changed."""
 
 
 def _out(text: str = "") -> None:
@@ -62,162 +32,38 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _load(files: Sequence[str]) -> SpecSet:
-    if not files:
-        raise UsageError("no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
-    specset = load_specs(files)
-    for warning in specset.warnings:
-        _err(f"warning: {warning}")
-    return specset
-
-
-def _confirm(question: str, assume_yes: bool) -> bool:
-    if assume_yes:
-        return True
-    if not sys.stdin.isatty():
-        raise UsageError(f"{question} needs confirmation; re-run with -y to confirm")
-    answer = input(f"{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ")
-    return answer.strip() == "yes"
-
-
-def _progress(style: Style, enabled: bool) -> Any:
-    def on_event(event: StepEvent) -> None:
-        if enabled and (line := render_event(event, style)):
-            _err(line)
-
-    return on_event
-
-
 # -- verbs -------------------------------------------------------------------------------------
+# Each verb imports its implementation when it runs, so `clawker --help` loads argparse and the
+# parsers only, and the specs, docker-py and the reconciler load for the verbs that use them.
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    specset = _load(args.filename)
-    prepared = prepare_apply(DockerEngine(), specset, prune=args.prune)
-    if args.output == "json":
-        _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
-    else:
-        _out(render_plan(prepared.plan, Style(sys.stdout), show_secrets=args.show_secrets))
-    return EXIT_OK if prepared.plan.empty else EXIT_FAIL
+    from cli import agent_verbs
+
+    return agent_verbs.cmd_diff(args)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    if args.watch:
-        return apply_watch(args, _load)
-    specset = _load(args.filename)
-    port = DockerEngine()
-    prepared = prepare_apply(port, specset, prune=args.prune)
-    the_plan = prepared.plan
-    out_style, err_style = Style(sys.stdout), Style(sys.stderr)
-    json_out = args.output == "json"
-    if args.dry_run:
-        if json_out:
-            _out(json.dumps(plan_as_data(the_plan, show_secrets=args.show_secrets), indent=2))
-        else:
-            _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
-        return EXIT_OK
-    changed = not the_plan.empty
-    if changed and not json_out:
-        _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
-        _out()
-    if any(c.kind.value == "delete" for c in the_plan.changes) and not _confirm(
-        "Prune removes the containers of agents no longer declared (volumes stay).", args.yes
-    ):
-        _err("Apply cancelled.")
-        return EXIT_FAIL
-    # Even with nothing to change: the CP gets the current runtime specs (pre_run, allowlist,
-    # the host's sockets) and apply still waits until every agent is Ready.
-    _ensure_controlplane(err_style)
+    from cli import agent_verbs
 
-    def on_step(container: str, record: StepRecord) -> None:
-        if not json_out:
-            mark = ok_mark(err_style) if record.ok else fail_mark(err_style)
-            code = "" if record.ok else f" (exit {record.exit_code})"
-            _err(f"  {mark} {container}: {record.name}{code}")
-
-    _, outcomes = apply_plan(
-        port,
-        the_plan,
-        agents=specset.agents,
-        controlplane=state_paths(),
-        wait=not args.no_wait,
-        timeout=args.timeout,
-        on_event=_progress(err_style, not json_out),
-        on_build_line=build_progress("project image", err_style, False)
-        if not json_out
-        else lambda _line: None,
-        on_step=on_step,
-    )
-    if json_out:
-        _out(
-            json.dumps(
-                {
-                    "agents": [
-                        {"agent": o.key, "outcome": o.outcome, "detail": o.detail} for o in outcomes
-                    ],
-                    "changed": changed,
-                },
-                indent=2,
-            )
-        )
-    else:
-        _out(render_outcomes(outcomes, out_style))
-        if not changed:
-            _out("No changes.")
-    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
-
-
-def _ensure_controlplane(style: Style) -> None:
-    pid = lifecycle.ensure_running()
-    if pid is not None:
-        _err(f"  {ok_mark(style)} control plane started (pid {pid}; log {state_paths().log})")
+    return agent_verbs.cmd_apply(args)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    specset = _load(args.filename) if args.filename else None
-    port = DockerEngine()
-    observed = observe(port)
-    statuses = agent_statuses(
-        observed,
-        specset.agents if specset else (),
-        only_desired=specset is not None,
-        conditions=readiness_conditions(port, observed, lifecycle.client()),
-    )
-    if args.output == "json":
-        _out(json.dumps({"kind": "AgentList", "items": status_data(statuses)}, indent=2))
-    elif statuses:
-        _out(render_table(STATUS_HEADERS, status_rows(statuses)))
-    else:
-        _err("No agents found.")
-    return EXIT_OK
+    from cli import agent_verbs
+
+    return agent_verbs.cmd_get(args)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    specset = _load(args.filename)
-    port = DockerEngine()
-    prepared = prepare_delete(port, [a.key for a in specset.agents], volumes=args.volumes)
-    style = Style(sys.stdout)
-    if prepared.plan.empty:
-        _out("Nothing to delete.")
-        return EXIT_OK
-    _out(render_plan(prepared.plan, style))
-    _out()
-    question = "Delete these agents' containers" + (
-        " AND their volumes (sessions, logins, history are lost)?" if args.volumes else "?"
-    )
-    if not _confirm(question, args.yes):
-        _err("Delete cancelled.")
-        return EXIT_FAIL
-    _, outcomes = apply_plan(
-        port, prepared.plan, wait=False, on_event=_progress(Style(sys.stderr), True)
-    )
-    _out(render_outcomes(outcomes, style))
-    if not args.volumes:
-        _out("Volumes were kept; `clawker delete --volumes` removes them.")
-    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
+    from cli import agent_verbs
+
+    return agent_verbs.cmd_delete(args)
 
 
 def cmd_controlplane(args: argparse.Namespace) -> int:
+    from reconciler.controlplane import lifecycle
+
     style = Style(sys.stdout)
     if args.cp_verb == "up":
         pid = lifecycle.ensure_running()
@@ -257,25 +103,6 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
             f"{fail_mark(style)} control plane not running; start it with `clawker controlplane up`"
         )
     return EXIT_OK if state.running else EXIT_FAIL
-
-
-def cmd_image_base(args: argparse.Namespace) -> int:
-    port = DockerEngine()
-    ref = args.tag or f"clawker-base:{args.suite}"
-    style = Style(sys.stderr)
-    existing = port.image_id(ref)
-    labels = observed_image_labels(port.list_images(), ref)
-    if existing and labels is not None and base_image_is_current(labels) and not args.force:
-        _out(f"{ref} exists ({existing[7:19]}); --force rebuilds it")
-        return EXIT_OK
-    _err(f"  … building {ref} from this host's apt sources (mmdebstrap)")
-    try:
-        image_id = build_base_image(port, suite=args.suite, ref=ref)
-    except BaseImageError as exc:
-        _err(f"error: {exc}")
-        return EXIT_FAIL
-    _err(f"  {ok_mark(style)} imported {ref} ({image_id[7:19]})")
-    return EXIT_OK
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -369,15 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("image", help="build images")
-    isub = p.add_subparsers(dest="image_verb", metavar="COMMAND", required=True)
-    ip = isub.add_parser("base", help="build the Debian base image from this host's apt sources")
-    ip.add_argument("--suite", default="bookworm", help="Debian suite (default bookworm)")
-    ip.add_argument(
-        "--tag", default="", help=f"image reference (default {naming.BASE_IMAGE_DEFAULT})"
-    )
-    ip.add_argument("--force", action="store_true", help="rebuild even if the image exists")
-    ip.set_defaults(func=cmd_image_base)
-    add_image_verbs(isub)
+    add_image_verbs(p.add_subparsers(dest="image_verb", metavar="COMMAND", required=True))
 
     p = sub.add_parser(
         "controlplane",
@@ -397,29 +216,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `clawker diff | head` ends quietly
+    if argv is None:
+        # As the program (not called from Python): `clawker diff | head` ends quietly. A caller
+        # in-process keeps its own SIGPIPE handling (a test runner would die on any broken pipe).
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except SpecErrors as exc:
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:
+        reported = _report(exc)
+        if reported is None:
+            raise
+        return reported
+    return code
+
+
+def _report(exc: Exception) -> int | None:
+    """Print an error the user can act on and return its exit code; None for a bug.
+
+    The error types are imported here, not at start-up, so only a failing verb pays for them;
+    the control plane's come first, for the verbs that load neither specs nor docker-py.
+    """
+    from reconciler.controlplane.api import ApiError
+    from reconciler.controlplane.lifecycle import ControlPlaneError
+
+    if isinstance(exc, ControlPlaneError | ApiError):
+        _err(f"error: {exc}")
+        return EXIT_FAIL
+    from cli.agent_verbs import UsageError
+    from reconciler.docker_port import DockerError
+    from reconciler.images import ImageError
+    from reconciler.planning import PlanError
+    from specs import SpecErrors
+
+    if isinstance(exc, SpecErrors):
         for error in exc.errors:
             _err(f"error: {error}")
         _err(f"{len(exc.errors)} error(s); nothing was changed.")
         return EXIT_USAGE
-    except lifecycle.ControlPlaneError as exc:
-        _err(f"error: {exc}")
-        return EXIT_FAIL
-    except (UsageError, PlanError, ImageError) as exc:
+    if isinstance(exc, UsageError | PlanError | ImageError):
         _err(f"error: {exc}")
         return EXIT_USAGE
-    except (DockerError, ApiError) as exc:
+    if isinstance(exc, DockerError):
         _err(f"error: {exc}")
         return EXIT_FAIL
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
-    return code
+    return None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Rendering plans, outcomes and tables: Terraform's plan shape, kubectl's result lines."""
+"""Rendering plans, outcomes and agent status: Terraform's plan shape, kubectl's result lines."""
 
 from __future__ import annotations
 
@@ -164,15 +164,6 @@ def render_outcomes(outcomes: Sequence[AgentOutcome], style: Style) -> str:
             line += f"\n    {detail}"
         lines.append(line)
     return "\n".join(lines)
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    out = ["   ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    out += ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(out)
 
 
 def status_rows(statuses: Sequence[AgentStatus]) -> list[list[str]]:

@@ -10,10 +10,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from bpf.loader import cgroup2_root, cgroup_id
 from reconciler import naming
 from reconciler.controlplane.api import ApiError, ControlPlaneClient
-from reconciler.controlplane.bootstrap import bootstrap_archive
 from reconciler.controlplane.paths import StatePaths, state_paths
 from reconciler.controlplane.registry import AgentRuntimeSpec, StartStatus, StepRecord
 from reconciler.docker_port import DockerPort
@@ -22,7 +20,6 @@ from reconciler.firewall.allowlist import effective_allowlist
 from reconciler.host import HostContext, ensure_share_dir, host_context, observe_host
 from reconciler.images import project_image_inputs
 from reconciler.observed import ObservedState, observe
-from reconciler.pki import ClawkerPKI
 from reconciler.planning import ChangeKind, FirewallObservation, Plan, plan, plan_delete
 from reconciler.readiness import Readiness, wait_ready
 from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
@@ -167,6 +164,10 @@ def apply_plan(
     tools = StepTools(on_build_line=on_build_line)
     client: ControlPlaneClient | None = None
     if controlplane is not None:
+        # The PKI (cryptography, PyJWT) loads only here: `clawker diff` never signs anything.
+        from reconciler.controlplane.bootstrap import bootstrap_archive  # noqa: PLC0415
+        from reconciler.pki import ClawkerPKI  # noqa: PLC0415
+
         client = ControlPlaneClient(controlplane.socket)
         client.call("put_runtime", agents=runtime_specs(agents))
         pki = ClawkerPKI.load_or_create(controlplane.pki)
@@ -250,6 +251,8 @@ def readiness_conditions(
     ]
     if not running:
         return {}
+    from bpf.loader import cgroup2_root, cgroup_id  # noqa: PLC0415 - libbpf's wrappers, for `get`
+
     try:
         raw: Mapping[str, Any] = cp.call("status", containers=[c.id for c in running])
     except ApiError:

@@ -66,9 +66,7 @@ def read_documents(source: SpecText) -> list[Document]:
     Raises `SpecErrors` with the located problem when the text is not valid YAML.
     """
     try:
-        # Composing gives the start of every document, even one that is a bare scalar.
-        nodes: list[Node] = list(YAML(typ="rt").compose_all(source.text))
-        roots: list[Any] = list(YAML(typ="rt").load_all(source.text))
+        parsed = _compose_and_construct(source.text)
     except MarkedYAMLError as error:
         raise SpecErrors([_yaml_error(source.name, error)]) from error
     except Exception as error:  # a constructor failure such as a malformed tagged scalar
@@ -83,12 +81,35 @@ def read_documents(source: SpecText) -> list[Document]:
             ]
         ) from error
     documents = []
-    for node, root in zip(nodes, roots, strict=True):
+    for node, root in parsed:
         if root is None:
             continue  # an empty document between two '---' lines
         start = SourceRef(source.name, node.start_mark.line + 1, node.start_mark.column + 1)
         documents.append(Document(source.name, source.base_dir, root, _plain(root), start))
     return documents
+
+
+def _compose_and_construct(text: str) -> list[tuple[Node, Any]]:
+    """Every document's node (it knows where the document starts, even a bare scalar) and the
+    round-trip tree built from it, parsing the text once.
+
+    Each node is constructed as soon as it is composed, as `load_all` does. A construction error
+    (a duplicate key, a malformed tagged scalar) is raised only once the whole text has composed,
+    so a syntax error anywhere in the file is still the one reported.
+    """
+    yaml = YAML(typ="rt")
+    parsed: list[tuple[Node, Any]] = []
+    failure: Exception | None = None
+    for node in yaml.compose_all(text):
+        if failure is not None:
+            continue
+        try:
+            parsed.append((node, yaml.constructor.construct_document(node)))
+        except Exception as error:  # raised below, once the rest has composed
+            failure = error
+    if failure is not None:
+        raise failure
+    return parsed
 
 
 def _child(node: Any, part: Any, *, key: bool) -> tuple[tuple[int, int], Any] | None:

@@ -28,6 +28,7 @@ from reconciler.controlplane.session_driver import (
     SessionError,
     StartPlan,
     StepFailedError,
+    close_channel,
     drive_start,
     open_channel,
 )
@@ -302,9 +303,9 @@ class RuntimeController:
                     grpc.channel_ready_future(channel).result(timeout=2.0)
                     timings["dial"] = time.monotonic() - dial_began
                 except grpc.FutureTimeoutError as exc:
-                    channel.close()
+                    close_channel(channel)
                     raise _NotListeningError(info.ip) from exc
-                with channel:
+                try:
                     result = drive_start(
                         channel,
                         plan,
@@ -314,6 +315,8 @@ class RuntimeController:
                         still_current=lambda: self._still_current(info),
                     )
                     return result.readopted
+                finally:
+                    close_channel(channel)
         raise AssertionError("unreachable: tenacity either returns or raises")
 
 

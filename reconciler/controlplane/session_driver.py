@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import shlex
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,14 @@ from reconciler.controlplane.registry import AgentRuntimeSpec, StepRecord
 from reconciler.images.dockerfile import VENV
 from reconciler.pki import ClawkerPKI
 
-__all__ = ["SessionError", "StartPlan", "StepFailedError", "drive_start", "open_channel"]
+__all__ = [
+    "SessionError",
+    "StartPlan",
+    "StepFailedError",
+    "close_channel",
+    "drive_start",
+    "open_channel",
+]
 
 POST_INIT_MARKER = f"{naming.CONFIG_MOUNT}/post-initialized"
 OUTPUT_TAIL_BYTES = 4000
@@ -75,6 +83,16 @@ def open_channel(pki: ClawkerPKI, address: str) -> grpc.Channel:
             ("grpc.max_reconnect_backoff_ms", 500),
         ],
     )
+
+
+def close_channel(channel: grpc.Channel) -> None:
+    """Close `channel` without waiting for gRPC to finish closing it.
+
+    `grpc.channel_ready_future` leaves a connectivity watch on the channel that only ends at its
+    0.2 s poll tick, and `close()` waits for it (grpc/grpc#3064): done inline, that added a
+    steady 0.2 s to every start's session.
+    """
+    threading.Thread(target=channel.close, name="grpc-channel-close", daemon=True).start()
 
 
 class _Conversation:

@@ -47,6 +47,11 @@ BAD_INPUTS: dict[str, Bad] = {
         "a.yaml:4:1",
         "duplicate key 'kind'",
     ),
+    "a yaml syntax error wins over a duplicate key in an earlier document": Bad(
+        {"a.yaml": PROJECT + "kind: Agent\n---\nmetadata: {name: dev\n"},
+        "a.yaml:7:1",
+        "invalid YAML: expected ',' or '}'",
+    ),
     "tab indentation": Bad(
         {"a.yaml": PROJECT + "spec:\n\tbuild: {}\n"},
         "a.yaml:5:1",

@@ -1,0 +1,210 @@
+"""`clawker diff|apply|get|delete`: the verbs that read specs and converge agents.
+
+cli.main imports this module only when one of them runs: it loads the spec language (pydantic,
+ruamel), docker-py and the reconciler, which `clawker --help` and the other verbs do without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from cli.image_verbs import build_progress
+from cli.render import (
+    STATUS_HEADERS,
+    plan_as_data,
+    render_event,
+    render_outcomes,
+    render_plan,
+    status_data,
+    status_rows,
+)
+from cli.style import Style, fail_mark, ok_mark
+from cli.table import render_table
+from reconciler.controlplane import lifecycle
+from reconciler.controlplane.paths import state_paths
+from reconciler.controlplane.registry import StepRecord
+from reconciler.converge import (
+    agent_statuses,
+    apply_plan,
+    prepare_apply,
+    prepare_delete,
+    readiness_conditions,
+)
+from reconciler.docker_port import DockerEngine
+from reconciler.executor import StepEvent
+from reconciler.observed import observe
+from specs import SpecSet, load_specs
+
+__all__ = ["UsageError", "cmd_apply", "cmd_delete", "cmd_diff", "cmd_get"]
+
+EXIT_OK, EXIT_FAIL = 0, 1
+
+
+class UsageError(Exception):
+    """Bad input: reported with exit code 2 and nothing changed."""
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _load(files: Sequence[str]) -> SpecSet:
+    if not files:
+        raise UsageError("no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
+    specset = load_specs(files)
+    for warning in specset.warnings:
+        _err(f"warning: {warning}")
+    return specset
+
+
+def _confirm(question: str, assume_yes: bool) -> bool:
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} needs confirmation; re-run with -y to confirm")
+    answer = input(f"{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ")
+    return answer.strip() == "yes"
+
+
+def _progress(style: Style, enabled: bool) -> Callable[[StepEvent], None]:
+    def on_event(event: StepEvent) -> None:
+        if enabled and (line := render_event(event, style)):
+            _err(line)
+
+    return on_event
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    specset = _load(args.filename)
+    prepared = prepare_apply(DockerEngine(), specset, prune=args.prune)
+    if args.output == "json":
+        _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
+    else:
+        _out(render_plan(prepared.plan, Style(sys.stdout), show_secrets=args.show_secrets))
+    return EXIT_OK if prepared.plan.empty else EXIT_FAIL
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    if args.watch:
+        # Watch mode's modules (file watching, the event stream) load only with --watch.
+        from cli.watch_verb import apply_watch  # noqa: PLC0415
+
+        return apply_watch(args, _load)
+    specset = _load(args.filename)
+    port = DockerEngine()
+    prepared = prepare_apply(port, specset, prune=args.prune)
+    the_plan = prepared.plan
+    out_style, err_style = Style(sys.stdout), Style(sys.stderr)
+    json_out = args.output == "json"
+    if args.dry_run:
+        if json_out:
+            _out(json.dumps(plan_as_data(the_plan, show_secrets=args.show_secrets), indent=2))
+        else:
+            _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
+        return EXIT_OK
+    changed = not the_plan.empty
+    if changed and not json_out:
+        _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
+        _out()
+    if any(c.kind.value == "delete" for c in the_plan.changes) and not _confirm(
+        "Prune removes the containers of agents no longer declared (volumes stay).", args.yes
+    ):
+        _err("Apply cancelled.")
+        return EXIT_FAIL
+    # Even with nothing to change: the CP gets the current runtime specs (pre_run, allowlist,
+    # the host's sockets) and apply still waits until every agent is Ready.
+    _ensure_controlplane(err_style)
+
+    def on_step(container: str, record: StepRecord) -> None:
+        if not json_out:
+            mark = ok_mark(err_style) if record.ok else fail_mark(err_style)
+            code = "" if record.ok else f" (exit {record.exit_code})"
+            _err(f"  {mark} {container}: {record.name}{code}")
+
+    _, outcomes = apply_plan(
+        port,
+        the_plan,
+        agents=specset.agents,
+        controlplane=state_paths(),
+        wait=not args.no_wait,
+        timeout=args.timeout,
+        on_event=_progress(err_style, not json_out),
+        on_build_line=build_progress("project image", err_style, False)
+        if not json_out
+        else lambda _line: None,
+        on_step=on_step,
+    )
+    if json_out:
+        _out(
+            json.dumps(
+                {
+                    "agents": [
+                        {"agent": o.key, "outcome": o.outcome, "detail": o.detail} for o in outcomes
+                    ],
+                    "changed": changed,
+                },
+                indent=2,
+            )
+        )
+    else:
+        _out(render_outcomes(outcomes, out_style))
+        if not changed:
+            _out("No changes.")
+    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
+
+
+def _ensure_controlplane(style: Style) -> None:
+    pid = lifecycle.ensure_running()
+    if pid is not None:
+        _err(f"  {ok_mark(style)} control plane started (pid {pid}; log {state_paths().log})")
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    specset = _load(args.filename) if args.filename else None
+    port = DockerEngine()
+    observed = observe(port)
+    statuses = agent_statuses(
+        observed,
+        specset.agents if specset else (),
+        only_desired=specset is not None,
+        conditions=readiness_conditions(port, observed, lifecycle.client()),
+    )
+    if args.output == "json":
+        _out(json.dumps({"kind": "AgentList", "items": status_data(statuses)}, indent=2))
+    elif statuses:
+        _out(render_table(STATUS_HEADERS, status_rows(statuses)))
+    else:
+        _err("No agents found.")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    specset = _load(args.filename)
+    port = DockerEngine()
+    prepared = prepare_delete(port, [a.key for a in specset.agents], volumes=args.volumes)
+    style = Style(sys.stdout)
+    if prepared.plan.empty:
+        _out("Nothing to delete.")
+        return EXIT_OK
+    _out(render_plan(prepared.plan, style))
+    _out()
+    question = "Delete these agents' containers" + (
+        " AND their volumes (sessions, logins, history are lost)?" if args.volumes else "?"
+    )
+    if not _confirm(question, args.yes):
+        _err("Delete cancelled.")
+        return EXIT_FAIL
+    _, outcomes = apply_plan(
+        port, prepared.plan, wait=False, on_event=_progress(Style(sys.stderr), True)
+    )
+    _out(render_outcomes(outcomes, style))
+    if not args.volumes:
+        _out("Volumes were kept; `clawker delete --volumes` removes them.")
+    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
