@@ -8,7 +8,8 @@ LOG_DIR=${CLAWKER_LOG_DIR:-/var/log/clawker}
 say() { printf '  %s %s\n' "$1" "$2"; }
 
 # 1. Debian packages: the Docker engine, compose (benchmark baseline), mmdebstrap (base image),
-#    clang + libbpf (the firewall's programs, later issues).
+#    clang + libbpf (the firewall's programs); for the tests: iproute2 (network namespaces),
+#    git, ssh and gpg agents (credential forwarding), npm (fetching the Claude Code binary).
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker >/dev/null 2>&1 || need+=(docker.io)
@@ -16,6 +17,11 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 dpkg -s libbpf-dev >/dev/null 2>&1 || need+=(libbpf-dev)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v git >/dev/null 2>&1 || need+=(git)
+command -v ssh-agent >/dev/null 2>&1 || need+=(openssh-client)
+command -v gpg-agent >/dev/null 2>&1 || need+=(gpg-agent)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if ((${#need[@]})); then
   say "…" "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
