@@ -20,7 +20,7 @@ from reconciler.firewall.allowlist import effective_allowlist
 from reconciler.host import HostContext, ensure_share_dir, host_context, observe_host
 from reconciler.images import project_image_inputs
 from reconciler.observed import ObservedState, observe
-from reconciler.planning import ChangeKind, FirewallObservation, Plan, plan, plan_delete
+from reconciler.planning import Action, ChangeKind, FirewallObservation, Plan, plan, plan_delete
 from reconciler.readiness import Readiness, wait_ready
 from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
 
@@ -185,6 +185,12 @@ def apply_plan(
     result = execute(port, the_plan, tools=tools, on_event=on_event)
     errors = result.agent_errors(the_plan)
     names = {a.key: naming.container_name(a.project, a.name) for a in agents if a.key not in errors}
+    # Steps are shown for the starts this apply made; an agent already Ready was reported then.
+    started = {
+        naming.container_name(*s.agent.split("/", 1))
+        for s in the_plan.steps
+        if s.action is Action.START_CONTAINER and s.agent and s.id in result.done
+    }
     readiness: Mapping[str, Readiness] = {}
     if wait and client is not None and names:
         readiness = wait_ready(
@@ -193,7 +199,7 @@ def apply_plan(
             names.values(),
             network=naming.network_name(),
             timeout=timeout,
-            on_step=on_step,
+            on_step=lambda name, record: on_step(name, record) if name in started else None,
             sleep=sleep,
         )
     outcomes = []
