@@ -45,7 +45,7 @@ from dnslib import DNSRecord
 
 from bench.isolation import REPO, BenchError, BenchScope, clawker_argv
 from bench.measuring import Ratio, Series
-from bench.reporting import ScenarioResult
+from bench.reporting import ScenarioResult, render_table, write_json
 from bpf.loader import cgroup2_root, cgroup_id, detach_egress
 from bpf.maps import PinnedMaps
 from tests.cleanup import TEST_LABEL
@@ -361,58 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         scope.remove_everything()
         detach_egress(Path(f"/sys/fs/bpf/clawker-{scope.run_id}"))
         _remove_cgroup_parent(f"/clawker-{scope.run_id}")
-    print(render_micro(result), flush=True)
+    print(render_table(result, unit="us"), flush=True)
     if not args.no_write:
         host["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
-        log(f"wrote {write_micro(result, host, RESULTS)}")
+        log(f"wrote {write_json(result, host, RESULTS, unit='us')}")
     return 0
-
-
-def render_micro(result: ScenarioResult) -> str:
-    """bench/reporting's table, in microseconds: these figures are far below its 1 ms grain."""
-    width = max(len(s.name) for s in result.series)
-    lines = [result.title, f"{'':<{width}}  {'median':>10}  {'min':>10}  {'max':>10}"]
-    lines += [
-        f"{s.name:<{width}}  {s.median * 1e6:>8.1f}µs  {s.min * 1e6:>8.1f}µs  {s.max * 1e6:>8.1f}µs"
-        for s in result.series
-    ]
-    lines += [f"  {r.numerator} / {r.denominator}: {r.value:.2f}x" for r in result.ratios]
-    lines.append(f"  reproduce: {result.command}")
-    return "\n".join(lines)
-
-
-def write_micro(result: ScenarioResult, host: dict[str, Any], directory: Path) -> Path:
-    """`<directory>/firewall.json`: like bench/reporting's files, figures in microseconds."""
-    data = {
-        "scenario": result.scenario,
-        "title": result.title,
-        "command": result.command,
-        "parameters": result.parameters,
-        "host": host,
-        "unit": "us",
-        "results": [
-            {
-                "name": s.name,
-                "what": s.what,
-                "median_us": round(s.median * 1e6, 1),
-                "min_us": round(s.min * 1e6, 1),
-                "max_us": round(s.max * 1e6, 1),
-                "samples": len(s.samples),
-            }
-            for s in result.series
-        ],
-        "ratios": [
-            {"numerator": r.numerator, "denominator": r.denominator, "value": round(r.value, 2)}
-            for r in result.ratios
-        ],
-        "notes": result.notes,
-    }
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{result.scenario}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-    return path
 
 
 if __name__ == "__main__":

@@ -24,12 +24,25 @@ class ScenarioResult:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def render_table(result: ScenarioResult) -> str:
+# unit -> (scale from seconds, table value width, decimals in tables, decimals in JSON, suffix)
+_UNITS = {"s": (1.0, 7, 3, 4, "s"), "us": (1e6, 8, 1, 1, "µs")}
+
+
+def render_table(result: ScenarioResult, unit: str = "s") -> str:
+    """Median, min and max of each series, then the ratios; `unit="us"` for micro-benchmarks."""
+    scale, value_width, decimals, _, suffix = _UNITS[unit]
     width = max(len(s.name) for s in result.series)
-    header = f"{'':<{width}}  {'median':>8}  {'min':>8}  {'max':>8}"
+    column = value_width + len(suffix)
+    header = f"{'':<{width}}  {'median':>{column}}  {'min':>{column}}  {'max':>{column}}"
     lines = [result.title, header]
     lines += [
-        f"{s.name:<{width}}  {s.median:>7.3f}s  {s.min:>7.3f}s  {s.max:>7.3f}s"
+        "  ".join(
+            [f"{s.name:<{width}}"]
+            + [
+                f"{v * scale:>{column - len(suffix)}.{decimals}f}{suffix}"
+                for v in (s.median, s.min, s.max)
+            ]
+        )
         for s in result.series
     ]
     lines += [f"  {r.numerator} / {r.denominator}: {r.value:.2f}x" for r in result.ratios]
@@ -37,31 +50,49 @@ def render_table(result: ScenarioResult) -> str:
     return "\n".join(lines)
 
 
-def write_json(result: ScenarioResult, host: dict[str, Any], directory: Path) -> Path:
-    """`<directory>/<scenario>.json`, replaced atomically; figures rounded to 0.1 ms."""
-    data = {
+def write_json(
+    result: ScenarioResult, host: dict[str, Any], directory: Path, unit: str = "s"
+) -> Path:
+    """`<directory>/<scenario>.json`, replaced atomically; figures rounded to 0.1 ms (or
+    0.1 µs with `unit="us"`, where only the number of samples is kept: there are thousands)."""
+    scale, _, _, decimals, _ = _UNITS[unit]
+
+    def figure(value: float) -> float:
+        return round(value * scale, decimals)
+
+    data: dict[str, Any] = {
         "scenario": result.scenario,
         "title": result.title,
         "command": result.command,
         "parameters": result.parameters,
         "host": host,
-        "results": [
-            {
-                "name": s.name,
-                "what": s.what,
-                "median_s": round(s.median, 4),
-                "min_s": round(s.min, 4),
-                "max_s": round(s.max, 4),
-                "samples_s": [round(x, 4) for x in s.samples],
-            }
-            for s in result.series
-        ],
-        "ratios": [
-            {"numerator": r.numerator, "denominator": r.denominator, "value": round(r.value, 2)}
-            for r in result.ratios
-        ],
-        "notes": result.notes,
     }
+    if unit != "s":
+        data["unit"] = unit
+    data["results"] = [
+        {
+            "name": s.name,
+            "what": s.what,
+            f"median_{unit}": figure(s.median),
+            f"min_{unit}": figure(s.min),
+            f"max_{unit}": figure(s.max),
+            **(
+                {"samples_s": [figure(x) for x in s.samples]}
+                if unit == "s"
+                else {"samples": len(s.samples)}
+            ),
+        }
+        for s in result.series
+    ]
+    data.update(
+        {
+            "ratios": [
+                {"numerator": r.numerator, "denominator": r.denominator, "value": round(r.value, 2)}
+                for r in result.ratios
+            ],
+            "notes": result.notes,
+        }
+    )
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{result.scenario}.json"
     tmp = path.with_suffix(".tmp")
