@@ -65,11 +65,6 @@ def network_name() -> str:
     return os.environ.get("CLAWKER_NETWORK", NETWORK_NAME_DEFAULT)
 
 
-def agent_image() -> str:
-    """The image agent containers run until per-project images exist (issue 3)."""
-    return os.environ.get("CLAWKER_AGENT_IMAGE", BASE_IMAGE_DEFAULT)
-
-
 def cgroup_parent() -> str:
     """The parent cgroup every agent container is created under (the firewall attaches there)."""
     return os.environ.get("CLAWKER_CGROUP_PARENT", CGROUP_PARENT_DEFAULT)

@@ -1,5 +1,5 @@
 """The runtime controller: every start of an agent container, whoever caused it, goes through
-here: enrol the firewall (issue 5), dial clawkerd with backoff, drive the Session to AgentReady.
+here: enrol the firewall, dial clawkerd with backoff, drive the Session to AgentReady.
 
 Level-triggered: Docker `start` events and a periodic resync only enqueue container ids; each
 pass inspects the container afresh and compares its StartedAt with what the registry recorded,
