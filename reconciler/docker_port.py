@@ -97,6 +97,7 @@ class ContainerEvent:
     id: str
     action: str  # start | die | destroy | ...
     labels: Mapping[str, str]
+    time_nano: int = 0  # when Docker says it happened (ns since the epoch; 0: unknown)
 
 
 @dataclass(frozen=True)
@@ -410,6 +411,7 @@ class DockerEngine:
                     id=str(actor.get("ID", event.get("id", ""))),
                     action=str(event.get("Action", event.get("status", ""))).split(":")[0],
                     labels=actor.get("Attributes") or {},
+                    time_nano=int(event.get("timeNano") or 0),
                 )
         except (docker.errors.APIError, OSError) as exc:
             raise DockerError(f"docker event stream broke: {exc}") from exc

@@ -65,7 +65,7 @@ class ExecutionResult:
 class StepTools:
     """What some steps need besides the port: kept outside so the executor stays dumb."""
 
-    bootstrap: Callable[[str, str], bytes] | None = None  # (agent key, container name) -> tar
+    bootstrap: Callable[[str, str], bytes] | None = None  # (agent key, container id) -> tar
     on_build_line: Callable[[str], None] = lambda _line: None
     # (agent key, allowlist): the control plane call behind UpdateFirewall
     update_firewall: Callable[[str, tuple[str, ...]], None] | None = None
@@ -84,7 +84,11 @@ def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> No
             if tools.bootstrap is None:
                 raise DockerError("no bootstrap issuer: the control plane's PKI is needed")
             assert step.agent is not None
-            port.put_archive(step.target, "/", tools.bootstrap(step.agent, step.new_name))
+            # The identity is bound to the container's id, which exists only once it is created.
+            created = port.inspect_runtime(step.target, "")
+            if created is None:
+                raise DockerError(f"container {step.target} is gone before its bootstrap")
+            port.put_archive(step.target, "/", tools.bootstrap(step.agent, created.id))
         case Action.CREATE_NETWORK:
             port.create_network(step.target, step.labels)
         case Action.CREATE_VOLUME:
