@@ -24,9 +24,12 @@ from tenacity import (
 )
 
 from reconciler import naming
-from reconciler.controlplane.cancellation import Cancellation, StartCancelledError
+from reconciler.controller.queue import KeyedQueue
+from reconciler.controlplane.bridge.socket_bridge import Bridges
+from reconciler.controlplane.identity.pki import ClawkerPKI, RegistrationTokenError
 from reconciler.controlplane.registry import Registry, StartStatus, StepRecord
-from reconciler.controlplane.session_driver import (
+from reconciler.controlplane.runtime.cancellation import Cancellation, StartCancelledError
+from reconciler.controlplane.runtime.session import (
     SessionError,
     StartPlan,
     StartSupersededError,
@@ -35,11 +38,8 @@ from reconciler.controlplane.session_driver import (
     drive_start,
     open_channel,
 )
-from reconciler.controlplane.socket_bridge import Bridges
-from reconciler.docker_port import ContainerEvent, DockerError, DockerPort, RuntimeInfo
+from reconciler.docker.engine import ContainerEvent, DockerError, DockerPort, RuntimeInfo
 from reconciler.firewall.enforcement import Firewall, FirewallError
-from reconciler.pki import ClawkerPKI, RegistrationTokenError
-from reconciler.queueing import KeyedQueue
 
 __all__ = ["RuntimeController"]
 

@@ -22,11 +22,11 @@ from proto import CLAWKERD_PORT
 from proto.gen import clawkerd_pb2 as pb
 from proto.gen import clawkerd_pb2_grpc as pb_grpc
 from reconciler import naming
-from reconciler.controlplane import gitconfig_filter
-from reconciler.controlplane.cancellation import Cancellation
+from reconciler.controlplane.identity.pki import ClawkerPKI, container_tls_name
 from reconciler.controlplane.registry import AgentRuntimeSpec, StepRecord
+from reconciler.controlplane.runtime.cancellation import Cancellation
 from reconciler.images.dockerfile import VENV
-from reconciler.pki import ClawkerPKI, container_tls_name
+from reconciler.in_container import gitconfig_filter
 
 __all__ = [
     "SessionError",
