@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -17,10 +18,10 @@ from reconciler.controlplane.identity.pki import ClawkerPKI
 from reconciler.controlplane.paths import StatePaths, state_paths
 from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
 from reconciler.controlplane.runtime.controller import RuntimeController
-from reconciler.docker.engine import DockerEngine
+from reconciler.docker.engine import DockerEngine, DockerPort
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
 
-__all__ = ["serve"]
+__all__ = ["run", "serve"]
 
 log = logging.getLogger("clawker.controlplane")
 
@@ -36,7 +37,28 @@ def serve(paths: StatePaths | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    raw = os.environ.get("CLAWKER_RESYNC_SECONDS", "30")
+    try:
+        resync = float(raw)
+    except ValueError:
+        resync = math.nan
+    if not (math.isfinite(resync) and 0 < resync <= 86400):
+        log.error("CLAWKER_RESYNC_SECONDS=%r: want seconds, more than 0 and at most 86400", raw)
+        return 1
+    return run(paths, stop, resync_interval=resync)
 
+
+def run(
+    paths: StatePaths,
+    stop: threading.Event,
+    *,
+    port: DockerPort | None = None,
+    workers: int = 4,
+    resync_interval: float = 30.0,
+) -> int:
+    """Serve until `stop` is set. Tests run it in their own process to put a fault at the
+    Docker port's edge (`port`) or to give the controller fewer workers."""
+    paths.ensure()
     pki = ClawkerPKI.load_or_create(paths.pki)
     registry = Registry(paths.registry)
     # No firewall, no control plane: an agent must never start unfiltered.
@@ -48,11 +70,12 @@ def serve(paths: StatePaths | None = None) -> int:
         registry.close()
         return 1
     controller = RuntimeController(
-        DockerEngine(),
+        port or DockerEngine(),
         registry,
         pki,
         network=naming.network_name(),
-        resync_interval=float(os.environ.get("CLAWKER_RESYNC_SECONDS", "30")),
+        resync_interval=resync_interval,
+        workers=workers,
         firewall=firewall,
     )
     started = time.time()
