@@ -1,9 +1,12 @@
-"""The control plane process (`python -m reconciler.controlplane serve`)."""
+"""The control plane process (`python -m reconciler.controlplane serve`).
+
+It serves the typed API of api/messages.py: one handler per call, each taking the call's
+parameters as the client's methods send them and answering with that call's reply dataclass."""
 
 from __future__ import annotations
 
+import base64
 import logging
-import math
 import os
 import signal
 import sys
@@ -11,23 +14,32 @@ import threading
 import time
 from typing import Any
 
-from reconciler import naming
 from reconciler.controlplane.api.channel import ApiServer
 from reconciler.controlplane.api.firewall_handlers import firewall_handlers
+from reconciler.controlplane.api.messages import (
+    AgentRuntimeSpec,
+    Bootstrap,
+    Hello,
+    StartReport,
+    from_wire,
+    to_wire,
+)
+from reconciler.controlplane.identity.bootstrap import bootstrap_archive
 from reconciler.controlplane.identity.pki import ClawkerPKI
-from reconciler.controlplane.paths import StatePaths, state_paths
-from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
+from reconciler.controlplane.paths import StatePaths
+from reconciler.controlplane.registry import Registry
 from reconciler.controlplane.runtime.controller import RuntimeController
 from reconciler.docker.engine import DockerEngine, DockerPort
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
+from reconciler.settings import Settings, code_identity
 
 __all__ = ["run", "serve"]
 
 log = logging.getLogger("clawker.controlplane")
 
 
-def serve(paths: StatePaths | None = None) -> int:
-    paths = paths or state_paths()
+def serve(settings: Settings) -> int:
+    paths = StatePaths(settings.state_dir)
     paths.ensure()
     logging.basicConfig(
         level=logging.INFO,
@@ -37,32 +49,24 @@ def serve(paths: StatePaths | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    raw = os.environ.get("CLAWKER_RESYNC_SECONDS", "30")
-    try:
-        resync = float(raw)
-    except ValueError:
-        resync = math.nan
-    if not (math.isfinite(resync) and 0 < resync <= 86400):
-        log.error("CLAWKER_RESYNC_SECONDS=%r: want seconds, more than 0 and at most 86400", raw)
-        return 1
-    return run(paths, stop, resync_interval=resync)
+    return run(settings, stop)
 
 
 def run(
-    paths: StatePaths,
+    settings: Settings,
     stop: threading.Event,
     *,
     port: DockerPort | None = None,
     workers: int = 4,
-    resync_interval: float = 30.0,
 ) -> int:
     """Serve until `stop` is set. Tests run it in their own process to put a fault at the
     Docker port's edge (`port`) or to give the controller fewer workers."""
+    paths = StatePaths(settings.state_dir)
     paths.ensure()
     pki = ClawkerPKI.load_or_create(paths.pki)
     registry = Registry(paths.registry)
     # No firewall, no control plane: an agent must never start unfiltered.
-    firewall = Firewall(FirewallConfig.from_env(), registry)
+    firewall = Firewall(FirewallConfig.from_settings(settings), registry)
     try:
         firewall.install()
     except FirewallError as exc:
@@ -70,11 +74,11 @@ def run(
         registry.close()
         return 1
     controller = RuntimeController(
-        port or DockerEngine(),
+        port or DockerEngine(scope=settings),
         registry,
         pki,
-        network=naming.network_name(),
-        resync_interval=resync_interval,
+        network=settings.network,
+        resync_interval=settings.resync_seconds,
         workers=workers,
         firewall=firewall,
     )
@@ -82,23 +86,49 @@ def run(
 
     def put_runtime(params: dict[str, Any]) -> None:
         for spec in params.get("agents", []):
-            runtime = AgentRuntimeSpec(**spec)
+            runtime = from_wire(AgentRuntimeSpec, spec)
             registry.put_runtime(runtime)
-            if "allow_domains" in spec:  # apply makes the spec's allowlist the live one
-                firewall.set_allowlist(runtime.agent_key, runtime.allow_domains)
+            # apply makes the spec's allowlist the live one
+            firewall.set_allowlist(runtime.agent_key, runtime.allow_domains)
 
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
         for cid in ids:  # asking about a container is also a trigger: no waiting for an event
             controller.queue.put(cid)
-        return {cid: (s.as_dict() if (s := registry.status(cid)) else None) for cid in ids}
+        reports = {}
+        for cid in ids:
+            start = registry.status(cid)
+            reports[cid] = StartReport(
+                cid,
+                start,
+                firewall_enrolled=controller.firewall_enrolled(cid),
+                initialized=bool(start and start.initialized),
+            )
+        return to_wire(reports)  # type: ignore[no-any-return]
+
+    def issue_bootstrap(params: dict[str, Any]) -> dict[str, Any]:
+        archive = bootstrap_archive(pki, str(params["agent"]), str(params["container"]))
+        return to_wire(Bootstrap(base64.b64encode(archive).decode()))  # type: ignore[no-any-return]
 
     def ping(_params: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid(), "uptime": time.time() - started}
+        hello = Hello(
+            pid=os.getpid(),
+            uptime=time.time() - started,
+            version=code_identity(),
+            settings=settings.agreement(),
+            busy=controller.busy(),
+        )
+        return to_wire(hello)  # type: ignore[no-any-return]
 
     api = ApiServer(
         paths.socket,
-        {"ping": ping, "put_runtime": put_runtime, "status": status, **firewall_handlers(firewall)},
+        {
+            "ping": ping,
+            "put_runtime": put_runtime,
+            "status": status,
+            "issue_bootstrap": issue_bootstrap,
+            **firewall_handlers(firewall),
+        },
     )
     controller.start()
     api.start()

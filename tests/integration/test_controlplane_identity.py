@@ -8,21 +8,22 @@ the real one, in a subprocess, talking to that CP over its socket.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler.controlplane import daemon
-from reconciler.controlplane.api.channel import ControlPlaneClient
+from reconciler.controlplane.api.client import ControlPlaneClient
 from reconciler.controlplane.paths import StatePaths
 from reconciler.controlplane.registry import Registry, StartStatus
 from reconciler.docker.engine import ContainerEvent, DockerEngine, RuntimeInfo
+from reconciler.settings import settings_from_env
 from tests.integration.conftest import Scope
 
 pytestmark = pytest.mark.docker
@@ -63,8 +64,8 @@ class FaultyEngine(DockerEngine):
     """The real engine behind a fault at the port's edge: events of the listed actions are
     lost, and a container can be frozen, so the CP keeps seeing it as it was."""
 
-    def __init__(self, lose: set[str]) -> None:
-        super().__init__()
+    def __init__(self, scope: Scope, lose: set[str]) -> None:
+        super().__init__(scope=settings_from_env(scope.env))
         self.lose = lose
         self._frozen: dict[str, RuntimeInfo] = {}
 
@@ -93,13 +94,13 @@ def controlplane_here(
     for key, value in scope.env.items():
         if key.startswith("CLAWKER_") or key in ("SSH_AUTH_SOCK", "NO_COLOR"):
             monkeypatch.setenv(key, value)
-    paths = StatePaths(Path(scope.env["CLAWKER_STATE_DIR"]))
+    # The CLI's settings, so the CP is one it agrees to drive; resync far away: events decide.
+    settings = dataclasses.replace(settings_from_env(scope.env), resync_seconds=600)
+    paths = StatePaths(settings.state_dir)
     stop = threading.Event()
     exits: list[int] = []
     thread = threading.Thread(
-        target=lambda: exits.append(
-            daemon.run(paths, stop, port=port, workers=workers, resync_interval=600)
-        ),
+        target=lambda: exits.append(daemon.run(settings, stop, port=port, workers=workers)),
         name="test-controlplane",
         daemon=True,
     )
@@ -157,14 +158,14 @@ def test_a_successor_at_the_same_address_is_driven_once_by_its_own_start(
     caplog.set_level(logging.INFO, logger="clawker.controlplane")
     network = scope.env["CLAWKER_NETWORK"]
     name = f"clawker.{scope.project}.dev"
-    port = FaultyEngine(lose={"start", "die", "destroy", "kill", "stop"})
+    port = FaultyEngine(scope, lose={"start", "die", "destroy", "kill", "stop"})
     with controlplane_here(scope, monkeypatch, port, workers=2) as paths:
         first = scope.write_spec(SPEC.replace("ROUND_VALUE", "1"))
         scope.clawker("apply", "-f", str(first), "--no-wait", check=0)
         scope.api.pause(name)  # its clawkerd never answers: the dial retries
         old = port.freeze(scope.inspect(name)["Id"], network)
         client = ControlPlaneClient(paths.socket)
-        client.call("status", containers=[old.id])  # the trigger its lost start event was
+        client.start_reports([old.id])  # the trigger its lost start event was
         _wait(
             lambda: (s := _status(paths, old.id)) and s.phase == "initializing",
             "the old container's pass to be dialling",
@@ -208,7 +209,7 @@ def test_removing_a_container_mid_dial_frees_the_controlplanes_worker(
     caplog.set_level(logging.INFO, logger="clawker.controlplane")
     stuck, other = f"clawker.{scope.project}.dev", f"clawker.{scope.project}.other"
     # Start events are lost, so this test decides which pass runs first; deaths are not.
-    port = FaultyEngine(lose={"start"})
+    port = FaultyEngine(scope, lose={"start"})
     with controlplane_here(scope, monkeypatch, port, workers=1) as paths:
         spec = scope.write_spec(TWO_AGENTS.replace("ROUND_VALUE", "1"))
         scope.clawker("apply", "-f", str(spec), "--no-wait", check=0)
@@ -216,12 +217,12 @@ def test_removing_a_container_mid_dial_frees_the_controlplanes_worker(
         stuck_id = port.freeze(scope.inspect(stuck)["Id"], scope.env["CLAWKER_NETWORK"]).id
         other_info = scope.inspect(other)
         client = ControlPlaneClient(paths.socket)
-        client.call("status", containers=[stuck_id])
+        client.start_reports([stuck_id])
         _wait(
             lambda: (s := _status(paths, stuck_id)) and s.phase == "initializing",
             "the paused container's pass to hold the only worker",
         )
-        client.call("status", containers=[other_info["Id"]])  # queued behind it
+        client.start_reports([other_info["Id"]])  # queued behind it
         assert _status(paths, other_info["Id"]) is None
 
         removed_at = time.monotonic()

@@ -210,6 +210,7 @@ def drive_start(
     register: Callable[[str], None],
     is_registered: bool,
     on_step: Callable[[StepRecord], None] = lambda _r: None,
+    on_initialized: Callable[[], None] = lambda: None,
     still_current: Callable[[], bool] = lambda: True,
     cancellation: Cancellation | None = None,
     timeout: float = 3600.0,
@@ -217,6 +218,7 @@ def drive_start(
     """Drive one container start to AgentReady; raise StepFailedError when a step fails.
 
     `register(jwt)` verifies and records the registration token (raising to refuse it).
+    `on_initialized()` is called once the init steps and post_init are done (Initialized).
     `still_current()` is asked right after Hello (before registration or any step) and right
     before AgentReady: a container restarted since this pass read it has a new clawkerd at the
     same address, whose own start must be driven (and enrolled) by its own pass, never by this
@@ -224,7 +226,7 @@ def drive_start(
     """
     talk = _Conversation(pb_grpc.ClawkerdStub(channel), timeout)
     with (cancellation or Cancellation()).interrupting(talk.cancel):
-        return _drive(talk, plan, register, is_registered, on_step, still_current)
+        return _drive(talk, plan, register, is_registered, on_step, on_initialized, still_current)
 
 
 def _drive(
@@ -233,6 +235,7 @@ def _drive(
     register: Callable[[str], None],
     is_registered: bool,
     on_step: Callable[[StepRecord], None],
+    on_initialized: Callable[[], None],
     still_current: Callable[[], bool],
 ) -> StartResult:
     steps: list[StepRecord] = []
@@ -287,6 +290,7 @@ def _drive(
                 f"touch {shlex.quote(POST_INIT_MARKER)}"
             )
             step("post_init", ["sh", "-ec", script], cwd=workdir)
+        on_initialized()
         if plan.runtime.pre_run.strip():
             step("pre_run", ["sh", "-ec", plan.runtime.pre_run], cwd=workdir)
         _release(talk, still_current)
