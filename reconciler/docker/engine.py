@@ -265,19 +265,25 @@ class DockerEngine:
         return str(result["Id"])
 
     def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create the volume with its labels in one call: no check-then-create race.
+
+        Docker answers a create of an existing name with that volume, so "already exists" is
+        decided on what comes back: a volume with exactly our labels is the one this plan
+        wanted (another pass made it first); anything else is not ours and is refused."""
+        wanted = self._managed_labels(labels, "volume")
         try:
-            self._api.inspect_volume(name)
-        except docker.errors.NotFound:
-            pass
-        else:
-            # create_volume is idempotent in Docker; an existing volume must not be adopted.
-            raise DockerError(f"create volume {name}: a volume with that name already exists", 409)
-        try:
-            self._api.create_volume(
-                name, driver="local", labels=self._managed_labels(labels, "volume")
-            )
+            made: dict[str, Any] = self._api.create_volume(name, driver="local", labels=wanted)
         except docker.errors.APIError as exc:
             raise _wrap(exc, f"create volume {name}") from exc
+        have = made.get("Labels") or {}
+        if any(have.get(k) != v for k, v in wanted.items()):
+            raise DockerError(
+                f"create volume {name}: a volume with that name exists but clawker did not make "
+                "it (its labels differ; Docker makes an unlabelled one when a container mounts "
+                f"a missing volume). Look inside (`docker volume inspect {name}`), then remove "
+                "or rename it, and apply again",
+                409,
+            )
 
     def create_container(self, spec: ContainerSpec) -> str:
         mounts = [_to_mount(m) for m in spec.mounts]

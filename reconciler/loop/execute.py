@@ -2,8 +2,11 @@
 
 Steps run on a small thread pool (bounded parallelism: Docker serialises much internally, and
 two cores gain little past four calls in flight). A failed step skips everything that depends on
-it, and the objects its agent created *in this run* are removed again: never anything that
-existed before the run.
+it, and the containers its agent created *in this run* are removed again: never anything that
+existed before the run. Volumes are never rolled back: once a volume exists, another pass (watch
+mode, a second apply) may have planned around it or mounted it, and removing it under that pass
+is how Docker came to auto-create an unlabelled volume in its place. An empty labelled volume
+left behind is harmless: the next apply uses it.
 """
 
 from __future__ import annotations
@@ -210,8 +213,6 @@ def _roll_back(
         try:
             if step.action is Action.CREATE_CONTAINER:
                 port.remove_container(names[step.target])
-            elif step.action is Action.CREATE_VOLUME:
-                port.remove_volume(step.target)
             else:
                 continue
         except DockerError as exc:
