@@ -126,7 +126,7 @@ _HOST_KEYS = (
     "SSH_AUTH_SOCK",
     "SUDO_USER",
     "HOME",
-    "XDG_CACHE_HOME",
+    "GNUPGHOME",
 )
 
 
