@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.errors import ClawkerError
 from reconciler.images.cache import DEFAULTS, exclusive, sha256_file
 from reconciler.settings import Settings
 
@@ -40,7 +41,7 @@ HARNESS_VERSION = "2.1.332"
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?$")
 
 
-class HarnessError(Exception):
+class HarnessError(ClawkerError):
     """The harness could not be fetched or unpacked; the message says what to do."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from reconciler import naming
+from reconciler.errors import UsageError
 from reconciler.images import agent_prompt, dockerfile
 from reconciler.images.cache import DEFAULTS, cache_root
 from reconciler.images.harness import harness_identity, harness_version
@@ -61,7 +62,7 @@ _SCHEME: Final = "clawker-image-inputs/1"
 _CLAWKER_PACKAGES: Final = ("clawkerd", "proto")
 
 
-class ImageError(Exception):
+class ImageError(UsageError):
     """An image cannot be built as declared; the message says what to do."""
 
 

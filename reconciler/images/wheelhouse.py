@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.errors import ClawkerError
 from reconciler.images.cache import exclusive, sha256_file
 
 __all__ = [
@@ -52,7 +53,7 @@ REQUIREMENTS = (
 INSTALLER = "pip==26.3"
 
 
-class WheelhouseError(Exception):
+class WheelhouseError(ClawkerError):
     """The wheels could not be fetched; the message says what pip answered."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from reconciler import naming
 from reconciler.docker.engine import ContainerInfo, ContainerSpec
+from reconciler.errors import UsageError
 from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
 from reconciler.host.config_seed import ConfigSeed
 from reconciler.host.host_state import HostState
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 
-class PlanError(Exception):
+class PlanError(UsageError):
     """The plan cannot be made (for example the agent image is missing)."""
 
 
@@ -59,7 +60,6 @@ class Action(StrEnum):
 
 # Steps whose success leaves something behind that a failed attempt must remove again.
 CREATES = frozenset({Action.CREATE_VOLUME, Action.CREATE_CONTAINER})
-DESTRUCTIVE = frozenset({Action.REMOVE_CONTAINER, Action.REMOVE_VOLUME, Action.STOP_CONTAINER})
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,10 @@ class Plan:
         return not self.steps
 
     @property
-    def destructive(self) -> tuple[Step, ...]:
-        return tuple(s for s in self.steps if s.action in DESTRUCTIVE)
+    def deletions(self) -> tuple[AgentChange, ...]:
+        """The agents this plan removes (prune, delete): what `apply` asks about before it acts.
+        A replace keeps the agent and its volumes, so it is not asked about."""
+        return tuple(c for c in self.changes if c.kind is ChangeKind.DELETE)
 
     def counts(self) -> tuple[int, int, int]:
         """(to add, to change, to destroy) in Terraform's sense: a replace is one add + one."""
