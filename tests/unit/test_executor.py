@@ -69,6 +69,9 @@ class RecordingPort:
     def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None:
         self._record("put_archive", container_id)
 
+    def container_id(self, name: str) -> str:
+        return name
+
     def inspect_state(self, container_id: str) -> Mapping[str, Any]:
         return {}
 

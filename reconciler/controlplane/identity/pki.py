@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proto import CLAWKERD_CN, CLAWKERD_TLS_NAME, CONTROLPLANE_CN
+from reconciler.errors import ClawkerError
 
 __all__ = [
     "CLAWKERD_CN",
@@ -80,7 +81,7 @@ _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
 
-class PKIError(Exception):
+class PKIError(ClawkerError):
     """The PKI directory is unusable (partial, unreadable, or too open)."""
 
 
