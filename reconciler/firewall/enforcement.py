@@ -24,12 +24,15 @@ from bpf.loader import Attachment, attach_egress, cgroup2_root, cgroup_id
 from bpf.maps import POLICY_DISABLED, PinnedMaps, Policy, ip4_key, port_key
 from reconciler import naming
 from reconciler.firewall.allowlist import agent_id, normalise_domain
+from reconciler.firewall.journal import FirewallJournal
 from reconciler.firewall.resolver import (
     MIN_TTL,
+    SUBDOMAIN_LIMIT,
     Answerer,
     Asker,
     DnsResolver,
     Resolution,
+    SubdomainThrottle,
     Upstream,
     host_upstream,
 )
@@ -67,6 +70,7 @@ class FirewallConfig:
     upstream: tuple[str, int]
     dns_port: int = 0  # 0: a free port per resolver, written into each enrolment
     object_path: Path | None = None
+    subdomain_limit: int = SUBDOMAIN_LIMIT  # new names per leading-dot entry per minute
 
     @classmethod
     def from_env(cls) -> FirewallConfig:
@@ -76,6 +80,9 @@ class FirewallConfig:
             pin_dir=Path(os.environ.get("CLAWKER_BPF_PIN_DIR", PIN_DIR_DEFAULT)),
             upstream=host_upstream(),
             dns_port=int(os.environ.get("CLAWKER_DNS_PORT", "0") or 0),
+            subdomain_limit=int(
+                os.environ.get("CLAWKER_DNS_SUBDOMAIN_LIMIT", "") or SUBDOMAIN_LIMIT
+            ),
         )
 
 
@@ -111,6 +118,8 @@ class Firewall:
         self._enrolments: dict[str, Enrolment] = {}  # container id -> its current start
         self._by_address: dict[str, str] = {}  # container address -> container id
         self._states: dict[str, AgentFirewall] = {}
+        self.journal = FirewallJournal()  # what was refused, for `clawker firewall log`
+        self._throttle = SubdomainThrottle(config.subdomain_limit)  # shared by all resolvers
 
     # -- install -----------------------------------------------------------------------------
     @property
@@ -279,6 +288,8 @@ class Firewall:
                     identify=self.identify,
                     upstream=Upstream(self.config.upstream),
                     record=self.record,
+                    journal=self.journal,
+                    throttle=self._throttle,
                 )
                 try:
                     resolver = DnsResolver(gateway, answerer, port=self.config.dns_port)

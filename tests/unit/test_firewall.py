@@ -8,9 +8,10 @@ from __future__ import annotations
 import ctypes
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
-from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import CNAME, QTYPE, RCODE, RR, TXT, A, DNSRecord
 
 from bpf.libbpf import libbpf
 from bpf.loader import default_object, open_object
@@ -34,9 +35,18 @@ from reconciler.firewall.allowlist import (
     allowlist_change,
     domain_allowed,
     effective_allowlist,
+    matching_entry,
 )
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
-from reconciler.firewall.resolver import Answerer, Asker, Resolution, host_upstream, parse_address
+from reconciler.firewall.journal import FirewallJournal
+from reconciler.firewall.resolver import (
+    Answerer,
+    Asker,
+    Resolution,
+    SubdomainThrottle,
+    host_upstream,
+    parse_address,
+)
 from reconciler.firewall.state import AgentFirewall
 from reconciler.observed import ObservedState
 from reconciler.planning import Action, ChangeKind, FirewallObservation, Plan, plan
@@ -375,3 +385,127 @@ def test_the_first_enrolment_seeds_the_allowlist_and_later_ones_keep_it() -> Non
     assert fw.state("p/dev", ["other.com"]).domains == ("a.com", "b.com")
     assert store.firewalls() == [AgentFirewall("p/dev", ("a.com", "b.com"))]
     assert AgentFirewall("p/dev", bypass_until=1030.0).bypass_left(1000.0) == 30.0
+
+
+# -- the resolver's weaker spots (issue 14) -----------------------------------------------------
+
+
+class ScriptedUpstream:
+    """Answers every query with the records the test scripted, whatever was asked."""
+
+    address = ("192.0.2.53", 53)  # never contacted
+
+    def __init__(self, records: list[RR]) -> None:
+        self.records = records
+        self.asked: list[tuple[str, str]] = []
+
+    def ask(self, query: bytes) -> bytes:
+        request = DNSRecord.parse(query)
+        self.asked.append((str(request.q.qname).rstrip("."), QTYPE[request.q.qtype]))
+        reply = request.reply()
+        for rr in self.records:
+            reply.add_answer(rr)
+        return bytes(reply.pack())
+
+
+def _scripted(records: list[RR], **kwargs: Any) -> tuple[Answerer, list[str], ScriptedUpstream]:
+    upstream = ScriptedUpstream(records)
+    events: list[str] = []
+
+    def record(asker: Asker, resolution: Resolution) -> None:
+        events.append(" ".join(a for a, _ in resolution.addresses))
+
+    answerer = Answerer(
+        identify=lambda ip: AGENT if ip == "172.30.0.2" else None,
+        upstream=upstream,
+        record=record,
+        **kwargs,
+    )
+    return answerer, events, upstream
+
+
+def test_an_unrelated_a_record_in_the_answer_opens_nothing_and_is_not_passed_on() -> None:
+    answerer, allowed, _ = _scripted(
+        [
+            RR("ok.test", QTYPE.A, rdata=A("10.213.1.2"), ttl=60),
+            RR("other.name", QTYPE.A, rdata=A("10.213.9.9"), ttl=60),
+        ]
+    )
+    reply = _ask(answerer, "ok.test")
+    assert [(str(rr.rname), str(rr.rdata)) for rr in reply.rr] == [("ok.test.", "10.213.1.2")]
+    assert allowed == ["10.213.1.2"]
+
+
+def test_a_cname_chain_is_followed_and_only_its_names_count() -> None:
+    answerer, allowed, _ = _scripted(
+        [
+            RR("cdn.edge.example", QTYPE.A, rdata=A("10.213.1.5"), ttl=60),  # out of order
+            RR("ok.test", QTYPE.CNAME, rdata=CNAME("ok.cdn.example"), ttl=60),
+            RR("ok.cdn.example", QTYPE.CNAME, rdata=CNAME("cdn.edge.example"), ttl=60),
+            RR("loop.example", QTYPE.CNAME, rdata=CNAME("ok.test"), ttl=60),
+            RR("elsewhere.example", QTYPE.A, rdata=A("10.213.9.9"), ttl=60),
+        ]
+    )
+    reply = _ask(answerer, "ok.test")
+    assert [QTYPE[rr.rtype] for rr in reply.rr] == ["CNAME", "CNAME", "A"]
+    assert allowed == ["10.213.1.5"]
+
+
+def test_only_a_is_forwarded_and_other_query_types_are_answered_empty_here() -> None:
+    answerer, allowed, upstream = _scripted([RR("ok.test", QTYPE.TXT, rdata=TXT("x"), ttl=60)])
+    for qtype in ("TXT", "MX", "NULL", "HTTPS", "SVCB", "ANY", "CNAME", "AAAA", "PTR"):
+        reply = _ask(answerer, "ok.test", qtype)
+        assert (reply.header.rcode, reply.rr) == (RCODE.NOERROR, []), qtype
+    assert upstream.asked == [] and allowed == []
+    _ask(answerer, "ok.test", "A")
+    assert upstream.asked == [("ok.test", "A")]
+
+
+def test_new_subdomains_under_a_leading_dot_entry_are_capped_per_minute_and_logged() -> None:
+    now = [1000.0]
+    journal = FirewallJournal()
+    throttle = SubdomainThrottle(3, clock=lambda: now[0])
+    answerer, _, upstream = _scripted([], journal=journal, throttle=throttle)
+    codes = [_ask(answerer, f"s{i}.wild.test").header.rcode for i in range(5)]
+    assert codes == [RCODE.NOERROR] * 3 + [RCODE.REFUSED] * 2
+    assert _ask(answerer, "s1.wild.test").header.rcode == RCODE.NOERROR  # seen: no new cost
+    assert _ask(answerer, "wild.test").header.rcode == RCODE.NOERROR  # the apex is exact
+    assert _ask(answerer, "ok.test").header.rcode == RCODE.NOERROR  # exact names: no cap
+    assert [name for name, _ in upstream.asked] == [
+        "s0.wild.test",
+        "s1.wild.test",
+        "s2.wild.test",
+        "s1.wild.test",
+        "wild.test",
+        "ok.test",
+    ]
+    throttled = [(e.kind, e.name) for e in journal.entries("p/dev")]
+    assert throttled == [("throttled", "s3.wild.test"), ("throttled", "s4.wild.test")]
+    now[0] += 61  # a minute later the window has moved on
+    assert _ask(answerer, "s3.wild.test").header.rcode == RCODE.NOERROR
+
+
+def test_nxdomain_names_are_journalled_newest_last() -> None:
+    journal = FirewallJournal()
+    answerer, _, _ = _scripted([], journal=journal)
+    _ask(answerer, "evil.test")
+    _ask(answerer, "also.evil.test", "TXT")
+    entries = journal.entries("p/dev")
+    assert [(e.kind, e.name, e.qtype) for e in entries] == [
+        ("nxdomain", "evil.test", "A"),
+        ("nxdomain", "also.evil.test", "TXT"),
+    ]
+    assert journal.entries("p/dev", after=entries[0].seq) == entries[1:]
+
+
+def test_the_harness_floor_has_no_leading_dot_entries() -> None:
+    for harness, floor in HARNESS_FLOOR.items():
+        assert not [d for d in floor if d.startswith(".")], harness
+
+
+def test_the_entry_that_allows_a_name_prefers_an_exact_one() -> None:
+    allowlist = (".wild.test", "a.wild.test", "ok.test")
+    assert matching_entry("a.wild.test", allowlist) == "a.wild.test"
+    assert matching_entry("b.wild.test", allowlist) == ".wild.test"
+    assert matching_entry("wild.test", allowlist) == ".wild.test"
+    assert matching_entry("badwild.test", allowlist) is None
