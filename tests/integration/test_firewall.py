@@ -522,3 +522,41 @@ def test_a_program_the_verifier_refuses_fails_with_the_verifiers_log(tmp_path: P
     assert "the kernel refused it" in message
     assert "invalid mem access" in message  # the verifier's own words
     assert refused.value.errno != 0
+
+
+def test_the_firewall_log_shows_what_was_refused_and_suggest_the_names_to_add(
+    fw: Firewalled,
+) -> None:
+    fw.apply("ok")
+    blocked = fw.ip("blocked")
+    results = fw.probe(
+        connect(blocked),
+        resolve(fw.names["blocked"]),
+        {"op": "socket", "family": AF_INET, "type": SOCK_DGRAM, "proto": IPPROTO_ICMP},
+        user="claude",
+    )
+    assert results[0] == EPERM and results[1] == {"ok": False, "gai": -2}, results
+
+    def logged() -> list[dict[str, Any]] | None:
+        out = fw.scope.clawker("firewall", "log", "--agent", "dev", "-o", "json", check=0)
+        entries: list[dict[str, Any]] = json.loads(out.stdout)
+        kinds = {e["kind"] for e in entries}
+        return entries if {"denied", "nxdomain"} <= kinds and len(entries) >= 3 else None
+
+    entries = wait_for(logged, 10, "the refusals to reach the firewall log")
+    denied = [e for e in entries if e["kind"] == "denied" and e["address"]]
+    assert denied[0]["address"] == blocked and denied[0]["port"] == LISTEN_PORT
+    assert (denied[0]["protocol"], denied[0]["hook"]) == ("tcp", "connect4")
+    assert denied[0]["uid"] == 1001 and denied[0]["command"] == "python3"  # from the kernel
+    assert any(e["kind"] == "nxdomain" and e["name"] == fw.names["blocked"] for e in entries)
+    assert any(
+        e["hook"] == "sock_create" and e["protocol"] == "socket inet/dgram/1" for e in entries
+    )
+    assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)  # newest last
+
+    text = fw.scope.clawker("firewall", "log", "--agent", "dev", check=0).stdout
+    assert f"{blocked}:{LISTEN_PORT} tcp" in text and "uid 1001 python3" in text
+    diff = fw.scope.clawker("firewall", "suggest", "--agent", "dev", check=0).stdout
+    assert f"        - {fw.names['ok']}\n" in diff
+    assert f"+       - {fw.names['blocked']}" in diff
+    assert f"{blocked}:{LISTEN_PORT} tcp" in diff

@@ -6,7 +6,9 @@ No kernel, no sockets: the resolver is driven through its Answerer with a fake u
 from __future__ import annotations
 
 import ctypes
+import io
 import textwrap
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from bpf.maps import (
     MAP_LAYOUTS,
     AllowKey,
     Counters,
+    Denial,
     DnsOrigin,
     Policy,
     ip4_from_key,
@@ -26,7 +29,13 @@ from bpf.maps import (
     port_from_key,
     port_key,
 )
-from cli.firewall_verbs import format_duration, parse_duration, status_rows
+from cli.firewall_verbs import (
+    format_duration,
+    log_line,
+    parse_duration,
+    render_suggestion,
+    status_rows,
+)
 from cli.render import render_plan
 from cli.style import Style
 from reconciler.firewall.allowlist import (
@@ -48,6 +57,7 @@ from reconciler.firewall.resolver import (
     parse_address,
 )
 from reconciler.firewall.state import AgentFirewall
+from reconciler.firewall.suggest import suggest
 from reconciler.loop.observe import ObservedState
 from reconciler.loop.plan import Action, ChangeKind, FirewallObservation, Plan, plan
 from specs import DesiredAgent, load_specs
@@ -509,3 +519,71 @@ def test_the_entry_that_allows_a_name_prefers_an_exact_one() -> None:
     assert matching_entry("b.wild.test", allowlist) == ".wild.test"
     assert matching_entry("wild.test", allowlist) == ".wild.test"
     assert matching_entry("badwild.test", allowlist) is None
+
+
+# -- the firewall log and suggest ---------------------------------------------------------------
+
+
+def test_the_denial_mirror_matches_struct_denial() -> None:
+    assert ctypes.sizeof(Denial) == 72
+    assert Denial.comm.offset == 56 and Denial.port.offset == 36
+    v4 = Denial(ip4=ip4_key("198.18.3.2"), port=port_key(8080))
+    assert (v4.address, port_from_key(v4.port)) == ("198.18.3.2", 8080)
+    v6 = Denial()
+    v6.ip6[0], v6.ip6[3] = ip4_key("253.0.0.0"), ip4_key("0.0.0.1")
+    assert v6.address == "fd00::1"
+    assert Denial().address == ""
+
+
+def _journal() -> FirewallJournal:
+    clock = iter(float(t) for t in range(1_000, 2_000))
+    journal = FirewallJournal(clock=lambda: next(clock))
+    journal.add("p/dev", "nxdomain", name="new.example", qtype="A")
+    journal.add(
+        "p/dev",
+        "denied",
+        address="198.18.3.2",
+        port=8080,
+        protocol="tcp",
+        hook="connect4",
+        uid=1001,
+        command="curl",
+    )
+    journal.add("p/dev", "nxdomain", name="new.example", qtype="A")
+    journal.add("p/dev", "nxdomain", name="ok.test", qtype="A")  # allowed since
+    journal.add("p/dev", "throttled", name="x9.wild.test", qtype="A")
+    journal.add(
+        "p/dev",
+        "denied",
+        protocol="socket packet/raw/768",
+        hook="sock_create",
+        uid=0,
+        command="python3",
+    )
+    journal.add("p/other", "nxdomain", name="theirs.example", qtype="A")
+    return journal
+
+
+def test_suggest_adds_refused_names_and_lists_what_a_name_cannot_fix() -> None:
+    journal = _journal()
+    found = suggest(
+        "p/dev", ("ok.test", ".wild.test", "api.anthropic.com"), journal.entries("p/dev")
+    )
+    assert found.spec_domains == ("ok.test", ".wild.test")  # the floor is not in the spec
+    assert [(r.what, r.count) for r in found.add] == [("new.example", 2)]
+    assert [(r.what, r.detail) for r in found.addresses] == [("198.18.3.2:8080 tcp", "curl")]
+    assert [r.what for r in found.throttled] == ["x9.wild.test"]
+    assert [r.what for r in found.sockets] == ["socket packet/raw/768"]
+    text = render_suggestion(asdict(found), Style(io.StringIO()))
+    assert "+       - new.example  # NXDOMAIN x2" in text
+    assert "        - ok.test\n" in text and "theirs.example" not in text
+    assert "#   198.18.3.2:8080 tcp x1 by curl" in text
+
+
+def test_log_lines_say_what_was_refused_and_by_whom() -> None:
+    entries = [e.as_dict() for e in _journal().entries("p/dev")]
+    lines = [log_line(e, Style(io.StringIO())) for e in entries]
+    assert lines[0].endswith("nxdomain   new.example (A)")
+    assert lines[1].endswith("denied     198.18.3.2:8080 tcp  connect4  uid 1001 curl")
+    assert lines[5].endswith("denied     socket packet/raw/768  sock_create  uid 0 python3")
+    assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)  # newest last
