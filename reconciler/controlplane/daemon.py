@@ -17,6 +17,7 @@ from reconciler.controlplane.identity.pki import ClawkerPKI
 from reconciler.controlplane.paths import StatePaths, state_paths
 from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
 from reconciler.controlplane.runtime.controller import RuntimeController
+from reconciler.controlplane.verify import verify_agents
 from reconciler.docker.engine import DockerEngine
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
 
@@ -70,12 +71,26 @@ def serve(paths: StatePaths | None = None) -> int:
             controller.queue.put(cid)
         return {cid: (s.as_dict() if (s := registry.status(cid)) else None) for cid in ids}
 
+    verifying = threading.Lock()  # one run at a time: its targets have one interface name
+
+    def verify(params: dict[str, Any]) -> list[dict[str, Any]]:
+        key = firewall.resolve_agent(str(params["agent"])) if params.get("agent") else None
+        with verifying:
+            results = verify_agents(controller.port, firewall, controller.network, key)
+        return [r.as_dict() for r in results]
+
     def ping(_params: dict[str, Any]) -> dict[str, Any]:
         return {"pid": os.getpid(), "uptime": time.time() - started}
 
     api = ApiServer(
         paths.socket,
-        {"ping": ping, "put_runtime": put_runtime, "status": status, **firewall_handlers(firewall)},
+        {
+            "ping": ping,
+            "put_runtime": put_runtime,
+            "status": status,
+            "verify": verify,
+            **firewall_handlers(firewall),
+        },
     )
     controller.start()
     api.start()

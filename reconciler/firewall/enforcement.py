@@ -247,6 +247,11 @@ class Firewall:
             self._states[state.agent_key] = state
         return state
 
+    def enrolments(self) -> list[Enrolment]:
+        """The container starts enrolled now (one per live container)."""
+        with self._lock:
+            return list(self._enrolments.values())
+
     def known_agents(self) -> list[str]:
         with self._lock:
             keys = {s.agent_key for s in self._store.firewalls()}
