@@ -34,15 +34,19 @@ def verify_rows(results: list[dict[str, Any]], style: Style) -> list[list[str]]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from reconciler.controlplane import lifecycle
-    from reconciler.controlplane.api.channel import ControlPlaneClient
+    from reconciler.controlplane.api.client import ControlPlaneClient, ControlPlaneNotRunningError
+    from reconciler.controlplane.paths import StatePaths
 
-    client = ControlPlaneClient(lifecycle.client().path, timeout=VERIFY_TIMEOUT_SECONDS)
-    if not client.alive():
+    paths = StatePaths(args.settings.state_dir)
+    client = ControlPlaneClient(paths.socket, timeout=VERIFY_TIMEOUT_SECONDS)
+    try:
+        client.check_agreement(args.settings.agreement())
+    except ControlPlaneNotRunningError:
         raise lifecycle.ControlPlaneError(
             "the control plane is not running (it runs the probes); "
             "start it with `clawker controlplane up`"
-        )
-    results: list[dict[str, Any]] = client.call("verify", agent=args.agent or "")
+        ) from None
+    results = client.verify(args.agent or "")
     escapes = [r for r in results if r["verdict"] == "ESCAPE"]
     if args.output == "json":
         print(json.dumps(results, indent=2), flush=True)

@@ -11,7 +11,6 @@ next enrolment).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -47,6 +46,7 @@ from reconciler.firewall.resolver import (
     host_upstream,
 )
 from reconciler.firewall.state import AgentFirewall, FirewallStore
+from reconciler.settings import Settings
 
 __all__ = [
     "PIN_DIR_DEFAULT",
@@ -95,17 +95,18 @@ class FirewallConfig:
     object_path: Path | None = None
     subdomain_limit: int = SUBDOMAIN_LIMIT  # new names per leading-dot entry per minute
 
+    network: str = naming.NETWORK_NAME_DEFAULT
+
     @classmethod
-    def from_env(cls) -> FirewallConfig:
-        """CLAWKER_CGROUP_PARENT, CLAWKER_BPF_PIN_DIR, CLAWKER_DNS_UPSTREAM, CLAWKER_DNS_PORT."""
+    def from_settings(cls, settings: Settings) -> FirewallConfig:
         return cls(
-            cgroup_parent=naming.cgroup_parent(),
-            pin_dir=Path(os.environ.get("CLAWKER_BPF_PIN_DIR", PIN_DIR_DEFAULT)),
-            upstream=host_upstream(),
-            dns_port=int(os.environ.get("CLAWKER_DNS_PORT", "0") or 0),
-            subdomain_limit=int(
-                os.environ.get("CLAWKER_DNS_SUBDOMAIN_LIMIT", "") or SUBDOMAIN_LIMIT
-            ),
+            cgroup_parent=settings.cgroup_parent,
+            pin_dir=settings.bpf_pin_dir,
+            upstream=host_upstream(settings.dns_upstream),
+            dns_port=settings.dns_port,
+            object_path=settings.bpf_object,
+            network=settings.network,
+            subdomain_limit=settings.dns_subdomain_limit,
         )
 
 
@@ -301,7 +302,7 @@ class Firewall:
         if not address or not gateway:
             raise FirewallError(
                 f"container {container_id[:12]} has no address on the agent network "
-                f"{naming.network_name()}; its DNS cannot be redirected"
+                f"{self.config.network}; its DNS cannot be redirected"
             )
         cgroup = self._container_cgroup(container_id, pid)
         cid = cgroup_id(cgroup)
@@ -329,6 +330,15 @@ class Firewall:
             self._by_address[address] = container_id
         self.remove_stale()
         return enrolment
+
+    def is_enrolled(self, container_id: str, pid: int) -> bool:
+        """Whether the kernel's policy map holds the cgroup this container runs in now (read
+        from /proc: a restart makes a new cgroup, and an older start's enrolment does not count)."""
+        try:
+            cid = cgroup_id(self._container_cgroup(container_id, pid))
+        except (FirewallError, OSError):
+            return False
+        return cid in self.maps.policies()
 
     def _container_cgroup(self, container_id: str, pid: int) -> Path:
         """The cgroup v2 directory of the container's first process, checked to be under ours."""
