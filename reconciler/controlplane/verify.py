@@ -51,6 +51,8 @@ __all__ = [
     "ProbeResult",
     "VerifyTargets",
     "docker_dns_ports",
+    "judge",
+    "listening_on_127_0_0_11",
     "verify_agents",
 ]
 
@@ -221,28 +223,36 @@ def docker_dns_ports(pid: int) -> tuple[list[int], list[int]]:
     """The UDP and TCP ports Docker's embedded resolver listens on at 127.0.0.11 inside the
     network namespace of `pid` (its real ports, behind Docker's DNAT of port 53)."""
 
-    def ports(table: str, state: str) -> list[int]:
+    def table(name: str) -> str:
         try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+            return Path(f"/proc/{pid}/net/{name}").read_text()
         except OSError:
-            return []
-        found = []
-        for line in lines:
-            parts = line.split()
-            local, st = parts[1], parts[3]
-            address, _, port = local.partition(":")
-            if address == "0B00007F" and st == state:  # 127.0.0.11, little-endian hex
-                found.append(int(port, 16))
-        return sorted(found)
+            return ""
 
-    return ports("udp", "07"), ports("tcp", "0A")
+    return listening_on_127_0_0_11(table("udp"), "07"), listening_on_127_0_0_11(
+        table("tcp"), "0A"
+    )
+
+
+def listening_on_127_0_0_11(table: str, state: str) -> list[int]:
+    """Ports of /proc/net/{udp,tcp} rows bound to 127.0.0.11 in `state` (07: an unconnected
+    UDP socket, 0A: a TCP listener)."""
+    found = []
+    for line in table.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        address, _, port = parts[1].partition(":")
+        if address == "0B00007F" and parts[3] == state:  # 127.0.0.11, little-endian hex
+            found.append(int(port, 16))
+    return sorted(found)
 
 
 @dataclass(frozen=True)
 class _Probe:
     name: str
     spec: dict[str, Any]
-    judge: str  # how to read the result: connect | datagram | dns | socket
+    reading: str  # how to read the result: connect | datagram | dns | socket
     token: str = ""
     skip: str = ""
 
@@ -360,17 +370,19 @@ def _probes(
     return probes
 
 
-def _judge(probe: _Probe, result: dict[str, Any], arrived: bool) -> tuple[str, str]:
+def judge(reading: str, result: dict[str, Any], arrived: bool) -> tuple[str, str]:
+    """PASS or ESCAPE, and why, for one probe's inside result; `arrived`: a target of ours got
+    the probe's token. `reading`: connect | datagram | dns | socket."""
     error = str(result.get("error", ""))
-    if probe.judge == "connect":
+    if reading == "connect":
         if result.get("connected") or arrived:
             return ESCAPE, "connected" + (" and the target got the probe's data" if arrived else "")
         return PASS, f"refused ({error})"
-    if probe.judge == "datagram":
+    if reading == "datagram":
         if arrived:
             return ESCAPE, "the target got the datagram"
         return PASS, f"refused ({error})" if error else "sent, nothing arrived"
-    if probe.judge == "dns":
+    if reading == "dns":
         if result.get("addresses"):
             return ESCAPE, f"answered {', '.join(result['addresses'])}"
         if result.get("answered"):
@@ -425,7 +437,7 @@ def verify_agents(
                     verdict, detail = SKIP, probe.skip
                 else:
                     arrived = bool(probe.token) and targets.arrived(probe.token)
-                    verdict, detail = _judge(probe, by_name[probe.name], arrived)
+                    verdict, detail = judge(probe.reading, by_name[probe.name], arrived)
                 results.append(
                     ProbeResult(enrolment.agent_key, info.name, probe.name, verdict, detail)
                 )
