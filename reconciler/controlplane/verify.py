@@ -118,7 +118,7 @@ class VerifyTargets:
         _SUBNET_LOCK.parent.mkdir(parents=True, exist_ok=True)
         with open(_SUBNET_LOCK, "w") as lock, IPRoute() as ipr:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two control planes must not pick the same /24
-            self._remove(ipr)  # what a killed run of this process left
+            self._remove_stale(ipr)
             n = _free_subnet(ipr)
             lo = ipr.link_lookup(ifname="lo")[0]
             self.subnet4, self.ip4 = f"198.18.{n}.0", f"198.18.{n}.1"
@@ -132,25 +132,38 @@ class VerifyTargets:
             except Exception as exc:  # no IPv6 on this host: the probe still runs, unanswered
                 log.info("no IPv6 target for verify: %s", exc)
 
-    def _remove(self, ipr: IPRoute) -> None:
+    def _remove(self, ipr: IPRoute, n: int | None = None) -> None:
+        """Remove the targets of subnet `n` (default: this run's): addresses, then routes."""
+        if n is None:
+            if not self.ip4:
+                return
+            n = int(self.ip4.split(".")[2])
         lo = ipr.link_lookup(ifname="lo")[0]
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for a in ipr.get_addr(family=family, index=lo):
-                address = a.get_attr("IFA_ADDRESS") or ""
-                ours = a.get_attr("IFA_LABEL") == self.label or address == self.ip6
-                if address and ours:
-                    with contextlib.suppress(Exception):
-                        ipr.addr(
-                            "del",
-                            index=lo,
-                            address=address,
-                            prefixlen=a["prefixlen"],
-                            family=family,
-                        )
-        for dst, length, af in ((self.subnet4, 24, 2), (self.subnet6, 64, 10)):
-            if dst:
-                with contextlib.suppress(Exception):
-                    ipr.route("del", dst=dst, dst_len=length, type="blackhole", family=af)
+        for address, length, af in ((f"198.18.{n}.1", 32, 2), (f"fd00:c1a5:0:{n:x}::1", 128, 10)):
+            with contextlib.suppress(Exception):
+                ipr.addr("del", index=lo, address=address, prefixlen=length, family=af)
+        for dst, length, af in ((f"198.18.{n}.0", 24, 2), (f"fd00:c1a5:0:{n:x}::", 64, 10)):
+            with contextlib.suppress(Exception):
+                ipr.route("del", dst=dst, dst_len=length, type="blackhole", family=af)
+
+    def _remove_stale(self, ipr: IPRoute) -> None:
+        """Targets a killed run left: labelled with the pid of a process that is gone, or ours.
+        (Called under the subnet lock, so no run is half set up meanwhile.)"""
+        lo = ipr.link_lookup(ifname="lo")[0]
+        for a in ipr.get_addr(family=socket.AF_INET, index=lo):
+            label, address = a.get_attr("IFA_LABEL") or "", a.get_attr("IFA_ADDRESS") or ""
+            if not label.startswith("lo:clkv") or not address.startswith("198.18."):
+                continue
+            try:
+                pid = int(label.removeprefix("lo:clkv"), 16)
+                if pid != os.getpid():
+                    os.kill(pid, 0)
+                    continue  # a live control plane's run
+            except ProcessLookupError:
+                pass
+            except (ValueError, PermissionError):
+                continue
+            self._remove(ipr, int(address.split(".")[2]))
 
     def _listen(self, family: int, kind: int, address: str, port: int = 0) -> _Listener:
         sock = socket.socket(family, kind)
@@ -198,6 +211,7 @@ class VerifyTargets:
             listener.sock.close()
         with contextlib.suppress(Exception), IPRoute() as ipr:
             self._remove(ipr)
+        self.ip4 = ""
 
     def arrived(self, token: str) -> bool:
         return any(token in seen for lst in self._listeners for seen in lst.seen)
@@ -229,9 +243,7 @@ def docker_dns_ports(pid: int) -> tuple[list[int], list[int]]:
         except OSError:
             return ""
 
-    return listening_on_127_0_0_11(table("udp"), "07"), listening_on_127_0_0_11(
-        table("tcp"), "0A"
-    )
+    return listening_on_127_0_0_11(table("udp"), "07"), listening_on_127_0_0_11(table("tcp"), "0A")
 
 
 def listening_on_127_0_0_11(table: str, state: str) -> list[int]:

@@ -582,6 +582,23 @@ CLOSED_PROBES = {
 }
 
 
+def verify_results(scope: Scope, *args: str) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
+    """`clawker verify -o json`: its exit code and results by (agent name, probe)."""
+    proc = scope.clawker("verify", *args, "-o", "json")
+    assert proc.returncode in (0, 1) and proc.stdout.startswith("["), proc.stdout + proc.stderr
+    results = json.loads(proc.stdout)
+    return proc.returncode, {(r["agent"].split("/")[1], r["probe"]): r for r in results}
+
+
+def assert_verify_closed(scope: Scope, agent: str) -> None:
+    """Every probe this firewall closes passes for `agent` (peer: passes or has no peer)."""
+    _, results = verify_results(scope, "--agent", agent)
+    for probe in CLOSED_PROBES:
+        result = results[(agent, probe)]
+        ok = ("PASS", "SKIP") if probe == "peer" else ("PASS",)
+        assert result["verdict"] in ok, result
+
+
 def _two_agents(fw: Firewalled) -> Path:
     return fw.scope.write_spec(f"""\
         apiVersion: clawker.dev/v1alpha1
@@ -608,18 +625,11 @@ def _two_agents(fw: Firewalled) -> Path:
         """)
 
 
-def _verify(fw: Firewalled, *args: str) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
-    proc = fw.scope.clawker("verify", *args, "-o", "json")
-    assert proc.returncode in (0, 1) and proc.stdout.startswith("["), proc.stdout + proc.stderr
-    results = json.loads(proc.stdout)
-    return proc.returncode, {(r["agent"].split("/")[1], r["probe"]): r for r in results}
-
-
 def test_verify_passes_every_probe_the_firewall_closes_in_a_bind_and_a_snapshot_agent(
     fw: Firewalled,
 ) -> None:
     fw.scope.clawker("apply", "-f", str(_two_agents(fw)), check=0)
-    code, results = _verify(fw)
+    code, results = verify_results(fw.scope)
     for agent in ("dev", "snap"):
         for probe in CLOSED_PROBES:
             result = results[(agent, probe)]
@@ -638,7 +648,7 @@ def test_verify_sees_the_escapes_of_an_unfiltered_agent_and_nothing_leaves_the_m
 ) -> None:
     fw.apply("ok")
     fw.scope.clawker("firewall", "disable", "--agent", "dev", check=0)
-    code, results = _verify(fw, "--agent", "dev")
+    code, results = verify_results(fw.scope, "--agent", "dev")
     assert code == 1
     for probe in ("direct-ip-tcp", "direct-ip-udp", "ipv4-mapped", "gateway", "ping-socket"):
         assert results[("dev", probe)]["verdict"] == "ESCAPE", results[("dev", probe)]
@@ -647,5 +657,5 @@ def test_verify_sees_the_escapes_of_an_unfiltered_agent_and_nothing_leaves_the_m
     assert results[("dev", "peer")]["verdict"] == "SKIP"  # the only agent
     assert not [q for q in fw.upstream.queries if q[0].startswith("clawker.")]
     fw.scope.clawker("firewall", "enable", "--agent", "dev", check=0)
-    _, again = _verify(fw, "--agent", "dev")
+    _, again = verify_results(fw.scope, "--agent", "dev")
     assert all(again[("dev", p)]["verdict"] == "PASS" for p in CLOSED_PROBES - {"peer"})
