@@ -32,6 +32,7 @@ from bpf.maps import (
     port_key,
 )
 from reconciler import naming
+from reconciler.errors import ClawkerError
 from reconciler.firewall.allowlist import agent_id, normalise_domain
 from reconciler.firewall.journal import DENIED, FirewallJournal
 from reconciler.firewall.resolver import (
@@ -82,7 +83,7 @@ def _protocol(denial: Denial) -> str:
     return f"socket {family}/{_TYPES.get(denial.type, str(denial.type))}/{denial.protocol}"
 
 
-class FirewallError(Exception):
+class FirewallError(ClawkerError):
     """The firewall cannot do what was asked; the message says why and what to do."""
 
 
