@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 import uuid
@@ -528,8 +529,21 @@ def test_a_program_the_verifier_refuses_fails_with_the_verifiers_log(tmp_path: P
 def test_the_firewall_log_shows_what_was_refused_and_suggest_the_names_to_add(
     fw: Firewalled,
 ) -> None:
+    fw.scope.env["CLAWKER_DNS_SUBDOMAIN_LIMIT"] = "3"
     fw.apply("ok")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "firewall", "log", "--agent", "dev", "-f"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=fw.scope.env,
+        cwd=REPO,
+    )
     blocked = fw.ip("blocked")
+    wild = f".wild.{fw.scope.run_id}.clawker-test.invalid"
+    fw.scope.clawker("firewall", "add", wild, "--agent", "dev", check=0)
+    answers = fw.probe(*(dns_query(f"s{i}{wild}", "A") for i in range(5)))
+    codes = [DNSRecord.parse(bytes.fromhex(a["reply"])).header.rcode for a in answers]
+    assert codes == [RCODE.NXDOMAIN] * 3 + [RCODE.REFUSED] * 2  # upstream's answer, then capped
     results = fw.probe(
         connect(blocked),
         resolve(fw.names["blocked"]),
@@ -541,8 +555,9 @@ def test_the_firewall_log_shows_what_was_refused_and_suggest_the_names_to_add(
     def logged() -> list[dict[str, Any]] | None:
         out = fw.scope.clawker("firewall", "log", "--agent", "dev", "-o", "json", check=0)
         entries: list[dict[str, Any]] = json.loads(out.stdout)
-        kinds = {e["kind"] for e in entries}
-        return entries if {"denied", "nxdomain"} <= kinds and len(entries) >= 3 else None
+        hooks = {e["hook"] for e in entries if e["kind"] == "denied"}
+        named = any(e["kind"] == "nxdomain" for e in entries)
+        return entries if named and {"connect4", "sock_create"} <= hooks else None
 
     entries = wait_for(logged, 10, "the refusals to reach the firewall log")
     denied = [e for e in entries if e["kind"] == "denied" and e["address"]]
@@ -555,8 +570,21 @@ def test_the_firewall_log_shows_what_was_refused_and_suggest_the_names_to_add(
     )
     assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)  # newest last
 
+    assert [e["name"] for e in entries if e["kind"] == "throttled"] == [
+        f"s3{wild}",
+        f"s4{wild}",
+    ]
     text = fw.scope.clawker("firewall", "log", "--agent", "dev", check=0).stdout
     assert f"{blocked}:{LISTEN_PORT} tcp" in text and "uid 1001 python3" in text
+    try:  # the follower printed the same, as it happened
+        followed = (
+            [follower.stdout.readline() for _ in range(len(entries))] if follower.stdout else []
+        )
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    assert any(f"throttled  s3{wild} (A)" in line for line in followed)
+    assert any(f"{blocked}:{LISTEN_PORT} tcp" in line for line in followed)
     diff = fw.scope.clawker("firewall", "suggest", "--agent", "dev", check=0).stdout
     assert f"        - {fw.names['ok']}\n" in diff
     assert f"+       - {fw.names['blocked']}" in diff
@@ -659,3 +687,25 @@ def test_verify_sees_the_escapes_of_an_unfiltered_agent_and_nothing_leaves_the_m
     fw.scope.clawker("firewall", "enable", "--agent", "dev", check=0)
     _, again = verify_results(fw.scope, "--agent", "dev")
     assert all(again[("dev", p)]["verdict"] == "PASS" for p in CLOSED_PROBES - {"peer"})
+
+
+def test_verify_passes_for_an_agent_with_the_harness_floor(fw: Firewalled) -> None:
+    spec = fw.scope.write_spec("""\
+        apiVersion: clawker.dev/v1alpha1
+        kind: Project
+        metadata: {name: PROJECT}
+        spec:
+          workspace: {path: ./ws, mode: bind}
+          build: {harness: claude}
+        ---
+        apiVersion: clawker.dev/v1alpha1
+        kind: Agent
+        metadata: {name: dev, project: PROJECT}
+        spec:
+          command: [sleep, infinity]
+        """)
+    fw.scope.clawker("apply", "-f", str(spec), check=0)
+    domains = json.loads(fw.scope.clawker("firewall", "list", "-o", "json", check=0).stdout)
+    assert "api.anthropic.com" in domains[0]["domains"]  # the floor, exact names only
+    assert not [d for d in domains[0]["domains"] if d.startswith(".")]
+    assert_verify_closed(fw.scope, "dev")
