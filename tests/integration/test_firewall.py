@@ -591,6 +591,22 @@ def test_the_firewall_log_shows_what_was_refused_and_suggest_the_names_to_add(
     assert f"{blocked}:{LISTEN_PORT} tcp" in diff
 
 
+def test_an_unrelated_record_in_an_allowed_answer_opens_nothing(fw: Firewalled) -> None:
+    """The upstream answers the allowed name with its address *and* `other.name A <blocked>`:
+    only the queried name's chain counts, so the blocked address stays closed."""
+    fw.upstream.smuggled[fw.names["ok"]] = ("other.clawker-test.invalid", fw.ip("blocked"))
+    fw.apply("ok")
+    (answer,) = fw.probe(dns_query(fw.names["ok"], "A"))
+    records = DNSRecord.parse(bytes.fromhex(answer["reply"])).rr
+    assert [(str(rr.rname).rstrip("."), str(rr.rdata)) for rr in records] == [
+        (fw.names["ok"], fw.ip("ok"))
+    ]
+    assert fw.probe(connect(fw.ip("blocked"))) == [EPERM]
+    assert fw.hosts.reached("blocked") == []
+    listing = json.loads(fw.scope.clawker("firewall", "list", "-o", "json", check=0).stdout)
+    assert list(listing[0]["addresses"]) == [fw.ip("ok")]
+
+
 # -- clawker verify ------------------------------------------------------------------------------
 
 # Probes this branch's firewall closes. docker-dns-udp/-tcp (Docker's resolver on its real port)
