@@ -145,6 +145,7 @@ class Firewall:
         self._states: dict[str, AgentFirewall] = {}
         self.journal = FirewallJournal()  # what was refused, for `clawker firewall log`
         self._denials: DenialReader | None = None
+        self._agent_keys: dict[int, str] = {}  # agent id -> key, for the kernel's denials
         self._denial_thread: threading.Thread | None = None
         self._stop_denials = threading.Event()
         self._throttle = SubdomainThrottle(config.subdomain_limit)  # shared by all resolvers
@@ -194,8 +195,11 @@ class Firewall:
         self._denial_thread.start()
 
     def _journal_denial(self, denial: Denial) -> None:
-        agents = {agent_id(key): key for key in self.known_agents()}
-        agent = agents.get(denial.agent_id, "") if denial.agent_id else ""
+        agent = ""
+        if denial.agent_id:  # 0: a cgroup nobody enrolled
+            if denial.agent_id not in self._agent_keys:  # a new agent: look again, once
+                self._agent_keys = {agent_id(key): key for key in self.known_agents()}
+            agent = self._agent_keys.get(denial.agent_id, "")
         self.journal.add(
             agent,
             DENIED,
