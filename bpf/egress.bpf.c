@@ -93,7 +93,8 @@ static __always_inline void count(const struct policy *p, int allowed)
 }
 
 /* Tell user space what was refused (best effort: a full buffer drops the event, never the
- * refusal). `ip6` is NULL for an IPv4 destination; `sk_*` describe the socket. */
+ * refusal). `ip6` is NULL for an IPv4 destination; family, type and protocol are the
+ * socket's. */
 static __always_inline void report_denial(const struct policy *p, __u8 hook, __u32 ip4,
 					  const __u32 *ip6, __u16 port, __u32 family, __u32 type,
 					  __u32 protocol)
@@ -232,9 +233,8 @@ static __always_inline int filter6(struct bpf_sock_addr *ctx, __u8 hook)
 	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
 	__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
 	__u16 port = (__u16)ctx->user_port;
-	int verdict = DENY;
-
 	__u32 dst6[4] = {a0, a1, a2, a3};
+	int verdict = DENY;
 
 	if (!p) {
 		count(0, 0);
