@@ -152,9 +152,10 @@ def _ip(info: dict[str, Any], network: str) -> str:
 def test_a_successor_at_the_same_address_is_driven_once_by_its_own_start(
     scope: Scope, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The old container's dial is still retrying, with a stale view of it (its death lost),
-    when the recreate's successor gets its IP: TLS refuses the old dial at the successor, and
-    the successor is registered, initialised and released exactly once, by its own pass."""
+    """The old container's dial is still retrying, with a stale view of it (its death lost:
+    paused, then killed), when the recreate's successor gets its IP: TLS refuses the old dial
+    at the successor, and the successor is registered, initialised and released exactly once,
+    by its own pass."""
     caplog.set_level(logging.INFO, logger="clawker.controlplane")
     network = scope.env["CLAWKER_NETWORK"]
     name = f"clawker.{scope.project}.dev"
@@ -170,6 +171,10 @@ def test_a_successor_at_the_same_address_is_driven_once_by_its_own_start(
             lambda: (s := _status(paths, old.id)) and s.phase == "initializing",
             "the old container's pass to be dialling",
         )
+        # Dead for good (a paused container that `docker stop` unpauses could still answer as
+        # itself); its pass, told nothing, keeps dialling its address.
+        scope.api.kill(name)
+        scope.wait_stopped(name)
 
         second = scope.write_spec(SPEC.replace("ROUND_VALUE", "2"))
         proc = scope.clawker("apply", "-f", str(second), "-y", check=0)
