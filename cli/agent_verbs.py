@@ -83,7 +83,9 @@ def _progress(style: Style, enabled: bool) -> Callable[[StepEvent], None]:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     specset = _load(args.filename)
-    prepared = prepare_apply(DockerEngine(), specset, prune=args.prune)
+    prepared = prepare_apply(
+        DockerEngine(), specset, prune=args.prune, restart_if_needed=args.restart_if_needed
+    )
     if args.output == "json":
         _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
     else:
@@ -99,9 +101,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
         return apply_watch(args, _load)
     specset = _load(args.filename)
     port = DockerEngine()
-    prepared = prepare_apply(port, specset, prune=args.prune)
-    the_plan = prepared.plan
     out_style, err_style = Style(sys.stdout), Style(sys.stderr)
+    if not args.dry_run:
+        # Before planning: the plan compares with what the control plane holds, so it must
+        # answer; a dry run, like diff, shows an absent one's state as unknown instead.
+        _ensure_controlplane(err_style)
+    prepared = prepare_apply(
+        port, specset, prune=args.prune, restart_if_needed=args.restart_if_needed
+    )
+    the_plan = prepared.plan
     json_out = args.output == "json"
     if args.dry_run:
         if json_out:
@@ -118,10 +126,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     ):
         _err("Apply cancelled.")
         return EXIT_FAIL
-    # Even with nothing to change: the CP gets the current runtime specs (pre_run, allowlist,
-    # the host's sockets) and apply still waits until every agent is Ready.
-    _ensure_controlplane(err_style)
-
+    # Even with nothing to change, apply waits until every agent is Ready.
     def on_step(container: str, record: StepRecord) -> None:
         if not json_out:
             mark = ok_mark(err_style) if record.ok else fail_mark(err_style)

@@ -7,22 +7,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler import naming
-from reconciler.controlplane.api import ApiError, ControlPlaneClient
+from reconciler.controlplane.api import (
+    ApiError,
+    ControlPlaneClient,
+    ControlPlaneNotRunningError,
+)
 from reconciler.controlplane.paths import StatePaths, state_paths
-from reconciler.controlplane.registry import AgentRuntimeSpec, StartStatus, StepRecord
+from reconciler.controlplane.registry import StartStatus, StepRecord
+from reconciler.controlplane.runtime_spec import (
+    AgentRuntimeSpec,
+    AgentRuntimeState,
+    runtime_differences,
+)
 from reconciler.docker_port import DockerPort
 from reconciler.executor import ExecutionResult, StepEvent, StepTools, execute
-from reconciler.firewall.allowlist import effective_allowlist
-from reconciler.host import HostContext, ensure_share_dir, host_context, observe_host
+from reconciler.host import ensure_share_dir, observe_host
 from reconciler.images import project_image_inputs
 from reconciler.observed import ObservedState, observe
-from reconciler.planning import Action, ChangeKind, FirewallObservation, Plan, plan, plan_delete
+from reconciler.planning import Action, ChangeKind, Plan, RuntimeObservation, plan, plan_delete
 from reconciler.readiness import Readiness, wait_ready
-from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
+from specs import DesiredAgent, SpecSet, spec_hash
 
 __all__ = [
     "AgentOutcome",
@@ -30,6 +38,8 @@ __all__ = [
     "Prepared",
     "agent_statuses",
     "apply_plan",
+    "observe_runtime",
+    "pending_at_next_start",
     "prepare_apply",
     "prepare_delete",
 ]
@@ -67,8 +77,12 @@ def prepare_apply(
     *,
     prune: bool = False,
     keys: Collection[str] | None = None,
+    restart_if_needed: bool = False,
+    controlplane: StatePaths | None = None,
 ) -> Prepared:
-    """Observe Docker and plan; raises ImageError when a project's agents disagree on `build`.
+    """Observe Docker and the control plane, and plan; raises ImageError when a project's
+    agents disagree on `build`, ApiError when the control plane refuses to answer (a running
+    one that does not is planned as unknown).
 
     With `keys` (agent keys), plan only those agents: the others are left out of both the
     desired and the observed side, so nothing else is created, changed or pruned (watch mode's
@@ -91,54 +105,27 @@ def prepare_apply(
             apply_sets=specset.projects,
             prune=prune,
             host=host,
-            firewall=observe_firewall(),
+            runtime=observe_runtime(controlplane) if desired else RuntimeObservation({}),
+            restart_if_needed=restart_if_needed,
         ),
     )
 
 
-def observe_firewall(paths: StatePaths | None = None) -> FirewallObservation:
-    """The allowlists the control plane enforces; unknown when it does not answer."""
+def observe_runtime(paths: StatePaths | None = None) -> RuntimeObservation:
+    """The control plane's state of every agent it knows (the other half of what `diff`
+    compares); unknown when it is not running. A control plane that refuses this user, or
+    answers in another version's terms, is an error: a plan made without it would be a guess."""
     client = ControlPlaneClient((paths or state_paths()).socket)
     try:
-        raw: Mapping[str, Sequence[str]] = client.call("firewall_allowlists")
-    except ApiError:
-        return FirewallObservation(None)
-    return FirewallObservation({key: tuple(domains) for key, domains in raw.items()})
+        raw: Mapping[str, Mapping[str, Any]] = client.call("runtime_state")
+    except ControlPlaneNotRunningError:
+        return RuntimeObservation(None, "control plane not running")
+    return RuntimeObservation({k: AgentRuntimeState.from_dict(v) for k, v in raw.items()})
 
 
 def prepare_delete(port: DockerPort, keys: Iterable[str], *, volumes: bool) -> Prepared:
     observed = observe(port)
     return Prepared(observed, plan_delete(keys, observed, volumes=volumes))
-
-
-def runtime_specs(
-    agents: Iterable[DesiredAgent], host: HostContext | None = None
-) -> list[dict[str, Any]]:
-    """What the control plane needs to drive each agent's starts (pushed on every apply),
-    including the host user whose git credentials and ssh/gpg agents it forwards."""
-    host = host or host_context()
-    return [
-        asdict(
-            AgentRuntimeSpec(
-                agent_key=a.key,
-                post_init=a.agent.post_init,
-                pre_run=a.agent.pre_run,
-                workspace=a.workspace.path,
-                snapshot=a.workspace.mode is WorkspaceMode.SNAPSHOT,
-                allow_domains=effective_allowlist(a),
-                forward_https=a.security.git_credentials.forward_https,
-                forward_ssh=a.security.git_credentials.forward_ssh,
-                forward_gpg=a.security.git_credentials.forward_gpg,
-                copy_git_config=a.security.git_credentials.copy_git_config,
-                host_uid=host.uid,
-                host_gid=host.gid,
-                host_home=host.home,
-                ssh_auth_sock=host.ssh_auth_sock,
-                gpg_extra_socket=host.gpg_extra_socket,
-            )
-        )
-        for a in agents
-    ]
 
 
 def apply_plan(
@@ -156,9 +143,10 @@ def apply_plan(
 ) -> tuple[ExecutionResult, list[AgentOutcome]]:
     """Execute, then wait until every agent is Ready; one outcome per agent.
 
-    With `controlplane` (its state paths; the CP must be running), agents' runtime specs are
-    pushed first, new containers get bootstrap material from its PKI, and readiness is the CP's
-    verdict on each container's current start. `sleep` paces the readiness polls (watch mode
+    With `controlplane` (its state paths; the CP must be running), the plan's control plane
+    steps (UpdateRuntime, UpdateFirewall) go to it, new containers get bootstrap material from
+    its PKI, and readiness is the CP's verdict on each container's current start. Nothing is
+    sent to the control plane outside the plan. `sleep` paces the readiness polls (watch mode
     passes one that raises when it is told to stop).
     """
     tools = StepTools(on_build_line=on_build_line)
@@ -169,7 +157,6 @@ def apply_plan(
         from reconciler.pki import ClawkerPKI  # noqa: PLC0415
 
         client = ControlPlaneClient(controlplane.socket)
-        client.call("put_runtime", agents=runtime_specs(agents))
         pki = ClawkerPKI.load_or_create(controlplane.pki)
         cp = client
         tools = StepTools(
@@ -177,6 +164,9 @@ def apply_plan(
             on_build_line=on_build_line,
             update_firewall=lambda key, domains: cp.call(
                 "firewall_set", agent=key, domains=list(domains)
+            ),
+            update_runtime=lambda spec, fresh: cp.call(
+                "runtime_put", spec=spec.as_dict(), fresh_config=fresh
             ),
         )
     for step in the_plan.steps:  # a bind mount's source must exist before the create
@@ -232,6 +222,7 @@ class AgentStatus:
     initialized: bool = False
     firewall_enrolled: bool = False
     detail: str = ""
+    pending: tuple[str, ...] = ()  # changes the control plane holds for the next start
 
     @property
     def key(self) -> str:
@@ -244,6 +235,21 @@ class Conditions:
     initialized: bool
     detail: str
     firewall_enrolled: bool = False
+    pending: tuple[str, ...] = ()
+
+
+def pending_at_next_start(
+    used: AgentRuntimeSpec | None, current: AgentRuntimeState | None
+) -> tuple[str, ...]:
+    """What the control plane holds that the running start was not driven with: it takes
+    effect at the next start (a post_init that already ran never does)."""
+    if used is None or current is None or current.spec is None:
+        return ()
+    return tuple(
+        d.label
+        for d in runtime_differences(used, current.spec)
+        if not (d.field == "post_init" and current.post_init_done)
+    )
 
 
 def readiness_conditions(
@@ -261,7 +267,8 @@ def readiness_conditions(
 
     try:
         raw: Mapping[str, Any] = cp.call("status", containers=[c.id for c in running])
-    except ApiError:
+        runtimes: Mapping[str, Mapping[str, Any]] = cp.call("runtime_state")
+    except ControlPlaneNotRunningError:
         return {c.id: Conditions(False, False, "control plane not running") for c in running}
     enrolled = _enrolled_cgroups(cp)
     result = {}
@@ -280,7 +287,11 @@ def readiness_conditions(
             result[c.id] = Conditions(False, False, "waiting for the control plane", on_map)
             continue
         ready = status.phase == "ready"
-        result[c.id] = Conditions(ready, ready, status.detail, on_map)
+        current = runtimes.get(status.agent_key)
+        pending = pending_at_next_start(
+            status.runtime, AgentRuntimeState.from_dict(current) if current else None
+        )
+        result[c.id] = Conditions(ready, ready, status.detail, on_map, pending)
     return result
 
 
@@ -328,6 +339,7 @@ def agent_statuses(
                 initialized=cond.initialized if cond else False,
                 firewall_enrolled=cond.firewall_enrolled if cond else False,
                 detail=cond.detail if cond else "",
+                pending=cond.pending if cond else (),
             )
         )
     return rows

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from reconciler import naming
 from reconciler.config_seed import seed_archive
+from reconciler.controlplane.runtime_spec import AgentRuntimeSpec
 from reconciler.docker_port import DockerError, DockerPort
 from reconciler.images import ImageError, build_project_image
 from reconciler.planning import Action, Plan, Step
@@ -69,6 +70,8 @@ class StepTools:
     on_build_line: Callable[[str], None] = lambda _line: None
     # (agent key, allowlist): the control plane call behind UpdateFirewall
     update_firewall: Callable[[str, tuple[str, ...]], None] | None = None
+    # (runtime spec, fresh config volume): the control plane call behind UpdateRuntime
+    update_runtime: Callable[[AgentRuntimeSpec, bool], None] | None = None
 
 
 def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> None:
@@ -111,6 +114,10 @@ def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> No
             if tools.update_firewall is None:
                 raise DockerError("no control plane to update the firewall allowlist")
             tools.update_firewall(step.target, step.allowlist)
+        case Action.UPDATE_RUNTIME:
+            if tools.update_runtime is None or step.runtime is None:
+                raise DockerError("no control plane to update the agent's runtime")
+            tools.update_runtime(step.runtime, step.fresh_config)
         case Action.REMOVE_VOLUME:
             port.remove_volume(step.target)
 

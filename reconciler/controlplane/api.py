@@ -11,13 +11,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ApiError", "ApiServer", "ControlPlaneClient", "Handler"]
+__all__ = [
+    "ApiError",
+    "ApiServer",
+    "ControlPlaneClient",
+    "ControlPlaneDeniedError",
+    "ControlPlaneNotRunningError",
+    "Handler",
+]
 
 Handler = Callable[[dict[str, Any]], Any]
 
 
 class ApiError(Exception):
-    pass
+    """A control plane call failed; the subclasses say why the CLI could not ask at all."""
+
+
+class ControlPlaneNotRunningError(ApiError):
+    """Nothing listens on the socket (or it does not exist)."""
+
+
+class ControlPlaneDeniedError(ApiError):
+    """The socket (or the state directory holding it) refuses this user."""
 
 
 class ApiServer:
@@ -78,7 +93,15 @@ class ControlPlaneClient:
                         break
                     data += chunk
         except PermissionError as exc:
-            raise ApiError(f"cannot open {self.path}: run clawker as root") from exc
+            raise ControlPlaneDeniedError(
+                f"permission denied on the control plane socket {self.path}: "
+                "run as root or join the clawker group"
+            ) from exc
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ControlPlaneNotRunningError(
+                f"control plane not running (nothing listens at {self.path}); "
+                "`sudo clawker controlplane up` starts it"
+            ) from exc
         except OSError as exc:
             raise ApiError(f"the control plane does not answer at {self.path} ({exc})") from exc
         reply = json.loads(data or b'{"ok": false, "error": "empty reply"}')

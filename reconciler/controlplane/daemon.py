@@ -13,7 +13,8 @@ from typing import Any
 from reconciler import naming
 from reconciler.controlplane.api import ApiServer
 from reconciler.controlplane.paths import StatePaths, state_paths
-from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
+from reconciler.controlplane.registry import Registry
+from reconciler.controlplane.runtime_spec import AgentRuntimeSpec, AgentRuntimeState
 from reconciler.controlplane.runtime import RuntimeController
 from reconciler.docker_port import DockerEngine
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
@@ -57,12 +58,26 @@ def serve(paths: StatePaths | None = None) -> int:
     )
     started = time.time()
 
-    def put_runtime(params: dict[str, Any]) -> None:
-        for spec in params.get("agents", []):
-            runtime = AgentRuntimeSpec(**spec)
-            registry.put_runtime(runtime)
-            if "allow_domains" in spec:  # apply makes the spec's allowlist the live one
-                firewall.set_allowlist(runtime.agent_key, runtime.allow_domains)
+    def runtime_state(_params: dict[str, Any]) -> dict[str, Any]:
+        """What `diff` compares with the specs: every agent's runtime spec, enforced allowlist
+        and whether post_init ran on its config volume."""
+        specs, allowlists, done = registry.runtimes(), firewall.allowlists(), registry.post_init_done()
+        return {
+            key: AgentRuntimeState(
+                key,
+                specs.get(key),
+                tuple(allowlists[key]) if key in allowlists else None,
+                key in done,
+            ).as_dict()
+            for key in sorted(specs.keys() | allowlists.keys())
+        }
+
+    def runtime_put(params: dict[str, Any]) -> None:
+        """apply's UpdateRuntime step: the spec the agent's next start runs with."""
+        spec = AgentRuntimeSpec.from_dict(params["spec"])
+        registry.put_runtime(spec)
+        if params.get("fresh_config"):
+            registry.forget_post_init(spec.agent_key)
 
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
@@ -75,7 +90,13 @@ def serve(paths: StatePaths | None = None) -> int:
 
     api = ApiServer(
         paths.socket,
-        {"ping": ping, "put_runtime": put_runtime, "status": status, **firewall_handlers(firewall)},
+        {
+            "ping": ping,
+            "runtime_state": runtime_state,
+            "runtime_put": runtime_put,
+            "status": status,
+            **firewall_handlers(firewall),
+        },
     )
     controller.start()
     api.start()

@@ -8,10 +8,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.controlplane.runtime_spec import AgentRuntimeSpec
 from reconciler.firewall.state import AgentFirewall
 
 __all__ = ["AgentRuntimeSpec", "Registry", "StartStatus", "StepRecord"]
@@ -25,35 +26,12 @@ CREATE TABLE IF NOT EXISTS firewall (
     agent_key TEXT PRIMARY KEY, domains TEXT NOT NULL, disabled INTEGER NOT NULL,
     bypass_until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS agent_runtime (agent_key TEXT PRIMARY KEY, spec TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS post_init_done (agent_key TEXT PRIMARY KEY, done_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS start_status (
     container_id TEXT PRIMARY KEY, agent_key TEXT NOT NULL, started_at TEXT NOT NULL,
     phase TEXT NOT NULL, detail TEXT NOT NULL, steps TEXT NOT NULL, updated_at REAL NOT NULL,
-    timings TEXT NOT NULL DEFAULT '{}');
+    timings TEXT NOT NULL DEFAULT '{}', runtime TEXT NOT NULL DEFAULT '');
 """
-
-
-@dataclass(frozen=True)
-class AgentRuntimeSpec:
-    """What the CP needs to drive an agent's starts, pushed by `apply` and kept across restarts."""
-
-    agent_key: str
-    post_init: str = ""
-    pre_run: str = ""
-    workspace: str = ""
-    snapshot: bool = False  # the workspace volume's root must be handed to the agent user
-    # security.git_credentials, and the host user whose credentials and agents are forwarded
-    # (captured by the CLI that applied: the CP itself runs as root).
-    forward_https: bool = False
-    forward_ssh: bool = False
-    forward_gpg: bool = False
-    copy_git_config: bool = False
-    host_uid: int = -1
-    host_gid: int = -1
-    host_home: str = ""
-    ssh_auth_sock: str = ""
-    gpg_extra_socket: str = ""
-    # security.firewall: the harness's floor ∪ add_domains; seeds the agent's live allowlist.
-    allow_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,11 +53,15 @@ class StartStatus:
     detail: str = ""
     steps: tuple[StepRecord, ...] = field(default_factory=tuple)
     timings: Mapping[str, float] = field(default_factory=dict)  # seconds: enrol, dial, session
+    # The runtime spec this start was driven with: `get agents` compares it with the current one
+    # to show what takes effect at the next start. None: not known (a re-adopted start).
+    runtime: AgentRuntimeSpec | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["steps"] = [asdict(s) for s in self.steps]
         data["timings"] = dict(self.timings)
+        data["runtime"] = self.runtime.as_dict() if self.runtime else None
         return data
 
     @classmethod
@@ -92,6 +74,7 @@ class StartStatus:
             detail=data.get("detail", ""),
             steps=tuple(StepRecord(**s) for s in data.get("steps", ())),
             timings=dict(data.get("timings", {})),
+            runtime=AgentRuntimeSpec.from_dict(data["runtime"]) if data.get("runtime") else None,
         )
 
 
@@ -105,6 +88,8 @@ class Registry:
             self._db.execute(
                 "ALTER TABLE start_status ADD COLUMN timings TEXT NOT NULL DEFAULT '{}'"
             )
+        if "runtime" not in columns:  # ... or before each start recorded its runtime spec
+            self._db.execute("ALTER TABLE start_status ADD COLUMN runtime TEXT NOT NULL DEFAULT ''")
         path.chmod(0o600)
         self._lock = threading.Lock()
 
@@ -167,15 +152,37 @@ class Registry:
             )
 
     def runtime(self, agent_key: str) -> AgentRuntimeSpec:
+        """The agent's runtime spec; the defaults (no steps) when apply never wrote one."""
         with self._lock:
             row = self._db.execute(
                 "SELECT spec FROM agent_runtime WHERE agent_key=?", (agent_key,)
             ).fetchone()
         if row is None:
             return AgentRuntimeSpec(agent_key)
-        known = {f.name for f in fields(AgentRuntimeSpec)}
-        # A row written by another clawker version may lack fields (defaults) or carry others.
-        return AgentRuntimeSpec(**{k: v for k, v in json.loads(row[0]).items() if k in known})
+        return AgentRuntimeSpec.from_dict(json.loads(row[0]))
+
+    def runtimes(self) -> dict[str, AgentRuntimeSpec]:
+        """Every runtime spec apply wrote, by agent key."""
+        with self._lock:
+            rows = self._db.execute("SELECT agent_key, spec FROM agent_runtime").fetchall()
+        return {str(k): AgentRuntimeSpec.from_dict(json.loads(spec)) for k, spec in rows}
+
+    # -- post_init (its marker lives on the config volume; this is the CP's record of it) ---
+    def mark_post_init_done(self, agent_key: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO post_init_done VALUES (?,?)", (agent_key, time.time())
+            )
+
+    def forget_post_init(self, agent_key: str) -> None:
+        """A new config volume has no marker: post_init runs again at its first start."""
+        with self._lock:
+            self._db.execute("DELETE FROM post_init_done WHERE agent_key=?", (agent_key,))
+
+    def post_init_done(self) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT agent_key FROM post_init_done").fetchall()
+        return {str(row[0]) for row in rows}
 
     # -- firewall policies (reconciler.firewall.state.FirewallStore) ------------------------
     def firewall(self, agent_key: str) -> AgentFirewall | None:
@@ -209,7 +216,7 @@ class Registry:
     def put_status(self, status: StartStatus) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO start_status VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO start_status VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     status.container_id,
                     status.agent_key,
@@ -219,14 +226,15 @@ class Registry:
                     json.dumps([asdict(s) for s in status.steps]),
                     time.time(),
                     json.dumps(dict(status.timings)),
+                    json.dumps(status.runtime.as_dict()) if status.runtime else "",
                 ),
             )
 
     def status(self, container_id: str) -> StartStatus | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT container_id, agent_key, started_at, phase, detail, steps, timings "
-                "FROM start_status WHERE container_id=?",
+                "SELECT container_id, agent_key, started_at, phase, detail, steps, timings, "
+                "runtime FROM start_status WHERE container_id=?",
                 (container_id,),
             ).fetchone()
         if row is None:
@@ -239,6 +247,7 @@ class Registry:
             row[4],
             tuple(StepRecord(**s) for s in json.loads(row[5])),
             json.loads(row[6]),
+            AgentRuntimeSpec.from_dict(json.loads(row[7])) if row[7] else None,
         )
 
     def forget_containers_except(self, alive: set[str]) -> None:

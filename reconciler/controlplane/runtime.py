@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import grpc
 from tenacity import (
@@ -24,6 +25,7 @@ from tenacity import (
 
 from reconciler import naming
 from reconciler.controlplane.registry import Registry, StartStatus, StepRecord
+from reconciler.controlplane.runtime_spec import AgentRuntimeSpec
 from reconciler.controlplane.session_driver import (
     SessionError,
     StartPlan,
@@ -178,19 +180,25 @@ class RuntimeController:
         except FirewallError as exc:
             enrol_error = exc
         enrolled_in = time.monotonic() - enrol_began
-        # Before the early return: a CP restart loses its bridges, not the containers' status.
-        self.bridges.ensure(info.id, info.started_at, info.name, self.registry.runtime(key))
         known = self.registry.status(info.id)
-        if known and known.started_at == info.started_at and known.phase in ("ready", "failed"):
+        this_start = known is not None and known.started_at == info.started_at
+        # Read once per start: it runs with it, and its status records it (`get agents` shows
+        # what a later UpdateRuntime changed as pending until the next start).
+        runtime = (known.runtime if this_start and known else None) or self.registry.runtime(key)
+        # Before the early return: a CP restart loses its bridges, not the containers' status.
+        self.bridges.ensure(info.id, info.started_at, info.name, runtime)
+        if known and this_start and known.phase in ("ready", "failed"):
             if enrol_error is not None:
                 log.error("%s: re-enrolling in the firewall failed: %s", info.name, enrol_error)
             return known
-        status = StartStatus(info.id, key, info.started_at, "initializing")
+        status = StartStatus(info.id, key, info.started_at, "initializing", runtime=runtime)
         self.registry.put_status(status)
         steps: list[StepRecord] = []
 
         def record_step(record: StepRecord) -> None:
             steps.append(record)
+            if record.name == "post_init" and record.ok:  # its marker is on the volume now
+                self.registry.mark_post_init_done(key)
             self.registry.put_status(
                 StartStatus(
                     info.id,
@@ -199,6 +207,7 @@ class RuntimeController:
                     "initializing",
                     f"step {record.name} done",
                     tuple(steps),
+                    runtime=runtime,
                 )
             )
 
@@ -207,7 +216,7 @@ class RuntimeController:
         try:
             if enrol_error is not None:
                 raise enrol_error
-            result = self._dial_and_drive(info, key, record_step, timings)
+            result = self._dial_and_drive(info, key, runtime, record_step, timings)
         except StepFailedError as exc:
             final = StartStatus(
                 info.id,
@@ -251,6 +260,7 @@ class RuntimeController:
                 info.id, key, info.started_at, "ready", detail, tuple(steps), timings
             )
             self.registry.touch(info.id)
+        final = replace(final, runtime=runtime)
         self.registry.put_status(final)
         log.info("%s %s: %s (%s)", key, info.id[:12], final.phase, final.detail)
         return final
@@ -267,7 +277,6 @@ class RuntimeController:
             pid=info.pid,
             address=info.ip,
             gateway=info.gateway,
-            domains=self.registry.runtime(key).allow_domains,
         )
 
     def _still_current(self, info: RuntimeInfo) -> bool:
@@ -278,10 +287,10 @@ class RuntimeController:
         self,
         info: RuntimeInfo,
         key: str,
+        runtime: AgentRuntimeSpec,
         on_step: Callable[[StepRecord], None],
         timings: dict[str, float],
     ) -> bool:
-        runtime = self.registry.runtime(key)
         plan = StartPlan(info.id, info.name, key, runtime)
 
         def register(token: str) -> None:
