@@ -11,15 +11,15 @@ import time
 from typing import Any
 
 from reconciler import naming
-from reconciler.controlplane.api import ApiServer
+from reconciler.controlplane.api.channel import ApiServer
+from reconciler.controlplane.api.firewall_handlers import firewall_handlers
+from reconciler.controlplane.identity.pki import ClawkerPKI
 from reconciler.controlplane.paths import StatePaths, state_paths
 from reconciler.controlplane.registry import Registry
+from reconciler.controlplane.runtime.controller import RuntimeController
 from reconciler.controlplane.runtime_spec import AgentRuntimeSpec, AgentRuntimeState
-from reconciler.controlplane.runtime import RuntimeController
-from reconciler.docker_port import DockerEngine
+from reconciler.docker.engine import DockerEngine
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
-from reconciler.firewall.handlers import firewall_handlers
-from reconciler.pki import ClawkerPKI
 
 __all__ = ["serve"]
 
@@ -61,7 +61,11 @@ def serve(paths: StatePaths | None = None) -> int:
     def runtime_state(_params: dict[str, Any]) -> dict[str, Any]:
         """What `diff` compares with the specs: every agent's runtime spec, enforced allowlist
         and whether post_init ran on its config volume."""
-        specs, allowlists, done = registry.runtimes(), firewall.allowlists(), registry.post_init_done()
+        specs, allowlists, done = (
+            registry.runtimes(),
+            firewall.allowlists(),
+            registry.post_init_done(),
+        )
         return {
             key: AgentRuntimeState(
                 key,

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from reconciler.host import HostContext
+from reconciler.host.host_state import HostContext
 from specs import DesiredAgent, WorkspaceMode
 
 __all__ = [

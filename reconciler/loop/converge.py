@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler import naming
-from reconciler.controlplane.api import (
+from reconciler.controlplane.api.channel import (
     ApiError,
     ControlPlaneClient,
     ControlPlaneNotRunningError,
@@ -23,13 +23,13 @@ from reconciler.controlplane.runtime_spec import (
     AgentRuntimeState,
     runtime_differences,
 )
-from reconciler.docker_port import DockerPort
-from reconciler.executor import ExecutionResult, StepEvent, StepTools, execute
-from reconciler.host import ensure_share_dir, observe_host
+from reconciler.docker.engine import DockerPort
+from reconciler.host.host_state import ensure_share_dir, observe_host
 from reconciler.images import project_image_inputs
-from reconciler.observed import ObservedState, observe
-from reconciler.planning import Action, ChangeKind, Plan, RuntimeObservation, plan, plan_delete
-from reconciler.readiness import Readiness, wait_ready
+from reconciler.loop.execute import ExecutionResult, StepEvent, StepTools, execute
+from reconciler.loop.observe import ObservedState, observe
+from reconciler.loop.plan import Action, ChangeKind, Plan, RuntimeObservation, plan, plan_delete
+from reconciler.loop.ready import Readiness, wait_ready
 from specs import DesiredAgent, SpecSet, spec_hash
 
 __all__ = [
@@ -153,8 +153,8 @@ def apply_plan(
     client: ControlPlaneClient | None = None
     if controlplane is not None:
         # The PKI (cryptography, PyJWT) loads only here: `clawker diff` never signs anything.
-        from reconciler.controlplane.bootstrap import bootstrap_archive  # noqa: PLC0415
-        from reconciler.pki import ClawkerPKI  # noqa: PLC0415
+        from reconciler.controlplane.identity.bootstrap import bootstrap_archive  # noqa: PLC0415
+        from reconciler.controlplane.identity.pki import ClawkerPKI  # noqa: PLC0415
 
         client = ControlPlaneClient(controlplane.socket)
         pki = ClawkerPKI.load_or_create(controlplane.pki)

@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler import naming
-from reconciler.config_seed import ConfigSeed
 from reconciler.controlplane.runtime_spec import (
     AgentRuntimeSpec,
     AgentRuntimeState,
@@ -22,12 +21,13 @@ from reconciler.controlplane.runtime_spec import (
     desired_runtime,
     runtime_differences,
 )
-from reconciler.desired import SPEC_VIEW_LABEL, desired_container, desired_volumes
-from reconciler.docker_port import ContainerInfo, ContainerSpec
+from reconciler.docker.engine import ContainerInfo, ContainerSpec
 from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
-from reconciler.host import HostContext, HostState
+from reconciler.host.config_seed import ConfigSeed
+from reconciler.host.host_state import HostContext, HostState
 from reconciler.images import ImageInputs, build_reason
-from reconciler.observed import ObservedState
+from reconciler.loop.desired import SPEC_VIEW_LABEL, desired_container, desired_volumes
+from reconciler.loop.observe import ObservedState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
 __all__ = [
