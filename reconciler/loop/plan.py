@@ -547,6 +547,8 @@ def _plan_runtime(
         fields.append(FieldChange(diff.label, diff.old, diff.new, effect=effect))
         by_effect.setdefault(effect, []).append(diff.label)
     causes = [f"{', '.join(labels)} changed: {e.when}" for e, labels in by_effect.items()]
+    if state.spec is None:  # a new agent, or the control plane lost its state
+        causes = [f"runtime not held by the control plane: {Effect.NEXT_START.when}"]
     if fresh_config and state.post_init_done:  # the CP's record belongs to the old volume
         causes.append("new config volume: post_init not run on it")
     if causes:
