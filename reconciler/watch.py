@@ -41,6 +41,7 @@ from reconciler.loop.converge import AgentOutcome, apply_plan, prepare_apply
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.observe import ObservedState, group_containers
 from reconciler.loop.plan import Plan, PlanError
+from reconciler.settings import Settings
 from specs import SpecError, SpecErrors, SpecSet, load_specs
 
 __all__ = ["AGENT_BACKOFF", "PendingWork", "WatchOptions", "WatchReport", "Watcher"]
@@ -185,6 +186,7 @@ class Watcher:
         options: WatchOptions = WatchOptions(),
         *,
         controlplane: StatePaths | None = None,
+        settings: Settings,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.port = port
@@ -192,6 +194,7 @@ class Watcher:
         self.report = report
         self.options = options
         self.controlplane = controlplane
+        self.settings = settings
         self.work = PendingWork(RetrySchedule(options.backoff), clock)
         self._specset = specset
         self._spec_lock = threading.Lock()
@@ -407,6 +410,7 @@ class Watcher:
             _, outcomes = apply_plan(
                 self.port,
                 the_plan,
+                settings=self.settings,
                 agents=agents,
                 controlplane=self.controlplane,
                 wait=self.options.wait and not the_plan.empty,
@@ -433,11 +437,7 @@ class Watcher:
 
     def _prepare(self, specset: SpecSet, keys: set[str] | None) -> tuple[Plan, ObservedState]:
         prepared = prepare_apply(
-            self.port,
-            specset,
-            prune=self.options.prune,
-            keys=keys,
-            controlplane=self.controlplane,
+            self.port, specset, settings=self.settings, prune=self.options.prune, keys=keys
         )
         return prepared.plan, prepared.observed
 
@@ -464,6 +464,7 @@ class Watcher:
                 result, _ = apply_plan(
                     self.port,
                     alone,
+                    settings=self.settings,
                     wait=False,
                     on_event=self.report.step_event,
                     on_build_line=self._build_line,
@@ -482,7 +483,7 @@ class Watcher:
         if self.controlplane is None:
             return
         with self._controlplane_lock:  # two workers must not start two control planes
-            pid = lifecycle.ensure_running(self.controlplane)
+            pid = lifecycle.ensure_running(self.settings)
         if pid is not None:
             self.report.notice(f"control plane started (pid {pid}; log {self.controlplane.log})")
 

@@ -7,15 +7,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from reconciler.controlplane.runtime_spec import AgentRuntimeSpec
+from reconciler.controlplane.api.messages import AgentRuntimeSpec, Phase, StartStatus, StepRecord
 from reconciler.firewall.state import AgentFirewall
 
-__all__ = ["AgentRuntimeSpec", "Registry", "StartStatus", "StepRecord"]
+# The wire types are the API's (api/messages.py); re-exported for the modules that store them.
+__all__ = ["AgentRuntimeSpec", "Phase", "Registry", "StartStatus", "StepRecord"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS registrations (
@@ -30,52 +30,8 @@ CREATE TABLE IF NOT EXISTS post_init_done (agent_key TEXT PRIMARY KEY, done_at R
 CREATE TABLE IF NOT EXISTS start_status (
     container_id TEXT PRIMARY KEY, agent_key TEXT NOT NULL, started_at TEXT NOT NULL,
     phase TEXT NOT NULL, detail TEXT NOT NULL, steps TEXT NOT NULL, updated_at REAL NOT NULL,
-    timings TEXT NOT NULL DEFAULT '{}', runtime TEXT NOT NULL DEFAULT '');
+    timings TEXT NOT NULL DEFAULT '{}');
 """
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    name: str
-    ok: bool
-    exit_code: int
-    output_tail: str = ""
-
-
-@dataclass(frozen=True)
-class StartStatus:
-    """One container start as the CP saw it: pending → steps → ready | failed."""
-
-    container_id: str
-    agent_key: str
-    started_at: str
-    phase: str  # pending | initializing | ready | failed
-    detail: str = ""
-    steps: tuple[StepRecord, ...] = field(default_factory=tuple)
-    timings: Mapping[str, float] = field(default_factory=dict)  # seconds: enrol, dial, session
-    # The runtime spec this start was driven with: `get agents` compares it with the current one
-    # to show what takes effect at the next start. None: not known (a re-adopted start).
-    runtime: AgentRuntimeSpec | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["steps"] = [asdict(s) for s in self.steps]
-        data["timings"] = dict(self.timings)
-        data["runtime"] = self.runtime.as_dict() if self.runtime else None
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StartStatus:
-        return cls(
-            container_id=data["container_id"],
-            agent_key=data["agent_key"],
-            started_at=data["started_at"],
-            phase=data["phase"],
-            detail=data.get("detail", ""),
-            steps=tuple(StepRecord(**s) for s in data.get("steps", ())),
-            timings=dict(data.get("timings", {})),
-            runtime=AgentRuntimeSpec.from_dict(data["runtime"]) if data.get("runtime") else None,
-        )
 
 
 class Registry:
@@ -87,6 +43,10 @@ class Registry:
         if "timings" not in columns:  # a registry written before timings were recorded
             self._db.execute(
                 "ALTER TABLE start_status ADD COLUMN timings TEXT NOT NULL DEFAULT '{}'"
+            )
+        if "initialized" not in columns:  # a registry written before Initialized was recorded
+            self._db.execute(
+                "ALTER TABLE start_status ADD COLUMN initialized INTEGER NOT NULL DEFAULT 0"
             )
         if "runtime" not in columns:  # ... or before each start recorded its runtime spec
             self._db.execute("ALTER TABLE start_status ADD COLUMN runtime TEXT NOT NULL DEFAULT ''")
@@ -157,15 +117,13 @@ class Registry:
             row = self._db.execute(
                 "SELECT spec FROM agent_runtime WHERE agent_key=?", (agent_key,)
             ).fetchone()
-        if row is None:
-            return AgentRuntimeSpec(agent_key)
-        return AgentRuntimeSpec.from_dict(json.loads(row[0]))
+        return _runtime_row(json.loads(row[0])) if row else AgentRuntimeSpec(agent_key)
 
     def runtimes(self) -> dict[str, AgentRuntimeSpec]:
         """Every runtime spec apply wrote, by agent key."""
         with self._lock:
             rows = self._db.execute("SELECT agent_key, spec FROM agent_runtime").fetchall()
-        return {str(k): AgentRuntimeSpec.from_dict(json.loads(spec)) for k, spec in rows}
+        return {str(key): _runtime_row(json.loads(spec)) for key, spec in rows}
 
     # -- post_init (its marker lives on the config volume; this is the CP's record of it) ---
     def mark_post_init_done(self, agent_key: str) -> None:
@@ -216,7 +174,9 @@ class Registry:
     def put_status(self, status: StartStatus) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO start_status VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO start_status (container_id, agent_key, started_at, phase, "
+                "detail, steps, updated_at, timings, initialized, runtime) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     status.container_id,
                     status.agent_key,
@@ -226,7 +186,8 @@ class Registry:
                     json.dumps([asdict(s) for s in status.steps]),
                     time.time(),
                     json.dumps(dict(status.timings)),
-                    json.dumps(status.runtime.as_dict()) if status.runtime else "",
+                    int(status.initialized),
+                    json.dumps(asdict(status.runtime)) if status.runtime else "",
                 ),
             )
 
@@ -234,7 +195,7 @@ class Registry:
         with self._lock:
             row = self._db.execute(
                 "SELECT container_id, agent_key, started_at, phase, detail, steps, timings, "
-                "runtime FROM start_status WHERE container_id=?",
+                "initialized, runtime FROM start_status WHERE container_id=?",
                 (container_id,),
             ).fetchone()
         if row is None:
@@ -243,11 +204,12 @@ class Registry:
             row[0],
             row[1],
             row[2],
-            row[3],
+            Phase(row[3]),
             row[4],
             tuple(StepRecord(**s) for s in json.loads(row[5])),
             json.loads(row[6]),
-            AgentRuntimeSpec.from_dict(json.loads(row[7])) if row[7] else None,
+            bool(row[7]),
+            _runtime_row(json.loads(row[8])) if row[8] else None,
         )
 
     def forget_containers_except(self, alive: set[str]) -> None:
@@ -257,6 +219,12 @@ class Registry:
             for (cid,) in rows:
                 if cid not in alive:
                     self._db.execute("DELETE FROM start_status WHERE container_id=?", (cid,))
+
+
+def _runtime_row(data: dict[str, Any]) -> AgentRuntimeSpec:
+    # A row written by another clawker version may lack fields (defaults) or carry others.
+    known = {f.name for f in fields(AgentRuntimeSpec)}
+    return AgentRuntimeSpec(**{k: v for k, v in data.items() if k in known})
 
 
 def _firewall_row(row: tuple[Any, ...]) -> AgentFirewall:

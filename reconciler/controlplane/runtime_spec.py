@@ -7,83 +7,20 @@ so `diff` can say it and `get agents` can show what the running start has not ta
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+from reconciler.controlplane.api.messages import AgentRuntimeSpec
 from reconciler.host.host_state import HostContext
 from specs import DesiredAgent, WorkspaceMode
 
 __all__ = [
-    "AgentRuntimeSpec",
-    "AgentRuntimeState",
     "Effect",
     "RuntimeDifference",
     "desired_runtime",
     "runtime_differences",
 ]
-
-
-@dataclass(frozen=True)
-class AgentRuntimeSpec:
-    """What the CP needs to drive an agent's starts: written by `apply`'s UpdateRuntime step and
-    kept across CP restarts. The live allowlist is the firewall's own state, not part of this."""
-
-    agent_key: str
-    post_init: str = ""
-    pre_run: str = ""
-    workspace: str = ""
-    snapshot: bool = False  # the workspace volume's root must be handed to the agent user
-    # security.git_credentials, and the host user whose credentials and agents are forwarded
-    # (captured by the CLI that applied: the CP itself runs as root).
-    forward_https: bool = False
-    forward_ssh: bool = False
-    forward_gpg: bool = False
-    copy_git_config: bool = False
-    host_uid: int = -1
-    host_gid: int = -1
-    host_home: str = ""
-    ssh_auth_sock: str = ""
-    gpg_extra_socket: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AgentRuntimeSpec:
-        """Lenient: a record written by another clawker version may lack fields (defaults) or
-        carry others (ignored, like the allowlist older versions kept here)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass(frozen=True)
-class AgentRuntimeState:
-    """One agent's runtime as the control plane holds it (the `runtime_state` API call)."""
-
-    agent_key: str
-    spec: AgentRuntimeSpec | None = None  # None: apply never wrote one
-    allowlist: tuple[str, ...] | None = None  # the enforced one; None: the firewall has none
-    post_init_done: bool = False  # post_init succeeded on the agent's current config volume
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "agent_key": self.agent_key,
-            "spec": self.spec.as_dict() if self.spec else None,
-            "allowlist": list(self.allowlist) if self.allowlist is not None else None,
-            "post_init_done": self.post_init_done,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AgentRuntimeState:
-        spec, allowlist = data.get("spec"), data.get("allowlist")
-        return cls(
-            agent_key=str(data["agent_key"]),
-            spec=AgentRuntimeSpec.from_dict(spec) if spec else None,
-            allowlist=tuple(allowlist) if allowlist is not None else None,
-            post_init_done=bool(data.get("post_init_done")),
-        )
 
 
 class Effect(StrEnum):

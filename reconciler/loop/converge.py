@@ -8,28 +8,39 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from reconciler import naming
-from reconciler.controlplane.api.channel import (
+from reconciler.controlplane.api.client import (
     ApiError,
     ControlPlaneClient,
+    ControlPlaneMismatchError,
     ControlPlaneNotRunningError,
 )
-from reconciler.controlplane.paths import StatePaths, state_paths
-from reconciler.controlplane.registry import StartStatus, StepRecord
-from reconciler.controlplane.runtime_spec import (
+from reconciler.controlplane.api.messages import (
     AgentRuntimeSpec,
     AgentRuntimeState,
-    runtime_differences,
+    Phase,
+    StepRecord,
 )
+from reconciler.controlplane.paths import StatePaths
+from reconciler.controlplane.runtime_spec import runtime_differences
 from reconciler.docker.engine import DockerPort
 from reconciler.host.host_state import ensure_share_dir, observe_host
-from reconciler.images import project_image_inputs
+from reconciler.images import ImageError, ImageInputs, project_image_inputs, resolve_base_image
+from reconciler.loop.desired import Placement
 from reconciler.loop.execute import ExecutionResult, StepEvent, StepTools, execute
 from reconciler.loop.observe import ObservedState, observe
-from reconciler.loop.plan import Action, ChangeKind, Plan, RuntimeObservation, plan, plan_delete
+from reconciler.loop.plan import (
+    Action,
+    BaseChoice,
+    ChangeKind,
+    Plan,
+    RuntimeObservation,
+    plan,
+    plan_delete,
+)
 from reconciler.loop.ready import Readiness, wait_ready
+from reconciler.settings import Settings, code_identity
 from specs import DesiredAgent, SpecSet, spec_hash
 
 __all__ = [
@@ -38,8 +49,6 @@ __all__ = [
     "Prepared",
     "agent_statuses",
     "apply_plan",
-    "observe_runtime",
-    "pending_at_next_start",
     "prepare_apply",
     "prepare_delete",
 ]
@@ -75,27 +84,28 @@ def prepare_apply(
     port: DockerPort,
     specset: SpecSet,
     *,
+    settings: Settings,
     prune: bool = False,
     keys: Collection[str] | None = None,
     restart_if_needed: bool = False,
-    controlplane: StatePaths | None = None,
 ) -> Prepared:
     """Observe Docker and the control plane, and plan; raises ImageError when a project's
-    agents disagree on `build`, ApiError when the control plane refuses to answer (a running
-    one that does not is planned as unknown).
+    agents disagree on `build`, ApiError when a running control plane cannot be asked (see
+    `observe_runtime`).
 
     With `keys` (agent keys), plan only those agents: the others are left out of both the
     desired and the observed side, so nothing else is created, changed or pruned (watch mode's
     per-agent passes).
     """
-    images = {i.project: i for i in project_image_inputs(specset.agents)}
+    images = {i.project: i for i in project_image_inputs(specset.agents, settings)}
     observed = observe(port)
     desired: Sequence[DesiredAgent] = specset.agents
     scoped = observed
     if keys is not None:
         desired = [a for a in specset.agents if a.key in keys]
         scoped = replace(observed, agents={k: a for k, a in observed.agents.items() if k in keys})
-    host = observe_host(desired)
+    host = observe_host(desired, dict(settings.host_environment))
+    bases = observe_bases(port, images.values(), allow_pull=settings.allow_pull)
     return Prepared(
         observed,
         plan(
@@ -105,22 +115,46 @@ def prepare_apply(
             apply_sets=specset.projects,
             prune=prune,
             host=host,
-            runtime=observe_runtime(controlplane) if desired else RuntimeObservation({}),
+            runtime=observe_runtime(settings) if desired else RuntimeObservation({}),
             restart_if_needed=restart_if_needed,
+            placement=Placement(settings.network, settings.cgroup_parent),
+            bases=bases,
         ),
     )
 
 
-def observe_runtime(paths: StatePaths | None = None) -> RuntimeObservation:
-    """The control plane's state of every agent it knows (the other half of what `diff`
-    compares); unknown when it is not running. A control plane that refuses this user, or
-    answers in another version's terms, is an error: a plan made without it would be a guess."""
-    client = ControlPlaneClient((paths or state_paths()).socket)
+def observe_bases(
+    port: DockerPort, images: Iterable[ImageInputs], *, allow_pull: bool
+) -> dict[str, BaseChoice]:
+    """Per declared base image: what a build would start FROM (one inspect per base)."""
+    choices: dict[str, BaseChoice] = {}
+    for declared in sorted({i.base_image for i in images}):
+        try:
+            choices[declared] = BaseChoice(
+                resolve_base_image(port, declared, allow_pull=allow_pull)
+            )
+        except ImageError as exc:
+            choices[declared] = BaseChoice(declared, str(exc))
+    return choices
+
+
+def observe_runtime(settings: Settings) -> RuntimeObservation:
+    """The control plane's state of every agent it knows: the other half of what `diff`
+    compares. Unknown when it is not running (apply starts it before planning). A control plane
+    that refuses this user, runs other settings or another clawker is an error, each its own
+    (ApiError subclasses): a plan made without its state would be a guess."""
+    cp = ControlPlaneClient(StatePaths(settings.state_dir).socket)
     try:
-        raw: Mapping[str, Mapping[str, Any]] = client.call("runtime_state")
+        hello = cp.check_agreement(settings.agreement())
     except ControlPlaneNotRunningError:
         return RuntimeObservation(None, "control plane not running")
-    return RuntimeObservation({k: AgentRuntimeState.from_dict(v) for k, v in raw.items()})
+    if hello.version != code_identity():
+        raise ControlPlaneMismatchError(
+            f"the control plane (pid {hello.pid}) runs clawker {hello.version}, this is "
+            f"{code_identity()}: `clawker apply` restarts it (when no start is in flight), or "
+            "stop it with `clawker controlplane down`"
+        )
+    return RuntimeObservation(cp.runtime_state())
 
 
 def prepare_delete(port: DockerPort, keys: Iterable[str], *, volumes: bool) -> Prepared:
@@ -132,6 +166,7 @@ def apply_plan(
     port: DockerPort,
     the_plan: Plan,
     *,
+    settings: Settings,
     agents: Sequence[DesiredAgent] = (),
     controlplane: StatePaths | None = None,
     wait: bool = True,
@@ -144,34 +179,32 @@ def apply_plan(
     """Execute, then wait until every agent is Ready; one outcome per agent.
 
     With `controlplane` (its state paths; the CP must be running), the plan's control plane
-    steps (UpdateRuntime, UpdateFirewall) go to it, new containers get bootstrap material from
-    its PKI, and readiness is the CP's verdict on each container's current start. Nothing is
-    sent to the control plane outside the plan. `sleep` paces the readiness polls (watch mode
-    passes one that raises when it is told to stop).
+    steps (UpdateRuntime, UpdateFirewall) go to it, new containers get bootstrap material the
+    CP issues (the CLI holds no key), and readiness is the CP's verdict on each container's
+    current start. Nothing is sent to the control plane outside the plan. `sleep` paces the
+    readiness polls (watch mode passes one that raises when it is told to stop).
     """
-    tools = StepTools(on_build_line=on_build_line)
+    tools = StepTools(on_build_line=on_build_line, settings=settings)
     client: ControlPlaneClient | None = None
     if controlplane is not None:
-        # The PKI (cryptography, PyJWT) loads only here: `clawker diff` never signs anything.
-        from reconciler.controlplane.identity.bootstrap import bootstrap_archive  # noqa: PLC0415
-        from reconciler.controlplane.identity.pki import ClawkerPKI  # noqa: PLC0415
+        client = cp = ControlPlaneClient(controlplane.socket)
 
-        client = ControlPlaneClient(controlplane.socket)
-        pki = ClawkerPKI.load_or_create(controlplane.pki)
-        cp = client
+        def update_firewall(key: str, domains: Sequence[str]) -> None:
+            cp.firewall_set(key, domains)
+
+        def update_runtime(spec: AgentRuntimeSpec, fresh_config: bool) -> None:
+            cp.runtime_put(spec, fresh_config=fresh_config)
+
         tools = StepTools(
-            bootstrap=lambda key, name: bootstrap_archive(pki, key, name),
+            bootstrap=cp.issue_bootstrap,
             on_build_line=on_build_line,
-            update_firewall=lambda key, domains: cp.call(
-                "firewall_set", agent=key, domains=list(domains)
-            ),
-            update_runtime=lambda spec, fresh: cp.call(
-                "runtime_put", spec=spec.as_dict(), fresh_config=fresh
-            ),
+            update_firewall=update_firewall,
+            update_runtime=update_runtime,
+            settings=settings,
         )
     for step in the_plan.steps:  # a bind mount's source must exist before the create
         if step.container is not None:
-            ensure_share_dir(step.container)
+            ensure_share_dir(step.container, dict(settings.host_environment))
     result = execute(port, the_plan, tools=tools, on_event=on_event)
     errors = result.agent_errors(the_plan)
     names = {a.key: naming.container_name(a.project, a.name) for a in agents if a.key not in errors}
@@ -187,7 +220,7 @@ def apply_plan(
             port,
             client,
             names.values(),
-            network=naming.network_name(),
+            network=settings.network,
             timeout=timeout,
             on_step=lambda name, record: on_step(name, record) if name in started else None,
             sleep=sleep,
@@ -252,10 +285,12 @@ def pending_at_next_start(
     )
 
 
-def readiness_conditions(
-    port: DockerPort, observed: ObservedState, cp: ControlPlaneClient
-) -> dict[str, Conditions]:
-    """Per running agent container (by id): the CP's verdict on its current start."""
+def readiness_conditions(observed: ObservedState, cp: ControlPlaneClient) -> dict[str, Conditions]:
+    """Per running agent container (by id): the CP's verdict on its current start.
+
+    Every condition is the control plane's: it reads each container's cgroup from /proc and the
+    kernel's policy map (FirewallEnrolled), and records when the init steps are done
+    (Initialized, false while post_init runs)."""
     running = [
         a.container
         for a in observed.agents.values()
@@ -263,44 +298,26 @@ def readiness_conditions(
     ]
     if not running:
         return {}
-    from bpf.loader import cgroup2_root, cgroup_id  # noqa: PLC0415 - libbpf's wrappers, for `get`
-
     try:
-        raw: Mapping[str, Any] = cp.call("status", containers=[c.id for c in running])
-        runtimes: Mapping[str, Mapping[str, Any]] = cp.call("runtime_state")
-    except ControlPlaneNotRunningError:
-        return {c.id: Conditions(False, False, "control plane not running") for c in running}
-    enrolled = _enrolled_cgroups(cp)
+        reports = cp.start_reports([c.id for c in running])
+        runtimes = cp.runtime_state()
+    except ApiError as exc:
+        return {c.id: Conditions(False, False, str(exc)) for c in running}
     result = {}
     for c in running:
-        info = port.inspect_runtime(c.id, naming.network_name())
-        data = raw.get(c.id)
-        status = StartStatus.from_dict(data) if data else None
-        # Enrolled means: the kernel's policy map holds this start's cgroup (a restart makes a
-        # new cgroup, so an enrolment of an earlier start does not count).
-        cgroup = cgroup2_root() / naming.cgroup_parent().strip("/") / c.id
-        try:
-            on_map = cgroup_id(cgroup) in enrolled
-        except OSError:
-            on_map = False
-        if info is None or status is None or status.started_at != info.started_at:
-            result[c.id] = Conditions(False, False, "waiting for the control plane", on_map)
+        report = reports.get(c.id)
+        status = report.status if report else None
+        if report is None or status is None:
+            result[c.id] = Conditions(False, False, "waiting for the control plane")
             continue
-        ready = status.phase == "ready"
-        current = runtimes.get(status.agent_key)
-        pending = pending_at_next_start(
-            status.runtime, AgentRuntimeState.from_dict(current) if current else None
+        result[c.id] = Conditions(
+            status.phase is Phase.READY,
+            report.initialized,
+            status.detail,
+            report.firewall_enrolled,
+            pending_at_next_start(status.runtime, runtimes.get(status.agent_key)),
         )
-        result[c.id] = Conditions(ready, ready, status.detail, on_map, pending)
     return result
-
-
-def _enrolled_cgroups(cp: ControlPlaneClient) -> set[int]:
-    try:
-        status: Mapping[str, Any] = cp.call("firewall_status")
-    except ApiError:
-        return set()
-    return {int(cg) for agent in status.get("agents", []) for cg in agent["enrolledCgroups"]}
 
 
 def agent_statuses(

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from reconciler import naming
-from reconciler.controlplane.runtime_spec import AgentRuntimeSpec
+from reconciler.controlplane.api.messages import AgentRuntimeSpec
 from reconciler.docker.engine import DockerError, DockerPort
 from reconciler.host.config_seed import seed_archive
 from reconciler.host.workspace import snapshot_archive
 from reconciler.images import ImageError, build_project_image
+from reconciler.images.cache import DEFAULTS
 from reconciler.loop.plan import Action, Plan, Step
+from reconciler.settings import Settings
 
 __all__ = ["ExecutionResult", "StepEvent", "StepStatus", "StepTools", "execute", "run_step"]
 
@@ -72,6 +74,7 @@ class StepTools:
     update_firewall: Callable[[str, tuple[str, ...]], None] | None = None
     # (runtime spec, fresh config volume): the control plane call behind UpdateRuntime
     update_runtime: Callable[[AgentRuntimeSpec, bool], None] | None = None
+    settings: Settings = DEFAULTS  # where image builds cache what they fetch
 
 
 def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> None:
@@ -80,7 +83,13 @@ def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> No
         case Action.BUILD_IMAGE:
             assert step.image_inputs is not None
             try:
-                build_project_image(port, step.image_inputs, tools.on_build_line)
+                build_project_image(
+                    port,
+                    step.image_inputs,
+                    tools.on_build_line,
+                    settings=tools.settings,
+                    base=step.base_image or None,
+                )
             except ImageError as exc:
                 raise DockerError(str(exc)) from exc
         case Action.COPY_BOOTSTRAP:

@@ -190,5 +190,5 @@ def test_a_non_root_diff_with_the_control_plane_running_says_permission_denied(
         shutil.rmtree(readable)
     assert proc.returncode == 2, proc
     assert "permission denied" in proc.stderr
-    assert "run as root or join the clawker group" in proc.stderr
+    assert "run clawker as root (or as a member of the clawker group)" in proc.stderr
     assert "not running" not in proc.stderr + proc.stdout

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from cli.render import render_plan
 from cli.style import Style
-from reconciler.controlplane.runtime_spec import AgentRuntimeState, Effect, desired_runtime
+from reconciler.controlplane.api.messages import AgentRuntimeState
+from reconciler.controlplane.runtime_spec import Effect, desired_runtime
 from reconciler.docker.engine import ContainerInfo
 from reconciler.firewall.allowlist import effective_allowlist
 from reconciler.host.host_state import HostContext
@@ -115,7 +116,7 @@ def test_create_from_nothing(tmp_path: Path) -> None:
           + network "clawker-net"
 
           # image clawker-myapp:default will be built (not found)
-          + build image clawker-myapp:default
+          + build image clawker-myapp:default (from buildpack-deps:bookworm-scm)
 
           # agent myapp/dev will be created (not found)
           + agent "myapp/dev"

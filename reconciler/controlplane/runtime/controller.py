@@ -27,7 +27,13 @@ from reconciler import naming
 from reconciler.controller.queue import KeyedQueue
 from reconciler.controlplane.bridge.socket_bridge import Bridges
 from reconciler.controlplane.identity.pki import ClawkerPKI, RegistrationTokenError
-from reconciler.controlplane.registry import Registry, StartStatus, StepRecord
+from reconciler.controlplane.registry import (
+    AgentRuntimeSpec,
+    Phase,
+    Registry,
+    StartStatus,
+    StepRecord,
+)
 from reconciler.controlplane.runtime.session import (
     SessionError,
     StartPlan,
@@ -36,7 +42,6 @@ from reconciler.controlplane.runtime.session import (
     drive_start,
     open_channel,
 )
-from reconciler.controlplane.runtime_spec import AgentRuntimeSpec
 from reconciler.docker.engine import DockerError, DockerPort, RuntimeInfo
 from reconciler.firewall.enforcement import Firewall, FirewallError
 
@@ -162,6 +167,17 @@ class RuntimeController:
             finally:
                 self.queue.done(cid)
 
+    def busy(self) -> int:
+        """Starts being driven right now (a CP restart for a new version waits for 0)."""
+        return self.queue.active()
+
+    def firewall_enrolled(self, container_id: str) -> bool:
+        """FirewallEnrolled: the container's current cgroup is on the kernel's policy map."""
+        if self.firewall is None:
+            return False
+        info = self.port.inspect_runtime(container_id, self.network)
+        return info is not None and info.running and self.firewall.is_enrolled(info.id, info.pid)
+
     def handle(self, container_id: str) -> StartStatus | None:
         """Bring one running container to AgentReady, unless this start was already handled."""
         info = self.port.inspect_runtime(container_id, self.network)
@@ -187,42 +203,55 @@ class RuntimeController:
         runtime = (known.runtime if this_start and known else None) or self.registry.runtime(key)
         # Before the early return: a CP restart loses its bridges, not the containers' status.
         self.bridges.ensure(info.id, info.started_at, info.name, runtime)
-        if known and this_start and known.phase in ("ready", "failed"):
+        if known and this_start and known.phase.final:
             if enrol_error is not None:
                 log.error("%s: re-enrolling in the firewall failed: %s", info.name, enrol_error)
             return known
-        status = StartStatus(info.id, key, info.started_at, "initializing", runtime=runtime)
+        status = StartStatus(info.id, key, info.started_at, Phase.INITIALIZING, runtime=runtime)
         self.registry.put_status(status)
         steps: list[StepRecord] = []
 
-        def record_step(record: StepRecord) -> None:
-            steps.append(record)
-            if record.name == "post_init" and record.ok:  # its marker is on the volume now
-                self.registry.mark_post_init_done(key)
+        initialized = False
+
+        def put_progress(detail: str) -> None:
             self.registry.put_status(
                 StartStatus(
                     info.id,
                     key,
                     info.started_at,
-                    "initializing",
-                    f"step {record.name} done",
+                    Phase.INITIALIZING,
+                    detail,
                     tuple(steps),
+                    initialized=initialized,
                     runtime=runtime,
                 )
             )
+
+        def record_step(record: StepRecord) -> None:
+            steps.append(record)
+            if record.name == "post_init" and record.ok:  # its marker is on the volume now
+                self.registry.mark_post_init_done(key)
+            put_progress(f"step {record.name} done")
+
+        def record_initialized() -> None:
+            nonlocal initialized
+            initialized = True
+            put_progress("initialized")
 
         began = time.monotonic()
         timings: dict[str, float] = {"enrol": enrolled_in}
         try:
             if enrol_error is not None:
                 raise enrol_error
-            result = self._dial_and_drive(info, key, runtime, record_step, timings)
+            result = self._dial_and_drive(
+                info, key, runtime, record_step, record_initialized, timings
+            )
         except StepFailedError as exc:
             final = StartStatus(
                 info.id,
                 key,
                 info.started_at,
-                "failed",
+                Phase.FAILED,
                 f"step {exc.record.name} failed with exit code {exc.record.exit_code}",
                 tuple(steps),
             )
@@ -231,7 +260,7 @@ class RuntimeController:
                 info.id,
                 key,
                 info.started_at,
-                "failed",
+                Phase.FAILED,
                 f"session with clawkerd failed: {_describe(exc)}",
                 tuple(steps),
             )
@@ -240,7 +269,7 @@ class RuntimeController:
                 info.id,
                 key,
                 info.started_at,
-                "failed",
+                Phase.FAILED,
                 f"firewall enrolment failed: {exc}",
                 tuple(steps),
             )
@@ -249,7 +278,7 @@ class RuntimeController:
                 info.id,
                 key,
                 info.started_at,
-                "failed",
+                Phase.FAILED,
                 f"clawkerd did not answer at {info.ip}:7700 within {self.dial_timeout:.0f}s",
                 tuple(steps),
             )
@@ -257,7 +286,7 @@ class RuntimeController:
             timings["session"] = time.monotonic() - began - timings["dial"]
             detail = "re-adopted: the agent was already running" if result else "ready"
             final = StartStatus(
-                info.id, key, info.started_at, "ready", detail, tuple(steps), timings
+                info.id, key, info.started_at, Phase.READY, detail, tuple(steps), timings, True
             )
             self.registry.touch(info.id)
         final = replace(final, runtime=runtime)
@@ -289,6 +318,7 @@ class RuntimeController:
         key: str,
         runtime: AgentRuntimeSpec,
         on_step: Callable[[StepRecord], None],
+        on_initialized: Callable[[], None],
         timings: dict[str, float],
     ) -> bool:
         plan = StartPlan(info.id, info.name, key, runtime)
@@ -321,6 +351,7 @@ class RuntimeController:
                         register=register,
                         is_registered=self.registry.is_registered(info.id),
                         on_step=on_step,
+                        on_initialized=on_initialized,
                         still_current=lambda: self._still_current(info),
                     )
                     return result.readopted
