@@ -634,7 +634,7 @@ def _with_runtime(
         {f.path for f in rt.fields if f.effect in (Effect.NEXT_START, Effect.POST_INIT_PENDING)}
     )
     if restart_if_needed and waiting and current is not None and not starting:
-        cause = f"restart requested: {', '.join(waiting)} take effect"
+        cause = f"restart requested, for changes that wait for a start: {', '.join(waiting)}"
         stop = b.add(
             Action.STOP_CONTAINER, "container", current.name, cause, rt.steps, agent=agent.key
         )

@@ -422,9 +422,9 @@ def test_restart_if_needed_restarts_only_for_changes_that_wait_for_a_start(
     p = plan(after, obs, images=images_of(after), runtime=held, restart_if_needed=True)
     assert str(p).splitlines()[2:] == [
         "[#1 #2] -> #3 container:clawker.myapp.dev, StopContainer, "
-        "restart requested: pre_run take effect",
+        "restart requested, for changes that wait for a start: pre_run",
         "[#3] -> #4 container:clawker.myapp.dev, StartContainer, "
-        "restart requested: pre_run take effect",
+        "restart requested, for changes that wait for a start: pre_run",
     ]
     assert "      ~ container clawker.myapp.dev (restart)" in render_plan(p, Style.plain())
     live_only = agents(tmp_path, names=("dev",), domains="[a.example]")
