@@ -98,7 +98,7 @@ def test_a_control_plane_of_another_clawker_is_an_error_not_a_guess(
 ) -> None:
     settings, answers = fake_cp
     answers["hello"] = Hello(1, 0.0, "0.0.1 (/elsewhere)", settings.agreement())
-    with pytest.raises(ControlPlaneMismatchError, match="runs clawker 0.0.1"):
+    with pytest.raises(ControlPlaneMismatchError, match=r"runs clawker 0\.0\.1"):
         observe_runtime(settings)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import grpc
@@ -95,6 +95,13 @@ class RuntimeController:
         self._stop = self.controller.stopping
         self._sleep = sleep
         self.bridges = Bridges(port)  # ssh/gpg agents and git credentials, per container start
+
+    def _allowlist(self, key: str) -> Callable[[], Iterable[str]] | None:
+        """The agent's live firewall allowlist, read each time (`firewall add` changes it)."""
+        firewall = self.firewall
+        if firewall is None:
+            return None
+        return lambda: firewall.state(key).domains
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -192,7 +199,7 @@ class RuntimeController:
         # what a later UpdateRuntime changed as pending until the next start).
         runtime = (known.runtime if this_start and known else None) or self.registry.runtime(key)
         # Before the early return: a CP restart loses its bridges, not the containers' status.
-        self.bridges.ensure(info.id, info.started_at, info.name, runtime)
+        self.bridges.ensure(info.id, info.started_at, info.name, runtime, self._allowlist(key))
         if known and this_start and known.phase.final:
             if enrol_error is not None:
                 log.error("%s: re-enrolling in the firewall failed: %s", info.name, enrol_error)
