@@ -1,8 +1,9 @@
-"""What the control plane needs to drive an agent's starts, and when a change to it takes effect.
+"""The runtime spec an agent asks for, and when a change to it takes effect.
 
-Pure data: the planner compares the spec the control plane holds (observed, like Docker's state)
-with the one the agent's spec asks for, and classifies each difference by when it takes effect,
-so `diff` can say it and `get agents` can show what the running start has not taken yet.
+Pure: the planner compares the `AgentRuntimeSpec` (api/messages.py) the control plane holds,
+observed like Docker's state, with `desired_runtime()`, and classifies each difference by when
+it takes effect, so `diff` can say it and `get agents` can show what the running start has not
+taken yet.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ _WHEN = {
 }
 
 
-# Every field but the key, with what a change to it waits for. post_init is classified by the
-# planner (whether it already ran on this agent's config volume).
+# How a plan names each field that waits for the next start. post_init is classified by the
+# planner (whether it already ran on this agent's config volume); the key is not compared.
 _NEXT_START_FIELDS = {
     "pre_run": "pre_run",
     "workspace": "env wiring: workspace",
