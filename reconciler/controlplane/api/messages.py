@@ -150,7 +150,9 @@ class Hello:
 
     pid: int
     uptime: float
-    version: str  # clawker's version and where its code lives (one checkout vs another)
+    # clawker's version and where its code lives (one checkout vs another); a control plane
+    # older than this field sends none, and is restarted like any other version
+    version: str = ""
     settings: Mapping[str, str] = field(default_factory=dict)  # Settings.agreement()
     busy: int = 0  # starts in flight: a restart for a new version waits for 0
 
