@@ -153,6 +153,7 @@ def apply_plan(
     on_build_line: Callable[[str], None] = lambda _l: None,
     on_step: Callable[[str, StepRecord], None] = lambda _c, _s: None,
     sleep: Callable[[float], None] = time.sleep,
+    before_start: Callable[[str], None] | None = None,
 ) -> tuple[ExecutionResult, list[AgentOutcome]]:
     """Execute, then wait until every agent is Ready; one outcome per agent.
 
@@ -161,7 +162,7 @@ def apply_plan(
     verdict on each container's current start. `sleep` paces the readiness polls (watch mode
     passes one that raises when it is told to stop).
     """
-    tools = StepTools(on_build_line=on_build_line)
+    tools = StepTools(on_build_line=on_build_line, before_start=before_start)
     client: ControlPlaneClient | None = None
     if controlplane is not None:
         # The PKI (cryptography, PyJWT) loads only here: `clawker diff` never signs anything.
@@ -178,6 +179,7 @@ def apply_plan(
             update_firewall=lambda key, domains: cp.call(
                 "firewall_set", agent=key, domains=list(domains)
             ),
+            before_start=before_start,
         )
     for step in the_plan.steps:  # a bind mount's source must exist before the create
         if step.container is not None:

@@ -12,10 +12,26 @@ from reconciler.git_layout import GitLayout
 from reconciler.host import HostState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
-__all__ = ["SPEC_VIEW_LABEL", "DesiredVolume", "desired_container", "desired_volumes"]
+__all__ = [
+    "SPEC_VIEW_LABEL",
+    "DesiredVolume",
+    "RunOptions",
+    "desired_container",
+    "desired_volumes",
+]
 
 # The recreate view is recorded on the container so a later diff can say *which* field changed.
 SPEC_VIEW_LABEL = "dev.clawker.spec-view"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `clawker run`/`create` wire a new container's stdio; none of it is hashed (a later
+    apply does not recreate an agent for it). `apply` makes a TTY with stdin open, always."""
+
+    tty: bool = True
+    stdin_open: bool = True
+    auto_remove: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,7 @@ def desired_container(
     name: str | None = None,
     apply_set: str | None = None,
     host: HostState | None = None,
+    run: RunOptions | None = None,
 ) -> ContainerSpec:
     """The container of an agent: workspace at its host path, volumes, env, capabilities.
 
@@ -109,8 +126,12 @@ def desired_container(
             ),
         }
     )
-    if apply_set:
+    if apply_set and run is None:
         labels[naming.APPLY_SET] = apply_set
+    if run is not None:
+        labels[naming.MADE_BY] = "run"
+    tty = run.tty if run else True
+    stdin_open = run.stdin_open if run else True
     return ContainerSpec(
         name=name or naming.container_name(agent.project, agent.name),
         image=image,
@@ -124,6 +145,11 @@ def desired_container(
         cgroup_parent=naming.cgroup_parent(),
         network=naming.network_name(),
         hostname=agent.name,
+        tty=tty,
+        stdin_open=stdin_open,
+        # Piped stdin (`echo hi | clawker run -i ... -- cat`): its end is the CMD's EOF.
+        stdin_once=stdin_open and not tty and run is not None,
+        auto_remove=run.auto_remove if run else False,
     )
 
 

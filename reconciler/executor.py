@@ -69,6 +69,8 @@ class StepTools:
     on_build_line: Callable[[str], None] = lambda _line: None
     # (agent key, allowlist): the control plane call behind UpdateFirewall
     update_firewall: Callable[[str, tuple[str, ...]], None] | None = None
+    # (container name): right before a start, e.g. `run -it` attaching so nothing is lost
+    before_start: Callable[[str], None] | None = None
 
 
 def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> None:
@@ -100,6 +102,8 @@ def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> No
             with seed_archive(step.seed) as archive:
                 port.put_archive(step.target, naming.CONFIG_MOUNT, archive)
         case Action.START_CONTAINER:
+            if tools.before_start is not None:
+                tools.before_start(step.target)
             port.start_container(step.target)
         case Action.STOP_CONTAINER:
             port.stop_container(step.target)

@@ -15,7 +15,7 @@ from typing import Any
 
 from reconciler import naming
 from reconciler.config_seed import ConfigSeed
-from reconciler.desired import SPEC_VIEW_LABEL, desired_container, desired_volumes
+from reconciler.desired import SPEC_VIEW_LABEL, RunOptions, desired_container, desired_volumes
 from reconciler.docker_port import ContainerInfo, ContainerSpec
 from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
 from reconciler.host import HostState
@@ -34,6 +34,8 @@ __all__ = [
     "Step",
     "plan",
     "plan_delete",
+    "plan_start",
+    "plan_volume_prune",
 ]
 
 
@@ -237,10 +239,13 @@ def plan(
     prune: bool = False,
     host: HostState | None = None,
     firewall: FirewallObservation | None = None,
+    run: Mapping[str, RunOptions] | None = None,
 ) -> Plan:
     """Steps that make Docker match `desired`; `images` holds each project's image inputs.
     With `prune`, also remove agents applied from one of `apply_sets` (projects) that are no
-    longer declared. `host` is what new containers take from the host (see `observe_host`)."""
+    longer declared. `host` is what new containers take from the host (see `observe_host`).
+    `run` names the agents `clawker run`/`create` makes (by key): their containers are
+    labelled as made by run and join no apply set, so no `apply --prune` removes them."""
     b = _StepBuilder()
     changes: list[AgentChange] = []
     network = naming.network_name()
@@ -268,7 +273,9 @@ def plan(
         image_plans[project] = _ImagePlan(inputs.ref, step, cause, seen.id if seen else None)
 
     for agent in sorted(desired, key=lambda a: a.key):
-        change = _plan_agent(b, agent, observed, image_plans[agent.project], net_step, host)
+        change = _plan_agent(
+            b, agent, observed, image_plans[agent.project], net_step, host, (run or {}).get(agent.key)
+        )
         changes.append(_plan_firewall(b, agent, change, firewall))
 
     if prune:
@@ -312,6 +319,7 @@ def _plan_agent(
     image: _ImagePlan,
     net_step: int | None,
     host: HostState | None = None,
+    run: RunOptions | None = None,
 ) -> AgentChange:
     key = agent.key
     obs = observed.agent(agent.project, agent.name)
@@ -350,7 +358,7 @@ def _plan_agent(
     before_create = [net_step, image.build_step, *volume_steps, *cleanup]
     current = obs.container
     if current is None:
-        spec = desired_container(agent, image=image.ref, apply_set=apply_set, host=host)
+        spec = desired_container(agent, image=image.ref, apply_set=apply_set, host=host, run=run)
         create = b.add(
             Action.CREATE_CONTAINER,
             "container",
@@ -368,7 +376,9 @@ def _plan_agent(
     reasons, fields = _replace_reasons(agent, current, image)
     if reasons:
         temp = naming.replacement_name(agent.project, agent.name)
-        spec = desired_container(agent, image=image.ref, name=temp, apply_set=apply_set, host=host)
+        spec = desired_container(
+            agent, image=image.ref, name=temp, apply_set=apply_set, host=host, run=run
+        )
         cause = "; ".join(reasons)
         create = b.add(
             Action.CREATE_CONTAINER,
@@ -564,4 +574,50 @@ def plan_delete(keys: Iterable[str], observed: ObservedState, *, volumes: bool) 
                     key, ChangeKind.DELETE, ("delete requested",), resources=tuple(resources)
                 )
             )
+    return Plan(tuple(b.steps), tuple(changes))
+
+
+def plan_start(key: str, container: str, state: str) -> Plan:
+    """Start an agent's existing container (`clawker start`); the control plane drives the
+    start to Ready as for any start (DESIGN §6)."""
+    b = _StepBuilder()
+    b.add(Action.START_CONTAINER, "container", container, f"start requested ({state})", agent=key)
+    return Plan(
+        tuple(b.steps),
+        (AgentChange(key, ChangeKind.UPDATE, (f"container is {state}",)),),
+    )
+
+
+# Volumes that hold a person's logins, sessions and shell history.
+KEEPSAKE_ROLES = frozenset({"config", "history"})
+
+
+def plan_volume_prune(observed: ObservedState, *, all_roles: bool) -> Plan:
+    """Remove the volumes of agents that have no container any more. Config and history
+    volumes (logins, sessions, history) only with `all_roles` (`volume prune --all`)."""
+    b = _StepBuilder()
+    changes: list[AgentChange] = []
+    by_agent: dict[str, list[str]] = {}
+    for name, labels in sorted(observed.volumes.items()):
+        project, agent = labels.get(naming.PROJECT), labels.get(naming.AGENT)
+        if not project or not agent:
+            continue
+        key = naming.agent_key(project, agent)
+        obs = observed.agents.get(key)
+        if obs is not None and (obs.container is not None or obs.leftovers):
+            continue
+        if labels.get(naming.VOLUME_ROLE) in KEEPSAKE_ROLES and not all_roles:
+            continue
+        cause = "its agent has no container"
+        b.add(Action.REMOVE_VOLUME, "volume", name, cause, agent=key)
+        by_agent.setdefault(key, []).append(name)
+    for key, names in by_agent.items():
+        changes.append(
+            AgentChange(
+                key,
+                ChangeKind.DELETE,
+                ("volume prune requested",),
+                resources=tuple(f"- volume {n}" for n in names),
+            )
+        )
     return Plan(tuple(b.steps), tuple(changes))

@@ -1,0 +1,164 @@
+"""The boot log on the person's terminal: the host phases, then the control plane's steps.
+
+Each phase (image, workspace, config, environment, container) is the plan steps that belong to
+it; on a TTY the phase at work shows as an "Active" line (`… container`) that becomes `✓` or
+`✗` with its duration; without one only the finished lines are written. Lines go to stderr, so
+stdout stays the CMD's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cli.style import Style, fail_mark, ok_mark
+from reconciler import naming
+from reconciler.controlplane.registry import StepRecord
+from reconciler.executor import StepEvent, StepStatus
+from reconciler.planning import Action, Plan, Step
+
+__all__ = ["PHASES", "BootLog", "phase_of"]
+
+PHASES = ("image", "workspace", "config", "environment", "container")
+
+
+def phase_of(step: Step) -> str:
+    """Which host phase a plan step is part of."""
+    if step.action is Action.BUILD_IMAGE:
+        return "image"
+    if step.action is Action.COPY_WORKSPACE:
+        return "workspace"
+    if step.action is Action.CREATE_VOLUME:
+        return "workspace" if step.labels.get(naming.VOLUME_ROLE) == "workspace" else "config"
+    if step.action is Action.SEED_CONFIG:
+        return "config"
+    if step.action in (Action.CREATE_NETWORK, Action.UPDATE_FIREWALL):
+        return "environment"
+    return "container"
+
+
+@dataclass
+class _Phase:
+    name: str
+    detail: str
+    steps: set[int] = field(default_factory=set)
+    began: float | None = None
+    ended: float | None = None
+    failed: str = ""
+    shown: bool = False
+
+
+class BootLog:
+    """Renders executor events as phase lines, and CP step records as step lines."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        details: dict[str, str],
+        *,
+        fd: int = 2,
+        style: Style | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fd = fd
+        self._tty = os.isatty(fd)
+        self._style = style or Style(sys.stderr)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._active = False
+        self.raw = False  # the terminal is in raw mode: lines end in \r\n
+        self._phases = {name: _Phase(name, details.get(name, "")) for name in PHASES}
+        for step in plan.steps:
+            self._phases[phase_of(step)].steps.add(step.id)
+        self._left = {name: set(p.steps) for name, p in self._phases.items()}
+        if not self._phases["image"].steps:
+            self._phases["image"].shown = True  # nothing to build: not worth a line
+
+    # -- host phases ------------------------------------------------------------------------
+    def on_event(self, event: StepEvent) -> None:
+        with self._lock:
+            phase = self._phases[phase_of(event.step)]
+            now = self._clock()
+            if event.status is StepStatus.STARTED:
+                phase.began = now if phase.began is None else phase.began
+            elif event.status in (StepStatus.DONE, StepStatus.FAILED, StepStatus.SKIPPED):
+                self._left[phase.name].discard(event.step.id)
+                if event.status is StepStatus.FAILED and not phase.failed:
+                    phase.failed = event.error
+                if not self._left[phase.name]:
+                    phase.ended = now
+            self._flush()
+
+    def finish_phases(self) -> None:
+        """Show every phase not shown yet (those that had no steps)."""
+        with self._lock:
+            for phase in self._phases.values():
+                if phase.began is None and not phase.steps:
+                    phase.ended = phase.ended or self._clock()
+            self._flush(final=True)
+
+    def _flush(self, final: bool = False) -> None:
+        for phase in self._phases.values():
+            if phase.shown:
+                continue
+            empty = not phase.steps
+            if phase.ended is None and not (final and empty):
+                if self._tty and not final and phase.began is not None:
+                    self._show_active(phase.name)
+                break
+            if empty and not final:
+                # A phase without steps is shown once a later phase is under way.
+                later = [p for p in self._phases.values() if p.began is not None]
+                if not later:
+                    break
+            self._line(self._phase_line(phase))
+            phase.shown = True
+
+    def _phase_line(self, phase: _Phase) -> str:
+        took = ""
+        if phase.began is not None and phase.ended is not None:
+            took = self._style(f"{phase.ended - phase.began:.2f}s", "dim")
+        mark = fail_mark(self._style) if phase.failed else ok_mark(self._style)
+        detail = phase.failed or phase.detail
+        return " ".join(part for part in (mark, f"{phase.name:<12}", detail, took) if part)
+
+    # -- the control plane's steps (when clawkerd cannot show them: no TTY) ------------------
+    def on_cp_step(self, record: StepRecord) -> None:
+        with self._lock:
+            mark = ok_mark(self._style) if record.ok else fail_mark(self._style)
+            code = "" if record.ok else f"exit {record.exit_code}"
+            took = self._style(f"{record.seconds:.2f}s", "dim") if record.seconds else ""
+            self._line(" ".join(p for p in (mark, f"{record.name:<12}", code, took) if p))
+            if not record.ok and record.output_tail.strip():
+                for text in record.output_tail.strip().splitlines()[-10:]:
+                    self._line(f"    {text}")
+
+    def note(self, text: str) -> None:
+        with self._lock:
+            self._line(text)
+
+    # -- writing ----------------------------------------------------------------------------
+    def _show_active(self, name: str) -> None:
+        self._write(f"\r\x1b[2K{self._style('…', 'cyan')} {name}")
+        self._active = True
+
+    def _line(self, text: str) -> None:
+        prefix = "\r\x1b[2K" if self._active else ""
+        end = "\r\n" if self.raw else "\n"
+        self._write(f"{prefix}{text}{end}")
+        self._active = False
+
+    def _write(self, text: str) -> None:
+        data = text.encode()
+        while data:
+            try:
+                written = os.write(self._fd, data)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            data = data[written:]
