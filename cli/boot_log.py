@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from cli.style import Style, fail_mark, ok_mark
 from reconciler import naming
 from reconciler.controlplane.registry import StepRecord
-from reconciler.executor import StepEvent, StepStatus
-from reconciler.planning import Action, Plan, Step
+from reconciler.loop.execute import StepEvent, StepStatus
+from reconciler.loop.plan import Action, Plan, Step
 
 __all__ = ["PHASES", "BootLog", "phase_of"]
 

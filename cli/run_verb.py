@@ -24,13 +24,13 @@ from cli.style import Style, fail_mark
 from cli.terminal import Terminal, flush_std, pump_multiplexed, pump_raw
 from reconciler import naming
 from reconciler.controlplane import lifecycle
-from reconciler.controlplane.api import ApiError
+from reconciler.controlplane.api.channel import ApiError
 from reconciler.controlplane.paths import state_paths
 from reconciler.controlplane.registry import StartStatus
-from reconciler.converge import apply_plan
-from reconciler.desired import RunOptions
-from reconciler.docker_port import ContainerInfo, DockerEngine, DockerError, ExecRequest
-from reconciler.imperative import (
+from reconciler.loop.converge import apply_plan
+from reconciler.loop.desired import RunOptions
+from reconciler.docker.engine import ContainerInfo, DockerEngine, DockerError, ExecRequest
+from reconciler.loop.imperative import (
     IMAGE_SHORTHAND,
     PROJECT_FILES,
     AgentFlags,
@@ -41,9 +41,9 @@ from reconciler.imperative import (
     resolve_new_agent,
     run_agent,
 )
-from reconciler.observed import observe
-from reconciler.planning import Action, Plan, plan_start
-from reconciler.readiness import wait_ready
+from reconciler.loop.observe import observe
+from reconciler.loop.plan import Action, Plan, plan_start
+from reconciler.loop.ready import wait_ready
 from specs import DesiredAgent, SpecSet, WorkspaceMode, load_specs
 
 __all__ = [

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler import naming
-from reconciler.converge import Prepared, observe_firewall
-from reconciler.desired import RunOptions
-from reconciler.docker_port import ContainerInfo, DockerPort
-from reconciler.host import observe_host
+from reconciler.loop.converge import Prepared, observe_firewall
+from reconciler.loop.desired import RunOptions
+from reconciler.docker.engine import ContainerInfo, DockerPort
+from reconciler.host.host_state import observe_host
 from reconciler.images import project_image_inputs
-from reconciler.observed import ObservedAgent, ObservedState, observe
-from reconciler.planning import plan
+from reconciler.loop.observe import ObservedAgent, ObservedState, observe
+from reconciler.loop.plan import plan
 from specs import DesiredAgent, SpecSet, WorkspaceMode
 
 __all__ = [

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler import naming
-from reconciler.docker_port import ContainerInfo, DockerPort
+from reconciler.docker.engine import ContainerInfo, DockerPort
 
 __all__ = ["ObservedAgent", "ObservedImage", "ObservedState", "observe"]
 

@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 
 from reconciler import naming
-from reconciler.docker_port import ContainerSpec, MountSpec
-from reconciler.git_layout import GitLayout
-from reconciler.host import HostState
+from reconciler.docker.engine import ContainerSpec, MountSpec
+from reconciler.host.git_layout import GitLayout
+from reconciler.host.host_state import HostState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
 __all__ = [

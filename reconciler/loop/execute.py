@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from reconciler import naming
-from reconciler.config_seed import seed_archive
-from reconciler.docker_port import DockerError, DockerPort
+from reconciler.docker.engine import DockerError, DockerPort
+from reconciler.host.config_seed import seed_archive
+from reconciler.host.workspace import snapshot_archive
 from reconciler.images import ImageError, build_project_image
-from reconciler.planning import Action, Plan, Step
-from reconciler.workspace import snapshot_archive
+from reconciler.loop.plan import Action, Plan, Step
 
 __all__ = ["ExecutionResult", "StepEvent", "StepStatus", "StepTools", "execute", "run_step"]
 
