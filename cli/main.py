@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from cli.firewall_verbs import add_firewall_verbs
 from cli.image_verbs import add_image_verbs
+from cli.imperative_parsers import add_imperative_verbs
 from cli.style import Style, fail_mark, ok_mark
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_controlplane)
     add_firewall_verbs(sub)
+    add_imperative_verbs(sub)
     return parser
 
 

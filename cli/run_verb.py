@@ -27,9 +27,9 @@ from reconciler.controlplane import lifecycle
 from reconciler.controlplane.api.channel import ApiError
 from reconciler.controlplane.paths import state_paths
 from reconciler.controlplane.registry import StartStatus
+from reconciler.docker.engine import ContainerInfo, DockerEngine, DockerError, ExecRequest
 from reconciler.loop.converge import apply_plan
 from reconciler.loop.desired import RunOptions
-from reconciler.docker.engine import ContainerInfo, DockerEngine, DockerError, ExecRequest
 from reconciler.loop.imperative import (
     IMAGE_SHORTHAND,
     PROJECT_FILES,
@@ -148,7 +148,8 @@ def _phase_details(agent: DesiredAgent) -> dict[str, str]:
         "image": f"clawker-{agent.project}:default",
         "workspace": f"{agent.workspace.path} ({agent.workspace.mode.value})",
         "config": naming.volume_name(agent.project, agent.name, "config"),
-        "environment": f"network {naming.network_name()}, {len(agent.agent.env)} env",
+        "environment": f"network {naming.network_name()}"
+        + (f", {len(agent.agent.env)} env vars" if agent.agent.env else ""),
         "container": agent.container_name,
     }
 
@@ -278,14 +279,15 @@ class Attachment:
         sock = self._sock
         assert isinstance(sock, socket.socket) and self._waiter is not None
         stdin_fd = self.terminal.stdin_fd if self.options.stdin_open else None
-        steps = None if self.options.tty else self._show_cp_steps(log)
+        gate = threading.Event()
+        steps = None if self.options.tty else self._show_cp_steps(log, gate)
         flush_std()
         try:
             if self.options.tty:
                 with self._raw_if_tty(log), self.terminal.resizes(self._resize):
                     pump_raw(sock, stdin_fd, self.terminal.stdout_fd)
             else:
-                pump_multiplexed(sock, stdin_fd)
+                pump_multiplexed(sock, stdin_fd, gate=gate)
         finally:
             self.close()
         if steps is not None:
@@ -307,11 +309,12 @@ class Attachment:
     def _resize(self, rows: int, columns: int) -> None:
         self.port.resize_tty(self.container, rows, columns)
 
-    def _show_cp_steps(self, log: BootLog) -> threading.Thread:
-        """Without a TTY clawkerd draws no step lines: the CLI shows the CP's records."""
+    def _show_cp_steps(self, log: BootLog, done: threading.Event) -> threading.Thread:
+        """Without a TTY clawkerd draws no step lines: the CLI shows the CP's records, and
+        sets `done` once they are all out."""
 
         def follow() -> None:
-            with contextlib.suppress(Exception):
+            try:
                 wait_ready(
                     self.port,
                     lifecycle.client(),
@@ -319,6 +322,10 @@ class Attachment:
                     network=naming.network_name(),
                     on_step=lambda _c, record: log.on_cp_step(record),
                 )
+            except Exception as exc:  # the boot log is lost, the CMD's output is not
+                log.note(f"(boot steps unavailable: {exc})")
+            finally:
+                done.set()
 
         thread = threading.Thread(target=follow, name="boot-steps", daemon=True)
         thread.start()

@@ -153,7 +153,6 @@ class ContainerSpec:
     hostname: str = ""
     tty: bool = True
     stdin_open: bool = True
-    stdin_once: bool = False  # close the CMD's stdin when the attached client's stdin ends
     auto_remove: bool = False  # Docker removes the container when it exits (`run --rm`)
 
 
@@ -205,31 +204,7 @@ class DockerPort(Protocol):
     def exec_exit_code(self, exec_id: str) -> int: ...
     def logs_stream(
         self, container_id: str, *, follow: bool, since: str | None, tail: int | None
-    ) -> Iterator[tuple[int, bytes]]:
-        """(stream, bytes) chunks of the container's output: 1 stdout, 2 stderr (a TTY
-        container's output is all stdout)."""
-        tty = self.terminal_config(container_id).tty
-        params: dict[str, Any] = {
-            "stdout": 1,
-            "stderr": 1,
-            "follow": int(follow),
-            "tail": "all" if tail is None else str(tail),
-        }
-        if since:
-            params["since"] = _since(since)
-        api: Any = self._api  # docker-py's logs() cannot tell stdout from stderr; its parts can
-        try:
-            response = api._get(
-                api._url("/containers/{0}/logs", container_id), params=params, stream=True
-            )
-            api._raise_for_status(response)
-            raw = api._get_raw_response_socket(response)
-        except docker.errors.APIError as exc:
-            raise _wrap(exc, f"logs of container {container_id[:12]}") from exc
-        for stream, data in frames_iter(raw, tty):
-            if data:
-                yield int(stream), bytes(data)
-
+    ) -> Iterator[tuple[int, bytes]]: ...
     def get_archive(self, container_id: str, path: str) -> Iterator[bytes]: ...
     def path_stat(self, container_id: str, path: str) -> Mapping[str, Any] | None: ...
 
@@ -374,8 +349,9 @@ class DockerEngine:
                 working_dir=spec.working_dir or None,
                 host_config=host_config,
                 tty=spec.tty,
+                # docker-py also sets StdinOnce with stdin_open: the end of an attached
+                # client's stdin (`echo hi | clawker run -i ... -- cat`) is the CMD's EOF.
                 stdin_open=spec.stdin_open,
-                stdin_once=spec.stdin_once,
             )
         except docker.errors.APIError as exc:
             raise _wrap(exc, f"create container {spec.name}") from exc
@@ -711,19 +687,27 @@ class DockerEngine:
     ) -> Iterator[tuple[int, bytes]]:
         """(stream, bytes) chunks of the container's output: 1 stdout, 2 stderr (a TTY
         container's output is all stdout)."""
-        kwargs: dict[str, Any] = {"stream": True, "follow": follow, "demux": True}
+        tty = self.terminal_config(container_id).tty
+        params: dict[str, Any] = {
+            "stdout": 1,
+            "stderr": 1,
+            "follow": int(follow),
+            "tail": "all" if tail is None else str(tail),
+        }
         if since:
-            kwargs["since"] = _since(since)
-        if tail is not None:
-            kwargs["tail"] = tail
-        chunks = self._call(
-            f"logs of container {container_id[:12]}", self._api.logs, container_id, **kwargs
-        )
-        for out, err in chunks:
-            if out:
-                yield 1, bytes(out)
-            if err:
-                yield 2, bytes(err)
+            params["since"] = _since(since)
+        api: Any = self._api  # docker-py's logs() cannot tell stdout from stderr; its parts can
+        try:
+            response = api._get(
+                api._url("/containers/{0}/logs", container_id), params=params, stream=True
+            )
+            api._raise_for_status(response)
+            raw = api._get_raw_response_socket(response)
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"logs of container {container_id[:12]}") from exc
+        for stream, data in frames_iter(raw, tty):  # type: ignore[no-untyped-call]
+            if data:
+                yield int(stream), bytes(data)
 
     def get_archive(self, container_id: str, path: str) -> Iterator[bytes]:
         """A tar stream of `path` in the container (a file or a directory)."""

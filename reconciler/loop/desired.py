@@ -147,8 +147,6 @@ def desired_container(
         hostname=agent.name,
         tty=tty,
         stdin_open=stdin_open,
-        # Piped stdin (`echo hi | clawker run -i ... -- cat`): its end is the CMD's EOF.
-        stdin_once=stdin_open and not tty and run is not None,
         auto_remove=run.auto_remove if run else False,
     )
 

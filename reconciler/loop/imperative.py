@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler import naming
-from reconciler.loop.converge import Prepared, observe_firewall
-from reconciler.loop.desired import RunOptions
 from reconciler.docker.engine import ContainerInfo, DockerPort
 from reconciler.host.host_state import observe_host
 from reconciler.images import project_image_inputs
+from reconciler.loop.converge import Prepared, observe_firewall
+from reconciler.loop.desired import RunOptions
 from reconciler.loop.observe import ObservedAgent, ObservedState, observe
 from reconciler.loop.plan import plan
 from specs import DesiredAgent, SpecSet, WorkspaceMode

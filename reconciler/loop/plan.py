@@ -274,7 +274,13 @@ def plan(
 
     for agent in sorted(desired, key=lambda a: a.key):
         change = _plan_agent(
-            b, agent, observed, image_plans[agent.project], net_step, host, (run or {}).get(agent.key)
+            b,
+            agent,
+            observed,
+            image_plans[agent.project],
+            net_step,
+            host,
+            (run or {}).get(agent.key),
         )
         changes.append(_plan_firewall(b, agent, change, firewall))
 
