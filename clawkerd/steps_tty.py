@@ -1,7 +1,11 @@
 """The container's TTY while steps run: one ✓ or ✗ line per step, before the CMD gets it.
 
-Step output goes to the CP (and the CLI), not to the TTY; a person attached to the container
-sees only that each step passed or which one failed.
+On a TTY a running step shows as an "Active" line (`… pre_run`) that its ✓/✗ line with the
+duration replaces; without one the finished lines go plain to stderr. Either way they are the
+container's output, so `clawker run`/`start -a` (attached before the start) and `clawker logs`
+show them. Step output goes to the CP (and the CLI), not here: a person attached to the
+container sees that each step passed or which one failed, and the CLI adds a failed step's
+output from the CP.
 """
 
 from __future__ import annotations
@@ -14,9 +18,14 @@ __all__ = ["StepLineRenderer"]
 class StepLineRenderer:
     """Writes `✓ name` / `✗ name (detail)` lines to a terminal; silent when it is not one."""
 
-    def __init__(self, fd: int = 1, *, enabled: bool | None = None) -> None:
+    def __init__(
+        self, fd: int = 1, *, enabled: bool | None = None, fallback_fd: int | None = None
+    ) -> None:
         self._fd = fd
         self._enabled = _isatty(fd) if enabled is None else enabled
+        # Without a TTY (`clawker run -i`, `run -d`) the lines go plain to `fallback_fd`
+        # (stderr): the CMD's stdout stays its own, and `docker logs` still shows the steps.
+        self._fallback_fd = None if self._enabled else fallback_fd
         self._active = False
 
     @property
@@ -25,7 +34,7 @@ class StepLineRenderer:
         return self._enabled
 
     def step_started(self, name: str) -> None:
-        """The "Active" line of a running step; its finished line replaces it."""
+        """The "Active" line of a running step (on a TTY); its finished line replaces it."""
         if self._enabled:
             self._write(f"… {name}")
             self._active = True
@@ -34,7 +43,7 @@ class StepLineRenderer:
         self, name: str, ok: bool, detail: str = "", seconds: float | None = None
     ) -> None:
         """Render one finished step (with its duration, when given)."""
-        if not self._enabled:
+        if not self._enabled and self._fallback_fd is None:
             return
         mark = "✓" if ok else "✗"
         suffix = f" ({detail})" if detail else ""
@@ -45,10 +54,13 @@ class StepLineRenderer:
 
     def _write(self, text: str) -> None:
         # Bytes, not print(): the container may have no UTF-8 locale for sys.stdout.
+        fd = self._fd if self._enabled else self._fallback_fd
+        if fd is None:
+            return
         try:
-            os.write(self._fd, text.encode())
+            os.write(fd, text.encode())
         except OSError:
-            self._enabled = False
+            self._enabled, self._fallback_fd = False, None
 
 
 def _isatty(fd: int) -> bool:

@@ -281,7 +281,7 @@ async def supervise(
         user,
         log=log,
         reaper=reaper,
-        renderer=StepLineRenderer(),
+        renderer=StepLineRenderer(fallback_fd=2),
         base_env=container_environment(environ),
     )
     for signum in FORWARDED_SIGNALS:

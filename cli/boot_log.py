@@ -48,6 +48,7 @@ class _Phase:
     steps: set[int] = field(default_factory=set)
     began: float | None = None
     ended: float | None = None
+    busy: float = 0.0  # the sum of its steps' durations (steps of phases overlap)
     failed: str = ""
     shown: bool = False
 
@@ -69,14 +70,17 @@ class BootLog:
         self._style = style or Style(sys.stderr)
         self._clock = clock
         self._lock = threading.Lock()
-        self._active = False
+        self._active = ""  # the phase whose "Active" line is on screen
         self.raw = False  # the terminal is in raw mode: lines end in \r\n
         self._phases = {name: _Phase(name, details.get(name, "")) for name in PHASES}
         for step in plan.steps:
             self._phases[phase_of(step)].steps.add(step.id)
         self._left = {name: set(p.steps) for name, p in self._phases.items()}
-        if not self._phases["image"].steps:
-            self._phases["image"].shown = True  # nothing to build: not worth a line
+        self._step_began: dict[int, float] = {}
+        for phase in self._phases.values():
+            # Nothing to build, or a phase this verb has nothing to say about: no line.
+            if not phase.steps and (phase.name == "image" or not phase.detail):
+                phase.shown = True
 
     # -- host phases ------------------------------------------------------------------------
     def on_event(self, event: StepEvent) -> None:
@@ -85,8 +89,11 @@ class BootLog:
             now = self._clock()
             if event.status is StepStatus.STARTED:
                 phase.began = now if phase.began is None else phase.began
+                self._step_began[event.step.id] = now
             elif event.status in (StepStatus.DONE, StepStatus.FAILED, StepStatus.SKIPPED):
                 self._left[phase.name].discard(event.step.id)
+                if event.step.id in self._step_began:
+                    phase.busy += now - self._step_began.pop(event.step.id)
                 if event.status is StepStatus.FAILED and not phase.failed:
                     phase.failed = event.error
                 if not self._left[phase.name]:
@@ -96,32 +103,25 @@ class BootLog:
     def finish_phases(self) -> None:
         """Show every phase not shown yet (those that had no steps)."""
         with self._lock:
-            for phase in self._phases.values():
-                if phase.began is None and not phase.steps:
-                    phase.ended = phase.ended or self._clock()
             self._flush(final=True)
 
     def _flush(self, final: bool = False) -> None:
         for phase in self._phases.values():
             if phase.shown:
                 continue
-            empty = not phase.steps
-            if phase.ended is None and not (final and empty):
+            if not phase.steps:
+                # A phase without steps is shown once any phase is under way.
+                if not final and not any(p.began is not None for p in self._phases.values()):
+                    break
+            elif phase.ended is None:
                 if self._tty and not final and phase.began is not None:
                     self._show_active(phase.name)
                 break
-            if empty and not final:
-                # A phase without steps is shown once a later phase is under way.
-                later = [p for p in self._phases.values() if p.began is not None]
-                if not later:
-                    break
             self._line(self._phase_line(phase))
             phase.shown = True
 
     def _phase_line(self, phase: _Phase) -> str:
-        took = ""
-        if phase.began is not None and phase.ended is not None:
-            took = self._style(f"{phase.ended - phase.began:.2f}s", "dim")
+        took = self._style(f"{phase.busy:.2f}s", "dim") if phase.steps else ""
         mark = fail_mark(self._style) if phase.failed else ok_mark(self._style)
         detail = phase.failed or phase.detail
         return " ".join(part for part in (mark, f"{phase.name:<12}", detail, took) if part)
@@ -137,20 +137,33 @@ class BootLog:
                 for text in record.output_tail.strip().splitlines()[-10:]:
                     self._line(f"    {text}")
 
-    def note(self, text: str) -> None:
+    def failed_step_output(self, record: StepRecord) -> None:
+        """A failed step's output tail, under the ✗ line clawkerd drew for it."""
         with self._lock:
+            lines = record.output_tail.strip().splitlines()[-10:]
+            self._line(f"  {record.name} exited {record.exit_code}" + (":" if lines else ""))
+            for text in lines:
+                self._line(f"    {text}")
+
+    def note(self, text: str, *, own_line: bool = False) -> None:
+        """A line of the CLI's own; `own_line` first ends whatever the CMD left unfinished."""
+        with self._lock:
+            if own_line:
+                self._write("\r\n")
             self._line(text)
 
     # -- writing ----------------------------------------------------------------------------
     def _show_active(self, name: str) -> None:
+        if self._active == name:
+            return
         self._write(f"\r\x1b[2K{self._style('…', 'cyan')} {name}")
-        self._active = True
+        self._active = name
 
     def _line(self, text: str) -> None:
         prefix = "\r\x1b[2K" if self._active else ""
         end = "\r\n" if self.raw else "\n"
         self._write(f"{prefix}{text}{end}")
-        self._active = False
+        self._active = ""
 
     def _write(self, text: str) -> None:
         data = text.encode()

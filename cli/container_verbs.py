@@ -199,16 +199,6 @@ def cmd_rm(args: argparse.Namespace) -> int:
 # -- ps / container ls -------------------------------------------------------------------------
 
 
-def _age(created: int) -> str:
-    if not created:
-        return ""
-    seconds = max(0, int(time.time()) - created)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
-
-
 def cmd_ps(args: argparse.Namespace) -> int:
     observed = observe(DockerEngine())
     rows = []
@@ -245,16 +235,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
     if not rows:
         _err("No agent containers" + ("." if args.all else " running (-a shows stopped ones)."))
         return EXIT_OK
-    headers = ["AGENT", "CONTAINER", "STATE", "STATUS", "MADE BY", "CREATED"]
+    headers = ["AGENT", "CONTAINER", "STATE", "STATUS", "MADE BY"]
     table = [
-        [
-            a.key,
-            c.name,
-            c.state,
-            c.status,
-            c.labels.get(naming.MADE_BY, "apply"),
-            _age(c.created),
-        ]
+        [a.key, c.name, c.state, c.status, c.labels.get(naming.MADE_BY, "apply")]
         for a, c in rows
     ]
     _out(render_table(headers, table))

@@ -279,19 +279,15 @@ class Attachment:
         sock = self._sock
         assert isinstance(sock, socket.socket) and self._waiter is not None
         stdin_fd = self.terminal.stdin_fd if self.options.stdin_open else None
-        gate = threading.Event()
-        steps = None if self.options.tty else self._show_cp_steps(log, gate)
         flush_std()
         try:
             if self.options.tty:
                 with self._raw_if_tty(log), self.terminal.resizes(self._resize):
                     pump_raw(sock, stdin_fd, self.terminal.stdout_fd)
             else:
-                pump_multiplexed(sock, stdin_fd, gate=gate)
+                pump_multiplexed(sock, stdin_fd)
         finally:
             self.close()
-        if steps is not None:
-            steps.join(timeout=5)
         return self._exit_code(log)
 
     @contextlib.contextmanager
@@ -309,28 +305,6 @@ class Attachment:
     def _resize(self, rows: int, columns: int) -> None:
         self.port.resize_tty(self.container, rows, columns)
 
-    def _show_cp_steps(self, log: BootLog, done: threading.Event) -> threading.Thread:
-        """Without a TTY clawkerd draws no step lines: the CLI shows the CP's records, and
-        sets `done` once they are all out."""
-
-        def follow() -> None:
-            try:
-                wait_ready(
-                    self.port,
-                    lifecycle.client(),
-                    [self.container],
-                    network=naming.network_name(),
-                    on_step=lambda _c, record: log.on_cp_step(record),
-                )
-            except Exception as exc:  # the boot log is lost, the CMD's output is not
-                log.note(f"(boot steps unavailable: {exc})")
-            finally:
-                done.set()
-
-        thread = threading.Thread(target=follow, name="boot-steps", daemon=True)
-        thread.start()
-        return thread
-
     def _exit_code(self, log: BootLog) -> int:
         assert self._thread is not None and self._waiter is not None
         deadline = time.monotonic() + 5.0
@@ -339,14 +313,15 @@ class Attachment:
             if self._thread.is_alive() and self._still_running():
                 log.note(
                     f"detached from {self.container} (still running); "
-                    f"`clawker attach {self.container}` returns to it"
+                    f"`clawker attach {self.container}` returns to it",
+                    own_line=True,
                 )
                 return EXIT_OK
         if self._waiter.code is None:
             log.note(f"error: lost the exit code of {self.container}: {self._waiter.error}")
             return EXIT_FAIL
         code = self._waiter.code
-        if code != 0 and self.options.tty:
+        if code != 0:
             self._show_failed_step(log)
         return code
 
@@ -357,7 +332,8 @@ class Attachment:
             return False
 
     def _show_failed_step(self, log: BootLog) -> None:
-        """A failed init step: clawkerd drew its ✗ line; its output comes from the CP."""
+        """A failed init step: clawkerd drew its ✗ line (the container's output); the step's
+        output, which only the CP has, follows it."""
         if not self.container_id:
             return
         for _ in range(20):
@@ -370,7 +346,7 @@ class Attachment:
             if status is not None and status.phase == "failed":
                 failed = [s for s in status.steps if not s.ok]
                 if failed:
-                    log.on_cp_step(failed[-1])
+                    log.failed_step_output(failed[-1])
                 else:
                     log.note(f"{fail_mark(Style(sys.stderr))} {status.detail}")
                 return

@@ -16,7 +16,6 @@ import socket
 import struct
 import sys
 import termios
-import threading
 import tty
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -130,46 +129,22 @@ def pump_raw(sock: socket.socket, stdin_fd: int | None, stdout_fd: int = 1) -> N
 
 
 def pump_multiplexed(
-    sock: socket.socket,
-    stdin_fd: int | None,
-    stdout_fd: int = 1,
-    stderr_fd: int = 2,
-    gate: threading.Event | None = None,
+    sock: socket.socket, stdin_fd: int | None, stdout_fd: int = 1, stderr_fd: int = 2
 ) -> None:
     """A container without a TTY: Docker's frames (8-byte header: stream, size) demultiplexed
-    to `stdout_fd`/`stderr_fd`; `stdin_fd` copied in, its end closing the CMD's stdin.
-
-    Until `gate` is set (the boot log's last step line is out) the output is held back, so
-    the CMD's first bytes never land between the boot log's lines."""
+    to `stdout_fd`/`stderr_fd`; `stdin_fd` copied in, its end closing the CMD's stdin."""
     readers: list[int | socket.socket] = [sock]
     if stdin_fd is not None:
         readers.append(stdin_fd)
     pending = b""
-    held: list[tuple[int, bytes]] = []
-
-    def emit(fd: int, payload: bytes) -> None:
-        if gate is not None and not gate.is_set():
-            held.append((fd, payload))
-            return
-        for early_fd, early in held:
-            _write_all(early_fd, early)
-        held.clear()
-        _write_all(fd, payload)
-
     while True:
-        if held and gate is not None and gate.is_set():
-            emit(stdout_fd, b"")
         try:
-            ready, _, _ = select.select(readers, [], [], 0.05 if held else None)
+            ready, _, _ = select.select(readers, [], [])
         except InterruptedError:
             continue
         if sock in ready:
             data = sock.recv(_CHUNK)
             if not data:
-                if gate is not None:
-                    gate.wait(timeout=5)
-                    gate.set()
-                emit(stdout_fd, b"")
                 return
             pending += data
             while len(pending) >= 8:
@@ -177,7 +152,7 @@ def pump_multiplexed(
                 if len(pending) < 8 + size:
                     break
                 payload, pending = pending[8 : 8 + size], pending[8 + size :]
-                emit(stderr_fd if stream == 2 else stdout_fd, payload)
+                _write_all(stderr_fd if stream == 2 else stdout_fd, payload)
         if stdin_fd is not None and stdin_fd in ready:
             chunk = os.read(stdin_fd, _CHUNK)
             if not chunk:

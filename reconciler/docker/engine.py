@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal, Protocol
@@ -17,7 +18,6 @@ import docker
 import docker.errors
 from docker.types import Mount
 from docker.utils import kwargs_from_env
-from docker.utils.socket import frames_iter
 
 from reconciler import naming
 
@@ -702,12 +702,21 @@ class DockerEngine:
                 api._url("/containers/{0}/logs", container_id), params=params, stream=True
             )
             api._raise_for_status(response)
-            raw = api._get_raw_response_socket(response)
         except docker.errors.APIError as exc:
             raise _wrap(exc, f"logs of container {container_id[:12]}") from exc
-        for stream, data in frames_iter(raw, tty):  # type: ignore[no-untyped-call]
+        if tty:  # one raw stream: pass it on as it arrives
+            for chunk in response.iter_content(chunk_size=None):
+                yield 1, bytes(chunk)
+            return
+        # Frames (8-byte header: stream, size), read from the de-chunked body.
+        body = response.raw
+        while len(header := _read_exactly(body, 8)) == 8:
+            stream, size = struct.unpack(">BxxxL", header)
+            data = _read_exactly(body, size)
             if data:
-                yield int(stream), bytes(data)
+                yield stream, data
+            if len(data) < size:
+                return
 
     def get_archive(self, container_id: str, path: str) -> Iterator[bytes]:
         """A tar stream of `path` in the container (a file or a directory)."""
@@ -781,6 +790,16 @@ def _follow_build(
     if pending.strip():
         emit(pending.rstrip())
     return error, tail
+
+
+def _read_exactly(body: Any, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = body.read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
 
 
 def _since(value: str) -> int | str:
