@@ -22,6 +22,7 @@ metadata: {name: PROJECT}
 spec:
   workspace: {path: ./ws, mode: bind}
   build: {harness: none}
+  agent: {pre_run: "echo pre-run-ok"}
 ---
 apiVersion: clawker.dev/v1alpha1
 kind: Agent
@@ -39,7 +40,7 @@ def _spawn(scope: Scope, *args: str, cwd: Path | None = None) -> pexpect.spawn:
         cwd=str(cwd or scope.workdir / "ws"),
         env={**scope.env, "PYTHONPATH": str(REPO)},
         dimensions=(30, 100),
-        timeout=120,
+        timeout=60,
         encoding="utf-8",
         codec_errors="replace",
     )
@@ -124,7 +125,7 @@ def test_run_d_then_exec_logs_ps_stop_start_attached_and_rm(scope: Scope) -> Non
     assert not scope.inspect(name)["State"]["Running"]
     child = _spawn(scope, "start", "-a", "bg")
     child.expect_exact("✓ container")
-    child.expect_exact("✓ git-setup")  # the steps again (clawkerd's lines), then the CMD
+    child.expect_exact("✓ pre_run")  # the per-start steps again (clawkerd's lines), then the CMD
     child.expect_exact("cmd-started")
     scope.clawker("stop", "-f", spec, "bg", check=0)
     assert _finish(child) == 128 + 15  # the CMD's status: sleep ended by SIGTERM
