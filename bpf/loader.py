@@ -33,7 +33,7 @@ from bpf.libbpf import (
     libbpf,
     obj_info,
 )
-from bpf.maps import MAP_LAYOUTS
+from bpf.maps import MAP_LAYOUTS, RING_BUFFERS
 
 __all__ = [
     "BPF_FS",
@@ -75,9 +75,9 @@ class Attachment:
 
 
 def default_object() -> Path:
-    """The compiled object: `CLAWKER_BPF_OBJECT`, else bpf/build/egress.bpf.o (`make bpf`)."""
-    override = os.environ.get("CLAWKER_BPF_OBJECT")
-    return Path(override) if override else Path(__file__).resolve().parent / "build/egress.bpf.o"
+    """The compiled object, bpf/build/egress.bpf.o (`make bpf`); Settings.bpf_object
+    (`CLAWKER_BPF_OBJECT`) reaches attach_egress as `object_path` instead."""
+    return Path(__file__).resolve().parent / "build/egress.bpf.o"
 
 
 def cgroup2_root() -> Path:
@@ -191,6 +191,10 @@ def _check_layouts(obj: int) -> dict[str, int]:
                 "egress.h and bpf/maps.py disagree"
             )
         found[name] = m
+    for name in RING_BUFFERS:  # no key or value: the pin check compares type and size
+        found[name] = check_ptr(
+            lib.bpf_object__find_map_by_name(obj, name.encode()), f"find map {name}"
+        )
     return found
 
 

@@ -24,6 +24,7 @@ from cli.style import Style, fail_mark
 from cli.table import render_table
 from reconciler import naming
 from reconciler.controlplane import lifecycle
+from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import ContainerInfo, DockerEngine, DockerError
 from reconciler.loop.converge import apply_plan
 from reconciler.loop.observe import ObservedState, observe
@@ -62,7 +63,7 @@ def _key(c: ContainerInfo) -> str:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     container = target_container(args)
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     if args.clawkerd:
         return _clawkerd_log(port, container, follow=args.follow, tail=args.tail)
     for stream, data in port.logs_stream(
@@ -137,7 +138,7 @@ def _targets(args: argparse.Namespace) -> list[ContainerInfo]:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     for container in _targets(args):
         port.stop_container(container.id, timeout=args.time)
         _out(container.name)
@@ -145,16 +146,16 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     style = Style(sys.stderr)
     code = EXIT_OK
     for container in _targets(args):
         port.restart_container(container.id, timeout=args.time)
         verdicts = wait_ready(
             port,
-            lifecycle.client(),
+            lifecycle.client(StatePaths(args.settings.state_dir)),
             [container.name],
-            network=naming.network_name(),
+            network=args.settings.network,
             timeout=args.timeout,
             on_step=lambda _c, r: _err(f"  {'✓' if r.ok else '✗'} {r.name}"),
         )
@@ -168,7 +169,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     targets = _targets(args)
     running = [c.name for c in targets if c.state == "running"]
     if running and not args.force:
@@ -187,6 +188,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     _, outcomes = apply_plan(
         port,
         prepared_plan,
+        settings=args.settings,
         wait=False,
         on_event=lambda e: _err(line) if (line := render_event(e, err_style)) else None,
     )
@@ -200,7 +202,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    observed = observe(DockerEngine())
+    observed = observe(DockerEngine(scope=args.settings))
     rows = []
     for key in sorted(observed.agents):
         agent = observed.agents[key]
@@ -237,8 +239,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         return EXIT_OK
     headers = ["AGENT", "CONTAINER", "STATE", "STATUS", "MADE BY"]
     table = [
-        [a.key, c.name, c.state, c.status, c.labels.get(naming.MADE_BY, "apply")]
-        for a, c in rows
+        [a.key, c.name, c.state, c.status, c.labels.get(naming.MADE_BY, "apply")] for a, c in rows
     ]
     _out(render_table(headers, table))
     return EXIT_OK
@@ -258,7 +259,7 @@ def _volume_users(observed: ObservedState) -> dict[str, list[str]]:
 
 
 def cmd_volume_ls(args: argparse.Namespace) -> int:
-    observed = observe(DockerEngine())
+    observed = observe(DockerEngine(scope=args.settings))
     users = _volume_users(observed)
     items = []
     table: list[tuple[str, str, str, list[str]]] = []
@@ -287,7 +288,7 @@ def cmd_volume_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_volume_prune(args: argparse.Namespace) -> int:
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     observed = observe(port)
     the_plan = plan_volume_prune(observed, all_roles=args.all)
     kept = [
@@ -346,7 +347,7 @@ def cmd_cp(args: argparse.Namespace) -> int:
     dst_ref, dst = _split_cp(args.destination)
     if (src_ref is None) == (dst_ref is None):
         raise UsageError("cp copies between an agent and the host: AGENT:PATH HOST_PATH, or back")
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     if src_ref is not None:
         container = target_container(args, src_ref)
         _copy_out(port, container, src, dst)

@@ -1,4 +1,5 @@
-"""`clawker firewall status|list|add|remove|enable|disable|bypass`: parsing and rendering only.
+"""`clawker firewall status|list|add|remove|enable|disable|bypass|log|suggest`: parsing and
+rendering only.
 
 Every verb is one control plane call; the control plane owns the firewall's state. Registered
 by cli.main with `add_firewall_verbs(sub)`; the control plane's client and the spec language
@@ -11,16 +12,28 @@ load when a verb runs, not at start-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from cli.style import Style, ok_mark
 from cli.table import render_table
 
-__all__ = ["add_firewall_verbs", "format_duration", "parse_duration", "status_rows"]
+if TYPE_CHECKING:  # the client loads only when a verb runs (start-up stays cheap)
+    from reconciler.controlplane.api.client import ControlPlaneClient
+
+__all__ = [
+    "add_firewall_verbs",
+    "format_duration",
+    "log_line",
+    "parse_duration",
+    "render_suggestion",
+    "status_rows",
+]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 STATUS_HEADERS = (
@@ -91,18 +104,23 @@ def status_rows(status: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _client_call(method: str, **params: Any) -> Any:
+@contextlib.contextmanager
+def _controlplane(args: argparse.Namespace) -> Iterator[ControlPlaneClient]:
+    """The typed client of the CP this CLI's settings name, checked to share them."""
     from reconciler.controlplane import lifecycle
-    from reconciler.controlplane.api.channel import ApiError
+    from reconciler.controlplane.api.client import ApiError, ControlPlaneNotRunningError
+    from reconciler.controlplane.paths import StatePaths
 
-    client = lifecycle.client()
-    if not client.alive():
+    client = lifecycle.client(StatePaths(args.settings.state_dir))
+    try:
+        client.check_agreement(args.settings.agreement())
+    except ControlPlaneNotRunningError:
         raise lifecycle.ControlPlaneError(
             "the control plane is not running (it owns the firewall); "
             "start it with `clawker controlplane up`"
-        )
+        ) from None
     try:
-        return client.call(method, **params)
+        yield client
     except ApiError as exc:  # the control plane names the exception type; the user needs less
         raise ApiError(str(exc).removeprefix("FirewallError: ")) from None
 
@@ -122,7 +140,8 @@ def _domains(values: Sequence[str]) -> list[str] | str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = _client_call("firewall_status", agent=args.agent or "")
+    with _controlplane(args) as cp:
+        status = cp.firewall_status(args.agent or "")
     if args.output == "json":
         _out(json.dumps(status, indent=2))
         return EXIT_OK
@@ -141,7 +160,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    listing: list[dict[str, Any]] = _client_call("firewall_list", agent=args.agent or "")
+    with _controlplane(args) as cp:
+        listing = cp.firewall_list(args.agent or "")
     if args.output == "json":
         _out(json.dumps(listing, indent=2))
         return EXIT_OK
@@ -164,7 +184,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_change(args: argparse.Namespace) -> int:
     style = Style(sys.stdout)
-    params: dict[str, Any] = {"agent": args.agent}
+    params: dict[str, Any] = {}
     verb = args.fw_verb
     if verb in ("add", "remove"):
         domains = _domains(args.domains)
@@ -178,7 +198,8 @@ def cmd_change(args: argparse.Namespace) -> int:
         except ValueError as exc:
             _err(f"error: {exc}")
             return EXIT_USAGE
-    result: dict[str, Any] = _client_call(f"firewall_{verb}", **params)
+    with _controlplane(args) as cp:
+        result = cp.firewall_change(verb, args.agent, **params)
     agent = result["agent"]
     match verb:
         case "add":
@@ -196,6 +217,107 @@ def cmd_change(args: argparse.Namespace) -> int:
     _out(f"{mark} {agent} {what}")
     if verb in ("add", "remove"):
         _out(style("  until the next `clawker apply`, which restores the spec's allowlist", "dim"))
+    return EXIT_OK
+
+
+def log_line(entry: dict[str, Any], style: Style) -> str:
+    """One journal entry as a line: time, kind, then what was refused and by whom."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"]))
+    kind = entry["kind"]
+    if kind == "denied":
+        target = f"{entry['address']}:{entry['port']} {entry['protocol']}"
+        if not entry["address"]:
+            target = entry["protocol"]  # a refused socket: no destination yet
+        who = f"uid {entry['uid']} {entry['command']}".rstrip()
+        what = f"{target}  {style(entry['hook'], 'dim')}  {who}"
+    else:
+        what = f"{entry['name']} ({entry['qtype']})"
+    color = "red" if kind == "denied" else "yellow"
+    return f"{style(stamp, 'dim')}  {style(f'{kind:<9}', color)}  {what}"
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    style = Style(sys.stdout)
+    after = 0
+    printed_json: list[dict[str, Any]] = []
+    try:
+        while True:
+            with _controlplane(args) as cp:
+                result = cp.firewall_log(args.agent, after)
+            for entry in result["entries"]:
+                after = max(after, entry["seq"])
+                if args.output == "json" and not args.follow:
+                    printed_json.append(entry)
+                elif args.output == "json":
+                    _out(json.dumps(entry))
+                else:
+                    _out(log_line(entry, style))
+            if not args.follow:
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    if args.output == "json" and not args.follow:
+        _out(json.dumps(printed_json, indent=2))
+    elif not after and not args.follow:
+        _out(
+            style(f"Nothing refused for {result['agent']} since the control plane started.", "dim")
+        )
+    return EXIT_OK
+
+
+def render_suggestion(suggestion: dict[str, Any], style: Style) -> str:
+    """The spec change as a diff of `security.firewall.add_domains`, with what it cannot fix
+    as comments."""
+    lines = [
+        style(
+            f"# What would allow what {suggestion['agent']} was refused. Review it: an agent "
+            "can ask for any name.",
+            "dim",
+        ),
+        "  security:",
+        "    firewall:",
+        "      add_domains:",
+    ]
+    lines += [f"        - {d}" for d in suggestion["spec_domains"]]
+    for refusal in suggestion["add"]:
+        note = style(f"  # NXDOMAIN x{refusal['count']}", "dim")
+        lines.append(style(f"+       - {refusal['what']}", "green") + note)
+    if not suggestion["add"]:
+        lines.append(style("# no refused names: nothing to add", "dim"))
+    if suggestion["addresses"]:
+        lines.append(
+            style(
+                "# refused addresses no allowed name resolved to (connecting by "
+                "address, or a name resolved elsewhere):",
+                "dim",
+            )
+        )
+        for r in suggestion["addresses"]:
+            by = f" by {r['detail']}" if r["detail"] else ""
+            lines.append(style(f"#   {r['what']} x{r['count']}{by}", "dim"))
+    if suggestion["throttled"]:
+        lines.append(
+            style(
+                "# throttled (already allowed, over the per-minute cap for new "
+                "subdomains; an exact entry is not capped):",
+                "dim",
+            )
+        )
+        lines += [style(f"#   {r['what']} x{r['count']}", "dim") for r in suggestion["throttled"]]
+    if suggestion["sockets"]:
+        lines.append(style("# refused sockets (never allowed):", "dim"))
+        lines += [style(f"#   {r['what']} x{r['count']}", "dim") for r in suggestion["sockets"]]
+    return "\n".join(lines)
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    with _controlplane(args) as cp:
+        suggestion = cp.firewall_suggest(args.agent)
+    if args.output == "json":
+        _out(json.dumps(suggestion, indent=2))
+    else:
+        _out(render_suggestion(suggestion, Style(sys.stdout)))
     return EXIT_OK
 
 
@@ -255,3 +377,25 @@ def add_firewall_verbs(sub: Any) -> None:
     q.add_argument("duration", metavar="DURATION")
     agent_arg(q)
     q.set_defaults(func=cmd_change)
+
+    q = fw.add_parser(
+        "log",
+        help="what the firewall refused for an agent, newest last",
+        description="Denied connects, datagrams and sockets (address, port, protocol, uid and "
+        "command name, from the kernel), names answered NXDOMAIN and throttled queries, since "
+        "the control plane started (the newest 1000 per agent).",
+    )
+    agent_arg(q)
+    q.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
+    q.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    q.set_defaults(func=cmd_log)
+
+    q = fw.add_parser(
+        "suggest",
+        help="the add_domains change that would allow what an agent was refused",
+        description="Prints a diff of the spec's security.firewall.add_domains for a person to "
+        "review; it changes nothing.",
+    )
+    agent_arg(q)
+    q.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    q.set_defaults(func=cmd_suggest)

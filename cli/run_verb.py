@@ -25,8 +25,7 @@ from cli.terminal import Terminal, flush_std, pump_multiplexed, pump_raw
 from reconciler import naming
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.api.channel import ApiError
-from reconciler.controlplane.paths import state_paths
-from reconciler.controlplane.registry import StartStatus
+from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import ContainerInfo, DockerEngine, DockerError, ExecRequest
 from reconciler.loop.converge import apply_plan
 from reconciler.loop.desired import RunOptions
@@ -44,6 +43,7 @@ from reconciler.loop.imperative import (
 from reconciler.loop.observe import observe
 from reconciler.loop.plan import Action, Plan, plan_start
 from reconciler.loop.ready import wait_ready
+from reconciler.settings import Settings
 from specs import DesiredAgent, SpecSet, WorkspaceMode, load_specs
 
 __all__ = [
@@ -92,7 +92,7 @@ def target_container(args: argparse.Namespace, ref: str | None = None) -> Contai
     specset = _quiet_project(args)
     hint = specset.projects[0] if specset is not None and len(specset.projects) == 1 else None
     try:
-        return resolve_container(observe(DockerEngine()), ref, project=hint)
+        return resolve_container(observe(DockerEngine(scope=args.settings)), ref, project=hint)
     except TargetError as exc:
         raise UsageError(str(exc)) from exc
 
@@ -143,12 +143,12 @@ def _desired(args: argparse.Namespace) -> DesiredAgent:
         raise UsageError(str(exc)) from exc
 
 
-def _phase_details(agent: DesiredAgent) -> dict[str, str]:
+def _phase_details(agent: DesiredAgent, network: str) -> dict[str, str]:
     return {
         "image": f"clawker-{agent.project}:default",
         "workspace": f"{agent.workspace.path} ({agent.workspace.mode.value})",
         "config": naming.volume_name(agent.project, agent.name, "config"),
-        "environment": f"network {naming.network_name()}"
+        "environment": f"network {network}"
         + (f", {len(agent.agent.env)} env vars" if agent.agent.env else ""),
         "container": agent.container_name,
     }
@@ -173,24 +173,27 @@ def _run(args: argparse.Namespace, *, create_only: bool) -> int:
     if getattr(args, "rm", False) and create_only:
         raise UsageError("--rm is for run")
     agent = _desired(args)
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     options = RunOptions(tty=args.tty, stdin_open=args.interactive, auto_remove=args.rm)
     try:
-        prepared = prepare_run(port, agent, options)
+        prepared = prepare_run(port, agent, options, settings=args.settings)
     except TargetError as exc:
         raise UsageError(str(exc)) from exc
     the_plan = prepared.plan
     if create_only:
         the_plan = _without_start(the_plan)
     style = Style(sys.stderr)
-    _ensure_controlplane(style)
-    log = BootLog(the_plan, _phase_details(agent), style=style)
-    attachment = None if detach else Attachment(port, agent.container_name, options, terminal)
+    _ensure_controlplane(args.settings, style)
+    log = BootLog(the_plan, _phase_details(agent, args.settings.network), style=style)
+    attachment = (
+        None if detach else Attachment(port, agent.container_name, options, terminal, args.settings)
+    )
     _, outcomes = apply_plan(
         port,
         the_plan,
         agents=[agent],
-        controlplane=state_paths(),
+        controlplane=StatePaths(args.settings.state_dir),
+        settings=args.settings,
         wait=detach and not create_only,
         timeout=args.timeout,
         on_event=log.on_event,
@@ -247,8 +250,14 @@ class Attachment:
     """One attached start: the attach and the exit-code wait are opened before the start."""
 
     def __init__(
-        self, port: DockerEngine, container: str, options: RunOptions, terminal: Terminal
+        self,
+        port: DockerEngine,
+        container: str,
+        options: RunOptions,
+        terminal: Terminal,
+        settings: Settings,
     ) -> None:
+        self.settings = settings
         self.port, self.container, self.options, self.terminal = (
             port,
             container,
@@ -265,7 +274,7 @@ class Attachment:
         condition = "removed" if self.options.auto_remove else "next-exit"
         self._waiter = _Waiter(self.port.begin_wait(target, condition))
         self._thread = self._waiter.start()
-        info = self.port.inspect_runtime(target, naming.network_name())
+        info = self.port.inspect_runtime(target, self.settings.network)
         self.container_id = info.id if info else ""
 
     def close(self) -> None:
@@ -337,12 +346,12 @@ class Attachment:
         if not self.container_id:
             return
         for _ in range(20):
+            cp = lifecycle.client(StatePaths(self.settings.state_dir))
             try:
-                raw = lifecycle.client().call("status", containers=[self.container_id])
+                report = cp.start_reports([self.container_id]).get(self.container_id)
             except ApiError:
                 return
-            data = raw.get(self.container_id)
-            status = StartStatus.from_dict(data) if data else None
+            status = report.status if report is not None else None
             if status is not None and status.phase == "failed":
                 failed = [s for s in status.steps if not s.ok]
                 if failed:
@@ -360,7 +369,7 @@ class Attachment:
 
 def cmd_start(args: argparse.Namespace) -> int:
     container = target_container(args)
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     key = naming.agent_key(
         container.labels.get(naming.PROJECT, ""), container.labels.get(naming.AGENT, "")
     )
@@ -370,7 +379,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         )
     config = port.terminal_config(container.id)
     style = Style(sys.stderr)
-    _ensure_controlplane(style)
+    _ensure_controlplane(args.settings, style)
     the_plan = plan_start(key, container.name, container.state)
     log = BootLog(the_plan, {"container": container.name}, style=style)
     attached = args.attach
@@ -379,10 +388,13 @@ def cmd_start(args: argparse.Namespace) -> int:
         stdin_open=args.interactive and config.stdin_open,
         auto_remove=config.auto_remove,
     )
-    attachment = Attachment(port, container.name, options, Terminal()) if attached else None
+    attachment = (
+        Attachment(port, container.name, options, Terminal(), args.settings) if attached else None
+    )
     _, outcomes = apply_plan(
         port,
         the_plan,
+        settings=args.settings,
         wait=False,
         on_event=log.on_event,
         before_start=attachment.before_start if attachment else None,
@@ -396,9 +408,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         return attachment.run(log)
     verdicts = wait_ready(
         port,
-        lifecycle.client(),
+        lifecycle.client(StatePaths(args.settings.state_dir)),
         [container.name],
-        network=naming.network_name(),
+        network=args.settings.network,
         timeout=args.timeout,
         on_step=lambda _c, record: log.on_cp_step(record),
     )
@@ -412,7 +424,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_attach(args: argparse.Namespace) -> int:
     container = target_container(args)
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     config = port.terminal_config(container.id)
     if not config.running:
         raise UsageError(
@@ -422,7 +434,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     options = RunOptions(
         tty=config.tty, stdin_open=config.stdin_open and not args.no_stdin, auto_remove=False
     )
-    attachment = Attachment(port, container.name, options, terminal)
+    attachment = Attachment(port, container.name, options, terminal, args.settings)
     attachment.before_start(container.name)
     attachment._waiter = _Waiter(port.begin_wait(container.name, "not-running"))
     attachment._thread = attachment._waiter.start()
@@ -435,7 +447,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     argv = _command(args.command)
     if not argv:
         raise UsageError("give the command after --, e.g. clawker exec dev -- bash")
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     terminal = Terminal()
     if args.tty and args.interactive and not terminal.is_tty:
         raise UsageError("-t: the input is not a TTY; leave out -t to pipe stdin and stdout")

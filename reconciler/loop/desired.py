@@ -15,10 +15,21 @@ from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec
 __all__ = [
     "SPEC_VIEW_LABEL",
     "DesiredVolume",
+    "Placement",
     "RunOptions",
     "desired_container",
     "desired_volumes",
 ]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where agent containers go: the agent network and the parent cgroup the firewall is
+    attached to (Settings.network, Settings.cgroup_parent; tests use their own)."""
+
+    network: str = naming.NETWORK_NAME_DEFAULT
+    cgroup_parent: str = naming.CGROUP_PARENT_DEFAULT
+
 
 # The recreate view is recorded on the container so a later diff can say *which* field changed.
 SPEC_VIEW_LABEL = "dev.clawker.spec-view"
@@ -68,6 +79,7 @@ def desired_container(
     name: str | None = None,
     apply_set: str | None = None,
     host: HostState | None = None,
+    placement: Placement = Placement(),
     run: RunOptions | None = None,
 ) -> ContainerSpec:
     """The container of an agent: workspace at its host path, volumes, env, capabilities.
@@ -128,10 +140,8 @@ def desired_container(
     )
     if apply_set and run is None:
         labels[naming.APPLY_SET] = apply_set
-    if run is not None:
+    if run is not None:  # made by `clawker run`/`create`: in no apply set, never pruned
         labels[naming.MADE_BY] = "run"
-    tty = run.tty if run else True
-    stdin_open = run.stdin_open if run else True
     return ContainerSpec(
         name=name or naming.container_name(agent.project, agent.name),
         image=image,
@@ -142,11 +152,11 @@ def desired_container(
         mounts=mounts,
         cap_add=tuple(agent.security.cap_add),
         cap_drop=("NET_RAW",),
-        cgroup_parent=naming.cgroup_parent(),
-        network=naming.network_name(),
+        cgroup_parent=placement.cgroup_parent,
+        network=placement.network,
         hostname=agent.name,
-        tty=tty,
-        stdin_open=stdin_open,
+        tty=run.tty if run else True,
+        stdin_open=run.stdin_open if run else True,
         auto_remove=run.auto_remove if run else False,
     )
 

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler import naming
+from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import ContainerInfo, DockerPort
 from reconciler.host.host_state import observe_host
 from reconciler.images import project_image_inputs
-from reconciler.loop.converge import Prepared, observe_firewall
-from reconciler.loop.desired import RunOptions
+from reconciler.loop.converge import Prepared, observe_bases, observe_firewall
+from reconciler.loop.desired import Placement, RunOptions
 from reconciler.loop.observe import ObservedAgent, ObservedState, observe
 from reconciler.loop.plan import plan
+from reconciler.settings import Settings
 from specs import DesiredAgent, SpecSet, WorkspaceMode
 
 __all__ = [
@@ -168,7 +170,12 @@ def ensure_worktree(workspace: str, branch: str) -> str:
 
 
 def prepare_run(
-    port: DockerPort, agent: DesiredAgent, options: RunOptions, *, replace: bool = False
+    port: DockerPort,
+    agent: DesiredAgent,
+    options: RunOptions,
+    *,
+    settings: Settings,
+    replace: bool = False,
 ) -> Prepared:
     """Observe and plan one agent made by run. An agent that already has a container is an
     error (as `docker run --name` is) unless `replace`: say how to reach the existing one."""
@@ -180,7 +187,7 @@ def prepare_run(
             f"`clawker start -a -i {agent.key}` or `clawker attach {agent.key}` reaches it, "
             f"`clawker rm {agent.key}` removes it"
         )
-    images = {i.project: i for i in project_image_inputs([agent])}
+    images = {i.project: i for i in project_image_inputs([agent], settings)}
     only = {k: a for k, a in observed.agents.items() if k == agent.key}
     scoped = ObservedState(only, observed.volumes, observed.networks, observed.images)
     return Prepared(
@@ -189,8 +196,10 @@ def prepare_run(
             [agent],
             scoped,
             images=images,
-            host=observe_host([agent]),
-            firewall=observe_firewall(),
+            host=observe_host([agent], dict(settings.host_environment)),
+            firewall=observe_firewall(StatePaths(settings.state_dir)),
+            placement=Placement(settings.network, settings.cgroup_parent),
+            bases=observe_bases(port, images.values(), allow_pull=settings.allow_pull),
             run={agent.key: options},
         ),
     )

@@ -196,7 +196,7 @@ def _start_git_server(scope: Scope, upstream: NameServer, host: str, password: s
         labels={TEST_LABEL: scope.run_id},
         host_config=scope.api.create_host_config(network_mode=network),
         networking_config=scope.api.create_networking_config(
-            {network: scope.api.create_endpoint_config(aliases=[host])}
+            {network: scope.api.create_endpoint_config(aliases=[host])}  # type: ignore[arg-type]
         ),
     )
     scope.api.put_archive(container, "/srv", _tree_tar(bare, "repo.git"))
@@ -285,6 +285,18 @@ def test_git_clone_over_https_uses_the_host_credentials_without_holding_them(
     # ... nor in its Docker configuration.
     assert password not in str(scope.inspect(name))
     assert password in (home / ".git-credentials").read_text()  # still the host's
+
+    # Only for hosts on the agent's allowlist: the same store knows this one, but the agent
+    # may not reach it, so the proxy does not ask the host's helpers about it at all.
+    other = f"other.{scope.run_id}.clawker-test.invalid"
+    with (home / ".git-credentials").open("a") as store:
+        store.write(f"https://clawker:{password}@{other}\n")
+    ask = "printf 'protocol=https\\nhost=%s\\n\\n' {} | git-credential-clawker get"
+    assert agent_exec(scope, name, "sh", "-c", ask.format(other)) == (0, "")
+    code, out = agent_exec(scope, name, "sh", "-c", ask.format(f"{server}:8443"))
+    assert code == 0 and f"password={password}" in out  # the helper does work, for the server
+    log = (Path(scope.env["CLAWKER_STATE_DIR"]) / "controlplane.log").read_text()
+    assert f"host '{other}' is not on the agent's allowlist" in log
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ spec:
 """
 
 
-def _spawn(scope: Scope, *args: str, cwd: Path | None = None) -> pexpect.spawn:
+def _spawn(scope: Scope, *args: str, cwd: Path | None = None) -> pexpect.spawn[str]:
     """The real CLI on a real pseudo-terminal of 30 rows by 100 columns."""
     return pexpect.spawn(
         sys.executable,
@@ -46,7 +46,7 @@ def _spawn(scope: Scope, *args: str, cwd: Path | None = None) -> pexpect.spawn:
     )
 
 
-def _finish(child: pexpect.spawn) -> int:
+def _finish(child: pexpect.spawn[str]) -> int:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus is not None, f"killed by signal {child.signalstatus}"
@@ -117,7 +117,7 @@ def test_run_d_then_exec_logs_ps_stop_start_attached_and_rm(scope: Scope) -> Non
     assert item["madeBy"] == "run" and item["state"] == "running" and not item["applySet"]
 
     # An apply --prune of the project (which does not declare bg) leaves the run agent alone.
-    project_only = scope.write_spec(SPEC.split("---")[0], "project-only.yaml")
+    project_only = scope.write_spec(SPEC.split("---", maxsplit=1)[0], "project-only.yaml")
     scope.clawker("apply", "-f", str(project_only), "--prune", "-y", check=0)
     assert scope.inspect(name)["State"]["Running"]
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Scope
+from tests.integration.dockerexec import exec_in
+from tests.integration.test_firewall import assert_verify_closed
 
 pytestmark = pytest.mark.docker
 
@@ -62,9 +64,7 @@ def host_git(scope: Scope, *args: str, cwd: Path) -> str:
 
 def agent_exec(scope: Scope, name: str, *cmd: str, user: str = "claude") -> tuple[int, str]:
     """Run `cmd` in the agent container as the agent user (stdout and stderr together)."""
-    exec_id = scope.api.exec_create(name, list(cmd), user=user)
-    out = scope.api.exec_start(exec_id).decode(errors="replace")
-    return int(scope.api.exec_inspect(exec_id)["ExitCode"]), out
+    return exec_in(scope.api, name, cmd, user=user)
 
 
 def _clawker_env(scope: Scope, name: str) -> dict[str, str]:
@@ -211,6 +211,7 @@ def test_a_worktree_agent_commits_into_the_main_repository(scope: Scope) -> None
         assert code != 0
     assert not (hooks / "post-commit").exists()
     assert "hooksPath" not in (main / ".git" / "config").read_text()
+    assert_verify_closed(scope, "dev")  # the firewall holds for a worktree agent too
 
 
 def test_a_worktree_in_snapshot_mode_is_refused(scope: Scope) -> None:
