@@ -23,6 +23,8 @@ import docker
 from bench.isolation import REPO, BenchError, BenchScope, clawker_argv
 from bench.measuring import Ratio, Series, interleaved
 from bench.reporting import ScenarioResult
+from reconciler.docker.engine import DockerEngine
+from reconciler.settings import settings_from_env
 
 __all__ = ["run"]
 
@@ -54,6 +56,7 @@ def _phases(stderr: str) -> dict[str, float]:
 def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]) -> ScenarioResult:
     del agents  # one agent per run: this measures sitting down at one
     api = docker.APIClient(version="auto")
+    engine = DockerEngine(api, scope=settings_from_env(scope.clawker_env()))
     project = f"r{scope.run_id.removeprefix('bench-')}"
     image = f"clawker-{project}:default"
     env = scope.clawker_env()
@@ -96,8 +99,11 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
                         labels=scope.labels("container"),
                         host_config=api.create_host_config(auto_remove=True),
                     )["Id"]
+                    # As `docker run --rm`: the wait is registered before the start (a wait
+                    # asked after a fast exit can miss the removal and block forever).
+                    removed = engine.begin_wait(container, "removed")
                     api.start(container)
-                    api.wait(container, condition="removed")
+                    removed()
                     seconds = time.perf_counter() - t0
                 series[name].append(seconds)
             log(f"run_rm: run {i}/{runs}: clawker {series[CLAWKER][-1]:.3f}s")

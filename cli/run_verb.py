@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import socket
 import sys
 import threading
 import time
@@ -264,12 +265,13 @@ class Attachment:
             options,
             terminal,
         )
-        self._sock: object | None = None
+        self._sock: socket.socket | None = None
         self._waiter: _Waiter | None = None
         self._thread: threading.Thread | None = None
         self.container_id = ""
 
     def before_start(self, target: str) -> None:
+        """Attach and register the wait for the exit (Docker's start comes right after)."""
         self._sock = self.port.attach_socket(target, stdin=self.options.stdin_open)
         condition = "removed" if self.options.auto_remove else "next-exit"
         self._waiter = _Waiter(self.port.begin_wait(target, condition))
@@ -278,15 +280,14 @@ class Attachment:
         self.container_id = info.id if info else ""
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._sock.close()  # type: ignore[union-attr]
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
 
     def run(self, log: BootLog) -> int:
         """Pump the terminal until the CMD exits or the person detaches; the exit code."""
-        import socket  # noqa: PLC0415
-
         sock = self._sock
-        assert isinstance(sock, socket.socket) and self._waiter is not None
+        assert sock is not None and self._waiter is not None
         stdin_fd = self.terminal.stdin_fd if self.options.stdin_open else None
         flush_std()
         try:
@@ -432,12 +433,12 @@ def cmd_attach(args: argparse.Namespace) -> int:
         )
     terminal = Terminal()
     options = RunOptions(
-        tty=config.tty, stdin_open=config.stdin_open and not args.no_stdin, auto_remove=False
+        tty=config.tty,
+        stdin_open=config.stdin_open and not args.no_stdin,
+        auto_remove=config.auto_remove,
     )
     attachment = Attachment(port, container.name, options, terminal, args.settings)
-    attachment.before_start(container.name)
-    attachment._waiter = _Waiter(port.begin_wait(container.name, "not-running"))
-    attachment._thread = attachment._waiter.start()
+    attachment.before_start(container.name)  # a running container: its next exit is the one
     log = BootLog(Plan((), ()), {}, style=Style(sys.stderr))
     return attachment.run(log)
 
