@@ -5,6 +5,7 @@ by run and never pruned, volume prune keeping logins, and the boot log's phase l
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from reconciler.loop.execute import StepEvent, StepStatus
 from reconciler.loop.imperative import (
     AgentFlags,
     TargetError,
+    ensure_worktree,
     find_project_file,
     resolve_container,
     resolve_new_agent,
@@ -83,7 +85,7 @@ def test_a_declared_agent_starts_from_its_spec(tmp_path: Path) -> None:
     for ref in ("dev", "myapp/dev", "clawker.myapp.dev"):
         agent = run_agent(specset, *resolve_new_agent(specset, ref), AgentFlags())
         assert agent.command == ("claude", "--continue")
-    with pytest.raises(TargetError, match="project 'nope' is not declared.*declared: myapp"):
+    with pytest.raises(TargetError, match=r"project 'nope' is not declared.*declared: myapp"):
         resolve_new_agent(specset, "nope/dev")
 
 
@@ -193,3 +195,18 @@ def test_flags_cannot_snapshot_a_worktree(tmp_path: Path) -> None:
         run_agent(specset, "myapp", "x", AgentFlags(mode=WorkspaceMode.SNAPSHOT))
 
 
+def test_worktree_flag_makes_a_worktree_beside_the_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    path = ensure_worktree(str(repo), "feature/x")
+    assert path == os.path.realpath(tmp_path / "repo.worktrees" / "feature-x")
+    assert ensure_worktree(str(repo), "feature/x") == path  # the second run reuses it
+    branch = subprocess.run(
+        ["git", "-C", path, "branch", "--show-current"], capture_output=True, text=True, check=True
+    )
+    assert branch.stdout.strip() == "feature/x"
+    with pytest.raises(TargetError, match="not in a git repository"):
+        ensure_worktree(str(tmp_path), "main")
