@@ -5,7 +5,8 @@ alternating order, the whole `clawker run --rm --agent x @ -- true` command (a n
 time: plan, volumes on the first run only, create, bootstrap, start, the control plane's steps,
 the CMD, the exit code, auto-remove) and `docker run --rm` of the same image with entrypoint
 `true` (no clawkerd, no control plane). The phase shares come from the durations the boot log
-itself prints (host phases, then clawkerd's steps), divided by the run's wall time.
+itself prints (plan, host phases, clawkerd's steps), divided by the run's wall time; the rest is
+start-up, the control plane's dial, the CMD, the exit and Docker's auto-remove.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
     }
     result = {n: Series(n, s.what, tuple(series[n])) for n, s in result.items()}
     medians = {phase: round(100 * statistics.median(v), 1) for phase, v in sorted(shares.items())}
+    medians["rest (start-up, dial, CMD, exit, auto-remove)"] = round(100 - sum(medians.values()), 1)
     return ScenarioResult(
         scenario="run_rm",
         title=f"clawker run --rm vs docker run --rm, {runs} runs",

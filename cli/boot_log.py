@@ -137,6 +137,12 @@ class BootLog:
                 for text in record.output_tail.strip().splitlines()[-10:]:
                     self._line(f"    {text}")
 
+    def timed(self, name: str, detail: str, seconds: float) -> None:
+        """A line for host work done before the plan runs (loading, observing, planning)."""
+        with self._lock:
+            took = self._style(f"{seconds:.2f}s", "dim")
+            self._line(f"{ok_mark(self._style)} {name:<12} {detail} {took}")
+
     def failed_step_output(self, record: StepRecord) -> None:
         """A failed step's output tail, under the ✗ line clawkerd drew for it."""
         with self._lock:

@@ -167,6 +167,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, *, create_only: bool) -> int:
+    began = time.monotonic()
     detach = create_only or getattr(args, "detach", False)
     terminal = Terminal()
     if args.tty and args.interactive and not detach and not os.isatty(0):
@@ -186,6 +187,7 @@ def _run(args: argparse.Namespace, *, create_only: bool) -> int:
     style = Style(sys.stderr)
     _ensure_controlplane(args.settings, style)
     log = BootLog(the_plan, _phase_details(agent, args.settings.network), style=style)
+    log.timed("plan", f"{len(the_plan.steps)} steps", time.monotonic() - began)
     attachment = (
         None if detach else Attachment(port, agent.container_name, options, terminal, args.settings)
     )
