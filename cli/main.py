@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="clawker",
         description="Run AI coding agents in Docker containers that are safe to leave alone. "
         "Declare agents in YAML; clawker converges Docker to match.",
-        epilog="Start with: clawker diff -f agents.yaml, then clawker apply -f agents.yaml.",
+        epilog="Start with: clawker run -it --rm --agent dev @ (in a project with a clawker.yaml), "
+        "or clawker diff -f agents.yaml, then clawker apply -f agents.yaml.",
     )
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
 
