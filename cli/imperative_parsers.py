@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from cli.durations import seconds_flag
+
 __all__ = ["add_imperative_verbs"]
 
 Handler = Callable[[argparse.Namespace], int]
@@ -60,7 +62,7 @@ def _agent_arg(p: argparse.ArgumentParser, *, many: bool = False) -> None:
 def _timeout(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds_flag(0, 24 * 3600),
         default=120.0,
         metavar="SECONDS",
         help="how long to wait for readiness (default 120)",

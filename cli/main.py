@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from cli.durations import seconds_flag
 from cli.firewall_verbs import add_firewall_verbs
 from cli.image_verbs import add_image_verbs
 from cli.imperative_parsers import add_imperative_verbs
@@ -163,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="do not wait for agents to be Ready")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds_flag(0, 24 * 3600),
         default=120.0,
         metavar="SECONDS",
-        help="how long to wait for readiness (default 120)",
+        help="how long to wait for readiness (default 120, at most a day)",
     )
     p.add_argument("--show-secrets", action="store_true", help="show env values unmasked")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -178,10 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--resync",
-        type=float,
+        type=seconds_flag(0, 24 * 3600),
         default=30.0,
         metavar="SECONDS",
-        help="with --watch: re-check every agent this often, events or not (default 30)",
+        help="with --watch: re-check every agent this often, events or not (default 30, at "
+        "most a day)",
     )
     p.add_argument(
         "--profile",

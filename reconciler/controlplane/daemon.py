@@ -30,11 +30,11 @@ from reconciler.controlplane.paths import StatePaths
 from reconciler.controlplane.registry import Registry
 from reconciler.controlplane.runtime.controller import RuntimeController
 from reconciler.controlplane.verify import verify_agents
-from reconciler.docker.engine import DockerEngine
+from reconciler.docker.engine import DockerEngine, DockerPort
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
 from reconciler.settings import Settings, code_identity
 
-__all__ = ["serve"]
+__all__ = ["run", "serve"]
 
 log = logging.getLogger("clawker.controlplane")
 
@@ -50,7 +50,20 @@ def serve(settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    return run(settings, stop)
 
+
+def run(
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    port: DockerPort | None = None,
+    workers: int = 4,
+) -> int:
+    """Serve until `stop` is set. Tests run it in their own process to put a fault at the
+    Docker port's edge (`port`) or to give the controller fewer workers."""
+    paths = StatePaths(settings.state_dir)
+    paths.ensure()
     pki = ClawkerPKI.load_or_create(paths.pki)
     registry = Registry(paths.registry)
     # No firewall, no control plane: an agent must never start unfiltered.
@@ -62,11 +75,12 @@ def serve(settings: Settings) -> int:
         registry.close()
         return 1
     controller = RuntimeController(
-        DockerEngine(scope=settings),
+        port or DockerEngine(scope=settings),
         registry,
         pki,
         network=settings.network,
         resync_interval=settings.resync_seconds,
+        workers=workers,
         firewall=firewall,
     )
     started = time.time()

@@ -82,10 +82,11 @@ class ControlPlaneClient:
         """Drop the runtime spec and firewall state of agents that no longer exist."""
         self._call("forget_agents", agents=list(keys))
 
-    def issue_bootstrap(self, agent_key: str, container_name: str) -> bytes:
-        """A new container's bootstrap archive (leaf, key, CA, single-use token) from the CP."""
+    def issue_bootstrap(self, agent_key: str, container_id: str) -> bytes:
+        """A new container's bootstrap archive (leaf, key, CA, single-use token) from the CP,
+        bound to that container's id (its name passes to a recreate's successor)."""
         reply = from_wire(
-            Bootstrap, self._call("issue_bootstrap", agent=agent_key, container=container_name)
+            Bootstrap, self._call("issue_bootstrap", agent=agent_key, container=container_id)
         )
         return base64.b64decode(reply.archive_b64)
 
