@@ -18,6 +18,7 @@ from reconciler.controlplane.api.channel import ApiServer
 from reconciler.controlplane.api.firewall_handlers import firewall_handlers
 from reconciler.controlplane.api.messages import (
     AgentRuntimeSpec,
+    AgentRuntimeState,
     Bootstrap,
     Hello,
     StartReport,
@@ -85,12 +86,28 @@ def run(
     )
     started = time.time()
 
-    def put_runtime(params: dict[str, Any]) -> None:
-        for spec in params.get("agents", []):
-            runtime = from_wire(AgentRuntimeSpec, spec)
-            registry.put_runtime(runtime)
-            # apply makes the spec's allowlist the live one
-            firewall.set_allowlist(runtime.agent_key, runtime.allow_domains)
+    def runtime_state(_params: dict[str, Any]) -> dict[str, Any]:
+        """What `diff` compares with the specs: every agent's runtime spec, enforced allowlist
+        and whether post_init ran on its config volume."""
+        specs, allowlists = registry.runtimes(), firewall.allowlists()
+        done = registry.post_init_done()
+        states = {
+            key: AgentRuntimeState(
+                key,
+                specs.get(key),
+                tuple(allowlists[key]) if key in allowlists else None,
+                key in done,
+            )
+            for key in sorted(specs.keys() | allowlists.keys())
+        }
+        return to_wire(states)  # type: ignore[no-any-return]
+
+    def runtime_put(params: dict[str, Any]) -> None:
+        """apply's UpdateRuntime step: the spec the agent's next start runs with."""
+        spec = from_wire(AgentRuntimeSpec, params["spec"])
+        registry.put_runtime(spec)
+        if params.get("fresh_config"):
+            registry.forget_post_init(spec.agent_key)
 
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
@@ -133,7 +150,8 @@ def run(
         paths.socket,
         {
             "ping": ping,
-            "put_runtime": put_runtime,
+            "runtime_state": runtime_state,
+            "runtime_put": runtime_put,
             "status": status,
             "issue_bootstrap": issue_bootstrap,
             "verify": verify,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from reconciler import naming
+from reconciler.controlplane.api.messages import AgentRuntimeSpec
 from reconciler.docker.engine import DockerError, ObjectPort
 from reconciler.host.config_seed import seed_archive
 from reconciler.host.workspace import snapshot_archive
@@ -72,6 +73,8 @@ class StepTools:
     on_build_line: Callable[[str], None] = lambda _line: None
     # (agent key, allowlist): the control plane call behind UpdateFirewall
     update_firewall: Callable[[str, tuple[str, ...]], None] | None = None
+    # (runtime spec, fresh config volume): the control plane call behind UpdateRuntime
+    update_runtime: Callable[[AgentRuntimeSpec, bool], None] | None = None
     # BuildImage: (inputs, base to build FROM) -> None; builds go through images/, not here
     build_image: Callable[[ImageInputs, str], None] | None = None
     # (container name): right before a start, e.g. `run -it` attaching so nothing is lost
@@ -124,6 +127,10 @@ def run_step(port: ObjectPort, step: Step, tools: StepTools = StepTools()) -> No
             if tools.update_firewall is None:
                 raise DockerError("no control plane to update the firewall allowlist")
             tools.update_firewall(step.target, step.allowlist)
+        case Action.UPDATE_RUNTIME:
+            if tools.update_runtime is None or step.runtime is None:
+                raise DockerError("no control plane to update the agent's runtime")
+            tools.update_runtime(step.runtime, step.fresh_config)
         case Action.REMOVE_VOLUME:
             port.remove_volume(step.target)
 

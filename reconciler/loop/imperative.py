@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler import naming
-from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import ContainerInfo, DockerPort
 from reconciler.host.host_state import observe_host
 from reconciler.images import project_image_inputs
-from reconciler.loop.converge import Prepared, observe_bases, observe_firewall
+from reconciler.loop.converge import Prepared, observe_bases, observe_runtime
 from reconciler.loop.desired import Placement, RunOptions
 from reconciler.loop.observe import ObservedAgent, ObservedState, observe
 from reconciler.loop.plan import plan
@@ -197,7 +196,7 @@ def prepare_run(
             scoped,
             images=images,
             host=observe_host([agent], dict(settings.host_environment)),
-            firewall=observe_firewall(StatePaths(settings.state_dir)),
+            runtime=observe_runtime(settings),
             placement=Placement(settings.network, settings.cgroup_parent),
             bases=observe_bases(port, images.values(), allow_pull=settings.allow_pull),
             run={agent.key: options},

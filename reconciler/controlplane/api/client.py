@@ -20,6 +20,7 @@ from reconciler.controlplane.api.channel import (
 )
 from reconciler.controlplane.api.messages import (
     AgentRuntimeSpec,
+    AgentRuntimeState,
     Bootstrap,
     Hello,
     StartReport,
@@ -75,8 +76,14 @@ class ControlPlaneClient:
         return hello
 
     # -- agents ------------------------------------------------------------------------------
-    def put_runtime(self, specs: Sequence[AgentRuntimeSpec]) -> None:
-        self._call("put_runtime", agents=list(specs))
+    def runtime_state(self) -> dict[str, AgentRuntimeState]:
+        """Every agent's runtime as the CP holds it: what the planner compares with the specs."""
+        raw: Mapping[str, Any] = self._call("runtime_state")
+        return {key: from_wire(AgentRuntimeState, data) for key, data in raw.items()}
+
+    def runtime_put(self, spec: AgentRuntimeSpec, *, fresh_config: bool = False) -> None:
+        """apply's UpdateRuntime step; `fresh_config`: a new config volume (post_init not run)."""
+        self._call("runtime_put", spec=spec, fresh_config=fresh_config)
 
     def forget_agents(self, keys: Iterable[str]) -> None:
         """Drop the runtime spec and firewall state of agents that no longer exist."""

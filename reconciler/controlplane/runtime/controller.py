@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import grpc
 from tenacity import (
@@ -29,7 +30,13 @@ from reconciler.controller.controller import Controller
 from reconciler.controller.sources import Cause, DockerEventSource, ResyncTimer, Trigger
 from reconciler.controlplane.bridge.socket_bridge import Bridges
 from reconciler.controlplane.identity.pki import ClawkerPKI, RegistrationTokenError
-from reconciler.controlplane.registry import Phase, Registry, StartStatus, StepRecord
+from reconciler.controlplane.registry import (
+    AgentRuntimeSpec,
+    Phase,
+    Registry,
+    StartStatus,
+    StepRecord,
+)
 from reconciler.controlplane.runtime.cancellation import Cancellation, StartCancelledError
 from reconciler.controlplane.runtime.session import (
     SessionError,
@@ -243,16 +250,18 @@ class RuntimeController:
         except FirewallError as exc:
             enrol_error = exc
         enrolled_in = time.monotonic() - enrol_began
-        # Before the early return: a CP restart loses its bridges, not the containers' status.
-        self.bridges.ensure(
-            info.id, info.started_at, info.name, self.registry.runtime(key), self._allowlist(key)
-        )
         known = self.registry.status(info.id)
-        if known and known.started_at == info.started_at and known.phase.final:
+        this_start = known is not None and known.started_at == info.started_at
+        # Read once per start: it runs with it, and its status records it (`get agents` shows
+        # what a later UpdateRuntime changed as pending until the next start).
+        runtime = (known.runtime if this_start and known else None) or self.registry.runtime(key)
+        # Before the early return: a CP restart loses its bridges, not the containers' status.
+        self.bridges.ensure(info.id, info.started_at, info.name, runtime, self._allowlist(key))
+        if known and this_start and known.phase.final:
             if enrol_error is not None:
                 log.error("%s: re-enrolling in the firewall failed: %s", info.name, enrol_error)
             return known
-        status = StartStatus(info.id, key, info.started_at, Phase.INITIALIZING)
+        status = StartStatus(info.id, key, info.started_at, Phase.INITIALIZING, runtime=runtime)
         self.registry.put_status(status)
         steps: list[StepRecord] = []
 
@@ -268,11 +277,14 @@ class RuntimeController:
                     detail,
                     tuple(steps),
                     initialized=initialized,
+                    runtime=runtime,
                 )
             )
 
         def record_step(record: StepRecord) -> None:
             steps.append(record)
+            if record.name == "post_init" and record.ok:  # its marker is on the volume now
+                self.registry.mark_post_init_done(key)
             put_progress(f"step {record.name} done")
 
         def record_initialized() -> None:
@@ -286,7 +298,7 @@ class RuntimeController:
             if enrol_error is not None:
                 raise enrol_error
             result = self._dial_and_drive(
-                info, key, record_step, record_initialized, timings, cancellation
+                info, key, runtime, record_step, record_initialized, timings, cancellation
             )
         except (StartCancelledError, StartSupersededError, _StartGoneError) as exc:
             return self._abandon(info, key, tuple(steps), str(exc))
@@ -337,6 +349,7 @@ class RuntimeController:
                 info.id, key, info.started_at, Phase.READY, detail, tuple(steps), timings, True
             )
             self.registry.touch(info.id)
+        final = replace(final, runtime=runtime)
         self.registry.put_status(final)
         log.info("%s %s: %s (%s)", key, info.id[:12], final.phase, final.detail)
         return final
@@ -353,7 +366,6 @@ class RuntimeController:
             pid=info.pid,
             address=info.ip,
             gateway=info.gateway,
-            domains=self.registry.runtime(key).allow_domains,
         )
 
     def _still_current(self, info: RuntimeInfo) -> bool:
@@ -364,12 +376,12 @@ class RuntimeController:
         self,
         info: RuntimeInfo,
         key: str,
+        runtime: AgentRuntimeSpec,
         on_step: Callable[[StepRecord], None],
         on_initialized: Callable[[], None],
         timings: dict[str, float],
         cancellation: Cancellation,
     ) -> bool:
-        runtime = self.registry.runtime(key)
         plan = StartPlan(info.id, info.name, key, runtime)
 
         def register(token: str) -> None:
