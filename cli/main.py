@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from cli.durations import seconds_flag
 from cli.firewall_verbs import add_firewall_verbs
 from cli.image_verbs import add_image_verbs
+from cli.imperative_parsers import add_imperative_verbs
 from cli.style import Style, fail_mark, ok_mark
 from cli.verify_verb import add_verify_verb
 
@@ -139,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="clawker",
         description="Run AI coding agents in Docker containers that are safe to leave alone. "
         "Declare agents in YAML; clawker converges Docker to match.",
-        epilog="Start with: clawker diff -f agents.yaml, then clawker apply -f agents.yaml.",
+        epilog="Start with: clawker run -it --rm --agent dev @ (in a project with a clawker.yaml), "
+        "or clawker diff -f agents.yaml, then clawker apply -f agents.yaml.",
     )
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
 
@@ -237,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_controlplane)
     add_firewall_verbs(sub)
     add_verify_verb(sub)
+    add_imperative_verbs(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ HASH_VERSION: Final = "dev.clawker.hash-version"
 APPLY_SET: Final = "dev.clawker.apply-set"
 VOLUME_ROLE: Final = "dev.clawker.volume"
 WORKSPACE_PATH: Final = "dev.clawker.workspace"
+MADE_BY: Final = "dev.clawker.made-by"  # "run": made by `clawker run`/`create`, in no apply set
 
 NETWORK_NAME_DEFAULT: Final = "clawker-net"
 BASE_IMAGE_DEFAULT: Final = "clawker-base:bookworm"

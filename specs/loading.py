@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from specs.documents import SpecText, read_documents
 from specs.errors import SourceRef, SpecError, SpecErrors
-from specs.merging import desired_agent
+from specs.merging import desired_agent, project_defaults
 from specs.models import DesiredAgent, WorkspaceMode
 from specs.validation import AgentDeclaration, ProjectDeclaration, validate_document
 
@@ -31,6 +31,9 @@ class SpecSet:
     projects: tuple[str, ...]  # the declared project names, sorted
     files: tuple[str, ...]  # absolute paths of the spec files read, in reading order
     warnings: tuple[str, ...]
+    # Per project: the Project's spec alone as an agent named `default`; what `clawker run`
+    # starts from for an agent the project does not declare.
+    defaults: Mapping[str, DesiredAgent] = field(default_factory=dict)
 
 
 def load_specs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> SpecSet:
@@ -77,6 +80,15 @@ def load_specs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> SpecSet
         else:
             desired.append(resolved)
 
+    defaults: dict[str, DesiredAgent] = {}
+    for project_name, project in declared.items():
+        if project.model is not None:
+            template = project_defaults(project, project_name)
+            if isinstance(template, SpecError):
+                errors.append(template)
+            else:
+                defaults[project_name] = template
+
     if errors:
         raise SpecErrors(_in_reading_order(errors, [text.name for text in texts]))
     files = tuple(text.path for text in texts if text.path is not None)
@@ -86,6 +98,7 @@ def load_specs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> SpecSet
         projects=tuple(sorted(declared)),
         files=files,
         warnings=tuple(warnings),
+        defaults=defaults,
     )
 
 

@@ -65,6 +65,27 @@ def desired_agent(
     )
 
 
+def project_defaults(project: ProjectDeclaration, project_name: str) -> DesiredAgent | SpecError:
+    """What an agent the project does not declare gets: the Project's spec alone, as the agent
+    `default` (`clawker run` renames it and applies its flags on top)."""
+    assert project.model is not None  # callers pass valid documents
+    spec = project.model.spec
+    merged = spec.model_dump(exclude_unset=True)
+    merged.pop("workspace", None)
+    workspace = _resolve_workspace([(project.document, spec.workspace)], project.document)
+    if isinstance(workspace, SpecError):
+        return workspace
+    return DesiredAgent.model_validate(
+        {
+            **merged,
+            "project": project_name,
+            "name": "default",
+            "source": project.document.locate(("kind",), key=True),
+            "workspace": workspace,
+        }
+    )
+
+
 def _resolve_workspace(
     layers: list[tuple[Document, WorkspaceSpec]], project: Document
 ) -> ResolvedWorkspace | SpecError:

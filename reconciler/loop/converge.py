@@ -190,6 +190,7 @@ def apply_plan(
     on_step: Callable[[str, StepRecord], None] = lambda _c, _s: None,
     sleep: Callable[[float], None] = time.sleep,
     timeline: Timeline | None = None,
+    before_start: Callable[[str], None] | None = None,
 ) -> tuple[ExecutionResult, list[AgentOutcome]]:
     """Execute, then wait until every agent is Ready; one outcome per agent.
 
@@ -203,7 +204,9 @@ def apply_plan(
     def build_image(inputs: ImageInputs, base: str) -> None:
         build_project_image(port, inputs, on_build_line, settings=settings, base=base or None)
 
-    tools = StepTools(on_build_line=on_build_line, build_image=build_image)
+    tools = StepTools(
+        on_build_line=on_build_line, build_image=build_image, before_start=before_start
+    )
     client: ControlPlaneClient | None = None
     if controlplane is not None:
         client = cp = ControlPlaneClient(controlplane.socket)
@@ -220,6 +223,7 @@ def apply_plan(
             update_firewall=update_firewall,
             update_runtime=update_runtime,
             build_image=build_image,
+            before_start=before_start,
         )
     for step in the_plan.steps:  # a bind mount's source must exist before the create
         if step.container is not None:

@@ -16,6 +16,7 @@ __all__ = [
     "SPEC_VIEW_LABEL",
     "DesiredVolume",
     "Placement",
+    "RunOptions",
     "desired_container",
     "desired_volumes",
 ]
@@ -32,6 +33,16 @@ class Placement:
 
 # The recreate view is recorded on the container so a later diff can say *which* field changed.
 SPEC_VIEW_LABEL = "dev.clawker.spec-view"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `clawker run`/`create` wire a new container's stdio; none of it is hashed (a later
+    apply does not recreate an agent for it). `apply` makes a TTY with stdin open, always."""
+
+    tty: bool = True
+    stdin_open: bool = True
+    auto_remove: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ def desired_container(
     apply_set: str | None = None,
     host: HostState | None = None,
     placement: Placement = Placement(),
+    run: RunOptions | None = None,
 ) -> ContainerSpec:
     """The container of an agent: workspace at its host path, volumes, env, capabilities.
 
@@ -126,8 +138,10 @@ def desired_container(
             ),
         }
     )
-    if apply_set:
+    if apply_set and run is None:
         labels[naming.APPLY_SET] = apply_set
+    if run is not None:  # made by `clawker run`/`create`: in no apply set, never pruned
+        labels[naming.MADE_BY] = "run"
     return ContainerSpec(
         name=name or naming.container_name(agent.project, agent.name),
         image=image,
@@ -141,6 +155,9 @@ def desired_container(
         cgroup_parent=placement.cgroup_parent,
         network=placement.network,
         hostname=agent.name,
+        tty=run.tty if run else True,
+        stdin_open=run.stdin_open if run else True,
+        auto_remove=run.auto_remove if run else False,
     )
 
 

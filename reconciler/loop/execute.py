@@ -77,6 +77,8 @@ class StepTools:
     update_runtime: Callable[[AgentRuntimeSpec, bool], None] | None = None
     # BuildImage: (inputs, base to build FROM) -> None; builds go through images/, not here
     build_image: Callable[[ImageInputs, str], None] | None = None
+    # (container name): right before a start, e.g. `run -it` attaching so nothing is lost
+    before_start: Callable[[str], None] | None = None
 
 
 def run_step(port: ObjectPort, step: Step, tools: StepTools = StepTools()) -> None:
@@ -112,6 +114,8 @@ def run_step(port: ObjectPort, step: Step, tools: StepTools = StepTools()) -> No
             with seed_archive(step.seed) as archive:
                 port.put_archive(step.target, naming.CONFIG_MOUNT, archive)
         case Action.START_CONTAINER:
+            if tools.before_start is not None:
+                tools.before_start(step.target)
             port.start_container(step.target)
         case Action.STOP_CONTAINER:
             port.stop_container(step.target)

@@ -22,7 +22,13 @@ from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
 from reconciler.host.config_seed import ConfigSeed
 from reconciler.host.host_state import HostContext, HostState
 from reconciler.images import ImageInputs, build_reason
-from reconciler.loop.desired import SPEC_VIEW_LABEL, Placement, desired_container, desired_volumes
+from reconciler.loop.desired import (
+    SPEC_VIEW_LABEL,
+    Placement,
+    RunOptions,
+    desired_container,
+    desired_volumes,
+)
 from reconciler.loop.observe import ObservedState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
@@ -37,6 +43,8 @@ __all__ = [
     "Step",
     "plan",
     "plan_delete",
+    "plan_start",
+    "plan_volume_prune",
 ]
 
 
@@ -261,6 +269,7 @@ def plan(
     restart_if_needed: bool = False,
     placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
     bases: Mapping[str, BaseChoice] | None = None,
+    run: Mapping[str, RunOptions] | None = None,
 ) -> Plan:
     """Steps that make Docker and the control plane match `desired`; `images` holds each
     project's image inputs. With `prune`, also remove agents applied from one of `apply_sets`
@@ -269,7 +278,9 @@ def plan(
     Settings); `bases` is, per declared base image, what a build would start FROM
     (`observe_bases`), so the plan shows it and an unusable base is an error before anything is
     touched. `runtime` is the control plane's state of the agents (None: not planned); with
-    `restart_if_needed`, a running agent whose changes wait for its next start is restarted."""
+    `restart_if_needed`, a running agent whose changes wait for its next start is restarted.
+    `run` names the agents `clawker run`/`create` make (by key): their containers are labelled
+    as made by run and join no apply set, so no `apply --prune` removes them."""
     b = _StepBuilder()
     changes: list[AgentChange] = []
     network = placement.network
@@ -315,6 +326,7 @@ def plan(
             host,
             placement,
             before_start=rt.steps,
+            run=(run or {}).get(agent.key),
         )
         changes.append(_with_runtime(b, agent, change, rt, observed, restart_if_needed))
 
@@ -362,6 +374,7 @@ def _plan_agent(
     placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
     *,
     before_start: Sequence[int] = (),
+    run: RunOptions | None = None,
 ) -> AgentChange:
     """Docker's part of one agent; every start waits for `before_start` (the control plane's
     steps: a start is driven with what they write)."""
@@ -403,7 +416,7 @@ def _plan_agent(
     current = obs.container
     if current is None:
         spec = desired_container(
-            agent, image=image.ref, apply_set=apply_set, host=host, placement=placement
+            agent, image=image.ref, apply_set=apply_set, host=host, placement=placement, run=run
         )
         create = b.add(
             Action.CREATE_CONTAINER,
@@ -436,6 +449,7 @@ def _plan_agent(
             apply_set=apply_set,
             host=host,
             placement=placement,
+            run=run,
         )
         cause = "; ".join(reasons)
         create = b.add(
@@ -748,4 +762,50 @@ def plan_delete(keys: Iterable[str], observed: ObservedState, *, volumes: bool) 
                     key, ChangeKind.DELETE, ("delete requested",), resources=tuple(resources)
                 )
             )
+    return Plan(tuple(b.steps), tuple(changes))
+
+
+def plan_start(key: str, container: str, state: str) -> Plan:
+    """Start an agent's existing container (`clawker start`); the control plane drives the
+    start to Ready as for any start (DESIGN §6)."""
+    b = _StepBuilder()
+    b.add(Action.START_CONTAINER, "container", container, f"start requested ({state})", agent=key)
+    return Plan(
+        tuple(b.steps),
+        (AgentChange(key, ChangeKind.UPDATE, (f"container is {state}",)),),
+    )
+
+
+# Volumes that hold a person's logins, sessions and shell history.
+KEEPSAKE_ROLES = frozenset({"config", "history"})
+
+
+def plan_volume_prune(observed: ObservedState, *, all_roles: bool) -> Plan:
+    """Remove the volumes of agents that have no container any more. Config and history
+    volumes (logins, sessions, history) only with `all_roles` (`volume prune --all`)."""
+    b = _StepBuilder()
+    changes: list[AgentChange] = []
+    by_agent: dict[str, list[str]] = {}
+    for name, labels in sorted(observed.volumes.items()):
+        project, agent = labels.get(naming.PROJECT), labels.get(naming.AGENT)
+        if not project or not agent:
+            continue
+        key = naming.agent_key(project, agent)
+        obs = observed.agents.get(key)
+        if obs is not None and (obs.container is not None or obs.leftovers):
+            continue
+        if labels.get(naming.VOLUME_ROLE) in KEEPSAKE_ROLES and not all_roles:
+            continue
+        cause = "its agent has no container"
+        b.add(Action.REMOVE_VOLUME, "volume", name, cause, agent=key)
+        by_agent.setdefault(key, []).append(name)
+    for key, names in by_agent.items():
+        changes.append(
+            AgentChange(
+                key,
+                ChangeKind.DELETE,
+                ("volume prune requested",),
+                resources=tuple(f"- volume {n}" for n in names),
+            )
+        )
     return Plan(tuple(b.steps), tuple(changes))

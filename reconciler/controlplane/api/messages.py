@@ -83,6 +83,7 @@ class StepRecord:
     ok: bool
     exit_code: int
     output_tail: str = ""
+    seconds: float = 0.0  # how long the step ran in the container
 
 
 @dataclass(frozen=True)

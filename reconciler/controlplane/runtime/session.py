@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import shlex
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,7 @@ class _Conversation:
             )
         )
         output = bytearray()
+        began = time.monotonic()
         while True:
             reply = self.receive()
             kind = reply.WhichOneof("kind")
@@ -182,11 +184,17 @@ class _Conversation:
                 del output[:-OUTPUT_TAIL_BYTES]
             elif kind == "done" and reply.done.id == step_id:
                 tail = output.decode(errors="replace")
-                return StepRecord(name, reply.done.exit_code == 0, reply.done.exit_code, tail)
+                return StepRecord(
+                    name,
+                    reply.done.exit_code == 0,
+                    reply.done.exit_code,
+                    tail,
+                    time.monotonic() - began,
+                )
             elif kind == "error" and reply.error.id == step_id:
                 code = 124 if reply.error.code == pb.ERROR_CODE_TIMEOUT else 127
                 tail = (output.decode(errors="replace") + reply.error.message)[-OUTPUT_TAIL_BYTES:]
-                return StepRecord(name, False, code, tail)
+                return StepRecord(name, False, code, tail, time.monotonic() - began)
             else:
                 raise SessionError(f"unexpected {kind} while running step {name}")
 
