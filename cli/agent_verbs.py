@@ -36,6 +36,7 @@ from reconciler.loop.converge import (
 )
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.observe import observe
+from reconciler.loop.plan import Plan
 from specs import SpecSet, load_specs
 
 __all__ = ["UsageError", "cmd_apply", "cmd_delete", "cmd_diff", "cmd_get"]
@@ -81,9 +82,15 @@ def _progress(style: Style, enabled: bool) -> Callable[[StepEvent], None]:
     return on_event
 
 
+def _warn(the_plan: Plan) -> None:
+    for warning in the_plan.warnings:
+        _err(f"warning: {warning}")
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     specset = _load(args.filename)
     prepared = prepare_apply(DockerEngine(), specset, prune=args.prune)
+    _warn(prepared.plan)
     if args.output == "json":
         _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
     else:
@@ -101,6 +108,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     port = DockerEngine()
     prepared = prepare_apply(port, specset, prune=args.prune)
     the_plan = prepared.plan
+    _warn(the_plan)
     out_style, err_style = Style(sys.stdout), Style(sys.stderr)
     json_out = args.output == "json"
     if args.dry_run:

@@ -52,12 +52,14 @@ def desired_container(
     name: str | None = None,
     apply_set: str | None = None,
     host: HostState | None = None,
+    user: naming.AgentUser | None = None,
 ) -> ContainerSpec:
     """The container of an agent: workspace at its host path, volumes, env, capabilities.
 
     `host` adds what comes from the host's files (docs/workspace.md): tmpfs masks over ignored
     directories and the git layout of a bind-mode workspace, the host's ~/.gitconfig and the
     shared directory. Without it the container gets none of them (the planner's unit tests).
+    `user` is the image's agent user, recorded as a label for the control plane's steps.
     """
     ws = agent.workspace
     if ws.mode is WorkspaceMode.SNAPSHOT:
@@ -104,6 +106,7 @@ def desired_container(
             naming.SPEC_HASH: spec_hash(agent),
             naming.HASH_VERSION: HASH_VERSION,
             naming.WORKSPACE_PATH: ws.path,
+            naming.AGENT_USER: (user or naming.AgentUser()).label(),
             SPEC_VIEW_LABEL: json.dumps(
                 recreate_view(agent), sort_keys=True, separators=(",", ":")
             ),

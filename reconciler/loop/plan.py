@@ -80,6 +80,7 @@ class Step:
     image_inputs: ImageInputs | None = None
     allowlist: tuple[str, ...] = ()  # UpdateFirewall: the agent's whole allowlist
     seed: ConfigSeed | None = None  # SeedConfig: what the new config volume starts with
+    user: naming.AgentUser = naming.DEFAULT_AGENT_USER  # CopyWorkspace: who owns the copy
 
     def __str__(self) -> str:
         deps = " ".join(f"#{d}" for d in self.depends_on)
@@ -115,6 +116,7 @@ class AgentChange:
 class Plan:
     steps: tuple[Step, ...]
     changes: tuple[AgentChange, ...]
+    warnings: tuple[str, ...] = ()  # said by diff and apply, whether or not anything changes
 
     @property
     def empty(self) -> bool:
@@ -226,6 +228,7 @@ class _ImagePlan:
     build_step: int | None
     build_cause: str | None
     current_id: str | None
+    user: naming.AgentUser = naming.DEFAULT_AGENT_USER
 
 
 def plan(
@@ -254,10 +257,12 @@ def plan(
             labels={naming.PURPOSE: "network"},
         )
     image_plans: dict[str, _ImagePlan] = {}
+    warnings: list[str] = []
     for project in sorted({a.project for a in desired}):
         if project not in images:
             raise PlanError(f"no image inputs for project {project}")
         inputs = images[project]
+        warnings += inputs.warnings
         seen = observed.images.get(inputs.ref)
         cause = build_reason(inputs, seen.labels if seen else None)
         step = (
@@ -265,7 +270,9 @@ def plan(
             if cause
             else None
         )
-        image_plans[project] = _ImagePlan(inputs.ref, step, cause, seen.id if seen else None)
+        image_plans[project] = _ImagePlan(
+            inputs.ref, step, cause, seen.id if seen else None, inputs.user
+        )
 
     for agent in sorted(desired, key=lambda a: a.key):
         change = _plan_agent(b, agent, observed, image_plans[agent.project], net_step, host)
@@ -273,7 +280,7 @@ def plan(
 
     if prune:
         changes += _plan_prune(b, desired, observed, set(apply_sets))
-    return Plan(tuple(b.steps), tuple(changes))
+    return Plan(tuple(b.steps), tuple(changes), tuple(warnings))
 
 
 def _plan_prune(
@@ -350,7 +357,9 @@ def _plan_agent(
     before_create = [net_step, image.build_step, *volume_steps, *cleanup]
     current = obs.container
     if current is None:
-        spec = desired_container(agent, image=image.ref, apply_set=apply_set, host=host)
+        spec = desired_container(
+            agent, image=image.ref, apply_set=apply_set, host=host, user=image.user
+        )
         create = b.add(
             Action.CREATE_CONTAINER,
             "container",
@@ -360,7 +369,7 @@ def _plan_agent(
             agent=key,
             container=spec,
         )
-        last = _prepare_container(b, agent, spec.name, create, new_roles, host)
+        last = _prepare_container(b, agent, spec.name, create, new_roles, host, image.user)
         b.add(Action.START_CONTAINER, "container", spec.name, "created", [last], agent=key)
         resources.append(f"+ container {spec.name}")
         return AgentChange(key, ChangeKind.CREATE, ("not found",), resources=tuple(resources))
@@ -368,7 +377,9 @@ def _plan_agent(
     reasons, fields = _replace_reasons(agent, current, image)
     if reasons:
         temp = naming.replacement_name(agent.project, agent.name)
-        spec = desired_container(agent, image=image.ref, name=temp, apply_set=apply_set, host=host)
+        spec = desired_container(
+            agent, image=image.ref, name=temp, apply_set=apply_set, host=host, user=image.user
+        )
         cause = "; ".join(reasons)
         create = b.add(
             Action.CREATE_CONTAINER,
@@ -379,7 +390,7 @@ def _plan_agent(
             agent=key,
             container=spec,
         )
-        last = _prepare_container(b, agent, temp, create, new_roles, host)
+        last = _prepare_container(b, agent, temp, create, new_roles, host, image.user)
         stop = b.add(
             Action.STOP_CONTAINER,
             "container",
@@ -473,13 +484,14 @@ def _prepare_container(
     after: int,
     new_roles: set[str],
     host: HostState | None,
+    user: naming.AgentUser,
 ) -> int:
     """Before a new container's first start: its workspace copy (snapshot mode, new volume
     only), its config seed (new config volume only) and its bootstrap material (always: a new
     container is a new identity)."""
-    last = _copy_workspace(b, agent, container, after, "workspace" in new_roles)
+    last = _copy_workspace(b, agent, container, after, "workspace" in new_roles, user)
     if "config" in new_roles:
-        last = _seed_config(b, agent, container, last, host)
+        last = _seed_config(b, agent, container, last, host, user)
     return b.add(
         Action.COPY_BOOTSTRAP,
         "container",
@@ -492,7 +504,12 @@ def _prepare_container(
 
 
 def _copy_workspace(
-    b: _StepBuilder, agent: DesiredAgent, container: str, after: int, new_volume: bool
+    b: _StepBuilder,
+    agent: DesiredAgent,
+    container: str,
+    after: int,
+    new_volume: bool,
+    user: naming.AgentUser,
 ) -> int:
     """A snapshot workspace is copied once: into the volume this plan creates, never again."""
     if agent.workspace.mode is not WorkspaceMode.SNAPSHOT or not new_volume:
@@ -505,11 +522,17 @@ def _copy_workspace(
         [after],
         agent=agent.key,
         source_dir=agent.workspace.path,
+        user=user,
     )
 
 
 def _seed_config(
-    b: _StepBuilder, agent: DesiredAgent, container: str, after: int, host: HostState | None
+    b: _StepBuilder,
+    agent: DesiredAgent,
+    container: str,
+    after: int,
+    host: HostState | None,
+    user: naming.AgentUser,
 ) -> int:
     """A config volume is seeded once: the one this plan creates, never an existing one."""
     claude = agent.agent.claude_code
@@ -519,6 +542,7 @@ def _seed_config(
         workspace=agent.workspace.path,
         host_claude_dir=host.context.claude_dir if host else "",
         host_claude_json=host.context.claude_json if host else "",
+        user=user,
     )
     what = seed.strategy + (", host auth" if seed.use_host_auth else "")
     return b.add(

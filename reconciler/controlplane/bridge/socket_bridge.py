@@ -331,19 +331,22 @@ class SocketBridge:
             relayed.close()
 
 
-def bridge_listeners(runtime: AgentRuntimeSpec, container: str = "") -> list[Listener]:
+def bridge_listeners(
+    runtime: AgentRuntimeSpec, container: str = "", user: naming.AgentUser | None = None
+) -> list[Listener]:
     """The sockets an agent gets, from its runtime spec: the credential proxy with
     forward_https, the ssh agent with forward_ssh, the gpg agent with forward_gpg, each only
-    when the host has one."""
-    listeners = []
+    when the host has one; owned by the container's agent user `user`."""
+    owner = user or naming.AgentUser()
+    targets: list[tuple[str, Target]] = []
     if runtime.forward_https and runtime.host_home:
         git = HostGit(runtime.host_uid, runtime.host_gid, runtime.host_home)
-        listeners.append(Listener(naming.CREDENTIAL_SOCKET, CredentialTarget(git, container)))
+        targets.append((naming.CREDENTIAL_SOCKET, CredentialTarget(git, container)))
     if runtime.forward_ssh and runtime.ssh_auth_sock:
-        listeners.append(Listener(naming.SSH_AGENT_SOCKET, UnixTarget(runtime.ssh_auth_sock)))
+        targets.append((naming.SSH_AGENT_SOCKET, UnixTarget(runtime.ssh_auth_sock)))
     if runtime.forward_gpg and runtime.gpg_extra_socket:
-        listeners.append(Listener(naming.GPG_AGENT_SOCKET, UnixTarget(runtime.gpg_extra_socket)))
-    return listeners
+        targets.append((naming.GPG_AGENT_SOCKET, UnixTarget(runtime.gpg_extra_socket)))
+    return [Listener(path, target, owner.uid, owner.gid) for path, target in targets]
 
 
 class Bridges:
@@ -355,7 +358,12 @@ class Bridges:
         self._bridges: dict[str, tuple[str, SocketBridge]] = {}
 
     def ensure(
-        self, container_id: str, started_at: str, name: str, runtime: AgentRuntimeSpec
+        self,
+        container_id: str,
+        started_at: str,
+        name: str,
+        runtime: AgentRuntimeSpec,
+        user: naming.AgentUser | None = None,
     ) -> None:
         """A live bridge for this start of the container (a no-op when it already has one)."""
         with self._lock:
@@ -365,7 +373,7 @@ class Bridges:
             if current is not None:
                 current[1].close()
                 del self._bridges[container_id]
-        listeners = bridge_listeners(runtime, name)
+        listeners = bridge_listeners(runtime, name, user)
         if not listeners:
             return
         bridge = SocketBridge(self._port, container_id, listeners)

@@ -179,7 +179,8 @@ class RuntimeController:
             enrol_error = exc
         enrolled_in = time.monotonic() - enrol_began
         # Before the early return: a CP restart loses its bridges, not the containers' status.
-        self.bridges.ensure(info.id, info.started_at, info.name, self.registry.runtime(key))
+        user = naming.AgentUser.from_label(info.labels.get(naming.AGENT_USER))
+        self.bridges.ensure(info.id, info.started_at, info.name, self.registry.runtime(key), user)
         known = self.registry.status(info.id)
         if known and known.started_at == info.started_at and known.phase in ("ready", "failed"):
             if enrol_error is not None:
@@ -282,7 +283,8 @@ class RuntimeController:
         timings: dict[str, float],
     ) -> bool:
         runtime = self.registry.runtime(key)
-        plan = StartPlan(info.id, info.name, key, runtime)
+        user = naming.AgentUser.from_label(info.labels.get(naming.AGENT_USER))
+        plan = StartPlan(info.id, info.name, key, runtime, user)
 
         def register(token: str) -> None:
             claims = self.pki.verify_registration_jwt(
