@@ -179,8 +179,9 @@ def render_dockerfile(
 def _agent_user(user: naming.AgentUser) -> list[str]:
     """The user `claude` with the workspace owner's ids and passwordless sudo, last: a change of
     owner rebuilds only this layer. A base-image user or group already holding those ids (a
-    `node` or `ubuntu` user at 1000) moves to a free id, with the files it owns; the directories
-    volumes mount on are made here, so a new volume starts owned by the agent user."""
+    `node` or `ubuntu` user at 1000) moves to one free id (a pair stays a pair), with the files
+    it owns. The directories volumes mount on are made here, so a new volume starts owned by
+    the agent user."""
     uid, gid, home = user.uid, user.gid, naming.AGENT_HOME
     return [
         f"# 8. The agent user (uid {uid} gid {gid}: the workspace owner's), moving aside a user",
@@ -189,15 +190,16 @@ def _agent_user(user: naming.AgentUser) -> list[str]:
         "    free_id() { n=59999; \\",
         '      while getent passwd "$n" >/dev/null || getent group "$n" >/dev/null; do \\',
         '        n=$((n - 1)); done; echo "$n"; }; \\',
+        "    n=$(free_id); \\",
         '    other=$(getent group "$gid" | cut -d: -f1); \\',
         '    if [ -n "$other" ]; then \\',
-        '      n=$(free_id); echo "clawker: moving group $other from gid $gid to $n"; \\',
+        '      echo "clawker: moving group $other from gid $gid to $n"; \\',
         '      groupmod --gid "$n" "$other"; \\',
         '      find / -xdev -gid "$gid" -exec chgrp -h "$n" {} +; \\',
         "    fi; \\",
         '    other=$(getent passwd "$uid" | cut -d: -f1); \\',
         '    if [ -n "$other" ]; then \\',
-        '      n=$(free_id); echo "clawker: moving user $other from uid $uid to $n"; \\',
+        '      echo "clawker: moving user $other from uid $uid to $n"; \\',
         '      usermod --uid "$n" "$other"; \\',
         '      find / -xdev -uid "$uid" -exec chown -h "$n" {} +; \\',
         "    fi; \\",

@@ -105,6 +105,7 @@ def test_the_user_step_comes_last_and_moves_a_base_user_aside() -> None:
     user_step = text.index("RUN uid=1000 gid=1000;")
     assert user_step > text.index("COPY harness/claude") > 0  # a new owner rebuilds one layer
     assert 'usermod --uid "$n" "$other"' in text and 'groupmod --gid "$n" "$other"' in text
+    assert text.count("n=$(free_id)") == 1  # one free id for both: node:node stays a pair
 
 
 def test_a_root_owned_workspace_keeps_1001_with_a_warning(tmp_path: Path) -> None:
