@@ -19,7 +19,7 @@ from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
 from reconciler.host.config_seed import ConfigSeed
 from reconciler.host.host_state import HostState
 from reconciler.images import ImageInputs, build_reason
-from reconciler.loop.desired import SPEC_VIEW_LABEL, desired_container, desired_volumes
+from reconciler.loop.desired import SPEC_VIEW_LABEL, Placement, desired_container, desired_volumes
 from reconciler.loop.observe import ObservedState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
@@ -240,13 +240,15 @@ def plan(
     prune: bool = False,
     host: HostState | None = None,
     firewall: FirewallObservation | None = None,
+    placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
 ) -> Plan:
     """Steps that make Docker match `desired`; `images` holds each project's image inputs.
     With `prune`, also remove agents applied from one of `apply_sets` (projects) that are no
-    longer declared. `host` is what new containers take from the host (see `observe_host`)."""
+    longer declared. `host` is what new containers take from the host (see `observe_host`);
+    `placement` is the network and parent cgroup they go in (from Settings)."""
     b = _StepBuilder()
     changes: list[AgentChange] = []
-    network = naming.network_name()
+    network = placement.network
     net_step: int | None = None
     if desired and network not in observed.networks:
         net_step = b.add(
@@ -275,7 +277,9 @@ def plan(
         )
 
     for agent in sorted(desired, key=lambda a: a.key):
-        change = _plan_agent(b, agent, observed, image_plans[agent.project], net_step, host)
+        change = _plan_agent(
+            b, agent, observed, image_plans[agent.project], net_step, host, placement
+        )
         changes.append(_plan_firewall(b, agent, change, firewall))
 
     if prune:
@@ -319,6 +323,7 @@ def _plan_agent(
     image: _ImagePlan,
     net_step: int | None,
     host: HostState | None = None,
+    placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
 ) -> AgentChange:
     key = agent.key
     obs = observed.agent(agent.project, agent.name)
@@ -358,7 +363,12 @@ def _plan_agent(
     current = obs.container
     if current is None:
         spec = desired_container(
-            agent, image=image.ref, apply_set=apply_set, host=host, user=image.user
+            agent,
+            image=image.ref,
+            apply_set=apply_set,
+            host=host,
+            placement=placement,
+            user=image.user,
         )
         create = b.add(
             Action.CREATE_CONTAINER,
@@ -378,7 +388,13 @@ def _plan_agent(
     if reasons:
         temp = naming.replacement_name(agent.project, agent.name)
         spec = desired_container(
-            agent, image=image.ref, name=temp, apply_set=apply_set, host=host, user=image.user
+            agent,
+            image=image.ref,
+            name=temp,
+            apply_set=apply_set,
+            host=host,
+            placement=placement,
+            user=image.user,
         )
         cause = "; ".join(reasons)
         create = b.add(
