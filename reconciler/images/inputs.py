@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Final
 
 from reconciler import naming
+from reconciler.errors import UsageError
 from reconciler.images import agent_prompt, dockerfile
 from reconciler.images.agent_user import UserConflictError, project_user
+from reconciler.images.cache import DEFAULTS, cache_root
 from reconciler.images.harness import harness_identity, harness_version
 from reconciler.images.wheelhouse import wheels_identity
 from reconciler.in_container import git_credential_clawker
+from reconciler.settings import Settings
 from specs import BuildSpec, DesiredAgent
 
 __all__ = [
@@ -70,7 +73,7 @@ _SCHEME: Final = "clawker-image-inputs/1"
 _CLAWKER_PACKAGES: Final = ("clawkerd", "proto")
 
 
-class ImageError(Exception):
+class ImageError(UsageError):
     """An image cannot be built as declared; the message says what to do."""
 
 
@@ -180,19 +183,24 @@ def _hashed_sources(stamps: tuple[tuple[str, int, int], ...], paths: tuple[Path,
 
 
 def _compute(
-    project: str, build: BuildSpec, user: naming.AgentUser, warnings: tuple[str, ...] = ()
+    project: str,
+    build: BuildSpec,
+    settings: Settings,
+    user: naming.AgentUser,
+    warnings: tuple[str, ...] = (),
 ) -> ImageInputs:
     packages = tuple(sorted(set(build.packages)))
-    version = harness_version() if build.harness == "claude" else ""
+    cache = cache_root(settings)
+    version = harness_version(settings) if build.harness == "claude" else ""
     rendered = dockerfile.render_dockerfile(
         base_image=build.base_image, packages=packages, harness=build.harness, user=user
     )
     identities = {
         "base_image": build.base_image,
         "packages": "\n".join(packages),
-        "harness": harness_identity(build.harness, version),
+        "harness": harness_identity(build.harness, version, cache),
         "clawkerd": _sources_identity(),
-        "wheels": wheels_identity(),
+        "wheels": wheels_identity(cache),
         "dockerfile": _template_identity(),
         "user": user.label(),
     }
@@ -215,28 +223,32 @@ def _compute(
     )
 
 
-def image_inputs(agent: DesiredAgent, user: naming.AgentUser | None = None) -> ImageInputs:
+def image_inputs(
+    agent: DesiredAgent, settings: Settings = DEFAULTS, user: naming.AgentUser | None = None
+) -> ImageInputs:
     """The inputs of the image `agent` runs (its project's); cheap, offline, deterministic.
     The agent user is the owner of the agent's workspace unless `user` names one."""
     if user is not None:
-        return _compute(agent.project, agent.build, user)
+        return _compute(agent.project, agent.build, settings, user)
     found = project_user(agent.project, [agent])
-    return _compute(agent.project, agent.build, found.user, _warned(found.warning))
+    return _compute(agent.project, agent.build, settings, found.user, _warned(found.warning))
 
 
 def _warned(warning: str) -> tuple[str, ...]:
     return (warning,) if warning else ()
 
 
-def refreshed(inputs: ImageInputs) -> ImageInputs:
+def refreshed(inputs: ImageInputs, settings: Settings = DEFAULTS) -> ImageInputs:
     """The same inputs recomputed, e.g. after the build fetched wheels or the harness."""
     build = BuildSpec(
         base_image=inputs.base_image, packages=inputs.packages, harness=inputs.harness
     )
-    return _compute(inputs.project, build, inputs.user, inputs.warnings)
+    return _compute(inputs.project, build, settings, inputs.user, inputs.warnings)
 
 
-def project_image_inputs(agents: Iterable[DesiredAgent]) -> list[ImageInputs]:
+def project_image_inputs(
+    agents: Iterable[DesiredAgent], settings: Settings = DEFAULTS
+) -> list[ImageInputs]:
     """One `ImageInputs` per project, in the order projects first appear.
 
     An image is per project, so every agent of a project must declare the same `build`, and
@@ -259,7 +271,7 @@ def project_image_inputs(agents: Iterable[DesiredAgent]) -> list[ImageInputs]:
             found = project_user(project, members)
         except UserConflictError as exc:
             raise ImageError(str(exc)) from exc
-        result.append(_compute(project, first.build, found.user, _warned(found.warning)))
+        result.append(_compute(project, first.build, settings, found.user, _warned(found.warning)))
     return result
 
 

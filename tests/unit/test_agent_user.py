@@ -85,15 +85,15 @@ def test_an_odd_owner_becomes_an_image_input_named_in_the_reason(tmp_path: Path)
     assert inputs.labels()["dev.clawker.image-user"] == "4242:4343"
     assert "RUN uid=4242 gid=4343;" in inputs.dockerfile
     assert build_reason(inputs, inputs.labels()) is None
-    old = image_inputs(dev, AgentUser(1001, 1001))
+    old = image_inputs(dev, user=AgentUser(1001, 1001))
     assert build_reason(inputs, old.labels()) == (
         "inputs changed: user uid 1001 → 4242, gid 1001 → 4343"
     )
-    same_gid = image_inputs(dev, AgentUser(1000, 4343))
+    same_gid = image_inputs(dev, user=AgentUser(1000, 4343))
     assert build_reason(inputs, same_gid.labels()) == "inputs changed: user uid 1000 → 4242"
     # An image of older clawker has no user label: its user was 1001:1001.
     older = {k: v for k, v in old.labels().items() if k != "dev.clawker.image-user"}
-    assert build_reason(image_inputs(dev, AgentUser(1000, 1000)), older) == (
+    assert build_reason(image_inputs(dev, user=AgentUser(1000, 1000)), older) == (
         "inputs changed: user uid 1001 → 1000, gid 1001 → 1000"
     )
 
