@@ -21,7 +21,7 @@ apiVersion: clawker.dev/v1alpha1
 kind: Project
 metadata: {name: PROJECT}
 spec:
-  workspace: {path: WORKSPACE, mode: bind}
+  workspace: {path: WORKSPACE, mode: MODE}
   build: {harness: none, base_image: BASE}
   agent:
     post_init: "echo $(id -u):$(id -g) >> /home/claude/.claude/post-init-ids"
@@ -37,8 +37,11 @@ spec:
 CONFIG, HISTORY = "/home/claude/.claude", "/commandhistory"
 
 
-def _spec(scope: Scope, workspace: Path, base: str = "clawker-base:bookworm") -> Path:
-    return scope.write_spec(SPEC.replace("WORKSPACE", str(workspace)).replace("BASE", base))
+def _spec(
+    scope: Scope, workspace: Path, base: str = "clawker-base:bookworm", mode: str = "bind"
+) -> Path:
+    body = SPEC.replace("WORKSPACE", str(workspace)).replace("BASE", base)
+    return scope.write_spec(body.replace("MODE", mode))
 
 
 def _name(scope: Scope) -> str:
@@ -245,3 +248,24 @@ def test_a_root_owned_checkout_warns_and_keeps_1001(scope: Scope) -> None:
     apply = scope.clawker("apply", "-f", spec, check=0)
     assert f"workspace {ws} is owned by root" in apply.stderr
     assert ids_in(scope) == expected(1001, 1001)
+
+
+def test_a_snapshot_copy_follows_a_change_of_owner_and_is_not_copied_again(scope: Scope) -> None:
+    ws = (scope.workdir / "ws").resolve()
+    give(4242, 4343, ws)
+    spec = str(_spec(scope, ws, mode="snapshot"))
+    scope.clawker("apply", "-f", spec, check=0)
+    name = _name(scope)
+    code, out = agent_exec(scope, name, "sh", "-c", f"echo mine > {ws}/made.txt")
+    assert code == 0, out
+    files = (str(ws), f"{ws}/hello.txt", f"{ws}/made.txt")
+    assert as_root(scope, "stat", "-c", "%u:%g", *files).split() == ["4242:4343"] * 3
+
+    give(1000, 1000, ws)
+    (ws / "later.txt").write_text("the host's, after the copy\n")
+    proc = scope.clawker("apply", "-f", spec, check=0)
+    assert "inputs changed: user uid 4242 → 1000, gid 4343 → 1000" in proc.stdout
+    assert as_root(scope, "stat", "-c", "%u:%g", *files).split() == ["1000:1000"] * 3
+    assert as_root(scope, "cat", f"{ws}/made.txt") == "mine\n"
+    assert agent_exec(scope, name, "test", "-e", f"{ws}/later.txt")[0] == 1  # not copied again
+    assert agent_exec(scope, name, "sh", "-c", f"echo more >> {ws}/made.txt")[0] == 0
