@@ -23,7 +23,7 @@ def snapshot_archive(root: str, user: naming.AgentUser | None = None) -> IO[byte
     Only regular files, directories and symlinks are copied; `.git` is copied like any file.
     """
     base = Path(root)
-    owner = user or naming.AgentUser()
+    owner = user or naming.DEFAULT_AGENT_USER
     rules = IgnoreRules.for_directory(base)
     out = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
     with tarfile.open(fileobj=out, mode="w") as tar:

@@ -123,7 +123,7 @@ def desired_container(
             naming.SPEC_HASH: spec_hash(agent),
             naming.HASH_VERSION: HASH_VERSION,
             naming.WORKSPACE_PATH: ws.path,
-            naming.AGENT_USER: (user or naming.AgentUser()).label(),
+            naming.AGENT_USER: (user or naming.DEFAULT_AGENT_USER).label(),
             SPEC_VIEW_LABEL: json.dumps(
                 recreate_view(agent), sort_keys=True, separators=(",", ":")
             ),

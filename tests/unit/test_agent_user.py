@@ -13,6 +13,7 @@ from typing import IO
 
 import pytest
 
+from cli.render import plan_as_data
 from reconciler import naming
 from reconciler.controlplane.bridge.socket_bridge import bridge_listeners
 from reconciler.controlplane.registry import AgentRuntimeSpec
@@ -118,6 +119,7 @@ def test_a_root_owned_workspace_keeps_1001_with_a_warning(tmp_path: Path) -> Non
     assert "chown -R" in warning and "snapshot" in warning
     p = plan(desired, ObservedState(), images={"myapp": inputs})
     assert p.warnings == (warning,)
+    assert plan_as_data(p)["warnings"] == [warning]  # diff -o json carries it too
 
 
 def test_workspaces_of_different_owners_in_one_project_are_an_error(tmp_path: Path) -> None:

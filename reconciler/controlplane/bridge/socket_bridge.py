@@ -338,7 +338,7 @@ def bridge_listeners(
     """The sockets an agent gets, from its runtime spec: the credential proxy with
     forward_https, the ssh agent with forward_ssh, the gpg agent with forward_gpg, each only
     when the host has one; owned by the container's agent user `user`."""
-    owner = user or naming.AgentUser()
+    owner = user or naming.DEFAULT_AGENT_USER
     targets: list[tuple[str, Target]] = []
     if runtime.forward_https and runtime.host_home:
         git = HostGit(runtime.host_uid, runtime.host_gid, runtime.host_home)
