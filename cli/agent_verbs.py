@@ -92,7 +92,11 @@ def _warn(the_plan: Plan) -> None:
 def cmd_diff(args: argparse.Namespace) -> int:
     specset = _load(args.filename)
     prepared = prepare_apply(
-        DockerEngine(scope=args.settings), specset, settings=args.settings, prune=args.prune
+        DockerEngine(scope=args.settings),
+        specset,
+        settings=args.settings,
+        prune=args.prune,
+        restart_if_needed=args.restart_if_needed,
     )
     _warn(prepared.plan)
     if args.output == "json":
@@ -113,12 +117,22 @@ def cmd_apply(args: argparse.Namespace) -> int:
     with timeline.span("load and validate"):
         specset = _load(args.filename)
     port = DockerEngine(scope=args.settings)
+    out_style, err_style = Style(sys.stdout), Style(sys.stderr)
+    if not args.dry_run:
+        # Before planning: the plan compares with what the control plane holds, so it must
+        # answer; a dry run, like diff, shows an absent one's state as unknown instead.
+        with timeline.span("ensure control plane"):
+            _ensure_controlplane(args.settings, err_style)
     prepared = prepare_apply(
-        port, specset, settings=args.settings, prune=args.prune, timeline=timeline
+        port,
+        specset,
+        settings=args.settings,
+        prune=args.prune,
+        restart_if_needed=args.restart_if_needed,
+        timeline=timeline,
     )
     the_plan = prepared.plan
     _warn(the_plan)
-    out_style, err_style = Style(sys.stdout), Style(sys.stderr)
     json_out = args.output == "json"
     if args.dry_run:
         if json_out:
@@ -135,10 +149,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
     ):
         _err("Apply cancelled.")
         return EXIT_FAIL
-    # Even with nothing to change: the CP gets the current runtime specs (pre_run, allowlist,
-    # the host's sockets) and apply still waits until every agent is Ready.
-    with timeline.span("ensure control plane"):
-        _ensure_controlplane(args.settings, err_style)
 
     def on_step(container: str, record: StepRecord) -> None:
         if not json_out:

@@ -1,4 +1,5 @@
-"""`clawker firewall status|list|add|remove|enable|disable|bypass`: parsing and rendering only.
+"""`clawker firewall status|list|add|remove|enable|disable|bypass|log|suggest`: parsing and
+rendering only.
 
 Every verb is one control plane call; the control plane owns the firewall's state. Registered
 by cli.main with `add_firewall_verbs(sub)`; the control plane's client and the spec language
@@ -13,18 +14,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cli.durations import bypass_duration, format_duration, parse_duration
 from cli.style import Style, ok_mark
 from cli.table import render_table
 
 if TYPE_CHECKING:  # the client loads only when a verb runs (start-up stays cheap)
     from reconciler.controlplane.api.client import ControlPlaneClient
 
-__all__ = ["add_firewall_verbs", "format_duration", "parse_duration", "status_rows"]
+__all__ = [
+    "add_firewall_verbs",
+    "format_duration",
+    "log_line",
+    "parse_duration",
+    "render_suggestion",
+    "status_rows",
+]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 STATUS_HEADERS = (
@@ -37,7 +46,6 @@ STATUS_HEADERS = (
     "ADDRESSES",
     "DNS OK/NX",
 )
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
 
 def _out(text: str = "") -> None:
@@ -46,26 +54,6 @@ def _out(text: str = "") -> None:
 
 def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def parse_duration(text: str) -> float:
-    """`90`, `90s`, `5m`, `2h`, `1h30m`, `0` -> seconds; ValueError otherwise."""
-    match = _DURATION.match(text.strip().lower())
-    if not text.strip() or match is None or not any(match.groups()):
-        raise ValueError(f"invalid duration {text!r}: write e.g. 30s, 5m, 1h or 1h30m (0 ends it)")
-    hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(hours * 3600 + minutes * 60 + seconds)
-
-
-def format_duration(seconds: float) -> str:
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 def _filter_state(agent: dict[str, Any]) -> str:
@@ -184,11 +172,7 @@ def cmd_change(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         params["domains"] = domains
     if verb == "bypass":
-        try:
-            params["seconds"] = parse_duration(args.duration)
-        except ValueError as exc:
-            _err(f"error: {exc}")
-            return EXIT_USAGE
+        params["seconds"] = args.duration  # bypass_duration parsed and bounded it
     with _controlplane(args) as cp:
         result = cp.firewall_change(verb, args.agent, **params)
     agent = result["agent"]
@@ -208,6 +192,107 @@ def cmd_change(args: argparse.Namespace) -> int:
     _out(f"{mark} {agent} {what}")
     if verb in ("add", "remove"):
         _out(style("  until the next `clawker apply`, which restores the spec's allowlist", "dim"))
+    return EXIT_OK
+
+
+def log_line(entry: dict[str, Any], style: Style) -> str:
+    """One journal entry as a line: time, kind, then what was refused and by whom."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"]))
+    kind = entry["kind"]
+    if kind == "denied":
+        target = f"{entry['address']}:{entry['port']} {entry['protocol']}"
+        if not entry["address"]:
+            target = entry["protocol"]  # a refused socket: no destination yet
+        who = f"uid {entry['uid']} {entry['command']}".rstrip()
+        what = f"{target}  {style(entry['hook'], 'dim')}  {who}"
+    else:
+        what = f"{entry['name']} ({entry['qtype']})"
+    color = "red" if kind == "denied" else "yellow"
+    return f"{style(stamp, 'dim')}  {style(f'{kind:<9}', color)}  {what}"
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    style = Style(sys.stdout)
+    after = 0
+    printed_json: list[dict[str, Any]] = []
+    try:
+        while True:
+            with _controlplane(args) as cp:
+                result = cp.firewall_log(args.agent, after)
+            for entry in result["entries"]:
+                after = max(after, entry["seq"])
+                if args.output == "json" and not args.follow:
+                    printed_json.append(entry)
+                elif args.output == "json":
+                    _out(json.dumps(entry))
+                else:
+                    _out(log_line(entry, style))
+            if not args.follow:
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    if args.output == "json" and not args.follow:
+        _out(json.dumps(printed_json, indent=2))
+    elif not after and not args.follow:
+        _out(
+            style(f"Nothing refused for {result['agent']} since the control plane started.", "dim")
+        )
+    return EXIT_OK
+
+
+def render_suggestion(suggestion: dict[str, Any], style: Style) -> str:
+    """The spec change as a diff of `security.firewall.add_domains`, with what it cannot fix
+    as comments."""
+    lines = [
+        style(
+            f"# What would allow what {suggestion['agent']} was refused. Review it: an agent "
+            "can ask for any name.",
+            "dim",
+        ),
+        "  security:",
+        "    firewall:",
+        "      add_domains:",
+    ]
+    lines += [f"        - {d}" for d in suggestion["spec_domains"]]
+    for refusal in suggestion["add"]:
+        note = style(f"  # NXDOMAIN x{refusal['count']}", "dim")
+        lines.append(style(f"+       - {refusal['what']}", "green") + note)
+    if not suggestion["add"]:
+        lines.append(style("# no refused names: nothing to add", "dim"))
+    if suggestion["addresses"]:
+        lines.append(
+            style(
+                "# refused addresses no allowed name resolved to (connecting by "
+                "address, or a name resolved elsewhere):",
+                "dim",
+            )
+        )
+        for r in suggestion["addresses"]:
+            by = f" by {r['detail']}" if r["detail"] else ""
+            lines.append(style(f"#   {r['what']} x{r['count']}{by}", "dim"))
+    if suggestion["throttled"]:
+        lines.append(
+            style(
+                "# throttled (already allowed, over the per-minute cap for new "
+                "subdomains; an exact entry is not capped):",
+                "dim",
+            )
+        )
+        lines += [style(f"#   {r['what']} x{r['count']}", "dim") for r in suggestion["throttled"]]
+    if suggestion["sockets"]:
+        lines.append(style("# refused sockets (never allowed):", "dim"))
+        lines += [style(f"#   {r['what']} x{r['count']}", "dim") for r in suggestion["sockets"]]
+    return "\n".join(lines)
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    with _controlplane(args) as cp:
+        suggestion = cp.firewall_suggest(args.agent)
+    if args.output == "json":
+        _out(json.dumps(suggestion, indent=2))
+    else:
+        _out(render_suggestion(suggestion, Style(sys.stdout)))
     return EXIT_OK
 
 
@@ -262,8 +347,31 @@ def add_firewall_verbs(sub: Any) -> None:
         "bypass",
         help="let the agent's traffic through unfiltered for DURATION (30s, 5m, 1h; 0 ends it)",
         description="The deadline is kept in the kernel and in the control plane's registry: "
-        "the bypass ends on time even if the control plane stops or restarts.",
+        "the bypass ends on time even if the control plane stops or restarts. A bypass lasts "
+        "at most 30 days (720h).",
     )
-    q.add_argument("duration", metavar="DURATION")
+    q.add_argument("duration", metavar="DURATION", type=bypass_duration)
     agent_arg(q)
     q.set_defaults(func=cmd_change)
+
+    q = fw.add_parser(
+        "log",
+        help="what the firewall refused for an agent, newest last",
+        description="Denied connects, datagrams and sockets (address, port, protocol, uid and "
+        "command name, from the kernel), names answered NXDOMAIN and throttled queries, since "
+        "the control plane started (the newest 1000 per agent).",
+    )
+    agent_arg(q)
+    q.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
+    q.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    q.set_defaults(func=cmd_log)
+
+    q = fw.add_parser(
+        "suggest",
+        help="the add_domains change that would allow what an agent was refused",
+        description="Prints a diff of the spec's security.firewall.add_domains for a person to "
+        "review; it changes nothing.",
+    )
+    agent_arg(q)
+    q.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    q.set_defaults(func=cmd_suggest)

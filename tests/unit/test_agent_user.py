@@ -160,7 +160,7 @@ def _tar_owners(raw: IO[bytes]) -> set[tuple[int, int]]:
 
 def test_the_bridge_sockets_belong_to_the_container_user() -> None:
     runtime = AgentRuntimeSpec("p/a", forward_ssh=True, ssh_auth_sock="/tmp/ssh.sock")
-    (listener,) = bridge_listeners(runtime, "c", AgentUser(4242, 4343))
+    (listener,) = bridge_listeners(runtime, "c", user=AgentUser(4242, 4343))
     assert (listener.uid, listener.gid) == (4242, 4343)
     assert AgentUser.from_label("4242:4343") == AgentUser(4242, 4343)
     assert AgentUser.from_label(None) == AgentUser.from_label("0:0") == AgentUser(1001, 1001)

@@ -21,7 +21,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -149,6 +149,7 @@ class CredentialTarget:
     """The credential proxy: one request per connection, answered by the host's git."""
 
     git: HostGit
+    allowlist: Callable[[], Iterable[str]]  # the agent's live firewall allowlist
     container: str = ""  # for the log
 
     def open(self, channel: int, send: Send, drop: Callable[[int], None]) -> _Channel | None:
@@ -186,7 +187,7 @@ class _CredentialChannel:
 
     def _run(self, request: bytes) -> None:
         try:
-            reply = answer(self._target.git, request)
+            reply = answer(self._target.git, request, self._target.allowlist)
         except CredentialRequestError as exc:
             log.warning("credential request from %s refused: %s", self._target.container, exc)
             reply = b""
@@ -333,16 +334,22 @@ class SocketBridge:
 
 
 def bridge_listeners(
-    runtime: AgentRuntimeSpec, container: str = "", user: naming.AgentUser | None = None
+    runtime: AgentRuntimeSpec,
+    container: str = "",
+    allowlist: Callable[[], Iterable[str]] | None = None,
+    user: naming.AgentUser | None = None,
 ) -> list[Listener]:
     """The sockets an agent gets, from its runtime spec: the credential proxy with
     forward_https, the ssh agent with forward_ssh, the gpg agent with forward_gpg, each only
-    when the host has one; owned by the container's agent user `user`."""
+    when the host has one, owned by the container's agent user `user`. The proxy answers for
+    hosts on `allowlist()` (the agent's live firewall allowlist; without one, for no host: the
+    allowlist is the firewall's state, not part of the runtime spec)."""
     owner = user or naming.DEFAULT_AGENT_USER
     targets: list[tuple[str, Target]] = []
     if runtime.forward_https and runtime.host_home:
         git = HostGit(runtime.host_uid, runtime.host_gid, runtime.host_home)
-        targets.append((naming.CREDENTIAL_SOCKET, CredentialTarget(git, container)))
+        hosts: Callable[[], Iterable[str]] = allowlist or (lambda: ())
+        targets.append((naming.CREDENTIAL_SOCKET, CredentialTarget(git, hosts, container)))
     if runtime.forward_ssh and runtime.ssh_auth_sock:
         targets.append((naming.SSH_AGENT_SOCKET, UnixTarget(runtime.ssh_auth_sock)))
     if runtime.forward_gpg and runtime.gpg_extra_socket:
@@ -364,6 +371,7 @@ class Bridges:
         started_at: str,
         name: str,
         runtime: AgentRuntimeSpec,
+        allowlist: Callable[[], Iterable[str]] | None = None,
         user: naming.AgentUser | None = None,
     ) -> None:
         """A live bridge for this start of the container (a no-op when it already has one)."""
@@ -374,7 +382,7 @@ class Bridges:
             if current is not None:
                 current[1].close()
                 del self._bridges[container_id]
-        listeners = bridge_listeners(runtime, name, user)
+        listeners = bridge_listeners(runtime, name, allowlist, user)
         if not listeners:
             return
         bridge = SocketBridge(self._port, container_id, listeners)
