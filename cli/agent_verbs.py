@@ -40,6 +40,7 @@ from reconciler.loop.converge import (
 )
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.observe import observe
+from reconciler.loop.plan import Plan
 from reconciler.loop.timeline import Timeline
 from reconciler.settings import Settings
 from specs import SpecSet, load_specs
@@ -83,6 +84,11 @@ def _progress(style: Style, enabled: bool) -> Callable[[StepEvent], None]:
     return on_event
 
 
+def _warn(the_plan: Plan) -> None:
+    for warning in the_plan.warnings:
+        _err(f"warning: {warning}")
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     specset = _load(args.filename)
     prepared = prepare_apply(
@@ -92,6 +98,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         prune=args.prune,
         restart_if_needed=args.restart_if_needed,
     )
+    _warn(prepared.plan)
     if args.output == "json":
         _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
     else:
@@ -125,6 +132,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         timeline=timeline,
     )
     the_plan = prepared.plan
+    _warn(the_plan)
     json_out = args.output == "json"
     if args.dry_run:
         if json_out:

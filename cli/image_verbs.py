@@ -105,6 +105,8 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     except ImageError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
+    for warning in (w for inputs in targets for w in inputs.warnings):
+        _err(f"warning: {warning}")
     if not targets:
         _out("No agents declared; nothing to build.")
         return EXIT_OK

@@ -75,7 +75,8 @@ class TextWatchReport:
         who = ", ".join(keys) if keys else "no agents"
         header = self.style(f"pass {number}: {who}", "bold") + f" ({why})"
         body = render_plan(plan, self.style, show_secrets=self.show_secrets)
-        self._print(f"{header}\n{body}", stamp=True)
+        warnings = "".join(f"\n  warning: {w}" for w in plan.warnings)
+        self._print(f"{header}{warnings}\n{body}", stamp=True)
 
     def step_event(self, event: StepEvent) -> None:
         if line := render_event(event, self.style):

@@ -26,7 +26,8 @@ mounted at the same absolute path as on their host, and your network is filtered
   with git).
 - `CLAWKER_CREDENTIAL_PROXY`: set when the host's git credential proxy is reachable.
 
-You are the user `claude` (uid 1001), home `/home/claude`.
+You are the user `claude`, home `/home/claude`, with the uid and gid of the workspace's
+owner: in bind mode what you make belongs to the user.
 
 ## What you can do
 

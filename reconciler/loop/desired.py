@@ -79,6 +79,7 @@ def desired_container(
     name: str | None = None,
     apply_set: str | None = None,
     host: HostState | None = None,
+    user: naming.AgentUser | None = None,
     placement: Placement = Placement(),
     run: RunOptions | None = None,
 ) -> ContainerSpec:
@@ -87,6 +88,7 @@ def desired_container(
     `host` adds what comes from the host's files (docs/workspace.md): tmpfs masks over ignored
     directories and the git layout of a bind-mode workspace, the host's ~/.gitconfig and the
     shared directory. Without it the container gets none of them (the planner's unit tests).
+    `user` is the image's agent user, recorded as a label for the control plane's steps.
     """
     ws = agent.workspace
     if ws.mode is WorkspaceMode.SNAPSHOT:
@@ -133,6 +135,7 @@ def desired_container(
             naming.SPEC_HASH: spec_hash(agent),
             naming.HASH_VERSION: HASH_VERSION,
             naming.WORKSPACE_PATH: ws.path,
+            naming.AGENT_USER: (user or naming.DEFAULT_AGENT_USER).label(),
             SPEC_VIEW_LABEL: json.dumps(
                 recreate_view(agent), sort_keys=True, separators=(",", ":")
             ),

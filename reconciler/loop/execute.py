@@ -107,7 +107,7 @@ def run_step(port: ObjectPort, step: Step, tools: StepTools = StepTools()) -> No
             assert step.container is not None
             port.create_container(step.container)
         case Action.COPY_WORKSPACE:
-            with snapshot_archive(step.source_dir) as archive:
+            with snapshot_archive(step.source_dir, step.user) as archive:
                 port.put_archive(step.target, step.source_dir, archive)
         case Action.SEED_CONFIG:
             assert step.seed is not None

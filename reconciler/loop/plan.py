@@ -92,6 +92,7 @@ class Step:
     base_image: str = ""  # BuildImage: the image it builds FROM (chosen by observation)
     allowlist: tuple[str, ...] = ()  # UpdateFirewall: the agent's whole allowlist
     seed: ConfigSeed | None = None  # SeedConfig: what the new config volume starts with
+    user: naming.AgentUser = naming.DEFAULT_AGENT_USER  # CopyWorkspace: who owns the copy
     runtime: AgentRuntimeSpec | None = None  # UpdateRuntime: the agent's whole runtime spec
     fresh_config: bool = False  # UpdateRuntime: a new config volume (post_init not run on it)
 
@@ -142,6 +143,7 @@ class AgentChange:
 class Plan:
     steps: tuple[Step, ...]
     changes: tuple[AgentChange, ...]
+    warnings: tuple[str, ...] = ()  # said by diff and apply, whether or not anything changes
 
     @property
     def empty(self) -> bool:
@@ -255,6 +257,7 @@ class _ImagePlan:
     build_step: int | None
     build_cause: str | None
     current_id: str | None
+    user: naming.AgentUser = naming.DEFAULT_AGENT_USER
 
 
 def plan(
@@ -294,10 +297,12 @@ def plan(
             labels={naming.PURPOSE: "network"},
         )
     image_plans: dict[str, _ImagePlan] = {}
+    warnings: list[str] = []
     for project in sorted({a.project for a in desired}):
         if project not in images:
             raise PlanError(f"no image inputs for project {project}")
         inputs = images[project]
+        warnings += inputs.warnings
         seen = observed.images.get(inputs.ref)
         cause = build_reason(inputs, seen.labels if seen else None)
         step = None
@@ -313,7 +318,9 @@ def plan(
                 image_inputs=inputs,
                 base_image=choice.ref,
             )
-        image_plans[project] = _ImagePlan(inputs.ref, step, cause, seen.id if seen else None)
+        image_plans[project] = _ImagePlan(
+            inputs.ref, step, cause, seen.id if seen else None, inputs.user
+        )
 
     for agent in sorted(desired, key=lambda a: a.key):
         rt = _plan_runtime(b, agent, observed, runtime, host)
@@ -332,7 +339,7 @@ def plan(
 
     if prune:
         changes += _plan_prune(b, desired, observed, set(apply_sets))
-    return Plan(tuple(b.steps), tuple(changes))
+    return Plan(tuple(b.steps), tuple(changes), tuple(warnings))
 
 
 def _plan_prune(
@@ -416,7 +423,13 @@ def _plan_agent(
     current = obs.container
     if current is None:
         spec = desired_container(
-            agent, image=image.ref, apply_set=apply_set, host=host, placement=placement, run=run
+            agent,
+            image=image.ref,
+            apply_set=apply_set,
+            host=host,
+            placement=placement,
+            run=run,
+            user=image.user,
         )
         create = b.add(
             Action.CREATE_CONTAINER,
@@ -427,7 +440,7 @@ def _plan_agent(
             agent=key,
             container=spec,
         )
-        last = _prepare_container(b, agent, spec.name, create, new_roles, host)
+        last = _prepare_container(b, agent, spec.name, create, new_roles, host, image.user)
         b.add(
             Action.START_CONTAINER,
             "container",
@@ -450,6 +463,7 @@ def _plan_agent(
             host=host,
             placement=placement,
             run=run,
+            user=image.user,
         )
         cause = "; ".join(reasons)
         create = b.add(
@@ -461,7 +475,7 @@ def _plan_agent(
             agent=key,
             container=spec,
         )
-        last = _prepare_container(b, agent, temp, create, new_roles, host)
+        last = _prepare_container(b, agent, temp, create, new_roles, host, image.user)
         stop = b.add(
             Action.STOP_CONTAINER,
             "container",
@@ -671,13 +685,14 @@ def _prepare_container(
     after: int,
     new_roles: set[str],
     host: HostState | None,
+    user: naming.AgentUser,
 ) -> int:
     """Before a new container's first start: its workspace copy (snapshot mode, new volume
     only), its config seed (new config volume only) and its bootstrap material (always: a new
     container is a new identity)."""
-    last = _copy_workspace(b, agent, container, after, "workspace" in new_roles)
+    last = _copy_workspace(b, agent, container, after, "workspace" in new_roles, user)
     if "config" in new_roles:
-        last = _seed_config(b, agent, container, last, host)
+        last = _seed_config(b, agent, container, last, host, user)
     return b.add(
         Action.COPY_BOOTSTRAP,
         "container",
@@ -690,7 +705,12 @@ def _prepare_container(
 
 
 def _copy_workspace(
-    b: _StepBuilder, agent: DesiredAgent, container: str, after: int, new_volume: bool
+    b: _StepBuilder,
+    agent: DesiredAgent,
+    container: str,
+    after: int,
+    new_volume: bool,
+    user: naming.AgentUser,
 ) -> int:
     """A snapshot workspace is copied once: into the volume this plan creates, never again."""
     if agent.workspace.mode is not WorkspaceMode.SNAPSHOT or not new_volume:
@@ -703,11 +723,17 @@ def _copy_workspace(
         [after],
         agent=agent.key,
         source_dir=agent.workspace.path,
+        user=user,
     )
 
 
 def _seed_config(
-    b: _StepBuilder, agent: DesiredAgent, container: str, after: int, host: HostState | None
+    b: _StepBuilder,
+    agent: DesiredAgent,
+    container: str,
+    after: int,
+    host: HostState | None,
+    user: naming.AgentUser,
 ) -> int:
     """A config volume is seeded once: the one this plan creates, never an existing one."""
     claude = agent.agent.claude_code
@@ -717,6 +743,7 @@ def _seed_config(
         workspace=agent.workspace.path,
         host_claude_dir=host.context.claude_dir if host else "",
         host_claude_json=host.context.claude_json if host else "",
+        user=user,
     )
     what = seed.strategy + (", host auth" if seed.use_host_auth else "")
     return b.add(

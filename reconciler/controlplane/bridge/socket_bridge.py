@@ -337,24 +337,24 @@ def bridge_listeners(
     runtime: AgentRuntimeSpec,
     container: str = "",
     allowlist: Callable[[], Iterable[str]] | None = None,
+    user: naming.AgentUser | None = None,
 ) -> list[Listener]:
     """The sockets an agent gets, from its runtime spec: the credential proxy with
     forward_https, the ssh agent with forward_ssh, the gpg agent with forward_gpg, each only
-    when the host has one. The proxy answers for hosts on `allowlist()` (the agent's live
-    firewall allowlist; without one, for no host: the allowlist is the firewall's state, not
-    part of the runtime spec)."""
-    listeners = []
+    when the host has one, owned by the container's agent user `user`. The proxy answers for
+    hosts on `allowlist()` (the agent's live firewall allowlist; without one, for no host: the
+    allowlist is the firewall's state, not part of the runtime spec)."""
+    owner = user or naming.DEFAULT_AGENT_USER
+    targets: list[tuple[str, Target]] = []
     if runtime.forward_https and runtime.host_home:
         git = HostGit(runtime.host_uid, runtime.host_gid, runtime.host_home)
         hosts: Callable[[], Iterable[str]] = allowlist or (lambda: ())
-        listeners.append(
-            Listener(naming.CREDENTIAL_SOCKET, CredentialTarget(git, hosts, container))
-        )
+        targets.append((naming.CREDENTIAL_SOCKET, CredentialTarget(git, hosts, container)))
     if runtime.forward_ssh and runtime.ssh_auth_sock:
-        listeners.append(Listener(naming.SSH_AGENT_SOCKET, UnixTarget(runtime.ssh_auth_sock)))
+        targets.append((naming.SSH_AGENT_SOCKET, UnixTarget(runtime.ssh_auth_sock)))
     if runtime.forward_gpg and runtime.gpg_extra_socket:
-        listeners.append(Listener(naming.GPG_AGENT_SOCKET, UnixTarget(runtime.gpg_extra_socket)))
-    return listeners
+        targets.append((naming.GPG_AGENT_SOCKET, UnixTarget(runtime.gpg_extra_socket)))
+    return [Listener(path, target, owner.uid, owner.gid) for path, target in targets]
 
 
 class Bridges:
@@ -372,6 +372,7 @@ class Bridges:
         name: str,
         runtime: AgentRuntimeSpec,
         allowlist: Callable[[], Iterable[str]] | None = None,
+        user: naming.AgentUser | None = None,
     ) -> None:
         """A live bridge for this start of the container (a no-op when it already has one)."""
         with self._lock:
@@ -381,7 +382,7 @@ class Bridges:
             if current is not None:
                 current[1].close()
                 del self._bridges[container_id]
-        listeners = bridge_listeners(runtime, name, allowlist)
+        listeners = bridge_listeners(runtime, name, allowlist, user)
         if not listeners:
             return
         bridge = SocketBridge(self._port, container_id, listeners)

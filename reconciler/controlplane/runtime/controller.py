@@ -256,7 +256,10 @@ class RuntimeController:
         # what a later UpdateRuntime changed as pending until the next start).
         runtime = (known.runtime if this_start and known else None) or self.registry.runtime(key)
         # Before the early return: a CP restart loses its bridges, not the containers' status.
-        self.bridges.ensure(info.id, info.started_at, info.name, runtime, self._allowlist(key))
+        user = naming.AgentUser.from_label(info.labels.get(naming.AGENT_USER))
+        self.bridges.ensure(
+            info.id, info.started_at, info.name, runtime, self._allowlist(key), user
+        )
         if known and this_start and known.phase.final:
             if enrol_error is not None:
                 log.error("%s: re-enrolling in the firewall failed: %s", info.name, enrol_error)
@@ -382,7 +385,8 @@ class RuntimeController:
         timings: dict[str, float],
         cancellation: Cancellation,
     ) -> bool:
-        plan = StartPlan(info.id, info.name, key, runtime)
+        user = naming.AgentUser.from_label(info.labels.get(naming.AGENT_USER))
+        plan = StartPlan(info.id, info.name, key, runtime, user)
 
         def register(token: str) -> None:
             claims = self.pki.verify_registration_jwt(

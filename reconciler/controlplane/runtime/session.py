@@ -40,6 +40,25 @@ __all__ = [
 ]
 
 POST_INIT_MARKER = f"{naming.CONFIG_MOUNT}/post-initialized"
+
+# Hands each volume's root to the agent user and, when the volume was last handed to another
+# uid/gid (its root's owner: a change of workspace owner), what that one owned in it too; what
+# root or anyone else owns stays theirs. Nothing is removed or re-seeded.
+PREPARE_VOLUMES = """\
+uid=$1 gid=$2; shift 2
+for dir in "$@"; do
+  old_uid=$(stat -c %u "$dir"); old_gid=$(stat -c %g "$dir")
+  if [ "$old_uid" != 0 ] && [ "$old_uid" != "$uid" ]; then
+    echo "clawker: $dir: files of uid $old_uid now belong to uid $uid"
+    find "$dir" -xdev -uid "$old_uid" -exec chown -h "$uid" {} +
+  fi
+  if [ "$old_gid" != 0 ] && [ "$old_gid" != "$gid" ]; then
+    echo "clawker: $dir: files of gid $old_gid now belong to gid $gid"
+    find "$dir" -xdev -gid "$old_gid" -exec chgrp -h "$gid" {} +
+  fi
+  chown "$uid:$gid" "$dir"
+done
+"""
 OUTPUT_TAIL_BYTES = 4000
 CP_VERSION = "clawker-cp/0.1"
 
@@ -65,6 +84,7 @@ class StartPlan:
     container_name: str
     agent_key: str
     runtime: AgentRuntimeSpec
+    user: naming.AgentUser = naming.DEFAULT_AGENT_USER  # the container's agent user (its label)
 
 
 @dataclass(frozen=True)
@@ -247,7 +267,7 @@ def _drive(
     still_current: Callable[[], bool],
 ) -> StartResult:
     steps: list[StepRecord] = []
-    uid, gid = naming.AGENT_UID, naming.AGENT_GID
+    uid, gid = plan.user.uid, plan.user.gid
     counter = iter(range(1, 1000))
 
     def step(name: str, argv: list[str], *, as_root: bool = False, cwd: str = "") -> StepRecord:
@@ -284,7 +304,11 @@ def _drive(
             owned = [naming.CONFIG_MOUNT, naming.HISTORY_MOUNT]
             if plan.runtime.snapshot and plan.runtime.workspace:
                 owned.append(plan.runtime.workspace)
-            step("prepare-volumes", ["chown", f"{uid}:{gid}", *owned], as_root=True)
+            step(
+                "prepare-volumes",
+                ["sh", "-ec", PREPARE_VOLUMES, "prepare-volumes", str(uid), str(gid), *owned],
+                as_root=True,
+            )
             step("git-setup", ["sh", "-ec", git_setup_script(plan.runtime)], as_root=True)
             if plan.runtime.copy_git_config:
                 step("git-config", git_config_argv())
@@ -309,7 +333,7 @@ def _drive(
 
 def git_setup_script(runtime: AgentRuntimeSpec) -> str:
     """The container's system git config (/etc/gitconfig, in its writable layer): any owner's
-    repository is safe (a bind-mounted workspace belongs to the host user, not to uid 1001), and
+    repository is safe (a bind-mounted worktree's main repository may have another owner), and
     with forward_https git asks git-credential-clawker, which asks the host."""
     lines = ["git config --system --replace-all safe.directory '*'"]
     if runtime.forward_https:
