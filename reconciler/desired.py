@@ -10,7 +10,9 @@ from reconciler import naming
 from reconciler.docker_port import ContainerSpec, MountSpec
 from reconciler.git_layout import GitLayout
 from reconciler.host import HostState
+from reconciler.seccomp import agent_seccomp_profile
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
+from specs.values import AGENT_BASE_CAPABILITIES
 
 __all__ = ["SPEC_VIEW_LABEL", "DesiredVolume", "desired_container", "desired_volumes"]
 
@@ -119,8 +121,12 @@ def desired_container(
         env=env,
         working_dir=ws.path,
         mounts=mounts,
-        cap_add=tuple(agent.security.cap_add),
-        cap_drop=("NET_RAW",),
+        # The one capability policy (specs.values): nothing but the base set and the spec's adds.
+        cap_add=tuple(sorted(AGENT_BASE_CAPABILITIES | set(agent.security.cap_add))),
+        cap_drop=("ALL",),
+        security_opt=(f"seccomp={agent_seccomp_profile()}",),
+        # No ICMP "ping" sockets for any group (Docker's default opens them to everyone).
+        sysctls={"net.ipv4.ping_group_range": "1 0"},
         cgroup_parent=naming.cgroup_parent(),
         network=naming.network_name(),
         hostname=agent.name,

@@ -3,9 +3,9 @@ start, run the resolver, and apply each agent's policy (allowlist, disable, bypa
 
 The kernel holds the decisions (pinned maps, see bpf/); this class only writes them. What must
 survive a restart of the control plane is in the kernel (enrolments, allowed addresses, a
-bypass deadline in CLOCK_MONOTONIC, which the programs compare themselves) or in the registry
-(each agent's allowlist, disable flag and bypass deadline in wall-clock time, re-applied on the
-next enrolment).
+bypass deadline on CLOCK_BOOTTIME, which the programs compare themselves) or in the registry
+(each agent's allowlist, disable flag and bypass deadline, also on CLOCK_BOOTTIME with the boot's
+id, re-applied on the next enrolment of the same boot).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from reconciler.firewall.resolver import (
     Upstream,
     host_upstream,
 )
-from reconciler.firewall.state import AgentFirewall, FirewallStore
+from reconciler.firewall.state import AgentFirewall, BootInstant, FirewallStore, boot_now
 
 __all__ = [
     "PIN_DIR_DEFAULT",
@@ -54,6 +54,17 @@ PIN_DIR_DEFAULT = "/sys/fs/bpf/clawker"
 def monotonic_ns() -> int:
     """CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads."""
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+_U64_NEVER = (1 << 64) - 1
+
+
+def kernel_deadline(seconds: float) -> int:
+    """A CLOCK_BOOTTIME deadline in ns for the policy map: saturated, never wrapped past 2^64."""
+    if not seconds > 0:  # also NaN
+        return 0
+    ns = seconds * 1e9
+    return _U64_NEVER if ns >= _U64_NEVER else int(ns)
 
 
 class FirewallError(Exception):
@@ -99,10 +110,12 @@ class Firewall:
         store: FirewallStore,
         *,
         clock: Callable[[], float] = time.time,
+        boot_clock: Callable[[], BootInstant] = boot_now,
     ) -> None:
         self.config = config
         self._store = store
         self._clock = clock
+        self._boot_clock = boot_clock
         self._lock = threading.RLock()
         self._maps: PinnedMaps | None = None
         self.attachment: Attachment | None = None
@@ -179,10 +192,9 @@ class Firewall:
         return sorted(keys)
 
     def _policy(self, state: AgentFirewall, resolver: tuple[str, int] | None) -> Policy:
-        now = self._clock()
         bypass = 0
-        if state.bypass_until > now:
-            bypass = monotonic_ns() + int((state.bypass_until - now) * 1e9)
+        if state.bypass_left(self._boot_clock()) > 0:
+            bypass = kernel_deadline(state.bypass_until)
         return Policy(
             agent_id=agent_id(state.agent_key),
             bypass_until=bypass,
@@ -380,8 +392,11 @@ class Firewall:
     def bypass(self, agent_key: str, seconds: float) -> AgentFirewall:
         """Let the agent's traffic through unfiltered for `seconds` (0 ends a bypass). The
         kernel ends it on time, whether or not the control plane is still running."""
-        until = self._clock() + seconds if seconds > 0 else 0.0
-        state = self._save(replace(self.state(agent_key), bypass_until=until))
+        now = self._boot_clock()
+        until = now.seconds + seconds if seconds > 0 else 0.0
+        state = self._save(
+            replace(self.state(agent_key), bypass_until=until, bypass_boot=now.boot_id)
+        )
         self._rewrite_policies(state)
         return state
 
@@ -392,7 +407,7 @@ class Firewall:
     def status(self, agent_key: str | None = None) -> dict[str, Any]:
         keys = [agent_key] if agent_key else self.known_agents()
         policies = self.maps.policies()
-        now = self._clock()
+        now = self._boot_clock()
         mono = monotonic_ns()
         agents = []
         for key in keys:

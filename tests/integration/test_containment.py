@@ -1,0 +1,186 @@
+"""The five escapes of issue 14, each tried from inside a live agent as an attacker would,
+against test hosts in a network namespace the test makes (tests/integration/testhosts.py).
+
+Each was reproduced against the code before its fix (docs/firewall.md, "What is covered"), and
+each test fails if the escape comes back. Fixtures and probes are test_firewall.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dnslib import RCODE, DNSRecord
+
+from tests.integration import test_firewall
+from tests.integration.test_firewall import EPERM, Firewalled, dns_query, wait_for
+from tests.integration.testhosts import SINK_PORT
+
+fw_fixture = test_firewall.fw  # the same fixture, used here by its name `fw`
+
+pytestmark = [pytest.mark.docker, pytest.mark.root]
+
+AF_INET, AF_INET6, AF_PACKET = 2, 10, 17
+SOCK_DGRAM, SOCK_RAW = 2, 3
+ETH_P_ALL = 0x0003
+
+
+def _docker_dns_ports(fw: Firewalled) -> dict[str, int]:
+    """The real ports of Docker's embedded resolver in the agent's network namespace (dockerd
+    listens on 127.0.0.11:<high port> and NATs port 53 there)."""
+    pid = fw.scope.inspect(fw.container)["State"]["Pid"]
+    ports = {}
+    for proto in ("udp", "tcp"):
+        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
+            local = line.split()[1]
+            address, port = local.split(":")
+            if address == "0B00007F":  # 127.0.0.11, little-endian hex
+                ports[proto] = int(port, 16)
+    assert set(ports) == {"udp", "tcp"}, ports
+    return ports
+
+
+def test_dockers_embedded_resolver_is_refused_on_its_real_ports(fw: Firewalled) -> None:
+    """Escape 1: dockerd forwards any name, from outside the agent's cgroup."""
+    fw.apply("ok")
+    ports = _docker_dns_ports(fw)
+    # The container's own name: dockerd answers it itself, so even the old, open path would
+    # send nothing off this machine.
+    udp = dns_query(fw.container, "A") | {"port": ports["udp"]}
+    tcp = dns_query(fw.container, "A", tcp=True) | {"port": ports["tcp"]}
+    for user in ("root", "claude"):
+        assert fw.probe(udp, tcp, user=user) == [EPERM, EPERM], user
+    # Port 53 of the same address is still clawker's resolver, which does not know the name.
+    (ours,) = fw.probe(dns_query(fw.container, "A"))
+    assert DNSRecord.parse(bytes.fromhex(ours["reply"])).header.rcode == RCODE.NXDOMAIN
+
+
+def test_packet_raw_and_ping_sockets_are_refused_whatever_the_user(fw: Firewalled) -> None:
+    """Escape 2: packet and raw sockets (seccomp and no NET_RAW), ping sockets (the sysctl)."""
+    fw.apply("ok")
+    for user in ("root", "claude"):
+        results = fw.probe(
+            {"op": "socket", "family": AF_PACKET, "type": SOCK_RAW, "proto": ETH_P_ALL},
+            {"op": "socket", "family": AF_PACKET, "type": SOCK_DGRAM, "proto": ETH_P_ALL},
+            {"op": "socket", "family": AF_INET, "type": SOCK_RAW, "proto": 255},
+            {"op": "socket", "family": AF_INET6, "type": SOCK_RAW, "proto": 255},
+            {"op": "socket", "family": AF_INET, "type": SOCK_DGRAM, "proto": 1},
+            user=user,
+        )
+        assert results[:4] == [EPERM] * 4, user
+        assert results[4] == {"ok": False, "errno": "EACCES"}, user
+    info = fw.scope.inspect(fw.container)
+    assert info["HostConfig"]["CapDrop"] == ["ALL"]
+    assert "NET_RAW" not in info["HostConfig"]["CapAdd"]
+    assert info["HostConfig"]["Sysctls"] == {"net.ipv4.ping_group_range": "1 0"}
+
+
+def test_a_spec_asking_for_net_raw_is_refused_before_docker_is_touched(fw: Firewalled) -> None:
+    """Escape 2, at its root: `cap_add: [NET_RAW]` was accepted."""
+    spec = fw.write_spec("ok")
+    text = spec.read_text().replace("firewall: {", "cap_add: [NET_RAW, SYS_TIME]\n    firewall: {")
+    spec.write_text(text)
+    failed = fw.scope.clawker("apply", "-f", str(spec), check=2)
+    assert "capability NET_RAW is refused" in failed.stderr
+    assert "capability SYS_TIME is refused" in failed.stderr
+    assert fw.scope.api.containers(all=True, filters={"name": fw.container}) == []
+
+
+HOLD = textwrap.dedent("""\
+    import json, os, socket, sys, time
+    ip, port = sys.argv[1], int(sys.argv[2])
+    t = socket.create_connection((ip, port), timeout=5)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.connect((ip, port))
+    t.sendall(b"tcp-before;"); u.send(b"udp-before;")
+    open("/tmp/held", "w").close()
+    while not os.path.exists("/tmp/go"):
+        time.sleep(0.05)
+    result = {}
+    for name, sock in (("tcp", t), ("udp", u)):
+        try:
+            for _ in range(20):
+                sock.send(name.encode() + b"-after;")
+                time.sleep(0.05)
+            result[name] = "sent"
+        except OSError as e:
+            result[name] = os.strerror(e.errno)
+    json.dump(result, open("/tmp/result.json", "w"))
+""")
+
+
+def _exec(fw: Firewalled, *argv: str, detach: bool = False) -> str:
+    api = fw.scope.api
+    exec_id = api.exec_create(fw.container, list(argv), user="claude")
+    out = api.exec_start(exec_id, detach=detach)
+    return "" if detach else out.decode(errors="replace")
+
+
+def _file(fw: Firewalled, path: str) -> str:
+    return _exec(fw, "sh", "-c", f"cat {path} 2>/dev/null || true")
+
+
+def test_sockets_opened_during_a_bypass_carry_nothing_after_it(fw: Firewalled) -> None:
+    """Escape 4: addresses were checked only at connect/sendmsg, so a socket outlived a bypass."""
+    fw.apply("ok")
+    blocked = fw.ip("blocked")
+    fw.scope.clawker("firewall", "bypass", "5m", "--agent", "dev", check=0)
+    _exec(fw, "python3", "-c", HOLD, blocked, str(SINK_PORT), detach=True)
+    wait_for(lambda: _file(fw, "/tmp/held") == "" and b"udp-before" in fw.hosts.sunk_bytes(),
+             20, "the held sockets to reach the test host during the bypass")  # fmt: skip
+    assert b"tcp-before;" in fw.hosts.sunk_bytes()
+
+    fw.scope.clawker("firewall", "bypass", "0", "--agent", "dev", check=0)
+    _exec(fw, "touch", "/tmp/go")
+    result: dict[str, Any] = wait_for(
+        lambda: json.loads(_file(fw, "/tmp/result.json") or "null"), 30, "the held sockets"
+    )
+    time.sleep(1)  # anything that got out has arrived by now
+    assert b"after" not in fw.hosts.sunk_bytes()
+    assert result["udp"] == "Operation not permitted"  # the packet wall's drop, at once
+
+
+SOURCE_ROUTE = textwrap.dedent("""\
+    import json, socket, struct, sys
+    ok, blocked, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # IPv4 loose source route: NOP, LSRR (type 131), length 7, pointer 4, one hop.
+    lsrr = bytes([1, 131, 7, 4]) + socket.inet_aton(blocked)
+    out = {}
+    def attempt(name, fn):
+        try:
+            fn(); out[name] = "ok"
+        except OSError as e:
+            out[name] = e.errno
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    attempt("setsockopt IP_OPTIONS", lambda: s.setsockopt(socket.IPPROTO_IP, 4, lsrr))
+    attempt("sendmsg IP_RETOPTS", lambda: s.sendmsg(
+        [b"routed;"], [(socket.IPPROTO_IP, 7, lsrr)], 0, (ok, port)))
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    srh = bytes([17, 2, 4, 0, 0, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, "::1")
+    attempt("setsockopt IPV6_RTHDR", lambda: s6.setsockopt(socket.IPPROTO_IPV6, 57, srh))
+    print(json.dumps(out))
+""")
+
+
+def test_source_routes_and_routing_headers_are_refused(fw: Firewalled) -> None:
+    """Escape 5: a socket aimed at an allowed address delivered to another one."""
+    fw.apply("ok")
+    ok, blocked = fw.ip("ok"), fw.ip("blocked")
+    assert fw.probe({"op": "resolve", "name": fw.names["ok"]})[0]["ok"]  # ok is allowed
+    for user in ("root", "claude"):
+        api = fw.scope.api
+        exec_id = api.exec_create(
+            fw.container, ["python3", "-c", SOURCE_ROUTE, ok, blocked, str(SINK_PORT)], user=user
+        )
+        out = json.loads(api.exec_start(exec_id).decode().strip().splitlines()[-1])
+        assert out == {
+            "setsockopt IP_OPTIONS": 1,  # EPERM from cgroup/setsockopt
+            "sendmsg IP_RETOPTS": 1,  # EPERM: the packet wall drops a packet with options
+            "setsockopt IPV6_RTHDR": 1,
+        }, user
+    time.sleep(0.5)
+    assert b"routed" not in fw.hosts.sunk_bytes()
