@@ -34,11 +34,12 @@ import docker.errors
 from bench.isolation import IMAGE, REPO, BenchError, BenchScope, clawker_argv, scoped_environ
 from bench.measuring import Ratio, Series, time_call, time_command
 from bench.reporting import ScenarioResult, render_table, write_json
-from reconciler.base_image import build_base_image
-from reconciler.docker_port import DockerEngine
+from reconciler.docker.engine import DockerEngine
 from reconciler.images import build_project_image, ensure_project_image, image_inputs
+from reconciler.images.base import build_base_image
 from reconciler.images.harness import fetch_harness, harness_version
 from reconciler.images.wheelhouse import fetch_wheelhouse
+from reconciler.settings import settings_from_env
 from specs import BuildSpec, DesiredAgent, ResolvedWorkspace, SourceRef
 from tests.cleanup import TEST_LABEL
 
@@ -102,7 +103,7 @@ def run(
     }
     notes: dict[str, object] = {"harness_version": harness_version(), "from": IMAGE}
     with scoped_environ(scope.clawker_env()):
-        port = DockerEngine()
+        port = DockerEngine(scope=settings_from_env())
         if port.image_id(IMAGE) is None:
             raise BenchError(f"{IMAGE} is missing; run `make setup`")
         fetched = {}

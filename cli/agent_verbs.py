@@ -10,7 +10,9 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import cli
 from cli.image_verbs import build_progress
 from cli.render import (
     STATUS_HEADERS,
@@ -23,28 +25,28 @@ from cli.render import (
 )
 from cli.style import Style, fail_mark, ok_mark
 from cli.table import render_table
+from reconciler import naming
 from reconciler.controlplane import lifecycle
-from reconciler.controlplane.paths import state_paths
-from reconciler.controlplane.registry import StepRecord
-from reconciler.converge import (
+from reconciler.controlplane.api.messages import StepRecord
+from reconciler.controlplane.paths import StatePaths
+from reconciler.docker.engine import DockerEngine
+from reconciler.errors import UsageError
+from reconciler.loop.converge import (
     agent_statuses,
     apply_plan,
     prepare_apply,
     prepare_delete,
     readiness_conditions,
 )
-from reconciler.docker_port import DockerEngine
-from reconciler.executor import StepEvent
-from reconciler.observed import observe
+from reconciler.loop.execute import StepEvent
+from reconciler.loop.observe import observe
+from reconciler.loop.timeline import Timeline
+from reconciler.settings import Settings
 from specs import SpecSet, load_specs
 
 __all__ = ["UsageError", "cmd_apply", "cmd_delete", "cmd_diff", "cmd_get"]
 
 EXIT_OK, EXIT_FAIL = 0, 1
-
-
-class UsageError(Exception):
-    """Bad input: reported with exit code 2 and nothing changed."""
 
 
 def _out(text: str = "") -> None:
@@ -83,7 +85,9 @@ def _progress(style: Style, enabled: bool) -> Callable[[StepEvent], None]:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     specset = _load(args.filename)
-    prepared = prepare_apply(DockerEngine(), specset, prune=args.prune)
+    prepared = prepare_apply(
+        DockerEngine(scope=args.settings), specset, settings=args.settings, prune=args.prune
+    )
     if args.output == "json":
         _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
     else:
@@ -97,9 +101,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
         from cli.watch_verb import apply_watch  # noqa: PLC0415
 
         return apply_watch(args, _load)
-    specset = _load(args.filename)
-    port = DockerEngine()
-    prepared = prepare_apply(port, specset, prune=args.prune)
+    timeline = Timeline(origin=cli.STARTED)
+    timeline.add("cli start-up and imports", 0.0, timeline.now())
+    with timeline.span("load and validate"):
+        specset = _load(args.filename)
+    port = DockerEngine(scope=args.settings)
+    prepared = prepare_apply(
+        port, specset, settings=args.settings, prune=args.prune, timeline=timeline
+    )
     the_plan = prepared.plan
     out_style, err_style = Style(sys.stdout), Style(sys.stderr)
     json_out = args.output == "json"
@@ -113,14 +122,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if changed and not json_out:
         _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
         _out()
-    if any(c.kind.value == "delete" for c in the_plan.changes) and not _confirm(
+    if the_plan.deletions and not _confirm(
         "Prune removes the containers of agents no longer declared (volumes stay).", args.yes
     ):
         _err("Apply cancelled.")
         return EXIT_FAIL
     # Even with nothing to change: the CP gets the current runtime specs (pre_run, allowlist,
     # the host's sockets) and apply still waits until every agent is Ready.
-    _ensure_controlplane(err_style)
+    with timeline.span("ensure control plane"):
+        _ensure_controlplane(args.settings, err_style)
 
     def on_step(container: str, record: StepRecord) -> None:
         if not json_out:
@@ -131,8 +141,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     _, outcomes = apply_plan(
         port,
         the_plan,
+        settings=args.settings,
         agents=specset.agents,
-        controlplane=state_paths(),
+        controlplane=StatePaths(args.settings.state_dir),
         wait=not args.no_wait,
         timeout=args.timeout,
         on_event=_progress(err_style, not json_out),
@@ -140,7 +151,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if not json_out
         else lambda _line: None,
         on_step=on_step,
+        timeline=timeline,
     )
+    if args.profile:
+        _write_profile(args, timeline, port, specset)
     if json_out:
         _out(
             json.dumps(
@@ -160,21 +174,39 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
 
 
-def _ensure_controlplane(style: Style) -> None:
-    pid = lifecycle.ensure_running()
+def _write_profile(
+    args: argparse.Namespace, timeline: Timeline, port: DockerEngine, specset: SpecSet
+) -> None:
+    """`--profile FILE`: the timeline, plus the control plane's own share of each start."""
+    names = [naming.container_name(a.project, a.name) for a in specset.agents]
+    ids = [info.id for n in names if (info := port.inspect_runtime(n, args.settings.network))]
+    client = lifecycle.client(StatePaths(args.settings.state_dir))
+    starts = {}
+    for report in client.start_reports(ids).values():
+        if report.status is not None:
+            starts[report.status.agent_key] = dict(report.status.timings)
+    timeline.extra["controlplane"] = starts
+    timeline.write(Path(args.profile))
+
+
+def _ensure_controlplane(settings: Settings, style: Style) -> None:
+    pid = lifecycle.ensure_running(settings)
     if pid is not None:
-        _err(f"  {ok_mark(style)} control plane started (pid {pid}; log {state_paths().log})")
+        log = StatePaths(settings.state_dir).log
+        _err(f"  {ok_mark(style)} control plane started (pid {pid}; log {log})")
 
 
 def cmd_get(args: argparse.Namespace) -> int:
     specset = _load(args.filename) if args.filename else None
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     observed = observe(port)
     statuses = agent_statuses(
         observed,
         specset.agents if specset else (),
         only_desired=specset is not None,
-        conditions=readiness_conditions(port, observed, lifecycle.client()),
+        conditions=readiness_conditions(
+            observed, lifecycle.client(StatePaths(args.settings.state_dir))
+        ),
     )
     if args.output == "json":
         _out(json.dumps({"kind": "AgentList", "items": status_data(statuses)}, indent=2))
@@ -187,7 +219,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     specset = _load(args.filename)
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     prepared = prepare_delete(port, [a.key for a in specset.agents], volumes=args.volumes)
     style = Style(sys.stdout)
     if prepared.plan.empty:
@@ -202,7 +234,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
         _err("Delete cancelled.")
         return EXIT_FAIL
     _, outcomes = apply_plan(
-        port, prepared.plan, wait=False, on_event=_progress(Style(sys.stderr), True)
+        port,
+        prepared.plan,
+        settings=args.settings,
+        wait=False,
+        on_event=_progress(Style(sys.stderr), True),
     )
     _out(render_outcomes(outcomes, style))
     if not args.volumes:

@@ -67,11 +67,11 @@ def build_progress(what: str, style: Style, verbose: bool) -> Callable[[str], No
 
 
 def cmd_image_base(args: argparse.Namespace) -> int:
-    from reconciler.base_image import BaseImageError, base_image_is_current, build_base_image
-    from reconciler.docker_port import DockerEngine
+    from reconciler.docker.engine import DockerEngine
     from reconciler.images import observed_image_labels
+    from reconciler.images.base import BaseImageError, base_image_is_current, build_base_image
 
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     ref = args.tag or f"clawker-base:{args.suite}"
     style = Style(sys.stderr)
     existing = port.image_id(ref)
@@ -90,7 +90,7 @@ def cmd_image_base(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from reconciler.docker_port import DockerEngine
+    from reconciler.docker.engine import DockerEngine
     from reconciler.images import ImageError, ensure_project_image, project_image_inputs
     from specs import load_specs
 
@@ -101,7 +101,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     for warning in specset.warnings:
         _err(f"warning: {warning}")
     try:
-        targets = project_image_inputs(specset.agents)
+        targets = project_image_inputs(specset.agents, args.settings)
     except ImageError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
@@ -109,7 +109,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         _out("No agents declared; nothing to build.")
         return EXIT_OK
     out, err = Style(sys.stdout), Style(sys.stderr)
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     failed = 0
     for inputs in targets:
         started = time.monotonic()
@@ -119,6 +119,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
                 inputs,
                 force=args.force,
                 on_line=build_progress(f"image {inputs.ref}", err, args.verbose),
+                settings=args.settings,
             )
         except ImageError as exc:
             failed += 1
@@ -185,10 +186,10 @@ def image_data(images: Sequence[ImageSummary]) -> list[dict[str, Any]]:
 
 
 def cmd_image_ls(args: argparse.Namespace) -> int:
-    from reconciler.docker_port import DockerEngine
+    from reconciler.docker.engine import DockerEngine
     from reconciler.images import list_clawker_images
 
-    images = list_clawker_images(DockerEngine())
+    images = list_clawker_images(DockerEngine(scope=args.settings))
     if args.output == "json":
         _out(json.dumps({"kind": "ImageList", "items": image_data(images)}, indent=2))
     elif images:

@@ -63,23 +63,25 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_controlplane(args: argparse.Namespace) -> int:
     from reconciler.controlplane import lifecycle
+    from reconciler.controlplane.paths import StatePaths
 
     style = Style(sys.stdout)
+    paths = StatePaths(args.settings.state_dir)
     if args.cp_verb == "up":
-        pid = lifecycle.ensure_running()
-        state = lifecycle.status()
+        pid = lifecycle.ensure_running(args.settings)
+        state = lifecycle.status(paths)
         _out(
             f"control plane {'started' if pid else 'already running'} (pid {state.pid}; "
             f"log {state.log})"
         )
         return EXIT_OK
     if args.cp_verb == "down":
-        stopped = lifecycle.stop()
+        stopped = lifecycle.stop(paths)
         _out(
             f"control plane stopped (pid {stopped})" if stopped else "control plane was not running"
         )
         return EXIT_OK
-    state = lifecycle.status()
+    state = lifecycle.status(paths)
     if args.output == "json":
         _out(
             json.dumps(
@@ -89,6 +91,7 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
                     "uptime": state.uptime,
                     "stateDir": state.state_dir,
                     "log": state.log,
+                    "version": state.version,
                 },
                 indent=2,
             )
@@ -177,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="with --watch: re-check every agent this often, events or not (default 30)",
     )
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="write where the time went (each phase, each step, the control plane's share of "
+        "every start) to FILE as JSON (bench/apply_cold.py reads it)",
+    )
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("get", help="list agents: desired vs observed")
@@ -222,6 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
+    from reconciler.settings import SettingsError, settings_from_env
+
+    try:  # read once, here; every verb gets it as args.settings and passes it down
+        args.settings = settings_from_env()
+    except SettingsError as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
@@ -238,32 +254,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report(exc: Exception) -> int | None:
     """Print an error the user can act on and return its exit code; None for a bug.
 
-    The error types are imported here, not at start-up, so only a failing verb pays for them;
-    the control plane's come first, for the verbs that load neither specs nor docker-py.
+    Every such error is a `ClawkerError` (reconciler/errors.py) and carries its exit code; the
+    spec language's `SpecErrors` (specs imports nothing of ours) lists each error's place.
+    The types are imported here, not at start-up, so only a failing verb pays for them.
     """
-    from reconciler.controlplane.api import ApiError
-    from reconciler.controlplane.lifecycle import ControlPlaneError
+    from reconciler.errors import ClawkerError
 
-    if isinstance(exc, ControlPlaneError | ApiError):
+    if isinstance(exc, ClawkerError):
         _err(f"error: {exc}")
-        return EXIT_FAIL
-    from cli.agent_verbs import UsageError
-    from reconciler.docker_port import DockerError
-    from reconciler.images import ImageError
-    from reconciler.planning import PlanError
-    from specs import SpecErrors
+        return exc.exit_code
+    if "specs" in sys.modules:
+        from specs import SpecErrors
 
-    if isinstance(exc, SpecErrors):
-        for error in exc.errors:
-            _err(f"error: {error}")
-        _err(f"{len(exc.errors)} error(s); nothing was changed.")
-        return EXIT_USAGE
-    if isinstance(exc, UsageError | PlanError | ImageError):
-        _err(f"error: {exc}")
-        return EXIT_USAGE
-    if isinstance(exc, DockerError):
-        _err(f"error: {exc}")
-        return EXIT_FAIL
+        if isinstance(exc, SpecErrors):
+            for error in exc.errors:
+                _err(f"error: {error}")
+            _err(f"{len(exc.errors)} error(s); nothing was changed.")
+            return EXIT_USAGE
     return None
 
 

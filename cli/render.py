@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from cli.style import Style, fail_mark, ok_mark
-from reconciler.converge import AgentOutcome, AgentStatus
-from reconciler.executor import StepEvent, StepStatus
-from reconciler.planning import Action, AgentChange, ChangeKind, FieldChange, Plan
+from reconciler.loop.converge import AgentOutcome, AgentStatus
+from reconciler.loop.execute import StepEvent, StepStatus
+from reconciler.loop.plan import Action, AgentChange, ChangeKind, FieldChange, Plan
 
 _SYMBOL = {
     ChangeKind.CREATE: ("+", "green", "will be created"),
@@ -61,7 +61,8 @@ def render_plan(plan: Plan, style: Style, *, show_secrets: bool = False) -> str:
         elif step.action is Action.BUILD_IMAGE:
             lines += [
                 f"  # image {step.target} will be built ({step.cause})",
-                f"  {style('+', 'green')} build image {step.target}",
+                f"  {style('+', 'green')} build image {step.target}"
+                + (f" (from {step.base_image})" if step.base_image else ""),
                 "",
             ]
     for change in plan.changes:

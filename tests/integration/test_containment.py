@@ -17,6 +17,7 @@ import pytest
 from dnslib import RCODE, DNSRecord
 
 from tests.integration import test_firewall
+from tests.integration.dockerexec import exec_id, exec_in
 from tests.integration.test_firewall import EPERM, Firewalled, dns_query, wait_for
 from tests.integration.testhosts import SINK_PORT
 
@@ -114,10 +115,11 @@ HOLD = textwrap.dedent("""\
 
 
 def _exec(fw: Firewalled, *argv: str, detach: bool = False) -> str:
-    api = fw.scope.api
-    exec_id = api.exec_create(fw.container, list(argv), user="claude")
-    out = api.exec_start(exec_id, detach=detach)
-    return "" if detach else out.decode(errors="replace")
+    if detach:
+        api = fw.scope.api
+        api.exec_start(exec_id(api, fw.container, argv, user="claude"), detach=True)
+        return ""
+    return exec_in(fw.scope.api, fw.container, argv, user="claude")[1]
 
 
 def _file(fw: Firewalled, path: str) -> str:
@@ -172,11 +174,10 @@ def test_source_routes_and_routing_headers_are_refused(fw: Firewalled) -> None:
     ok, blocked = fw.ip("ok"), fw.ip("blocked")
     assert fw.probe({"op": "resolve", "name": fw.names["ok"]})[0]["ok"]  # ok is allowed
     for user in ("root", "claude"):
-        api = fw.scope.api
-        exec_id = api.exec_create(
-            fw.container, ["python3", "-c", SOURCE_ROUTE, ok, blocked, str(SINK_PORT)], user=user
-        )
-        out = json.loads(api.exec_start(exec_id).decode().strip().splitlines()[-1])
+        argv = ["python3", "-c", SOURCE_ROUTE, ok, blocked, str(SINK_PORT)]
+        code, text = exec_in(fw.scope.api, fw.container, argv, user=user)
+        assert code == 0, text
+        out = json.loads(text.strip().splitlines()[-1])
         assert out == {
             "setsockopt IP_OPTIONS": 1,  # EPERM from cgroup/setsockopt
             "sendmsg IP_RETOPTS": 1,  # EPERM: the packet wall drops a packet with options

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from cli.render import render_plan
 from cli.style import Style
-from reconciler.desired import desired_container, desired_volumes
-from reconciler.docker_port import ContainerInfo
+from reconciler.docker.engine import ContainerInfo
 from reconciler.images import ImageInputs, image_inputs
-from reconciler.observed import ObservedImage, ObservedState, group_containers
-from reconciler.planning import plan, plan_delete
+from reconciler.loop.desired import desired_container, desired_volumes
+from reconciler.loop.observe import ObservedImage, ObservedState, group_containers
+from reconciler.loop.plan import plan, plan_delete
 from specs import DesiredAgent, load_specs
 
 IMAGE = "clawker-myapp:default"
@@ -107,7 +107,7 @@ def test_create_from_nothing(tmp_path: Path) -> None:
           + network "clawker-net"
 
           # image clawker-myapp:default will be built (not found)
-          + build image clawker-myapp:default
+          + build image clawker-myapp:default (from buildpack-deps:bookworm-scm)
 
           # agent myapp/dev will be created (not found)
           + agent "myapp/dev"

@@ -7,14 +7,30 @@ import os
 from dataclasses import dataclass
 
 from reconciler import naming
-from reconciler.docker_port import ContainerSpec, MountSpec
-from reconciler.git_layout import GitLayout
-from reconciler.host import HostState
-from reconciler.seccomp import agent_seccomp_profile
+from reconciler.docker.engine import ContainerSpec, MountSpec
+from reconciler.docker.seccomp import agent_seccomp_profile
+from reconciler.host.git_layout import GitLayout
+from reconciler.host.host_state import HostState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 from specs.values import AGENT_BASE_CAPABILITIES
 
-__all__ = ["SPEC_VIEW_LABEL", "DesiredVolume", "desired_container", "desired_volumes"]
+__all__ = [
+    "SPEC_VIEW_LABEL",
+    "DesiredVolume",
+    "Placement",
+    "desired_container",
+    "desired_volumes",
+]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where agent containers go: the agent network and the parent cgroup the firewall is
+    attached to (Settings.network, Settings.cgroup_parent; tests use their own)."""
+
+    network: str = naming.NETWORK_NAME_DEFAULT
+    cgroup_parent: str = naming.CGROUP_PARENT_DEFAULT
+
 
 # The recreate view is recorded on the container so a later diff can say *which* field changed.
 SPEC_VIEW_LABEL = "dev.clawker.spec-view"
@@ -54,6 +70,7 @@ def desired_container(
     name: str | None = None,
     apply_set: str | None = None,
     host: HostState | None = None,
+    placement: Placement = Placement(),
 ) -> ContainerSpec:
     """The container of an agent: workspace at its host path, volumes, env, capabilities.
 
@@ -127,8 +144,8 @@ def desired_container(
         security_opt=(f"seccomp={agent_seccomp_profile()}",),
         # No ICMP "ping" sockets for any group (Docker's default opens them to everyone).
         sysctls={"net.ipv4.ping_group_range": "1 0"},
-        cgroup_parent=naming.cgroup_parent(),
-        network=naming.network_name(),
+        cgroup_parent=placement.cgroup_parent,
+        network=placement.network,
         hostname=agent.name,
     )
 

@@ -14,13 +14,14 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler import naming
-from reconciler.config_seed import ConfigSeed
-from reconciler.desired import SPEC_VIEW_LABEL, desired_container, desired_volumes
-from reconciler.docker_port import ContainerInfo, ContainerSpec
+from reconciler.docker.engine import ContainerInfo, ContainerSpec
+from reconciler.errors import UsageError
 from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
-from reconciler.host import HostState
+from reconciler.host.config_seed import ConfigSeed
+from reconciler.host.host_state import HostState
 from reconciler.images import ImageInputs, build_reason
-from reconciler.observed import ObservedState
+from reconciler.loop.desired import SPEC_VIEW_LABEL, Placement, desired_container, desired_volumes
+from reconciler.loop.observe import ObservedState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 
-class PlanError(Exception):
+class PlanError(UsageError):
     """The plan cannot be made (for example the agent image is missing)."""
 
 
@@ -59,7 +60,6 @@ class Action(StrEnum):
 
 # Steps whose success leaves something behind that a failed attempt must remove again.
 CREATES = frozenset({Action.CREATE_VOLUME, Action.CREATE_CONTAINER})
-DESTRUCTIVE = frozenset({Action.REMOVE_CONTAINER, Action.REMOVE_VOLUME, Action.STOP_CONTAINER})
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,21 @@ class Step:
     new_name: str = ""  # RenameContainer: the final name; CopyBootstrap: the identity's name
     source_dir: str = ""
     image_inputs: ImageInputs | None = None
+    base_image: str = ""  # BuildImage: the image it builds FROM (chosen by observation)
     allowlist: tuple[str, ...] = ()  # UpdateFirewall: the agent's whole allowlist
     seed: ConfigSeed | None = None  # SeedConfig: what the new config volume starts with
 
     def __str__(self) -> str:
         deps = " ".join(f"#{d}" for d in self.depends_on)
         return f"[{deps}] -> #{self.id} {self.kind}:{self.target}, {self.action}, {self.cause}"
+
+
+@dataclass(frozen=True)
+class BaseChoice:
+    """What a project image would be built FROM: `ref`, or why no base is usable (`error`)."""
+
+    ref: str
+    error: str = ""
 
 
 class ChangeKind(StrEnum):
@@ -121,8 +130,10 @@ class Plan:
         return not self.steps
 
     @property
-    def destructive(self) -> tuple[Step, ...]:
-        return tuple(s for s in self.steps if s.action in DESTRUCTIVE)
+    def deletions(self) -> tuple[AgentChange, ...]:
+        """The agents this plan removes (prune, delete): what `apply` asks about before it acts.
+        A replace keeps the agent and its volumes, so it is not asked about."""
+        return tuple(c for c in self.changes if c.kind is ChangeKind.DELETE)
 
     def counts(self) -> tuple[int, int, int]:
         """(to add, to change, to destroy) in Terraform's sense: a replace is one add + one."""
@@ -237,13 +248,18 @@ def plan(
     prune: bool = False,
     host: HostState | None = None,
     firewall: FirewallObservation | None = None,
+    placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
+    bases: Mapping[str, BaseChoice] | None = None,
 ) -> Plan:
     """Steps that make Docker match `desired`; `images` holds each project's image inputs.
     With `prune`, also remove agents applied from one of `apply_sets` (projects) that are no
-    longer declared. `host` is what new containers take from the host (see `observe_host`)."""
+    longer declared. `host` is what new containers take from the host (see `observe_host`);
+    `placement` is the network and parent cgroup they go in (from Settings); `bases` is, per
+    declared base image, what a build would start FROM (`observe_bases`), so the plan shows it
+    and an unusable base is an error before anything is touched."""
     b = _StepBuilder()
     changes: list[AgentChange] = []
-    network = naming.network_name()
+    network = placement.network
     net_step: int | None = None
     if desired and network not in observed.networks:
         net_step = b.add(
@@ -260,15 +276,25 @@ def plan(
         inputs = images[project]
         seen = observed.images.get(inputs.ref)
         cause = build_reason(inputs, seen.labels if seen else None)
-        step = (
-            b.add(Action.BUILD_IMAGE, "image", inputs.ref, cause, image_inputs=inputs)
-            if cause
-            else None
-        )
+        step = None
+        if cause:
+            choice = (bases or {}).get(inputs.base_image, BaseChoice(inputs.base_image))
+            if choice.error:
+                raise PlanError(choice.error)
+            step = b.add(
+                Action.BUILD_IMAGE,
+                "image",
+                inputs.ref,
+                cause,
+                image_inputs=inputs,
+                base_image=choice.ref,
+            )
         image_plans[project] = _ImagePlan(inputs.ref, step, cause, seen.id if seen else None)
 
     for agent in sorted(desired, key=lambda a: a.key):
-        change = _plan_agent(b, agent, observed, image_plans[agent.project], net_step, host)
+        change = _plan_agent(
+            b, agent, observed, image_plans[agent.project], net_step, host, placement
+        )
         changes.append(_plan_firewall(b, agent, change, firewall))
 
     if prune:
@@ -312,6 +338,7 @@ def _plan_agent(
     image: _ImagePlan,
     net_step: int | None,
     host: HostState | None = None,
+    placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
 ) -> AgentChange:
     key = agent.key
     obs = observed.agent(agent.project, agent.name)
@@ -350,7 +377,9 @@ def _plan_agent(
     before_create = [net_step, image.build_step, *volume_steps, *cleanup]
     current = obs.container
     if current is None:
-        spec = desired_container(agent, image=image.ref, apply_set=apply_set, host=host)
+        spec = desired_container(
+            agent, image=image.ref, apply_set=apply_set, host=host, placement=placement
+        )
         create = b.add(
             Action.CREATE_CONTAINER,
             "container",
@@ -368,7 +397,14 @@ def _plan_agent(
     reasons, fields = _replace_reasons(agent, current, image)
     if reasons:
         temp = naming.replacement_name(agent.project, agent.name)
-        spec = desired_container(agent, image=image.ref, name=temp, apply_set=apply_set, host=host)
+        spec = desired_container(
+            agent,
+            image=image.ref,
+            name=temp,
+            apply_set=apply_set,
+            host=host,
+            placement=placement,
+        )
         cause = "; ".join(reasons)
         create = b.add(
             Action.CREATE_CONTAINER,
