@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 from dnslib import RCODE, DNSRecord
 
-from tests.integration import test_firewall
 from tests.integration.dockerexec import exec_id, exec_in
-from tests.integration.test_firewall import EPERM, Firewalled, dns_query, wait_for
+from tests.integration.test_firewall import EPERM, Firewalled, dns_query, fw, wait_for
 from tests.integration.testhosts import SINK_PORT
 
-fw_fixture = test_firewall.fw  # the same fixture, used here by its name `fw`
+__all__ = ["fw"]  # test_firewall's fixture, used here too
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
