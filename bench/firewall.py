@@ -248,7 +248,7 @@ def run(
                 if on:
                     attach_egress(cgroup2_root() / parent.strip("/"), pin_dir)
                 else:
-                    wall_link.unlink()  # the pin held the only reference: the wall detaches
+                    wall_link.unlink(missing_ok=True)  # the pin was its only reference
                 label = "wall" if on else "no wall"
                 if i < batches:
                     series.setdefault(f"connect own address, {label}", []).append(
