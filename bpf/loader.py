@@ -33,7 +33,7 @@ from bpf.libbpf import (
     libbpf,
     obj_info,
 )
-from bpf.maps import MAP_LAYOUTS
+from bpf.maps import MAP_LAYOUTS, RING_BUFFERS
 
 __all__ = [
     "BPF_FS",
@@ -198,7 +198,7 @@ def _check_layouts(obj: int) -> dict[str, int]:
                 "egress.h and bpf/maps.py disagree"
             )
         found[name] = m
-    for name in KERNEL_ONLY_MAPS:
+    for name in (*RING_BUFFERS, *KERNEL_ONLY_MAPS):  # no mirror: the pin check compares types
         found[name] = check_ptr(
             lib.bpf_object__find_map_by_name(obj, name.encode()), f"find map {name}"
         )
