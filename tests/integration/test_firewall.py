@@ -98,6 +98,7 @@ PROBE = textwrap.dedent("""\
 EPERM = {"ok": False, "errno": "EPERM"}
 AF_INET, AF_INET6, SOCK_STREAM, SOCK_DGRAM, SOCK_RAW = 2, 10, 1, 2, 3
 IPPROTO_ICMP = 1
+IPPROTO_UDPLITE = 136
 
 
 def resolve(name: str) -> dict[str, Any]:
@@ -553,10 +554,12 @@ def test_the_firewall_log_shows_what_was_refused_and_suggest_the_names_to_add(
     results = fw.probe(
         connect(blocked),
         resolve(fw.names["blocked"]),
-        {"op": "socket", "family": AF_INET, "type": SOCK_DGRAM, "proto": IPPROTO_ICMP},
+        # UDP-Lite: refused by sock_create (ping sockets are refused before it, by the sysctl)
+        {"op": "socket", "family": AF_INET, "type": SOCK_DGRAM, "proto": IPPROTO_UDPLITE},
         user="claude",
     )
     assert results[0] == EPERM and results[1] == {"ok": False, "gai": -2}, results
+    assert results[2] == EPERM, results
 
     def logged() -> list[dict[str, Any]] | None:
         out = fw.scope.clawker("firewall", "log", "--agent", "dev", "-o", "json", check=0)
@@ -572,7 +575,7 @@ def test_the_firewall_log_shows_what_was_refused_and_suggest_the_names_to_add(
     assert denied[0]["uid"] == 1001 and denied[0]["command"] == "python3"  # from the kernel
     assert any(e["kind"] == "nxdomain" and e["name"] == fw.names["blocked"] for e in entries)
     assert any(
-        e["hook"] == "sock_create" and e["protocol"] == "socket inet/dgram/1" for e in entries
+        e["hook"] == "sock_create" and e["protocol"] == "socket inet/dgram/136" for e in entries
     )
     assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)  # newest last
 
