@@ -20,6 +20,8 @@ from dnslib import RCODE, DNSRecord
 
 from bpf.loader import attach_egress, cgroup_id
 from bpf.maps import PinnedMaps, Policy
+from reconciler.docker.seccomp import agent_seccomp_profile
+from tests.cleanup import TEST_LABEL
 from tests.integration.dockerexec import exec_id, exec_in
 from tests.integration.test_firewall import (
     EPERM,
@@ -88,6 +90,35 @@ def test_packet_raw_and_ping_sockets_are_refused_whatever_the_user(fw: Firewalle
     assert info["HostConfig"]["CapDrop"] == ["ALL"]
     assert "NET_RAW" not in info["HostConfig"]["CapAdd"]
     assert info["HostConfig"]["Sysctls"] == {"net.ipv4.ping_group_range": "1 0"}
+
+
+PACKET_SOCKET = "import socket; socket.socket(17, 3, 0x0300).close(); print('made')"
+
+
+def test_the_seccomp_profile_refuses_a_packet_socket_even_with_net_raw(fw: Firewalled) -> None:
+    """Escape 2, belt and braces: were NET_RAW ever granted, the profile still refuses. Two
+    plain containers of the agent's image with NET_RAW, one with the profile, one without (so
+    the test shows it can fail); both on no network."""
+    fw.apply("ok")
+    api = fw.scope.api
+    image = fw.scope.inspect(fw.container)["Config"]["Image"]
+    labels = {"dev.clawker.managed": "true", TEST_LABEL: fw.scope.run_id}
+    made = {}
+    for name, options in (("profile", [f"seccomp={agent_seccomp_profile()}"]), ("none", [])):
+        container = api.create_container(
+            image,
+            ["python3", "-c", PACKET_SOCKET],
+            entrypoint=[],
+            labels=labels,
+            host_config=api.create_host_config(
+                network_mode="none", cap_add=["NET_RAW"], security_opt=options or None
+            ),
+        )
+        api.start(container)
+        assert api.wait(container, timeout=60)["StatusCode"] in (0, 1)
+        made[name] = api.logs(container).decode(errors="replace")
+    assert "PermissionError" in made["profile"] and "made" not in made["profile"]
+    assert made["none"].strip() == "made"
 
 
 def test_a_spec_asking_for_net_raw_is_refused_before_docker_is_touched(fw: Firewalled) -> None:
