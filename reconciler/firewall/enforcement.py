@@ -46,7 +46,14 @@ from reconciler.firewall.resolver import (
     Upstream,
     host_upstream,
 )
-from reconciler.firewall.state import AgentFirewall, BootInstant, FirewallStore, boot_now
+from reconciler.firewall.state import (
+    MAX_BYPASS_SECONDS,
+    AgentFirewall,
+    BootInstant,
+    FirewallStore,
+    boot_now,
+    bypass_seconds,
+)
 from reconciler.settings import Settings
 
 __all__ = [
@@ -279,8 +286,11 @@ class Firewall:
 
     def _policy(self, state: AgentFirewall, resolver: tuple[str, int] | None) -> Policy:
         bypass = 0
-        if state.bypass_left(self._boot_clock()) > 0:
-            bypass = kernel_deadline(state.bypass_until)
+        now = self._boot_clock()
+        left = state.bypass_left(now)
+        if left > 0:
+            # Capped again here: a deadline stored by a clawker without the cap must not linger.
+            bypass = kernel_deadline(now.seconds + min(left, MAX_BYPASS_SECONDS))
         return Policy(
             agent_id=agent_id(state.agent_key),
             bypass_until=bypass,
@@ -489,6 +499,10 @@ class Firewall:
     def bypass(self, agent_key: str, seconds: float) -> AgentFirewall:
         """Let the agent's traffic through unfiltered for `seconds` (0 ends a bypass). The
         kernel ends it on time, whether or not the control plane is still running."""
+        try:
+            seconds = bypass_seconds(seconds)
+        except ValueError as exc:
+            raise FirewallError(str(exc)) from exc
         now = self._boot_clock()
         until = now.seconds + seconds if seconds > 0 else 0.0
         state = self._save(
