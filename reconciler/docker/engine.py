@@ -152,6 +152,8 @@ class ContainerSpec:
     mounts: tuple[MountSpec, ...] = ()
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
+    sysctls: Mapping[str, str] = field(default_factory=dict)
     cgroup_parent: str = ""
     network: str = ""
     hostname: str = ""
@@ -374,6 +376,8 @@ class DockerEngine:
             mounts=mounts,
             cap_add=list(spec.cap_add) or None,
             cap_drop=list(spec.cap_drop) or None,
+            security_opt=list(spec.security_opt) or None,
+            sysctls=dict(spec.sysctls) or None,
             cgroup_parent=spec.cgroup_parent or None,
             network_mode=spec.network or None,
             auto_remove=spec.auto_remove,

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 from reconciler import naming
 from reconciler.docker.engine import ContainerSpec, MountSpec
+from reconciler.docker.seccomp import agent_seccomp_profile
 from reconciler.host.git_layout import GitLayout
 from reconciler.host.host_state import HostState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
+from specs.values import AGENT_BASE_CAPABILITIES
 
 __all__ = [
     "SPEC_VIEW_LABEL",
@@ -153,8 +155,12 @@ def desired_container(
         env=env,
         working_dir=ws.path,
         mounts=mounts,
-        cap_add=tuple(agent.security.cap_add),
-        cap_drop=("NET_RAW",),
+        # The one capability policy (specs.values): nothing but the base set and the spec's adds.
+        cap_add=tuple(sorted(AGENT_BASE_CAPABILITIES | set(agent.security.cap_add))),
+        cap_drop=("ALL",),
+        security_opt=(f"seccomp={agent_seccomp_profile()}",),
+        # No ICMP "ping" sockets for any group (Docker's default opens them to everyone).
+        sysctls={"net.ipv4.ping_group_range": "1 0"},
         cgroup_parent=placement.cgroup_parent,
         network=placement.network,
         hostname=agent.name,

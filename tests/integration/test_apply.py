@@ -59,7 +59,8 @@ def test_apply_creates_everything_with_the_right_names_labels_and_mounts(scope: 
     assert env["CLAWKER_AGENT"] == "dev"
     assert env["CLAWKER_WORKSPACE_MODE"] == "bind"
     assert env["GREETING"] == "hello"
-    assert info["HostConfig"]["CapDrop"] == ["NET_RAW"]
+    assert info["HostConfig"]["CapDrop"] == ["ALL"]  # and the base set added (desired.py)
+    assert "NET_RAW" not in info["HostConfig"]["CapAdd"]
     assert info["HostConfig"]["CgroupParent"] == scope.env["CLAWKER_CGROUP_PARENT"]
     assert scope.env["CLAWKER_NETWORK"] in info["NetworkSettings"]["Networks"]
 

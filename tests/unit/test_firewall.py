@@ -45,7 +45,12 @@ from reconciler.firewall.allowlist import (
     effective_allowlist,
     matching_entry,
 )
-from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
+from reconciler.firewall.enforcement import (
+    Firewall,
+    FirewallConfig,
+    FirewallError,
+    kernel_deadline,
+)
 from reconciler.firewall.journal import FirewallJournal
 from reconciler.firewall.resolver import (
     Answerer,
@@ -55,7 +60,7 @@ from reconciler.firewall.resolver import (
     host_upstream,
     parse_address,
 )
-from reconciler.firewall.state import AgentFirewall
+from reconciler.firewall.state import AgentFirewall, BootInstant
 from reconciler.firewall.suggest import suggest
 from specs import DesiredAgent, load_specs
 
@@ -319,7 +324,15 @@ def test_the_first_enrolment_seeds_the_allowlist_and_later_ones_keep_it() -> Non
     assert fw.state("p/dev", ["B.com.", "a.com"]).domains == ("a.com", "b.com")
     assert fw.state("p/dev", ["other.com"]).domains == ("a.com", "b.com")
     assert store.firewalls() == [AgentFirewall("p/dev", ("a.com", "b.com"))]
-    assert AgentFirewall("p/dev", bypass_until=1030.0).bypass_left(1000.0) == 30.0
+    bypassed = AgentFirewall("p/dev", bypass_until=1030.0, bypass_boot="b1")
+    assert bypassed.bypass_left(BootInstant("b1", 1000.0)) == 30.0
+    assert bypassed.bypass_left(BootInstant("b2", 1000.0)) == 0.0  # a deadline of another boot
+
+
+def test_a_kernel_deadline_saturates_instead_of_wrapping() -> None:
+    assert kernel_deadline(1.5) == 1_500_000_000
+    assert kernel_deadline(0) == kernel_deadline(-3) == kernel_deadline(float("nan")) == 0
+    assert kernel_deadline(1e30) == kernel_deadline(float("inf")) == (1 << 64) - 1
 
 
 # -- the resolver's weaker spots (issue 14) -----------------------------------------------------

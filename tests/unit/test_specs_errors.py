@@ -227,8 +227,8 @@ BAD_INPUTS: dict[str, Bad] = {
         "invalid environment variable name 'MY-VAR' (use letters, digits and '_'",
     ),
     "cap_add NET_ADMIN": Bad(
-        agent_spec("  security:\n    cap_add: [SYS_PTRACE, NET_ADMIN]\n"),
-        "a.yaml:10:27",
+        agent_spec("  security:\n    cap_add: [SYS_NICE, NET_ADMIN]\n"),
+        "a.yaml:10:25",
         "spec.security.cap_add[1]: capability NET_ADMIN is refused:"
         " it would let the agent detach the firewall's BPF programs",
     ),
@@ -241,6 +241,37 @@ BAD_INPUTS: dict[str, Bad] = {
         agent_spec("  security:\n    cap_add:\n      - BPF\n"),
         "a.yaml:11:9",
         "capability BPF is refused",
+    ),
+    "cap_add NET_RAW (packet sockets)": Bad(
+        agent_spec("  security:\n    cap_add: [NET_RAW]\n"),
+        "a.yaml:10:15",
+        "capability NET_RAW is refused: it opens packet and raw sockets",
+    ),
+    "cap_add SYS_TIME (the host's clock)": Bad(
+        agent_spec("  security:\n    cap_add: [SYS_TIME]\n"),
+        "a.yaml:10:15",
+        "capability SYS_TIME is refused: it sets the host's clock",
+    ),
+    "cap_add DAC_READ_SEARCH (Shocker)": Bad(
+        agent_spec("  security:\n    cap_add: [DAC_READ_SEARCH]\n"),
+        "a.yaml:10:15",
+        "capability DAC_READ_SEARCH is refused: it opens host files by handle",
+    ),
+    "cap_add SYSLOG": Bad(
+        agent_spec("  security:\n    cap_add: [SYSLOG]\n"),
+        "a.yaml:10:15",
+        "capability SYSLOG is refused: it reads the host kernel's log",
+    ),
+    "cap_add ALL": Bad(
+        agent_spec("  security:\n    cap_add: [ALL]\n"),
+        "a.yaml:10:15",
+        "capability ALL is refused: it includes NET_RAW, NET_ADMIN, SYS_ADMIN and BPF",
+    ),
+    "cap_add off the allowlist": Bad(
+        agent_spec("  security:\n    cap_add: [SYS_TTY_CONFIG]\n"),
+        "a.yaml:10:15",
+        "capability SYS_TTY_CONFIG is refused: it is not on the list an agent may add"
+        " (an agent may add IPC_LOCK, IPC_OWNER, LEASE, LINUX_IMMUTABLE, SYS_NICE, SYS_RESOURCE)",
     ),
     "unknown capability": Bad(
         agent_spec("  security:\n    cap_add: [SYS_PTRAC]\n"),

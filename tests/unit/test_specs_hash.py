@@ -88,7 +88,7 @@ def test_equal_specs_hash_equal_whatever_the_order_they_are_written_in(tmp_path:
         ("build.packages", ["ripgrep", "jq"]),
         ("build.base_image", "debian:bookworm"),
         ("build.harness", "none"),
-        ("security.cap_add", ["SYS_PTRACE"]),
+        ("security.cap_add", ["SYS_NICE"]),
         ("security.git_credentials.forward_ssh", False),
         ("agent.enable_shared_dir", True),
     ],
