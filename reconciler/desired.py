@@ -10,6 +10,7 @@ from reconciler import naming
 from reconciler.docker_port import ContainerSpec, MountSpec
 from reconciler.git_layout import GitLayout
 from reconciler.host import HostState
+from reconciler.progress import PROGRESS_LABEL, PROGRESS_MARKER, STEP_MARKERS
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
 __all__ = ["SPEC_VIEW_LABEL", "DesiredVolume", "desired_container", "desired_volumes"]
@@ -39,6 +40,8 @@ def desired_volumes(agent: DesiredAgent) -> list[DesiredVolume]:
                 naming.AGENT: agent.name,
                 naming.PURPOSE: "agent",
                 naming.VOLUME_ROLE: role,
+                # filled by a step: complete only once that step's marker is written
+                **({PROGRESS_LABEL: PROGRESS_MARKER} if role in STEP_MARKERS else {}),
             },
         )
         for role in roles

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
+import tarfile
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal, Protocol
@@ -143,6 +145,8 @@ class DockerPort(Protocol):
     def remove_container(self, container_id: str) -> None: ...
     def rename_container(self, container_id: str, new_name: str) -> None: ...
     def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None: ...
+    def archive_names(self, container_id: str, path: str) -> frozenset[str] | None: ...
+    def probe_volume(self, volume: str, path: str, image: str) -> frozenset[str] | None: ...
     def inspect_state(self, container_id: str) -> Mapping[str, Any]: ...
     def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
     def inspect_runtime(self, container_id: str, network: str) -> RuntimeInfo | None: ...
@@ -356,6 +360,45 @@ class DockerEngine:
         )
         if not ok:
             raise DockerError(f"copy into container {container_id[:12]}:{path} was refused")
+
+    def archive_names(self, container_id: str, path: str) -> frozenset[str] | None:
+        """The names of the entries of directory `path` in a container (a stopped or never
+        started one too: Docker mounts its volumes for the copy); None when it is absent."""
+        try:
+            stream, _stat = self._api.get_archive(container_id, path)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"copy from container {container_id[:12]}:{path}") from exc
+        buffer = tempfile.TemporaryFile()
+        with buffer:
+            for chunk in stream:
+                buffer.write(chunk)
+            buffer.seek(0)
+            with tarfile.open(fileobj=buffer, mode="r") as tar:
+                return frozenset(
+                    name.split("/", 1)[1]
+                    for name in tar.getnames()
+                    if "/" in name and name.split("/", 1)[1]
+                )
+
+    def probe_volume(self, volume: str, path: str, image: str) -> frozenset[str] | None:
+        """`archive_names` of `path` inside a volume no container mounts: through a container
+        that is created (never started) for the look and removed again."""
+        name = naming.probe_name(volume)
+        try:
+            self.remove_container(name)  # left by a pass killed during its look
+        except DockerError as exc:
+            if exc.status != 404:
+                raise
+        labels = {naming.PURPOSE: "probe", naming.VOLUME_ROLE: volume}
+        mount = MountSpec("volume", "/probe", volume, read_only=True)
+        spec = ContainerSpec(name, image, ("true",), labels, mounts=(mount,), tty=False)
+        probe = self.create_container(spec)
+        try:
+            return self.archive_names(probe, f"/probe/{path}")
+        finally:
+            self._call(f"remove container {name}", self._api.remove_container, probe, force=True)
 
     def inspect_state(self, container_id: str) -> Mapping[str, Any]:
         info = self._call(

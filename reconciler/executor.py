@@ -18,6 +18,7 @@ from reconciler.config_seed import seed_archive
 from reconciler.docker_port import DockerError, DockerPort
 from reconciler.images import ImageError, build_project_image
 from reconciler.planning import Action, Plan, Step
+from reconciler.progress import marker_archive
 from reconciler.workspace import snapshot_archive
 
 __all__ = ["ExecutionResult", "StepEvent", "StepStatus", "StepTools", "execute", "run_step"]
@@ -95,9 +96,11 @@ def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> No
         case Action.COPY_WORKSPACE:
             with snapshot_archive(step.source_dir) as archive:
                 port.put_archive(step.target, step.source_dir, archive)
+            # the marker goes last, once the whole copy is in (reconciler.progress)
+            port.put_archive(step.target, naming.CONFIG_MOUNT, marker_archive("workspace"))
         case Action.SEED_CONFIG:
             assert step.seed is not None
-            with seed_archive(step.seed) as archive:
+            with seed_archive(step.seed) as archive:  # ends with its marker
                 port.put_archive(step.target, naming.CONFIG_MOUNT, archive)
         case Action.START_CONTAINER:
             port.start_container(step.target)
