@@ -23,8 +23,8 @@ from bench.fleet import Fleet
 from bench.isolation import REPO, BenchError, BenchScope, clawker_argv, scoped_environ
 from bench.measuring import Ratio, Series, interleaved, time_call, time_command
 from bench.reporting import ScenarioResult
-from reconciler.converge import prepare_apply
-from reconciler.docker_port import DockerEngine, DockerPort
+from reconciler.docker.engine import DockerEngine, DockerPort
+from reconciler.loop.converge import prepare_apply
 from specs import load_specs
 
 __all__ = ["run"]
@@ -42,7 +42,7 @@ _WHAT = {
     DIFF: "`clawker diff -f spec` in a subprocess, exit 0 (no changes)",
     STARTUP: "`python -c 'import cli.main'` in a subprocess: interpreter and imports",
     LOAD: "specs.load_specs: read, validate and merge the YAML",
-    PREPARE: "reconciler.converge.prepare_apply with a DockerEngine: observe + plan",
+    PREPARE: "reconciler.loop.converge.prepare_apply with a DockerEngine: observe + plan",
     WAITING: "inside prepare_apply: time spent in the Docker port's calls",
     OWN_WORK: "inside prepare_apply: everything else (grouping, hashing, planning)",
     DOCKER_PS: "`docker ps -a -q` filtered by the same three labels, in a subprocess",

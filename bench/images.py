@@ -34,9 +34,9 @@ import docker.errors
 from bench.isolation import IMAGE, REPO, BenchError, BenchScope, clawker_argv, scoped_environ
 from bench.measuring import Ratio, Series, time_call, time_command
 from bench.reporting import ScenarioResult, render_table, write_json
-from reconciler.base_image import build_base_image
-from reconciler.docker_port import DockerEngine
+from reconciler.docker.engine import DockerEngine
 from reconciler.images import build_project_image, ensure_project_image, image_inputs
+from reconciler.images.base import build_base_image
 from reconciler.images.harness import fetch_harness, harness_version
 from reconciler.images.wheelhouse import fetch_wheelhouse
 from specs import BuildSpec, DesiredAgent, ResolvedWorkspace, SourceRef

@@ -26,16 +26,16 @@ from cli.table import render_table
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.paths import state_paths
 from reconciler.controlplane.registry import StepRecord
-from reconciler.converge import (
+from reconciler.docker.engine import DockerEngine
+from reconciler.loop.converge import (
     agent_statuses,
     apply_plan,
     prepare_apply,
     prepare_delete,
     readiness_conditions,
 )
-from reconciler.docker_port import DockerEngine
-from reconciler.executor import StepEvent
-from reconciler.observed import observe
+from reconciler.loop.execute import StepEvent
+from reconciler.loop.observe import observe
 from specs import SpecSet, load_specs
 
 __all__ = ["UsageError", "cmd_apply", "cmd_delete", "cmd_diff", "cmd_get"]

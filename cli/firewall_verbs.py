@@ -93,7 +93,7 @@ def status_rows(status: dict[str, Any]) -> list[list[str]]:
 
 def _client_call(method: str, **params: Any) -> Any:
     from reconciler.controlplane import lifecycle
-    from reconciler.controlplane.api import ApiError
+    from reconciler.controlplane.api.channel import ApiError
 
     client = lifecycle.client()
     if not client.alive():

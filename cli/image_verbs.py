@@ -67,9 +67,9 @@ def build_progress(what: str, style: Style, verbose: bool) -> Callable[[str], No
 
 
 def cmd_image_base(args: argparse.Namespace) -> int:
-    from reconciler.base_image import BaseImageError, base_image_is_current, build_base_image
-    from reconciler.docker_port import DockerEngine
+    from reconciler.docker.engine import DockerEngine
     from reconciler.images import observed_image_labels
+    from reconciler.images.base import BaseImageError, base_image_is_current, build_base_image
 
     port = DockerEngine()
     ref = args.tag or f"clawker-base:{args.suite}"
@@ -90,7 +90,7 @@ def cmd_image_base(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from reconciler.docker_port import DockerEngine
+    from reconciler.docker.engine import DockerEngine
     from reconciler.images import ImageError, ensure_project_image, project_image_inputs
     from specs import load_specs
 
@@ -185,7 +185,7 @@ def image_data(images: Sequence[ImageSummary]) -> list[dict[str, Any]]:
 
 
 def cmd_image_ls(args: argparse.Namespace) -> int:
-    from reconciler.docker_port import DockerEngine
+    from reconciler.docker.engine import DockerEngine
     from reconciler.images import list_clawker_images
 
     images = list_clawker_images(DockerEngine())

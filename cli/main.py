@@ -241,16 +241,16 @@ def _report(exc: Exception) -> int | None:
     The error types are imported here, not at start-up, so only a failing verb pays for them;
     the control plane's come first, for the verbs that load neither specs nor docker-py.
     """
-    from reconciler.controlplane.api import ApiError
+    from reconciler.controlplane.api.channel import ApiError
     from reconciler.controlplane.lifecycle import ControlPlaneError
 
     if isinstance(exc, ControlPlaneError | ApiError):
         _err(f"error: {exc}")
         return EXIT_FAIL
     from cli.agent_verbs import UsageError
-    from reconciler.docker_port import DockerError
+    from reconciler.docker.engine import DockerError
     from reconciler.images import ImageError
-    from reconciler.planning import PlanError
+    from reconciler.loop.plan import PlanError
     from specs import SpecErrors
 
     if isinstance(exc, SpecErrors):

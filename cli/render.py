@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from cli.style import Style, fail_mark, ok_mark
-from reconciler.converge import AgentOutcome, AgentStatus
-from reconciler.executor import StepEvent, StepStatus
-from reconciler.planning import Action, AgentChange, ChangeKind, FieldChange, Plan
+from reconciler.loop.converge import AgentOutcome, AgentStatus
+from reconciler.loop.execute import StepEvent, StepStatus
+from reconciler.loop.plan import Action, AgentChange, ChangeKind, FieldChange, Plan
 
 _SYMBOL = {
     ChangeKind.CREATE: ("+", "green", "will be created"),

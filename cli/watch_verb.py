@@ -1,6 +1,6 @@
 """`clawker apply --watch`: argument checks, signal handling and the text the watcher prints.
 
-The work is reconciler.watching's; this module renders each pass (what triggered it, the plan,
+The work is reconciler.watch's; this module renders each pass (what triggered it, the plan,
 its steps, one result per agent) with cli.render, as one ordered log on stdout.
 """
 
@@ -16,15 +16,15 @@ from types import FrameType
 
 from cli.render import render_event, render_outcomes, render_plan
 from cli.style import Style, fail_mark, ok_mark
+from reconciler.controller.sources import Trigger
 from reconciler.controlplane.paths import state_paths
 from reconciler.controlplane.registry import StepRecord
-from reconciler.converge import AgentOutcome
-from reconciler.docker_port import DockerEngine
-from reconciler.executor import StepEvent
+from reconciler.docker.engine import DockerEngine
 from reconciler.images import is_progress_line
-from reconciler.planning import Plan
-from reconciler.triggers import Trigger
-from reconciler.watching import Watcher, WatchOptions
+from reconciler.loop.converge import AgentOutcome
+from reconciler.loop.execute import StepEvent
+from reconciler.loop.plan import Plan
+from reconciler.watch import Watcher, WatchOptions
 from specs import SpecError, SpecSet
 
 __all__ = ["TextWatchReport", "apply_watch", "watch_usage_error"]

@@ -56,7 +56,7 @@ def replacement_name(project: str, agent: str) -> str:
 
 
 def probe_name(volume: str) -> str:
-    """A short-lived container that only looks into `volume` (see reconciler.progress)."""
+    """A short-lived container that only looks into `volume` (see reconciler.host.progress)."""
     return f"clawker-probe.{volume}"
 
 

@@ -11,14 +11,14 @@ import time
 from typing import Any
 
 from reconciler import naming
-from reconciler.controlplane.api import ApiServer
+from reconciler.controlplane.api.channel import ApiServer
+from reconciler.controlplane.api.firewall_handlers import firewall_handlers
+from reconciler.controlplane.identity.pki import ClawkerPKI
 from reconciler.controlplane.paths import StatePaths, state_paths
 from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
-from reconciler.controlplane.runtime import RuntimeController
-from reconciler.docker_port import DockerEngine
+from reconciler.controlplane.runtime.controller import RuntimeController
+from reconciler.docker.engine import DockerEngine
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
-from reconciler.firewall.handlers import firewall_handlers
-from reconciler.pki import ClawkerPKI
 
 __all__ = ["serve"]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.controlplane.api import ApiError, ControlPlaneClient
+from reconciler.controlplane.api.channel import ApiError, ControlPlaneClient
 from reconciler.controlplane.paths import StatePaths, state_paths
 
 __all__ = ["CPStatus", "ControlPlaneError", "client", "ensure_running", "status", "stop"]

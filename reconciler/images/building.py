@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Final
 
 from reconciler import naming
-from reconciler.base_image import base_image_is_current
-from reconciler.docker_port import DockerError, DockerPort, ImageInfo
+from reconciler.docker.engine import DockerError, DockerPort, ImageInfo
 from reconciler.images import dockerfile
+from reconciler.images.base import base_image_is_current
 from reconciler.images.cache import cache_root
 from reconciler.images.harness import HarnessError, fetch_harness
 from reconciler.images.inputs import (

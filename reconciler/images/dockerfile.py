@@ -11,8 +11,8 @@ import re
 from collections.abc import Sequence
 
 from reconciler import naming
-from reconciler.base_image import BASE_PACKAGES
 from reconciler.images.agent_prompt import AGENT_PROMPT_PATH
+from reconciler.images.base import BASE_PACKAGES
 from reconciler.images.wheelhouse import PYTHON_VERSION, REQUIREMENTS
 
 __all__ = [

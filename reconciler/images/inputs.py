@@ -21,6 +21,7 @@ from reconciler import naming
 from reconciler.images import agent_prompt, dockerfile
 from reconciler.images.harness import harness_identity, harness_version
 from reconciler.images.wheelhouse import wheels_identity
+from reconciler.in_container import git_credential_clawker
 from specs import BuildSpec, DesiredAgent
 
 __all__ = [
@@ -124,7 +125,7 @@ def clawkerd_sources() -> list[tuple[str, Path]]:
 
 def credential_helper_script() -> str:
     """git-credential-clawker as installed: its module source run by clawker's venv Python."""
-    source = Path(__file__).with_name("git_credential_clawker.py").read_text()
+    source = Path(git_credential_clawker.__file__).read_text()
     return f"#!{dockerfile.VENV}/bin/python -I\n{source}"
 
 

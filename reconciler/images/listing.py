@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconciler import naming
-from reconciler.docker_port import DockerPort
+from reconciler.docker.engine import DockerPort
 from reconciler.images.inputs import IMAGE_INPUTS_LABEL
 
 __all__ = ["ImageSummary", "list_clawker_images"]

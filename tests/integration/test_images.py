@@ -22,8 +22,7 @@ import docker.errors
 import pytest
 
 from cli.image_verbs import add_image_verbs
-from reconciler.base_image import BASE_PACKAGES, base_image_is_current, build_base_image
-from reconciler.docker_port import DockerEngine
+from reconciler.docker.engine import DockerEngine
 from reconciler.images import (
     HARNESS_VERSION,
     BuildResult,
@@ -35,6 +34,7 @@ from reconciler.images import (
     project_image_inputs,
     resolve_base_image,
 )
+from reconciler.images.base import BASE_PACKAGES, base_image_is_current, build_base_image
 from specs import DesiredAgent, load_specs
 from tests.cleanup import TEST_LABEL, remove_test_objects
 

@@ -28,7 +28,7 @@ import grpc
 from proto import CLAWKERD_TLS_NAME
 from proto.gen import clawkerd_pb2 as pb
 from proto.gen import clawkerd_pb2_grpc as pb_grpc
-from reconciler.pki import ClawkerPKI
+from reconciler.controlplane.identity.pki import ClawkerPKI
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_KEY = "proj/dev"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from proto.gen import clawkerd_pb2 as pb
-from reconciler.pki import ClawkerPKI
+from reconciler.controlplane.identity.pki import ClawkerPKI
 from tests.unit.test_clawkerd_harness import (
     DEADLINE_SECONDS,
     IS_ROOT,

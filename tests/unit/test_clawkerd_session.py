@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proto.gen import clawkerd_pb2 as pb
-from reconciler.pki import ClawkerPKI
+from reconciler.controlplane.identity.pki import ClawkerPKI
 from tests.unit.test_clawkerd_harness import (
     CONTAINER_NAME,
     Clawkerd,

@@ -42,12 +42,14 @@ def test_help_loads_neither_the_specs_nor_docker_nor_the_reconciler() -> None:
 def test_diff_loads_no_pki_firewall_or_watch_mode() -> None:
     loaded = loaded_by("import cli.main, cli.agent_verbs")
     assert {"specs", "docker", "reconciler"} <= roots(loaded)
-    assert "reconciler.converge" in loaded
+    assert "reconciler.loop.converge" in loaded
     unused = {"cryptography", "jwt", "grpc", "bpf", "pyroute2", "dnslib", "watchfiles"}
     assert roots(loaded) & unused == set()
-    assert {"reconciler.pki", "reconciler.watching", "reconciler.firewall.enforcement"}.isdisjoint(
-        loaded
-    )
+    assert {
+        "reconciler.controlplane.identity.pki",
+        "reconciler.watch",
+        "reconciler.firewall.enforcement",
+    }.isdisjoint(loaded)
 
 
 def test_invalid_specs_exit_2_with_every_error(capsys: pytest.CaptureFixture[str]) -> None:

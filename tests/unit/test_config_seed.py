@@ -7,7 +7,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from reconciler.config_seed import (
+from reconciler.host.config_seed import (
     ConfigSeed,
     onboarding_state,
     rewrite_paths,

@@ -18,14 +18,13 @@ from typing import IO
 
 import pytest
 
-from reconciler.controlplane.credentials import (
+from reconciler.controlplane.bridge.credentials import (
     CredentialRequestError,
     HostGit,
     answer,
     parse_request,
 )
-from reconciler.controlplane.registry import AgentRuntimeSpec
-from reconciler.controlplane.socket_bridge import (
+from reconciler.controlplane.bridge.socket_bridge import (
     BridgeError,
     CredentialTarget,
     Listener,
@@ -33,8 +32,9 @@ from reconciler.controlplane.socket_bridge import (
     UnixTarget,
     bridge_listeners,
 )
-from reconciler.controlplane.socket_relay import DATA, OPEN, FrameReader, encode_frame
-from reconciler.images.git_credential_clawker import ask_proxy
+from reconciler.controlplane.registry import AgentRuntimeSpec
+from reconciler.in_container.git_credential_clawker import ask_proxy
+from reconciler.in_container.socket_relay import DATA, OPEN, FrameReader, encode_frame
 
 
 @pytest.mark.parametrize(

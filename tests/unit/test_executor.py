@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from reconciler.docker_port import (
+from reconciler.docker.engine import (
     ContainerInfo,
     ContainerSpec,
     DockerError,
     NetworkInfo,
     VolumeInfo,
 )
-from reconciler.executor import StepStatus, execute
-from reconciler.planning import Action, AgentChange, ChangeKind, Plan, Step
+from reconciler.loop.execute import StepStatus, execute
+from reconciler.loop.plan import Action, AgentChange, ChangeKind, Plan, Step
 
 
 class RecordingPort:

@@ -38,8 +38,8 @@ from reconciler.firewall.allowlist import (
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
 from reconciler.firewall.resolver import Answerer, Asker, Resolution, host_upstream, parse_address
 from reconciler.firewall.state import AgentFirewall
-from reconciler.observed import ObservedState
-from reconciler.planning import Action, ChangeKind, FirewallObservation, Plan, plan
+from reconciler.loop.observe import ObservedState
+from reconciler.loop.plan import Action, ChangeKind, FirewallObservation, Plan, plan
 from specs import DesiredAgent, load_specs
 from tests.unit.test_planning import agents, built, images_of, observed_from
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.controlplane.gitconfig_filter import (
+from reconciler.in_container.gitconfig_filter import (
     filter_entries,
     keep_entry,
     main,

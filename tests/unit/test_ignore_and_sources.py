@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.base_image import host_apt_sources
-from reconciler.ignore_rules import IgnoreRules
-from reconciler.workspace import snapshot_archive
+from reconciler.host.ignore_rules import IgnoreRules
+from reconciler.host.workspace import snapshot_archive
+from reconciler.images.base import host_apt_sources
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.base_image import BASE_PACKAGES, base_image_is_current
 from reconciler.images import (
     INPUT_GROUPS,
     REQUIREMENTS,
@@ -31,11 +30,12 @@ from reconciler.images import (
 from reconciler.images import harness as harness_module
 from reconciler.images import wheelhouse as wheelhouse_module
 from reconciler.images.agent_prompt import AGENT_PROMPT
+from reconciler.images.base import BASE_PACKAGES, base_image_is_current
 from reconciler.images.inputs import clawkerd_sources
 from specs import BuildSpec, DesiredAgent, ResolvedWorkspace, SourceRef
 
 REPO = Path(__file__).resolve().parents[2]
-HELPER = REPO / "reconciler" / "images" / "git_credential_clawker.py"
+HELPER = REPO / "reconciler" / "in_container" / "git_credential_clawker.py"
 
 
 @pytest.fixture(autouse=True)

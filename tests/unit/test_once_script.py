@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from reconciler.controlplane.session_driver import once_script
+from reconciler.controlplane.runtime.session import once_script
 
 
 def run(marker: Path, script: str) -> subprocess.CompletedProcess[str]:

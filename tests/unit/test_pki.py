@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from reconciler.pki import (
+from reconciler.controlplane.identity.pki import (
     ClawkerPKI,
     PKIError,
     RegistrationTokenError,

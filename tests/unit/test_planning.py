@@ -7,11 +7,11 @@ from pathlib import Path
 
 from cli.render import render_plan
 from cli.style import Style
-from reconciler.desired import desired_container, desired_volumes
-from reconciler.docker_port import ContainerInfo
+from reconciler.docker.engine import ContainerInfo
 from reconciler.images import ImageInputs, image_inputs
-from reconciler.observed import ObservedImage, ObservedState, group_containers
-from reconciler.planning import plan, plan_delete
+from reconciler.loop.desired import desired_container, desired_volumes
+from reconciler.loop.observe import ObservedImage, ObservedState, group_containers
+from reconciler.loop.plan import plan, plan_delete
 from specs import DesiredAgent, load_specs
 
 IMAGE = "clawker-myapp:default"
@@ -259,10 +259,13 @@ def test_a_container_that_never_started_gets_its_preparation_again(tmp_path: Pat
         unfinished={"myapp/dev": frozenset({"config"})},
     )
     p = plan(desired, observed, images=images_of(desired))
-    assert str(p) == textwrap.dedent("""\
+    assert (
+        str(p)
+        == textwrap.dedent("""\
         [] -> #1 container:clawker.myapp.dev, SeedConfig, unfinished config volume (seed: copy)
         [#1] -> #2 container:clawker.myapp.dev, CopyBootstrap, new container identity
         [#2] -> #3 container:clawker.myapp.dev, StartContainer, never started: its preparation is completed first""")
+    )
 
 
 def test_kept_volumes_are_filled_only_when_their_marker_is_missing(tmp_path: Path) -> None:

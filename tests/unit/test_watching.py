@@ -13,14 +13,14 @@ import pytest
 
 from cli.style import Style
 from cli.watch_verb import TextWatchReport, watch_usage_error
-from reconciler.backoff import Backoff, RetrySchedule
+from reconciler.controller.backoff import Backoff, RetrySchedule
+from reconciler.controller.sources import Cause, Debouncer, Trigger, watched_paths
 from reconciler.controlplane.registry import StepRecord
-from reconciler.converge import AgentOutcome
-from reconciler.docker_port import ContainerEvent
-from reconciler.executor import StepEvent
-from reconciler.planning import Plan
-from reconciler.triggers import Cause, Debouncer, Trigger, watched_paths
-from reconciler.watching import PendingWork, Watcher, WatchOptions
+from reconciler.docker.engine import ContainerEvent
+from reconciler.loop.converge import AgentOutcome
+from reconciler.loop.execute import StepEvent
+from reconciler.loop.plan import Plan
+from reconciler.watch import PendingWork, Watcher, WatchOptions
 from specs import SpecError, load_specs
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired import desired_container
-from reconciler.docker_port import MountSpec
-from reconciler.git_layout import GitLayout, GitLayoutError, git_layout, parse_gitdir_file
-from reconciler.host import HostContext, HostState, host_context, observe_host
-from reconciler.workspace import ignored_directories
+from reconciler.docker.engine import MountSpec
+from reconciler.host.git_layout import GitLayout, GitLayoutError, git_layout, parse_gitdir_file
+from reconciler.host.host_state import HostContext, HostState, host_context, observe_host
+from reconciler.host.workspace import ignored_directories
+from reconciler.loop.desired import desired_container
 from specs import DesiredAgent, SpecErrors, load_specs
 
 

@@ -7,10 +7,10 @@ import os
 from dataclasses import dataclass
 
 from reconciler import naming
-from reconciler.docker_port import ContainerSpec, MountSpec
-from reconciler.git_layout import GitLayout
-from reconciler.host import HostState
-from reconciler.progress import PROGRESS_LABEL, PROGRESS_MARKER, STEP_MARKERS
+from reconciler.docker.engine import ContainerSpec, MountSpec
+from reconciler.host.git_layout import GitLayout
+from reconciler.host.host_state import HostState
+from reconciler.host.progress import PROGRESS_LABEL, PROGRESS_MARKER, STEP_MARKERS
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
 __all__ = ["SPEC_VIEW_LABEL", "DesiredVolume", "desired_container", "desired_volumes"]

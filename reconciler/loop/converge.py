@@ -11,17 +11,17 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from reconciler import naming
-from reconciler.controlplane.api import ApiError, ControlPlaneClient
+from reconciler.controlplane.api.channel import ApiError, ControlPlaneClient
 from reconciler.controlplane.paths import StatePaths, state_paths
 from reconciler.controlplane.registry import AgentRuntimeSpec, StartStatus, StepRecord
-from reconciler.docker_port import DockerPort
-from reconciler.executor import ExecutionResult, StepEvent, StepTools, execute
+from reconciler.docker.engine import DockerPort
 from reconciler.firewall.allowlist import effective_allowlist
-from reconciler.host import HostContext, ensure_share_dir, host_context, observe_host
+from reconciler.host.host_state import HostContext, ensure_share_dir, host_context, observe_host
 from reconciler.images import project_image_inputs
-from reconciler.observed import ObservedState, observe
-from reconciler.planning import Action, ChangeKind, FirewallObservation, Plan, plan, plan_delete
-from reconciler.readiness import Readiness, wait_ready
+from reconciler.loop.execute import ExecutionResult, StepEvent, StepTools, execute
+from reconciler.loop.observe import ObservedState, observe
+from reconciler.loop.plan import Action, ChangeKind, FirewallObservation, Plan, plan, plan_delete
+from reconciler.loop.ready import Readiness, wait_ready
 from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
 
 __all__ = [
@@ -165,8 +165,8 @@ def apply_plan(
     client: ControlPlaneClient | None = None
     if controlplane is not None:
         # The PKI (cryptography, PyJWT) loads only here: `clawker diff` never signs anything.
-        from reconciler.controlplane.bootstrap import bootstrap_archive  # noqa: PLC0415
-        from reconciler.pki import ClawkerPKI  # noqa: PLC0415
+        from reconciler.controlplane.identity.bootstrap import bootstrap_archive  # noqa: PLC0415
+        from reconciler.controlplane.identity.pki import ClawkerPKI  # noqa: PLC0415
 
         client = ControlPlaneClient(controlplane.socket)
         client.call("put_runtime", agents=runtime_specs(agents))

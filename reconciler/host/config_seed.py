@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from reconciler import naming
-from reconciler.progress import marker_member
+from reconciler.host.progress import marker_member
 
 __all__ = [
     "COPIED_ENTRIES",

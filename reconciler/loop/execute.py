@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from reconciler import naming
-from reconciler.config_seed import seed_archive
-from reconciler.docker_port import DockerError, DockerPort
+from reconciler.docker.engine import DockerError, DockerPort
+from reconciler.host.config_seed import seed_archive
+from reconciler.host.progress import marker_archive
+from reconciler.host.workspace import snapshot_archive
 from reconciler.images import ImageError, build_project_image
-from reconciler.planning import Action, Plan, Step
-from reconciler.progress import marker_archive
-from reconciler.workspace import snapshot_archive
+from reconciler.loop.plan import Action, Plan, Step
 
 __all__ = ["ExecutionResult", "StepEvent", "StepStatus", "StepTools", "execute", "run_step"]
 
@@ -96,7 +96,7 @@ def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> No
         case Action.COPY_WORKSPACE:
             with snapshot_archive(step.source_dir) as archive:
                 port.put_archive(step.target, step.source_dir, archive)
-            # the marker goes last, once the whole copy is in (reconciler.progress)
+            # the marker goes last, once the whole copy is in (reconciler.host.progress)
             port.put_archive(step.target, naming.CONFIG_MOUNT, marker_archive("workspace"))
         case Action.SEED_CONFIG:
             assert step.seed is not None

@@ -23,9 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler import naming
-from reconciler.docker_port import ContainerSpec
-from reconciler.git_layout import GitLayout, GitLayoutError, git_layout
-from reconciler.workspace import ignored_directories
+from reconciler.docker.engine import ContainerSpec
+from reconciler.host.git_layout import GitLayout, GitLayoutError, git_layout
+from reconciler.host.workspace import ignored_directories
 from specs import DesiredAgent, WorkspaceMode
 
 __all__ = [

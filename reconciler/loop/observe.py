@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler import naming
-from reconciler.docker_port import ContainerInfo, DockerPort
-from reconciler.progress import MARKER_DIR, PROGRESS_LABEL, PROGRESS_MARKER, STEP_MARKERS
+from reconciler.docker.engine import ContainerInfo, DockerPort
+from reconciler.host.progress import MARKER_DIR, PROGRESS_LABEL, PROGRESS_MARKER, STEP_MARKERS
 
 __all__ = ["ObservedAgent", "ObservedImage", "ObservedState", "observe"]
 

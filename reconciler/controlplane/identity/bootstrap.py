@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import tarfile
 
-from reconciler.pki import ClawkerPKI, thumbprint
+from reconciler.controlplane.identity.pki import ClawkerPKI, thumbprint
 
 __all__ = ["BOOTSTRAP_DIR", "bootstrap_archive"]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from reconciler import naming
-from reconciler.docker_port import DockerError, DockerPort
+from reconciler.docker.engine import DockerError, DockerPort
 
 __all__ = [
     "BASE_PACKAGES",

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconciler.backoff import Backoff
-from reconciler.docker_port import ContainerEvent, DockerPort
+from reconciler.controller.backoff import Backoff
+from reconciler.docker.engine import ContainerEvent, DockerPort
 
 __all__ = [
     "RECONNECT_BACKOFF",

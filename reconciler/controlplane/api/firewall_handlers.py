@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.controlplane.api import Handler
+from reconciler.controlplane.api.channel import Handler
 from reconciler.firewall.enforcement import Firewall
 from reconciler.firewall.state import AgentFirewall
 

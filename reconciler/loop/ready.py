@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.controlplane.api import ApiError, ControlPlaneClient
+from reconciler.controlplane.api.channel import ApiError, ControlPlaneClient
 from reconciler.controlplane.registry import StartStatus, StepRecord
-from reconciler.docker_port import DockerError, DockerPort
+from reconciler.docker.engine import DockerError, DockerPort
 
 __all__ = ["Readiness", "wait_ready"]
 

@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Protocol
 
 from reconciler import naming
-from reconciler.controlplane import socket_relay
-from reconciler.controlplane.credentials import CredentialRequestError, HostGit, answer
+from reconciler.controlplane.bridge.credentials import CredentialRequestError, HostGit, answer
 from reconciler.controlplane.registry import AgentRuntimeSpec
-from reconciler.controlplane.socket_relay import (
+from reconciler.docker.engine import DockerError, DockerPort
+from reconciler.images.dockerfile import VENV
+from reconciler.in_container import socket_relay
+from reconciler.in_container.socket_relay import (
     CLOSE,
     DATA,
     EOF,
@@ -41,8 +43,6 @@ from reconciler.controlplane.socket_relay import (
     FrameReader,
     encode_frame,
 )
-from reconciler.docker_port import DockerError, DockerPort
-from reconciler.images.dockerfile import VENV
 
 __all__ = [
     "BridgeError",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from reconciler import naming
-from reconciler.ignore_rules import IgnoreRules
+from reconciler.host.ignore_rules import IgnoreRules
 
 __all__ = ["ignored_directories", "snapshot_archive"]
 

@@ -14,13 +14,13 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler import naming
-from reconciler.config_seed import ConfigSeed
-from reconciler.desired import SPEC_VIEW_LABEL, desired_container, desired_volumes
-from reconciler.docker_port import ContainerInfo, ContainerSpec
+from reconciler.docker.engine import ContainerInfo, ContainerSpec
 from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
-from reconciler.host import HostState
+from reconciler.host.config_seed import ConfigSeed
+from reconciler.host.host_state import HostState
 from reconciler.images import ImageInputs, build_reason
-from reconciler.observed import ObservedState
+from reconciler.loop.desired import SPEC_VIEW_LABEL, desired_container, desired_volumes
+from reconciler.loop.observe import ObservedState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
 __all__ = [

@@ -21,10 +21,10 @@ from proto import CLAWKERD_PORT, CLAWKERD_TLS_NAME
 from proto.gen import clawkerd_pb2 as pb
 from proto.gen import clawkerd_pb2_grpc as pb_grpc
 from reconciler import naming
-from reconciler.controlplane import gitconfig_filter
+from reconciler.controlplane.identity.pki import ClawkerPKI
 from reconciler.controlplane.registry import AgentRuntimeSpec, StepRecord
 from reconciler.images.dockerfile import VENV
-from reconciler.pki import ClawkerPKI
+from reconciler.in_container import gitconfig_filter
 
 __all__ = [
     "SessionError",

@@ -23,8 +23,11 @@ from tenacity import (
 )
 
 from reconciler import naming
+from reconciler.controller.queue import KeyedQueue
+from reconciler.controlplane.bridge.socket_bridge import Bridges
+from reconciler.controlplane.identity.pki import ClawkerPKI, RegistrationTokenError
 from reconciler.controlplane.registry import Registry, StartStatus, StepRecord
-from reconciler.controlplane.session_driver import (
+from reconciler.controlplane.runtime.session import (
     SessionError,
     StartPlan,
     StepFailedError,
@@ -32,11 +35,8 @@ from reconciler.controlplane.session_driver import (
     drive_start,
     open_channel,
 )
-from reconciler.controlplane.socket_bridge import Bridges
-from reconciler.docker_port import DockerError, DockerPort, RuntimeInfo
+from reconciler.docker.engine import DockerError, DockerPort, RuntimeInfo
 from reconciler.firewall.enforcement import Firewall, FirewallError
-from reconciler.pki import ClawkerPKI, RegistrationTokenError
-from reconciler.queueing import KeyedQueue
 
 __all__ = ["RuntimeController"]
 

@@ -21,26 +21,26 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from reconciler import naming
-from reconciler.backoff import Backoff, RetrySchedule
-from reconciler.controlplane import lifecycle
-from reconciler.controlplane.api import ApiError
-from reconciler.controlplane.lifecycle import ControlPlaneError
-from reconciler.controlplane.paths import StatePaths
-from reconciler.controlplane.registry import StepRecord
-from reconciler.converge import AgentOutcome, apply_plan, prepare_apply
-from reconciler.docker_port import ContainerEvent, DockerError, DockerPort
-from reconciler.executor import StepEvent
-from reconciler.images import ImageError
-from reconciler.observed import ObservedState, group_containers
-from reconciler.planning import Plan, PlanError
-from reconciler.queueing import KeyedQueue
-from reconciler.triggers import (
+from reconciler.controller.backoff import Backoff, RetrySchedule
+from reconciler.controller.queue import KeyedQueue
+from reconciler.controller.sources import (
     Cause,
     DockerEventSource,
     ResyncTimer,
     SpecFileSource,
     Trigger,
 )
+from reconciler.controlplane import lifecycle
+from reconciler.controlplane.api.channel import ApiError
+from reconciler.controlplane.lifecycle import ControlPlaneError
+from reconciler.controlplane.paths import StatePaths
+from reconciler.controlplane.registry import StepRecord
+from reconciler.docker.engine import ContainerEvent, DockerError, DockerPort
+from reconciler.images import ImageError
+from reconciler.loop.converge import AgentOutcome, apply_plan, prepare_apply
+from reconciler.loop.execute import StepEvent
+from reconciler.loop.observe import ObservedState, group_containers
+from reconciler.loop.plan import Plan, PlanError
 from specs import SpecError, SpecErrors, SpecSet, load_specs
 
 __all__ = ["AGENT_BACKOFF", "PendingWork", "WatchOptions", "WatchReport", "Watcher"]
