@@ -370,8 +370,7 @@ class DockerEngine:
             return None
         except docker.errors.APIError as exc:
             raise _wrap(exc, f"copy from container {container_id[:12]}:{path}") from exc
-        buffer = tempfile.TemporaryFile()
-        with buffer:
+        with tempfile.TemporaryFile() as buffer:
             for chunk in stream:
                 buffer.write(chunk)
             buffer.seek(0)

@@ -416,7 +416,7 @@ def _plan_agent(
     if current.state == "created":
         # Never started: whatever preparation an interrupted pass did is redone (fresh
         # bootstrap material, the fills its markers do not show) before the first start.
-        cause = "never started: its preparation is completed first"
+        cause = "never started: prepared again"
         last = _prepare_container(
             b, agent, current.name, None, fill_roles, host, [*volume_steps, *cleanup]
         )

@@ -259,13 +259,10 @@ def test_a_container_that_never_started_gets_its_preparation_again(tmp_path: Pat
         unfinished={"myapp/dev": frozenset({"config"})},
     )
     p = plan(desired, observed, images=images_of(desired))
-    assert (
-        str(p)
-        == textwrap.dedent("""\
+    assert str(p) == textwrap.dedent("""\
         [] -> #1 container:clawker.myapp.dev, SeedConfig, unfinished config volume (seed: copy)
         [#1] -> #2 container:clawker.myapp.dev, CopyBootstrap, new container identity
-        [#2] -> #3 container:clawker.myapp.dev, StartContainer, never started: its preparation is completed first""")
-    )
+        [#2] -> #3 container:clawker.myapp.dev, StartContainer, never started: prepared again""")
 
 
 def test_kept_volumes_are_filled_only_when_their_marker_is_missing(tmp_path: Path) -> None:
