@@ -24,7 +24,7 @@ from cli.render import (
 from cli.style import Style, fail_mark, ok_mark
 from cli.table import render_table
 from reconciler.controlplane import lifecycle
-from reconciler.controlplane.paths import state_paths
+from reconciler.controlplane.paths import protected_paths, state_paths
 from reconciler.controlplane.registry import StepRecord
 from reconciler.docker.engine import DockerEngine
 from reconciler.loop.converge import (
@@ -58,7 +58,7 @@ def _err(text: str) -> None:
 def _load(files: Sequence[str]) -> SpecSet:
     if not files:
         raise UsageError("no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
-    specset = load_specs(files)
+    specset = load_specs(files, protected=protected_paths())
     for warning in specset.warnings:
         _err(f"warning: {warning}")
     return specset

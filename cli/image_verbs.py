@@ -90,6 +90,7 @@ def cmd_image_base(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
+    from reconciler.controlplane.paths import protected_paths
     from reconciler.docker.engine import DockerEngine
     from reconciler.images import ImageError, ensure_project_image, project_image_inputs
     from specs import load_specs
@@ -97,7 +98,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     if not args.filename:
         _err("error: no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
         return EXIT_USAGE
-    specset = load_specs(args.filename)
+    specset = load_specs(args.filename, protected=protected_paths())
     for warning in specset.warnings:
         _err(f"warning: {warning}")
     try:

@@ -33,7 +33,7 @@ from reconciler.controller.sources import (
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.api.channel import ApiError
 from reconciler.controlplane.lifecycle import ControlPlaneError
-from reconciler.controlplane.paths import StatePaths
+from reconciler.controlplane.paths import StatePaths, protected_paths
 from reconciler.controlplane.registry import StepRecord
 from reconciler.docker.engine import ContainerEvent, DockerError, DockerPort
 from reconciler.images import ImageError
@@ -332,7 +332,7 @@ class Watcher:
         """Re-read every input; on success queue the agents whose spec changed, otherwise
         report the errors and keep the last good specs. `quiet`: say nothing if nothing changed."""
         try:
-            new = load_specs(self.inputs)
+            new = load_specs(self.inputs, protected=protected_paths())
         except SpecErrors as exc:
             self.report.specs_invalid(exc.errors)
             return

@@ -33,12 +33,16 @@ class SpecSet:
     warnings: tuple[str, ...]
 
 
-def load_specs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> SpecSet:
+def load_specs(
+    inputs: Sequence[str], *, stdin: TextIO | None = None, protected: Sequence[str] = ()
+) -> SpecSet:
     """Load, validate and merge the spec files named by `inputs`.
 
     Each input is a file, a directory (its *.yaml and *.yml files, sorted by name, not recursive)
     or "-" for `stdin` (default: sys.stdin). Every input is validated before anything is returned;
     all problems are raised together as `SpecErrors`. No agents at all is not an error.
+    `protected`: paths no workspace may be, be inside of or contain, besides the built-in ones
+    (clawker's state directory and sockets: see specs.workspace_policy).
     """
     errors: list[SpecError] = []
     warnings: list[str] = []
@@ -71,7 +75,7 @@ def load_specs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> SpecSet
         project = declared[project_name]
         if project.model is None or agent.model is None:
             continue  # its errors are already reported
-        resolved = desired_agent(project, agent, project_name)
+        resolved = desired_agent(project, agent, project_name, protected)
         if isinstance(resolved, SpecError):
             errors.append(resolved)
         else:

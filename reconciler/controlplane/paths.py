@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["StatePaths", "state_paths"]
+__all__ = ["StatePaths", "protected_paths", "state_paths"]
 
 
 @dataclass(frozen=True)
@@ -40,3 +40,14 @@ class StatePaths:
 
 def state_paths() -> StatePaths:
     return StatePaths(Path(os.environ.get("CLAWKER_STATE_DIR", "/var/lib/clawker")))
+
+
+def protected_paths(paths: StatePaths | None = None) -> tuple[str, ...]:
+    """Paths no agent workspace may be, be inside of or contain (specs.workspace_policy):
+    clawker's state directory (its CA, registry and socket) and the Docker socket in use."""
+    paths = paths or state_paths()
+    found = [str(paths.root), str(paths.socket)]
+    docker_host = os.environ.get("DOCKER_HOST", "")
+    if docker_host.startswith("unix://"):
+        found.append(docker_host.removeprefix("unix://"))
+    return tuple(found)

@@ -322,6 +322,86 @@ BAD_INPUTS: dict[str, Bad] = {
         "a.yaml:9:3",
         "spec.security: expected a mapping, got null (an empty value) (write {} or remove the key)",
     ),
+    "a workspace of /": Bad(
+        agent_spec("  workspace:\n    path: /\n"),
+        "a.yaml:10:11",
+        "spec.workspace.path: workspace / is the whole filesystem",
+    ),
+    "a workspace of /run": Bad(
+        agent_spec("  workspace:\n    path: /run\n"),
+        "a.yaml:10:11",
+        "workspace /run is inside the system directory /run",
+    ),
+    "a workspace of /etc": Bad(
+        agent_spec("  workspace:\n    path: /etc\n"),
+        "a.yaml:10:11",
+        "is inside the system directory /etc",
+    ),
+    "a workspace of /proc": Bad(
+        agent_spec("  workspace:\n    path: /proc\n"),
+        "a.yaml:10:11",
+        "is inside the system directory /proc",
+    ),
+    "a workspace of /sys": Bad(
+        agent_spec("  workspace:\n    path: /sys\n"),
+        "a.yaml:10:11",
+        "is inside the system directory /sys",
+    ),
+    "a workspace of /dev": Bad(
+        agent_spec("  workspace:\n    path: /dev\n"),
+        "a.yaml:10:11",
+        "is inside the system directory /dev",
+    ),
+    "a workspace of /usr/lib": Bad(
+        agent_spec("  workspace:\n    path: /usr/lib\n"),
+        "a.yaml:10:11",
+        "is inside the system directory /usr",
+    ),
+    "a workspace of /root": Bad(
+        agent_spec("  workspace:\n    path: /root\n"),
+        "a.yaml:10:11",
+        "workspace /root is a whole home directory",
+    ),
+    "a workspace of ~": Bad(
+        agent_spec("  workspace:\n    path: \"~\"\n"),
+        "a.yaml:10:11",
+        "is a whole home directory",
+    ),
+    "a workspace of /home": Bad(
+        agent_spec("  workspace:\n    path: /home\n"),
+        "a.yaml:10:11",
+        "workspace /home is a shared system directory",
+    ),
+    "a workspace of /var/lib/docker": Bad(
+        agent_spec("  workspace:\n    path: /var/lib/docker\n"),
+        "a.yaml:10:11",
+        "is inside /var/lib/docker, the state or socket of Docker",
+    ),
+    "a workspace of /var/lib": Bad(
+        agent_spec("  workspace:\n    path: /var/lib\n"),
+        "a.yaml:10:11",
+        "workspace /var/lib contains /var/lib/",
+    ),
+    "a workspace of /var": Bad(
+        agent_spec("  workspace:\n    path: /var\n"),
+        "a.yaml:10:11",
+        "workspace /var is a shared system directory",
+    ),
+    "an allowlist entry of the public suffix .com": Bad(
+        agent_spec("  security:\n    firewall: {add_domains: [github.com, .com]}\n"),
+        "a.yaml:10:42",
+        "'.com' would allow every domain under the public suffix 'com'",
+    ),
+    "an allowlist entry of the public suffix .co.uk": Bad(
+        agent_spec("  security:\n    firewall: {add_domains: [github.com, .co.uk]}\n"),
+        "a.yaml:10:42",
+        "'.co.uk' would allow every domain under the public suffix 'co.uk'",
+    ),
+    "an allowlist entry of the public suffix .github.io": Bad(
+        agent_spec("  security:\n    firewall: {add_domains: [github.com, .github.io]}\n"),
+        "a.yaml:10:42",
+        "'.github.io' would allow every domain under the public suffix 'github.io'",
+    ),
 }
 
 
