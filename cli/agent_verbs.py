@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 from cli.image_verbs import build_progress
 from cli.render import (
@@ -27,6 +28,7 @@ from reconciler.controlplane import lifecycle
 from reconciler.controlplane.paths import protected_paths, state_paths
 from reconciler.controlplane.registry import StepRecord
 from reconciler.docker.engine import DockerEngine
+from reconciler.loop.apply_lock import ApplyLock
 from reconciler.loop.converge import (
     agent_statuses,
     apply_plan,
@@ -67,7 +69,7 @@ def _load(files: Sequence[str]) -> SpecSet:
 def _confirm(question: str, assume_yes: bool) -> bool:
     if assume_yes:
         return True
-    if not sys.stdin.isatty():
+    if sys.stdin is None or sys.stdin.closed or not sys.stdin.isatty():
         raise UsageError(f"{question} needs confirmation; re-run with -y to confirm")
     answer = input(f"{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ")
     return answer.strip() == "yes"
@@ -98,17 +100,32 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
         return apply_watch(args, _load)
     specset = _load(args.filename)
-    port = DockerEngine()
-    prepared = prepare_apply(port, specset, prune=args.prune)
-    the_plan = prepared.plan
-    out_style, err_style = Style(sys.stdout), Style(sys.stderr)
-    json_out = args.output == "json"
     if args.dry_run:
-        if json_out:
+        the_plan = prepare_apply(DockerEngine(), specset, prune=args.prune).plan
+        if args.output == "json":
             _out(json.dumps(plan_as_data(the_plan, show_secrets=args.show_secrets), indent=2))
         else:
-            _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
+            _out(render_plan(the_plan, Style(sys.stdout), show_secrets=args.show_secrets))
         return EXIT_OK
+    with apply_lock(args.no_wait_lock):  # taken before observing: the plan is ours alone
+        return _apply(args, specset)
+
+
+def apply_lock(no_wait: bool) -> AbstractContextManager[None]:
+    """This scope's apply lock (reconciler.loop.apply_lock), saying whom it waits for."""
+    return ApplyLock(state_paths().apply_lock).hold(
+        wait=not no_wait,
+        on_wait=lambda who: _err(
+            f"waiting for another apply ({who}) to finish; --no-wait-lock exits instead"
+        ),
+    )
+
+
+def _apply(args: argparse.Namespace, specset: SpecSet) -> int:
+    port = DockerEngine()
+    the_plan = prepare_apply(port, specset, prune=args.prune).plan
+    out_style, err_style = Style(sys.stdout), Style(sys.stderr)
+    json_out = args.output == "json"
     changed = not the_plan.empty
     if changed and not json_out:
         _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
@@ -187,6 +204,11 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     specset = _load(args.filename)
+    with apply_lock(args.no_wait_lock):
+        return _delete(args, specset)
+
+
+def _delete(args: argparse.Namespace, specset: SpecSet) -> int:
     port = DockerEngine()
     prepared = prepare_delete(port, [a.key for a in specset.agents], volumes=args.volumes)
     style = Style(sys.stdout)

@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from cli.arg_types import seconds
 from cli.firewall_verbs import add_firewall_verbs
 from cli.image_verbs import add_image_verbs
 from cli.style import Style, fail_mark, ok_mark
@@ -120,6 +121,15 @@ def _add_files(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
+def _add_no_wait_lock(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-wait-lock",
+        action="store_true",
+        help="when another apply or delete is running in this scope, exit at once (exit 1)"
+        " instead of waiting for it",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawker",
@@ -157,13 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="do not wait for agents to be Ready")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds(minimum=0, maximum=7 * 24 * 3600),
         default=120.0,
         metavar="SECONDS",
         help="how long to wait for readiness (default 120)",
     )
     p.add_argument("--show-secrets", action="store_true", help="show env values unmasked")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    _add_no_wait_lock(p)
     p.add_argument(
         "--watch",
         action="store_true",
@@ -172,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--resync",
-        type=float,
+        type=seconds(minimum=0.1, maximum=24 * 3600),
         default=30.0,
         metavar="SECONDS",
         help="with --watch: re-check every agent this often, events or not (default 30)",
@@ -193,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also remove the agents' config, history and workspace volumes",
     )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _add_no_wait_lock(p)
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("image", help="build images")
@@ -243,8 +255,9 @@ def _report(exc: Exception) -> int | None:
     """
     from reconciler.controlplane.api.channel import ApiError
     from reconciler.controlplane.lifecycle import ControlPlaneError
+    from reconciler.loop.apply_lock import ApplyLockError
 
-    if isinstance(exc, ControlPlaneError | ApiError):
+    if isinstance(exc, ControlPlaneError | ApiError | ApplyLockError):
         _err(f"error: {exc}")
         return EXIT_FAIL
     from cli.agent_verbs import UsageError
@@ -263,6 +276,10 @@ def _report(exc: Exception) -> int | None:
         return EXIT_USAGE
     if isinstance(exc, DockerError):
         _err(f"error: {exc}")
+        return EXIT_FAIL
+    if isinstance(exc, PermissionError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        _err(f"error: {exc.strerror}{where}; clawker's state and the control plane need root")
         return EXIT_FAIL
     return None
 

@@ -21,6 +21,7 @@ from reconciler.controlplane.paths import state_paths
 from reconciler.controlplane.registry import StepRecord
 from reconciler.docker.engine import DockerEngine
 from reconciler.images import is_progress_line
+from reconciler.loop.apply_lock import ApplyLock
 from reconciler.loop.converge import AgentOutcome
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.plan import Plan
@@ -150,8 +151,10 @@ def apply_watch(args: argparse.Namespace, load: Callable[[Sequence[str]], SpecSe
             wait=not args.no_wait,
             timeout=args.timeout,
             resync_interval=args.resync,
+            wait_lock=not args.no_wait_lock,
         ),
         controlplane=state_paths(),
+        apply_lock=ApplyLock(state_paths().apply_lock),
     )
     interrupts = 0
 

@@ -30,6 +30,10 @@ class StatePaths:
         return self.root / "controlplane.pid"
 
     @property
+    def apply_lock(self) -> Path:
+        return self.root / "apply.lock"
+
+    @property
     def log(self) -> Path:
         return self.root / "controlplane.log"
 
