@@ -25,9 +25,9 @@ from cli.render import (
 from cli.style import Style, fail_mark, ok_mark
 from cli.table import render_table
 from reconciler.controlplane import lifecycle
-from reconciler.controlplane.paths import protected_paths, state_paths
-from reconciler.controlplane.registry import StepRecord
-from reconciler.docker.engine import DockerEngine
+from reconciler.controlplane.api.messages import StepRecord
+from reconciler.controlplane.paths import StatePaths, protected_paths
+from reconciler.docker.engine import DockerEngine, engine_socket
 from reconciler.loop.apply_lock import ApplyLock
 from reconciler.loop.converge import (
     agent_statuses,
@@ -38,6 +38,7 @@ from reconciler.loop.converge import (
 )
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.observe import observe
+from reconciler.settings import Settings
 from specs import SpecSet, load_specs
 
 __all__ = ["UsageError", "cmd_apply", "cmd_delete", "cmd_diff", "cmd_get"]
@@ -57,10 +58,11 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _load(files: Sequence[str]) -> SpecSet:
+def _load(files: Sequence[str], settings: Settings) -> SpecSet:
     if not files:
         raise UsageError("no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
-    specset = load_specs(files, protected=protected_paths())
+    protected = protected_paths(StatePaths(settings.state_dir), engine_socket())
+    specset = load_specs(files, protected=protected)
     for warning in specset.warnings:
         _err(f"warning: {warning}")
     return specset
@@ -84,8 +86,10 @@ def _progress(style: Style, enabled: bool) -> Callable[[StepEvent], None]:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    specset = _load(args.filename)
-    prepared = prepare_apply(DockerEngine(), specset, prune=args.prune)
+    specset = _load(args.filename, args.settings)
+    prepared = prepare_apply(
+        DockerEngine(scope=args.settings), specset, settings=args.settings, prune=args.prune
+    )
     if args.output == "json":
         _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
     else:
@@ -98,23 +102,24 @@ def cmd_apply(args: argparse.Namespace) -> int:
         # Watch mode's modules (file watching, the event stream) load only with --watch.
         from cli.watch_verb import apply_watch  # noqa: PLC0415
 
-        return apply_watch(args, _load)
-    specset = _load(args.filename)
+        return apply_watch(args, lambda files: _load(files, args.settings))
+    specset = _load(args.filename, args.settings)
     if args.dry_run:
-        the_plan = prepare_apply(DockerEngine(), specset, prune=args.prune).plan
+        port = DockerEngine(scope=args.settings)
+        the_plan = prepare_apply(port, specset, settings=args.settings, prune=args.prune).plan
         if args.output == "json":
             _out(json.dumps(plan_as_data(the_plan, show_secrets=args.show_secrets), indent=2))
         else:
             _out(render_plan(the_plan, Style(sys.stdout), show_secrets=args.show_secrets))
         return EXIT_OK
-    with apply_lock(args.no_wait_lock):  # taken before observing: the plan is ours alone
+    with apply_lock(args):  # taken before observing: the plan is ours alone
         return _apply(args, specset)
 
 
-def apply_lock(no_wait: bool) -> AbstractContextManager[None]:
+def apply_lock(args: argparse.Namespace) -> AbstractContextManager[None]:
     """This scope's apply lock (reconciler.loop.apply_lock), saying whom it waits for."""
-    return ApplyLock(state_paths().apply_lock).hold(
-        wait=not no_wait,
+    return ApplyLock(StatePaths(args.settings.state_dir).apply_lock).hold(
+        wait=not args.no_wait_lock,
         on_wait=lambda who: _err(
             f"waiting for another apply ({who}) to finish; --no-wait-lock exits instead"
         ),
@@ -122,8 +127,8 @@ def apply_lock(no_wait: bool) -> AbstractContextManager[None]:
 
 
 def _apply(args: argparse.Namespace, specset: SpecSet) -> int:
-    port = DockerEngine()
-    the_plan = prepare_apply(port, specset, prune=args.prune).plan
+    port = DockerEngine(scope=args.settings)
+    the_plan = prepare_apply(port, specset, settings=args.settings, prune=args.prune).plan
     out_style, err_style = Style(sys.stdout), Style(sys.stderr)
     json_out = args.output == "json"
     changed = not the_plan.empty
@@ -137,7 +142,7 @@ def _apply(args: argparse.Namespace, specset: SpecSet) -> int:
         return EXIT_FAIL
     # Even with nothing to change: the CP gets the current runtime specs (pre_run, allowlist,
     # the host's sockets) and apply still waits until every agent is Ready.
-    _ensure_controlplane(err_style)
+    _ensure_controlplane(args.settings, err_style)
 
     def on_step(container: str, record: StepRecord) -> None:
         if not json_out:
@@ -148,8 +153,9 @@ def _apply(args: argparse.Namespace, specset: SpecSet) -> int:
     _, outcomes = apply_plan(
         port,
         the_plan,
+        settings=args.settings,
         agents=specset.agents,
-        controlplane=state_paths(),
+        controlplane=StatePaths(args.settings.state_dir),
         wait=not args.no_wait,
         timeout=args.timeout,
         on_event=_progress(err_style, not json_out),
@@ -177,21 +183,24 @@ def _apply(args: argparse.Namespace, specset: SpecSet) -> int:
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
 
 
-def _ensure_controlplane(style: Style) -> None:
-    pid = lifecycle.ensure_running()
+def _ensure_controlplane(settings: Settings, style: Style) -> None:
+    pid = lifecycle.ensure_running(settings)
     if pid is not None:
-        _err(f"  {ok_mark(style)} control plane started (pid {pid}; log {state_paths().log})")
+        log = StatePaths(settings.state_dir).log
+        _err(f"  {ok_mark(style)} control plane started (pid {pid}; log {log})")
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    specset = _load(args.filename) if args.filename else None
-    port = DockerEngine()
+    specset = _load(args.filename, args.settings) if args.filename else None
+    port = DockerEngine(scope=args.settings)
     observed = observe(port)
     statuses = agent_statuses(
         observed,
         specset.agents if specset else (),
         only_desired=specset is not None,
-        conditions=readiness_conditions(port, observed, lifecycle.client()),
+        conditions=readiness_conditions(
+            observed, lifecycle.client(StatePaths(args.settings.state_dir))
+        ),
     )
     if args.output == "json":
         _out(json.dumps({"kind": "AgentList", "items": status_data(statuses)}, indent=2))
@@ -203,13 +212,13 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    specset = _load(args.filename)
-    with apply_lock(args.no_wait_lock):
+    specset = _load(args.filename, args.settings)
+    with apply_lock(args):
         return _delete(args, specset)
 
 
 def _delete(args: argparse.Namespace, specset: SpecSet) -> int:
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     prepared = prepare_delete(port, [a.key for a in specset.agents], volumes=args.volumes)
     style = Style(sys.stdout)
     if prepared.plan.empty:
@@ -224,7 +233,11 @@ def _delete(args: argparse.Namespace, specset: SpecSet) -> int:
         _err("Delete cancelled.")
         return EXIT_FAIL
     _, outcomes = apply_plan(
-        port, prepared.plan, wait=False, on_event=_progress(Style(sys.stderr), True)
+        port,
+        prepared.plan,
+        settings=args.settings,
+        wait=False,
+        on_event=_progress(Style(sys.stderr), True),
     )
     _out(render_outcomes(outcomes, style))
     if not args.volumes:

@@ -71,7 +71,7 @@ def cmd_image_base(args: argparse.Namespace) -> int:
     from reconciler.images import observed_image_labels
     from reconciler.images.base import BaseImageError, base_image_is_current, build_base_image
 
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     ref = args.tag or f"clawker-base:{args.suite}"
     style = Style(sys.stderr)
     existing = port.image_id(ref)
@@ -90,15 +90,16 @@ def cmd_image_base(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from reconciler.controlplane.paths import protected_paths
-    from reconciler.docker.engine import DockerEngine
+    from reconciler.controlplane.paths import StatePaths, protected_paths
+    from reconciler.docker.engine import DockerEngine, engine_socket
     from reconciler.images import ImageError, ensure_project_image, project_image_inputs
     from specs import load_specs
 
     if not args.filename:
         _err("error: no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
         return EXIT_USAGE
-    specset = load_specs(args.filename, protected=protected_paths())
+    paths = StatePaths(args.settings.state_dir)
+    specset = load_specs(args.filename, protected=protected_paths(paths, engine_socket()))
     for warning in specset.warnings:
         _err(f"warning: {warning}")
     try:
@@ -110,7 +111,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         _out("No agents declared; nothing to build.")
         return EXIT_OK
     out, err = Style(sys.stdout), Style(sys.stderr)
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     failed = 0
     for inputs in targets:
         started = time.monotonic()
@@ -189,7 +190,7 @@ def cmd_image_ls(args: argparse.Namespace) -> int:
     from reconciler.docker.engine import DockerEngine
     from reconciler.images import list_clawker_images
 
-    images = list_clawker_images(DockerEngine())
+    images = list_clawker_images(DockerEngine(scope=args.settings))
     if args.output == "json":
         _out(json.dumps({"kind": "ImageList", "items": image_data(images)}, indent=2))
     elif images:

@@ -1,10 +1,13 @@
-"""Where the control plane keeps its state. `CLAWKER_STATE_DIR` moves all of it (tests do)."""
+"""Where the control plane keeps its state. Settings.state_dir (`CLAWKER_STATE_DIR`) moves all
+of it (tests do)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from reconciler.settings import Settings
 
 __all__ = ["StatePaths", "protected_paths", "state_paths"]
 
@@ -42,16 +45,12 @@ class StatePaths:
         os.chmod(self.root, 0o700)
 
 
-def state_paths() -> StatePaths:
-    return StatePaths(Path(os.environ.get("CLAWKER_STATE_DIR", "/var/lib/clawker")))
+def state_paths(settings: Settings) -> StatePaths:
+    return StatePaths(settings.state_dir)
 
 
-def protected_paths(paths: StatePaths | None = None) -> tuple[str, ...]:
+def protected_paths(paths: StatePaths, docker_socket: str | None) -> tuple[str, ...]:
     """Paths no agent workspace may be, be inside of or contain (specs.workspace_policy):
     clawker's state directory (its CA, registry and socket) and the Docker socket in use."""
-    paths = paths or state_paths()
     found = [str(paths.root), str(paths.socket)]
-    docker_host = os.environ.get("DOCKER_HOST", "")
-    if docker_host.startswith("unix://"):
-        found.append(docker_host.removeprefix("unix://"))
-    return tuple(found)
+    return (*found, docker_socket) if docker_socket else tuple(found)
