@@ -32,6 +32,7 @@ from reconciler.loop.apply_lock import ApplyLock
 from reconciler.loop.converge import (
     agent_statuses,
     apply_plan,
+    forget_agents,
     prepare_apply,
     prepare_delete,
     readiness_conditions,
@@ -222,6 +223,7 @@ def _delete(args: argparse.Namespace, specset: SpecSet) -> int:
     prepared = prepare_delete(port, [a.key for a in specset.agents], volumes=args.volumes)
     style = Style(sys.stdout)
     if prepared.plan.empty:
+        forget_agents(args.settings, [a.key for a in specset.agents])  # gone by hand
         _out("Nothing to delete.")
         return EXIT_OK
     _out(render_plan(prepared.plan, style))

@@ -77,6 +77,11 @@ def serve(settings: Settings) -> int:
             # apply makes the spec's allowlist the live one
             firewall.set_allowlist(runtime.agent_key, runtime.allow_domains)
 
+    def forget_agents(params: dict[str, Any]) -> None:
+        for key in params.get("agents", []):
+            firewall.forget(str(key))
+            registry.forget_runtime(str(key))
+
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
         for cid in ids:  # asking about a container is also a trigger: no waiting for an event
@@ -111,6 +116,7 @@ def serve(settings: Settings) -> int:
         {
             "ping": ping,
             "put_runtime": put_runtime,
+            "forget_agents": forget_agents,
             "status": status,
             "issue_bootstrap": issue_bootstrap,
             **firewall_handlers(firewall),

@@ -140,6 +140,15 @@ class Registry:
                 ),
             )
 
+    def forget_firewall(self, agent_key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM firewall WHERE agent_key=?", (agent_key,))
+
+    def forget_runtime(self, agent_key: str) -> None:
+        """Drop a deleted agent's runtime spec: the registry follows the objects."""
+        with self._lock:
+            self._db.execute("DELETE FROM agent_runtime WHERE agent_key=?", (agent_key,))
+
     def firewalls(self) -> list[AgentFirewall]:
         with self._lock:
             rows = self._db.execute(

@@ -31,6 +31,7 @@ __all__ = [
     "Prepared",
     "agent_statuses",
     "apply_plan",
+    "forget_agents",
     "prepare_apply",
     "prepare_delete",
 ]
@@ -137,6 +138,18 @@ def runtime_specs(agents: Iterable[DesiredAgent], host: HostContext) -> list[Age
     ]
 
 
+def forget_agents(settings: Settings, keys: Sequence[str]) -> bool:
+    """Tell the control plane these agents are gone (their runtime spec and firewall state
+    follow their containers); False when it is not running to be told."""
+    if not keys:
+        return True
+    try:
+        ControlPlaneClient(StatePaths(settings.state_dir).socket).forget_agents(keys)
+    except ApiError:
+        return False
+    return True
+
+
 def apply_plan(
     port: DockerPort,
     the_plan: Plan,
@@ -177,6 +190,8 @@ def apply_plan(
             ensure_share_dir(step.container)
     result = execute(port, the_plan, tools=tools, on_event=on_event)
     errors = result.agent_errors(the_plan)
+    deleted = [c.key for c in the_plan.changes if c.kind is ChangeKind.DELETE]
+    forget_agents(settings, [key for key in deleted if key not in errors])
     names = {a.key: naming.container_name(a.project, a.name) for a in agents if a.key not in errors}
     # Steps are shown for the starts this apply made; an agent already Ready was reported then.
     started = {

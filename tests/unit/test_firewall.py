@@ -28,6 +28,7 @@ from bpf.maps import (
 from cli.firewall_verbs import format_duration, parse_duration, status_rows
 from cli.render import render_plan
 from cli.style import Style
+from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
 from reconciler.firewall.allowlist import (
     HARNESS_FLOOR,
     agent_id,
@@ -346,6 +347,9 @@ class MemoryStore:
     def firewalls(self) -> list[AgentFirewall]:
         return [self.states[k] for k in sorted(self.states)]
 
+    def forget_firewall(self, agent_key: str) -> None:
+        self.states.pop(agent_key, None)
+
 
 def _firewall(store: MemoryStore) -> Firewall:
     config = FirewallConfig("/clawker", Path("/sys/fs/bpf/unused"), ("127.0.0.1", 53))
@@ -362,6 +366,27 @@ def test_an_agent_is_named_by_key_or_by_a_unique_name() -> None:
         fw.resolve_agent("dev")
     with pytest.raises(FirewallError, match="knows no agent 'nope'; known agents: a/dev"):
         fw.resolve_agent("nope")
+
+
+def test_a_deleted_agent_is_forgotten_so_its_name_is_no_longer_ambiguous(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.sqlite")
+    registry.put_runtime(AgentRuntimeSpec("demo/dev", pre_run="true"))
+    config = FirewallConfig("/clawker", Path("/sys/fs/bpf/unused"), ("127.0.0.1", 53))
+    fw = Firewall(config, registry)
+    fw.state("demo/dev", ["a.com"])
+    fw.state("uxp/dev", ["b.com"])
+    with pytest.raises(FirewallError, match="ambiguous: demo/dev, uxp/dev"):
+        fw.resolve_agent("dev")
+
+    fw.forget("demo/dev")
+    registry.forget_runtime("demo/dev")
+
+    assert fw.resolve_agent("dev") == "uxp/dev"
+    assert registry.firewall("demo/dev") is None
+    assert registry.runtime("demo/dev") == AgentRuntimeSpec("demo/dev")  # the empty default
+    assert Registry(tmp_path / "registry.sqlite").firewalls() == [
+        AgentFirewall("uxp/dev", ("b.com",))
+    ]
 
 
 def test_the_first_enrolment_seeds_the_allowlist_and_later_ones_keep_it() -> None:
