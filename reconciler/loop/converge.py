@@ -5,6 +5,8 @@ These functions hold the sequencing so that the CLI, watch mode and the control 
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,7 +22,15 @@ from reconciler.images import project_image_inputs
 from reconciler.loop.desired import Placement
 from reconciler.loop.execute import ExecutionResult, StepEvent, StepTools, execute
 from reconciler.loop.observe import ObservedState, observe
-from reconciler.loop.plan import Action, ChangeKind, FirewallObservation, Plan, plan, plan_delete
+from reconciler.loop.plan import (
+    Action,
+    ChangeKind,
+    FirewallObservation,
+    Plan,
+    Step,
+    plan,
+    plan_delete,
+)
 from reconciler.loop.ready import Readiness, wait_ready
 from reconciler.settings import Settings
 from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
@@ -138,6 +148,18 @@ def runtime_specs(agents: Iterable[DesiredAgent], host: HostContext) -> list[Age
     ]
 
 
+def _fault_hook(settings: Settings) -> Callable[[Step], None]:
+    """The fault-injection tests' kill point (Settings.test_kill_after); a no-op otherwise."""
+    if not settings.test_kill_after:
+        return lambda _step: None
+
+    def kill(step: Step) -> None:
+        if step.action.value == settings.test_kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return kill
+
+
 def forget_agents(settings: Settings, keys: Sequence[str]) -> bool:
     """Tell the control plane these agents are gone (their runtime spec and firewall state
     follow their containers); False when it is not running to be told."""
@@ -171,7 +193,7 @@ def apply_plan(
     and readiness is the CP's verdict on each container's current start. `sleep` paces the
     readiness polls (watch mode passes one that raises when it is told to stop).
     """
-    tools = StepTools(on_build_line=on_build_line)
+    tools = StepTools(on_build_line=on_build_line, after_step=_fault_hook(settings))
     client: ControlPlaneClient | None = None
     if controlplane is not None:
         client = cp = ControlPlaneClient(controlplane.socket)
@@ -184,6 +206,7 @@ def apply_plan(
             bootstrap=cp.issue_bootstrap,
             on_build_line=on_build_line,
             update_firewall=update_firewall,
+            after_step=_fault_hook(settings),
         )
     for step in the_plan.steps:  # a bind mount's source must exist before the create
         if step.container is not None:

@@ -70,10 +70,18 @@ class StepTools:
     on_build_line: Callable[[str], None] = lambda _line: None
     # (agent key, allowlist): the control plane call behind UpdateFirewall
     update_firewall: Callable[[str, tuple[str, ...]], None] | None = None
+    # Called once a step's call has returned: the fault-injection tests kill the process
+    # here (Settings.test_kill_after), to show that a pass killed anywhere resumes.
+    after_step: Callable[[Step], None] = lambda _step: None
 
 
 def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> None:
     """The one Docker call a step stands for."""
+    _call(port, step, tools)
+    tools.after_step(step)
+
+
+def _call(port: DockerPort, step: Step, tools: StepTools) -> None:
     match step.action:
         case Action.BUILD_IMAGE:
             assert step.image_inputs is not None
