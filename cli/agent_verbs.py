@@ -11,7 +11,9 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 
+import cli
 from cli.image_verbs import build_progress
 from cli.render import (
     STATUS_HEADERS,
@@ -24,10 +26,12 @@ from cli.render import (
 )
 from cli.style import Style, fail_mark, ok_mark
 from cli.table import render_table
+from reconciler import naming
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.api.messages import StepRecord
 from reconciler.controlplane.paths import StatePaths, protected_paths
 from reconciler.docker.engine import DockerEngine, engine_socket
+from reconciler.errors import UsageError
 from reconciler.loop.apply_lock import ApplyLock
 from reconciler.loop.converge import (
     agent_statuses,
@@ -39,16 +43,13 @@ from reconciler.loop.converge import (
 )
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.observe import observe
+from reconciler.loop.timeline import Timeline
 from reconciler.settings import Settings
 from specs import SpecSet, load_specs
 
 __all__ = ["UsageError", "cmd_apply", "cmd_delete", "cmd_diff", "cmd_get"]
 
 EXIT_OK, EXIT_FAIL = 0, 1
-
-
-class UsageError(Exception):
-    """Bad input: reported with exit code 2 and nothing changed."""
 
 
 def _out(text: str = "") -> None:
@@ -104,7 +105,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         from cli.watch_verb import apply_watch  # noqa: PLC0415
 
         return apply_watch(args, lambda files: _load(files, args.settings))
-    specset = _load(args.filename, args.settings)
+    timeline = Timeline(origin=cli.STARTED)
+    timeline.add("cli start-up and imports", 0.0, timeline.now())
+    with timeline.span("load and validate"):
+        specset = _load(args.filename, args.settings)
     if args.dry_run:
         port = DockerEngine(scope=args.settings)
         the_plan = prepare_apply(port, specset, settings=args.settings, prune=args.prune).plan
@@ -114,7 +118,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             _out(render_plan(the_plan, Style(sys.stdout), show_secrets=args.show_secrets))
         return EXIT_OK
     with apply_lock(args):  # taken before observing: the plan is ours alone
-        return _apply(args, specset)
+        return _apply(args, specset, timeline)
 
 
 def apply_lock(args: argparse.Namespace) -> AbstractContextManager[None]:
@@ -127,23 +131,27 @@ def apply_lock(args: argparse.Namespace) -> AbstractContextManager[None]:
     )
 
 
-def _apply(args: argparse.Namespace, specset: SpecSet) -> int:
+def _apply(args: argparse.Namespace, specset: SpecSet, timeline: Timeline) -> int:
     port = DockerEngine(scope=args.settings)
-    the_plan = prepare_apply(port, specset, settings=args.settings, prune=args.prune).plan
+    prepared = prepare_apply(
+        port, specset, settings=args.settings, prune=args.prune, timeline=timeline
+    )
+    the_plan = prepared.plan
     out_style, err_style = Style(sys.stdout), Style(sys.stderr)
     json_out = args.output == "json"
     changed = not the_plan.empty
     if changed and not json_out:
         _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
         _out()
-    if any(c.kind.value == "delete" for c in the_plan.changes) and not _confirm(
+    if the_plan.deletions and not _confirm(
         "Prune removes the containers of agents no longer declared (volumes stay).", args.yes
     ):
         _err("Apply cancelled.")
         return EXIT_FAIL
     # Even with nothing to change: the CP gets the current runtime specs (pre_run, allowlist,
     # the host's sockets) and apply still waits until every agent is Ready.
-    _ensure_controlplane(args.settings, err_style)
+    with timeline.span("ensure control plane"):
+        _ensure_controlplane(args.settings, err_style)
 
     def on_step(container: str, record: StepRecord) -> None:
         if not json_out:
@@ -164,7 +172,10 @@ def _apply(args: argparse.Namespace, specset: SpecSet) -> int:
         if not json_out
         else lambda _line: None,
         on_step=on_step,
+        timeline=timeline,
     )
+    if args.profile:
+        _write_profile(args, timeline, port, specset)
     if json_out:
         _out(
             json.dumps(
@@ -182,6 +193,21 @@ def _apply(args: argparse.Namespace, specset: SpecSet) -> int:
         if not changed:
             _out("No changes.")
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
+
+
+def _write_profile(
+    args: argparse.Namespace, timeline: Timeline, port: DockerEngine, specset: SpecSet
+) -> None:
+    """`--profile FILE`: the timeline, plus the control plane's own share of each start."""
+    names = [naming.container_name(a.project, a.name) for a in specset.agents]
+    ids = [info.id for n in names if (info := port.inspect_runtime(n, args.settings.network))]
+    client = lifecycle.client(StatePaths(args.settings.state_dir))
+    starts = {}
+    for report in client.start_reports(ids).values():
+        if report.status is not None:
+            starts[report.status.agent_key] = dict(report.status.timings)
+    timeline.extra["controlplane"] = starts
+    timeline.write(Path(args.profile))
 
 
 def _ensure_controlplane(settings: Settings, style: Style) -> None:

@@ -16,10 +16,12 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from reconciler.errors import ClawkerError
+
 __all__ = ["ApplyLock", "ApplyLockBusyError", "ApplyLockError"]
 
 
-class ApplyLockError(Exception):
+class ApplyLockError(ClawkerError):
     """The apply lock cannot be taken."""
 
 

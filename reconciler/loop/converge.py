@@ -18,12 +18,19 @@ from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import DockerPort
 from reconciler.firewall.allowlist import effective_allowlist
 from reconciler.host.host_state import HostContext, ensure_share_dir, host_context, observe_host
-from reconciler.images import project_image_inputs
+from reconciler.images import (
+    ImageError,
+    ImageInputs,
+    build_project_image,
+    project_image_inputs,
+    resolve_base_image,
+)
 from reconciler.loop.desired import Placement
-from reconciler.loop.execute import ExecutionResult, StepEvent, StepTools, execute
+from reconciler.loop.execute import ExecutionResult, StepEvent, StepStatus, StepTools, execute
 from reconciler.loop.observe import ObservedState, observe
 from reconciler.loop.plan import (
     Action,
+    BaseChoice,
     ChangeKind,
     FirewallObservation,
     Plan,
@@ -32,6 +39,7 @@ from reconciler.loop.plan import (
     plan_delete,
 )
 from reconciler.loop.ready import Readiness, wait_ready
+from reconciler.loop.timeline import Timeline
 from reconciler.settings import Settings
 from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
 
@@ -80,6 +88,7 @@ def prepare_apply(
     settings: Settings,
     prune: bool = False,
     keys: Collection[str] | None = None,
+    timeline: Timeline | None = None,
 ) -> Prepared:
     """Observe Docker and plan; raises ImageError when a project's agents disagree on `build`.
 
@@ -87,27 +96,50 @@ def prepare_apply(
     desired and the observed side, so nothing else is created, changed or pruned (watch mode's
     per-agent passes).
     """
-    images = {i.project: i for i in project_image_inputs(specset.agents)}
-    observed = observe(port)
+    tl = timeline or Timeline()
+    with tl.span("image inputs"):
+        images = {i.project: i for i in project_image_inputs(specset.agents, settings)}
+    with tl.span("observe"):
+        observed = observe(port)
     desired: Sequence[DesiredAgent] = specset.agents
     scoped = observed
     if keys is not None:
         desired = [a for a in specset.agents if a.key in keys]
         scoped = replace(observed, agents={k: a for k, a in observed.agents.items() if k in keys})
-    host = observe_host(desired)
-    return Prepared(
-        observed,
-        plan(
+    with tl.span("observe host"):
+        host = observe_host(desired, dict(settings.host_environment))
+    with tl.span("observe bases"):
+        bases = observe_bases(port, images.values(), allow_pull=settings.allow_pull)
+    with tl.span("observe control plane"):
+        firewall = observe_firewall(StatePaths(settings.state_dir))
+    with tl.span("plan"):
+        the_plan = plan(
             desired,
             scoped,
             images=images,
             apply_sets=specset.projects,
             prune=prune,
             host=host,
-            firewall=observe_firewall(StatePaths(settings.state_dir)),
+            firewall=firewall,
             placement=Placement(settings.network, settings.cgroup_parent),
-        ),
-    )
+            bases=bases,
+        )
+    return Prepared(observed, the_plan)
+
+
+def observe_bases(
+    port: DockerPort, images: Iterable[ImageInputs], *, allow_pull: bool
+) -> dict[str, BaseChoice]:
+    """Per declared base image: what a build would start FROM (one inspect per base)."""
+    choices: dict[str, BaseChoice] = {}
+    for declared in sorted({i.base_image for i in images}):
+        try:
+            choices[declared] = BaseChoice(
+                resolve_base_image(port, declared, allow_pull=allow_pull)
+            )
+        except ImageError as exc:
+            choices[declared] = BaseChoice(declared, str(exc))
+    return choices
 
 
 def observe_firewall(paths: StatePaths) -> FirewallObservation:
@@ -185,6 +217,7 @@ def apply_plan(
     on_build_line: Callable[[str], None] = lambda _l: None,
     on_step: Callable[[str, StepRecord], None] = lambda _c, _s: None,
     sleep: Callable[[float], None] = time.sleep,
+    timeline: Timeline | None = None,
 ) -> tuple[ExecutionResult, list[AgentOutcome]]:
     """Execute, then wait until every agent is Ready; one outcome per agent.
 
@@ -193,7 +226,13 @@ def apply_plan(
     and readiness is the CP's verdict on each container's current start. `sleep` paces the
     readiness polls (watch mode passes one that raises when it is told to stop).
     """
-    tools = StepTools(on_build_line=on_build_line, after_step=_fault_hook(settings))
+
+    def build_image(inputs: ImageInputs, base: str) -> None:
+        build_project_image(port, inputs, on_build_line, settings=settings, base=base or None)
+
+    tools = StepTools(
+        on_build_line=on_build_line, build_image=build_image, after_step=_fault_hook(settings)
+    )
     client: ControlPlaneClient | None = None
     if controlplane is not None:
         client = cp = ControlPlaneClient(controlplane.socket)
@@ -206,12 +245,24 @@ def apply_plan(
             bootstrap=cp.issue_bootstrap,
             on_build_line=on_build_line,
             update_firewall=update_firewall,
+            build_image=build_image,
             after_step=_fault_hook(settings),
         )
     for step in the_plan.steps:  # a bind mount's source must exist before the create
         if step.container is not None:
-            ensure_share_dir(step.container)
-    result = execute(port, the_plan, tools=tools, on_event=on_event)
+            ensure_share_dir(step.container, dict(settings.host_environment))
+    tl = timeline or Timeline()
+
+    def timed_event(event: StepEvent) -> None:
+        name = f"step:{event.step.action}"
+        if event.status is StepStatus.STARTED:
+            tl.begin(name, event.step.target)
+        elif event.status in (StepStatus.DONE, StepStatus.FAILED):
+            tl.end(name, event.step.target)
+        on_event(event)
+
+    with tl.span("execute"):
+        result = execute(port, the_plan, tools=tools, on_event=timed_event)
     errors = result.agent_errors(the_plan)
     deleted = [c.key for c in the_plan.changes if c.kind is ChangeKind.DELETE]
     forget_agents(settings, [key for key in deleted if key not in errors])
@@ -224,15 +275,16 @@ def apply_plan(
     }
     readiness: Mapping[str, Readiness] = {}
     if wait and client is not None and names:
-        readiness = wait_ready(
-            port,
-            client,
-            names.values(),
-            network=settings.network,
-            timeout=timeout,
-            on_step=lambda name, record: on_step(name, record) if name in started else None,
-            sleep=sleep,
-        )
+        with tl.span("ready"):
+            readiness = wait_ready(
+                port,
+                client,
+                names.values(),
+                network=settings.network,
+                timeout=timeout,
+                on_step=lambda name, record: on_step(name, record) if name in started else None,
+                sleep=sleep,
+            )
     outcomes = []
     for change in the_plan.changes:
         if change.key in errors:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler import naming
-from reconciler.docker.engine import ContainerInfo, DockerPort
+from reconciler.docker.engine import ContainerInfo, ListingPort
 from reconciler.host.progress import MARKER_DIR, PROGRESS_LABEL, PROGRESS_MARKER, STEP_MARKERS
 
 __all__ = ["ObservedAgent", "ObservedImage", "ObservedState", "observe"]
@@ -71,7 +71,7 @@ def group_containers(containers: Iterable[ContainerInfo]) -> dict[str, ObservedA
     return result
 
 
-def observe(port: DockerPort) -> ObservedState:
+def observe(port: ListingPort) -> ObservedState:
     """List managed containers, volumes, networks and images: four calls, filtered by label;
     then read the progress markers of the agents whose fills may be unfinished."""
     agents = group_containers(port.list_containers())
@@ -91,7 +91,7 @@ def observe(port: DockerPort) -> ObservedState:
 
 
 def _unfinished_fills(
-    port: DockerPort,
+    port: ListingPort,
     agents: Mapping[str, ObservedAgent],
     volumes: Mapping[str, Mapping[str, str]],
     images: Mapping[str, ObservedImage],

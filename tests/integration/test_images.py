@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -35,6 +36,7 @@ from reconciler.images import (
     resolve_base_image,
 )
 from reconciler.images.base import BASE_PACKAGES, base_image_is_current, build_base_image
+from reconciler.settings import settings_from_env
 from specs import DesiredAgent, load_specs
 from tests.cleanup import TEST_LABEL, remove_test_objects
 
@@ -48,7 +50,7 @@ class ImageScope:
     run_id: str
     api: docker.APIClient
     workdir: Path
-    port: DockerEngine = field(default_factory=DockerEngine)
+    port: DockerEngine
     refs: list[str] = field(default_factory=list)
 
     def project(self, name: str) -> str:
@@ -118,7 +120,8 @@ def images(
         mp.setenv("NO_COLOR", "1")
         mp.delenv("CLAWKER_ALLOW_PULL", raising=False)
         mp.delenv("CLAWKER_HARNESS_VERSION", raising=False)
-        scope = ImageScope(run_id, docker_api, workdir)
+        # The port of this run's scope: it stamps and lists only this run's objects.
+        scope = ImageScope(run_id, docker_api, workdir, DockerEngine(scope=settings_from_env()))
         try:
             yield scope
         finally:
@@ -131,7 +134,8 @@ def base_ref(images: ImageScope) -> str:
     """clawker-base:bookworm when it is there with today's BASE_PACKAGES (`make setup` builds
     it); otherwise a base of this run's own, removed with the run."""
     try:
-        labels = images.api.inspect_image(SHARED_BASE)["Config"].get("Labels")
+        inspect: Any = images.api.inspect_image  # untyped in types-docker
+        labels = inspect(SHARED_BASE)["Config"].get("Labels")
     except docker.errors.ImageNotFound:
         labels = None
     if labels is not None and base_image_is_current(labels):
@@ -166,6 +170,7 @@ def image_cli(*argv: str) -> int:
     image = parser.add_subparsers(required=True).add_parser("image")
     add_image_verbs(image.add_subparsers(dest="image_verb", required=True))
     args = parser.parse_args(["image", *argv])
+    args.settings = settings_from_env()  # what cli.main reads once for every verb
     code: int = args.func(args)
     return code
 
@@ -177,7 +182,8 @@ def test_the_image_runs_clawkerd_as_its_entrypoint_and_carries_its_inputs(
     images: ImageScope, claude_image: Built
 ) -> None:
     assert claude_image.result.reason == "not found"
-    config = images.api.inspect_image(claude_image.ref)["Config"]
+    inspect: Any = images.api.inspect_image  # untyped in types-docker
+    config = inspect(claude_image.ref)["Config"]
     assert config["Entrypoint"] == ["/usr/local/bin/clawkerd"]
     labels = config["Labels"]
     assert labels["dev.clawker.managed"] == "true"

@@ -30,6 +30,7 @@ from reconciler import naming
 from reconciler.controlplane.bridge.credentials import CredentialRequestError, HostGit, answer
 from reconciler.controlplane.registry import AgentRuntimeSpec
 from reconciler.docker.engine import DockerError, DockerPort
+from reconciler.errors import ClawkerError
 from reconciler.images.dockerfile import VENV
 from reconciler.in_container import socket_relay
 from reconciler.in_container.socket_relay import (
@@ -64,7 +65,7 @@ MAX_CREDENTIAL_REQUEST = 64 * 1024
 Send = Callable[[bytes, int, bytes], None]
 
 
-class BridgeError(Exception):
+class BridgeError(ClawkerError):
     """The relay did not come up inside the container."""
 
 
