@@ -63,14 +63,34 @@ class Registry:
         return row is not None
 
     def register(
-        self, container_id: str, agent_key: str, container_name: str, thumbprint: str
-    ) -> None:
+        self,
+        container_id: str,
+        agent_key: str,
+        container_name: str,
+        thumbprint: str,
+        jti: str = "",
+    ) -> bool:
+        """Record a registration and, with `jti`, its token as used, in one transaction: a CP
+        killed in between never leaves a token burnt without the registration it paid for
+        (which would refuse the container forever). False when the token was used before."""
         now = time.time()
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO registrations VALUES (?,?,?,?,?,?)",
-                (container_id, agent_key, container_name, thumbprint, now, now),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if jti:
+                    self._db.execute("INSERT INTO used_tokens VALUES (?,?)", (jti, now))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO registrations VALUES (?,?,?,?,?,?)",
+                    (container_id, agent_key, container_name, thumbprint, now, now),
+                )
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                return False
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return True
 
     def touch(self, container_id: str) -> None:
         with self._lock:

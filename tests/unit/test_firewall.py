@@ -608,3 +608,12 @@ def test_log_lines_say_what_was_refused_and_by_whom() -> None:
     assert lines[1].endswith("denied     198.18.3.2:8080 tcp  connect4  uid 1001 curl")
     assert lines[5].endswith("denied     socket packet/raw/768  sock_create  uid 0 python3")
     assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)  # newest last
+
+
+def test_a_registration_and_its_token_are_recorded_together(tmp_path: Path) -> None:
+    """One transaction: a replayed token records no registration, a first one both."""
+    registry = Registry(tmp_path / "registry.sqlite")
+    assert registry.register("c1", "p/dev", "clawker.p.dev", "thumb", jti="j1")
+    assert registry.token_used("j1") and registry.is_registered("c1")
+    assert not registry.register("c2", "p/dev", "clawker.p.dev", "thumb", jti="j1")
+    assert not registry.is_registered("c2")
