@@ -44,22 +44,6 @@ def _close_stdin() -> None:
     os.close(0)
 
 
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--watch", "--resync", "nan"], "'nan': give a number of seconds from 0.1 to 86400"),
-        (["--watch", "--resync", "inf"], "'inf': give a number of seconds"),
-        (["--watch", "--resync", "-1"], "'-1': give a number of seconds"),
-        (["--watch", "--resync", "soon"], "'soon' is not a number of seconds"),
-        (["--timeout", "1e999"], "'1e999': give a number of seconds from 0 to 604800"),
-    ],
-)
-def test_a_bad_number_is_a_usage_error(flags: list[str], message: str, tmp_path: Path) -> None:
-    result = clawker("apply", "-f", "x.yaml", *flags, tmp_path=tmp_path)
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
-
-
 def test_apply_from_a_closed_stdin_is_an_error(tmp_path: Path) -> None:
     result = clawker("apply", "-f", "-", tmp_path=tmp_path, stdin_closed=True)
     assert result.returncode == 2, result.stderr
