@@ -126,6 +126,15 @@ def _add_files(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
+def _add_no_wait_lock(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-wait-lock",
+        action="store_true",
+        help="when another apply or delete is running in this scope, exit at once (exit 1)"
+        " instead of waiting for it",
+    )
+
+
 def _add_restart(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--restart-if-needed",
@@ -183,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--show-secrets", action="store_true", help="show env values unmasked")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    _add_no_wait_lock(p)
     p.add_argument(
         "--watch",
         action="store_true",
@@ -219,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also remove the agents' config, history and workspace volumes",
     )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _add_no_wait_lock(p)
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("image", help="build images")
@@ -291,6 +302,10 @@ def _report(exc: Exception) -> int | None:
                 _err(f"error: {error}")
             _err(f"{len(exc.errors)} error(s); nothing was changed.")
             return EXIT_USAGE
+    if isinstance(exc, PermissionError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        _err(f"error: {exc.strerror}{where}; clawker's state and the control plane need root")
+        return EXIT_FAIL
     return None
 
 

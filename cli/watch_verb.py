@@ -21,6 +21,7 @@ from reconciler.controlplane.api.messages import StepRecord
 from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import DockerEngine
 from reconciler.images import is_progress_line
+from reconciler.loop.apply_lock import ApplyLock
 from reconciler.loop.converge import AgentOutcome
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.plan import Plan
@@ -151,9 +152,11 @@ def apply_watch(args: argparse.Namespace, load: Callable[[Sequence[str]], SpecSe
             wait=not args.no_wait,
             timeout=args.timeout,
             resync_interval=args.resync,
+            wait_lock=not args.no_wait_lock,
         ),
         controlplane=StatePaths(args.settings.state_dir),
         settings=args.settings,
+        apply_lock=ApplyLock(StatePaths(args.settings.state_dir).apply_lock),
     )
     interrupts = 0
 

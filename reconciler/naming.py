@@ -70,8 +70,17 @@ def container_name(project: str, agent: str) -> str:
 
 
 def replacement_name(project: str, agent: str) -> str:
-    """The temporary name a replacement container carries until the old one is gone."""
-    return f"clawker.{project}.{agent}--next"
+    """The temporary name a replacement container carries until the old one is gone.
+
+    Its third dot puts it outside every name an agent can have (agent and project names
+    cannot contain a dot), so no agent's container can ever take it.
+    """
+    return f"clawker.{project}.{agent}.next"
+
+
+def probe_name(volume: str) -> str:
+    """A short-lived container that only looks into `volume` (see reconciler.host.progress)."""
+    return f"clawker-probe.{volume}"
 
 
 def volume_name(project: str, agent: str, role: str) -> str:

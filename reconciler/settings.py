@@ -79,6 +79,9 @@ class Settings:
     cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/clawker or ~/.cache/clawker
     harness_version: str = ""  # "": the pinned default
     allow_pull: bool = False
+    # Only tests set it (CLAWKER_TEST_KILL_AFTER=CreateContainer): the CLI SIGKILLs itself
+    # right after the first step of that action, as a user's worst day would.
+    test_kill_after: str = ""
     # The host user's side (forwarded files and agents): read by host_context from here.
     host_environment: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
@@ -181,5 +184,6 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         cache_dir=Path(cache) if cache else None,
         harness_version=text("CLAWKER_HARNESS_VERSION"),
         allow_pull=text("CLAWKER_ALLOW_PULL") == "1",
+        test_kill_after=text("CLAWKER_TEST_KILL_AFTER"),
         host_environment=tuple((k, env[k]) for k in _HOST_KEYS if k in env),
     )

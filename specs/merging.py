@@ -9,12 +9,14 @@ project's allowlist but not silently drop them.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from specs.documents import Document
 from specs.errors import SpecError
 from specs.models import DesiredAgent, ResolvedWorkspace, WorkspaceMode, WorkspaceSpec
 from specs.validation import AgentDeclaration, ProjectDeclaration
+from specs.workspace_policy import workspace_refusal
 
 _UNION_PATHS = frozenset({("security", "firewall", "add_domains")})
 
@@ -38,7 +40,10 @@ def _overlay(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...]) 
 
 
 def desired_agent(
-    project: ProjectDeclaration, agent: AgentDeclaration, project_name: str
+    project: ProjectDeclaration,
+    agent: AgentDeclaration,
+    project_name: str,
+    protected: Sequence[str] = (),
 ) -> DesiredAgent | SpecError:
     """The agent as it should run, or the error that stops it (its workspace does not exist)."""
     assert project.model is not None and agent.model is not None  # callers pass valid documents
@@ -50,6 +55,7 @@ def desired_agent(
     workspace = _resolve_workspace(
         [(project.document, project_spec.workspace), (agent.document, agent_spec.workspace)],
         project.document,
+        protected,
     )
     if isinstance(workspace, SpecError):
         return workspace
@@ -65,14 +71,18 @@ def desired_agent(
     )
 
 
-def project_defaults(project: ProjectDeclaration, project_name: str) -> DesiredAgent | SpecError:
+def project_defaults(
+    project: ProjectDeclaration, project_name: str, protected: Sequence[str] = ()
+) -> DesiredAgent | SpecError:
     """What an agent the project does not declare gets: the Project's spec alone, as the agent
     `default` (`clawker run` renames it and applies its flags on top)."""
     assert project.model is not None  # callers pass valid documents
     spec = project.model.spec
     merged = spec.model_dump(exclude_unset=True)
     merged.pop("workspace", None)
-    workspace = _resolve_workspace([(project.document, spec.workspace)], project.document)
+    workspace = _resolve_workspace(
+        [(project.document, spec.workspace)], project.document, protected
+    )
     if isinstance(workspace, SpecError):
         return workspace
     return DesiredAgent.model_validate(
@@ -87,7 +97,7 @@ def project_defaults(project: ProjectDeclaration, project_name: str) -> DesiredA
 
 
 def _resolve_workspace(
-    layers: list[tuple[Document, WorkspaceSpec]], project: Document
+    layers: list[tuple[Document, WorkspaceSpec]], project: Document, protected: Sequence[str]
 ) -> ResolvedWorkspace | SpecError:
     """Later layers override earlier ones. A relative path resolves against the directory of the
     file it is written in; the default '.' against the Project's file, where the project lives."""
@@ -119,6 +129,9 @@ def _resolve_workspace(
             f"workspace path {path} is not a directory",
             "name a directory",
         )
+    refusal = workspace_refusal(path, protected)
+    if refusal is not None:
+        return SpecError(where, "spec.workspace.path", refusal.message, refusal.hint)
     worktree = os.path.isfile(os.path.join(path, ".git"))
     if mode is WorkspaceMode.SNAPSHOT and mode_document is not None and worktree:
         return SpecError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import functools
 import ipaddress
 import json
 import re
@@ -16,6 +17,7 @@ import shlex
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
+from publicsuffixlist import PublicSuffixList
 from pydantic_core import PydanticCustomError
 
 ERROR_TYPE = "clawker"
@@ -254,7 +256,19 @@ def domain(value: Any) -> Any:
             f"invalid domain {_quote(value)}",
             "write a host name such as 'github.com', or '.example.com' for it and its subdomains",
         )
+    if subdomains and _public_suffixes().is_public(apex):
+        fail(
+            f"{_quote(value)} would allow every domain under the public suffix '{apex}'",
+            f"name the sites you need, e.g. '.example.{apex}'",
+        )
     return "." + apex if subdomains else apex
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """The Public Suffix List bundled with publicsuffixlist (no network), ICANN and private
+    sections; an unknown top-level name (a home network's `.lan`) is not taken as public."""
+    return PublicSuffixList(accept_unknown=False)
 
 
 def _is_ip_address(text: str) -> bool:

@@ -109,6 +109,11 @@ def run(
         if params.get("fresh_config"):
             registry.forget_post_init(spec.agent_key)
 
+    def forget_agents(params: dict[str, Any]) -> None:
+        for key in params.get("agents", []):
+            firewall.forget(str(key))
+            registry.forget_runtime(str(key))
+
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
         for cid in ids:  # asking about a container is also a trigger: no waiting for an event
@@ -152,6 +157,7 @@ def run(
             "ping": ping,
             "runtime_state": runtime_state,
             "runtime_put": runtime_put,
+            "forget_agents": forget_agents,
             "status": status,
             "issue_bootstrap": issue_bootstrap,
             "verify": verify,

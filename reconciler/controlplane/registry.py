@@ -69,14 +69,34 @@ class Registry:
         return row is not None
 
     def register(
-        self, container_id: str, agent_key: str, container_name: str, thumbprint: str
-    ) -> None:
+        self,
+        container_id: str,
+        agent_key: str,
+        container_name: str,
+        thumbprint: str,
+        jti: str = "",
+    ) -> bool:
+        """Record a registration and, with `jti`, its token as used, in one transaction: a CP
+        killed in between never leaves a token burnt without the registration it paid for
+        (which would refuse the container forever). False when the token was used before."""
         now = time.time()
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO registrations VALUES (?,?,?,?,?,?)",
-                (container_id, agent_key, container_name, thumbprint, now, now),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if jti:
+                    self._db.execute("INSERT INTO used_tokens VALUES (?,?)", (jti, now))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO registrations VALUES (?,?,?,?,?,?)",
+                    (container_id, agent_key, container_name, thumbprint, now, now),
+                )
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                return False
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return True
 
     def touch(self, container_id: str) -> None:
         with self._lock:
@@ -167,6 +187,15 @@ class Registry:
                     state.bypass_boot,
                 ),
             )
+
+    def forget_firewall(self, agent_key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM firewall WHERE agent_key=?", (agent_key,))
+
+    def forget_runtime(self, agent_key: str) -> None:
+        """Drop a deleted agent's runtime spec: the registry follows the objects."""
+        with self._lock:
+            self._db.execute("DELETE FROM agent_runtime WHERE agent_key=?", (agent_key,))
 
     def firewalls(self) -> list[AgentFirewall]:
         with self._lock:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import tarfile
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal, Protocol
@@ -170,6 +172,9 @@ class ListingPort(Protocol):
     def list_networks(self) -> list[NetworkInfo]: ...
     def list_images(self) -> list[ImageInfo]: ...
     def image_id(self, ref: str) -> str | None: ...
+    # progress markers inside volumes (reconciler.host.progress)
+    def archive_names(self, container_id: str, path: str) -> frozenset[str] | None: ...
+    def probe_volume(self, volume: str, path: str, image: str) -> frozenset[str] | None: ...
 
 
 class ImagePort(Protocol):
@@ -254,6 +259,16 @@ def _wrap(exc: docker.errors.APIError, what: str) -> DockerError:
     if isinstance(explanation, bytes):
         explanation = explanation.decode(errors="replace")
     return DockerError(f"{what}: {explanation}", exc.status_code)
+
+
+def engine_socket() -> str | None:
+    """The unix socket of the engine DOCKER_HOST names (docker's default when unset), or None
+    for an engine reached over TCP: a path no agent workspace may hold."""
+    base_url = str(kwargs_from_env().get("base_url") or "unix:///var/run/docker.sock")
+    for prefix in ("unix://", "http+unix://"):
+        if base_url.startswith(prefix):
+            return base_url.removeprefix(prefix)
+    return None
 
 
 class DockerEngine:
@@ -460,6 +475,44 @@ class DockerEngine:
         )
         if not ok:
             raise DockerError(f"copy into container {container_id[:12]}:{path} was refused")
+
+    def archive_names(self, container_id: str, path: str) -> frozenset[str] | None:
+        """The names of the entries of directory `path` in a container (a stopped or never
+        started one too: Docker mounts its volumes for the copy); None when it is absent."""
+        try:
+            stream, _stat = self._api.get_archive(container_id, path)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"copy from container {container_id[:12]}:{path}") from exc
+        with tempfile.TemporaryFile() as buffer:
+            for chunk in stream:
+                buffer.write(chunk)
+            buffer.seek(0)
+            with tarfile.open(fileobj=buffer, mode="r") as tar:
+                return frozenset(
+                    name.split("/", 1)[1]
+                    for name in tar.getnames()
+                    if "/" in name and name.split("/", 1)[1]
+                )
+
+    def probe_volume(self, volume: str, path: str, image: str) -> frozenset[str] | None:
+        """`archive_names` of `path` inside a volume no container mounts: through a container
+        that is created (never started) for the look and removed again."""
+        name = naming.probe_name(volume)
+        try:
+            self.remove_container(name)  # left by a pass killed during its look
+        except DockerError as exc:
+            if exc.status != 404:
+                raise
+        labels = {naming.PURPOSE: "probe", naming.VOLUME_ROLE: volume}
+        mount = MountSpec("volume", "/probe", volume, read_only=True)
+        spec = ContainerSpec(name, image, ("true",), labels, mounts=(mount,), tty=False)
+        probe = self.create_container(spec)
+        try:
+            return self.archive_names(probe, f"/probe/{path}")
+        finally:
+            self._call(f"remove container {name}", self._api.remove_container, probe, force=True)
 
     def inspect_state(self, container_id: str) -> Mapping[str, Any]:
         info = self._call(

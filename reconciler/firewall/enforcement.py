@@ -479,6 +479,15 @@ class Firewall:
             self.maps.revoke(agent_id(agent_key))
         return state
 
+    def forget(self, agent_key: str) -> None:
+        """A deleted agent: its stored policy and the addresses it was allowed go, so it is no
+        longer a known agent (`firewall status --agent dev` is not ambiguous with it)."""
+        with self._lock:
+            self._states.pop(agent_key, None)
+            self._store.forget_firewall(agent_key)
+            if self._maps is not None:
+                self._maps.revoke(agent_id(agent_key))
+
     def add_domains(self, agent_key: str, domains: Iterable[str]) -> AgentFirewall:
         state = self.state(agent_key)
         return self.set_allowlist(agent_key, (*state.domains, *domains))

@@ -11,6 +11,7 @@ from reconciler.docker.engine import ContainerSpec, MountSpec
 from reconciler.docker.seccomp import agent_seccomp_profile
 from reconciler.host.git_layout import GitLayout
 from reconciler.host.host_state import HostState
+from reconciler.host.progress import PROGRESS_LABEL, PROGRESS_MARKER, STEP_MARKERS
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 from specs.values import AGENT_BASE_CAPABILITIES
 
@@ -68,6 +69,8 @@ def desired_volumes(agent: DesiredAgent) -> list[DesiredVolume]:
                 naming.AGENT: agent.name,
                 naming.PURPOSE: "agent",
                 naming.VOLUME_ROLE: role,
+                # filled by a step: complete only once that step's marker is written
+                **({PROGRESS_LABEL: PROGRESS_MARKER} if role in STEP_MARKERS else {}),
             },
         )
         for role in roles

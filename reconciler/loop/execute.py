@@ -20,6 +20,7 @@ from reconciler import naming
 from reconciler.controlplane.api.messages import AgentRuntimeSpec
 from reconciler.docker.engine import DockerError, ObjectPort
 from reconciler.host.config_seed import seed_archive
+from reconciler.host.progress import marker_archive
 from reconciler.host.workspace import snapshot_archive
 from reconciler.images import ImageError, ImageInputs
 from reconciler.loop.plan import Action, Plan, Step
@@ -79,10 +80,18 @@ class StepTools:
     build_image: Callable[[ImageInputs, str], None] | None = None
     # (container name): right before a start, e.g. `run -it` attaching so nothing is lost
     before_start: Callable[[str], None] | None = None
+    # Called once a step's call has returned: the fault-injection tests kill the process
+    # here (Settings.test_kill_after), to show that a pass killed anywhere resumes.
+    after_step: Callable[[Step], None] = lambda _step: None
 
 
 def run_step(port: ObjectPort, step: Step, tools: StepTools = StepTools()) -> None:
     """The one Docker call a step stands for."""
+    _call(port, step, tools)
+    tools.after_step(step)
+
+
+def _call(port: ObjectPort, step: Step, tools: StepTools) -> None:
     match step.action:
         case Action.BUILD_IMAGE:
             assert step.image_inputs is not None
@@ -109,9 +118,11 @@ def run_step(port: ObjectPort, step: Step, tools: StepTools = StepTools()) -> No
         case Action.COPY_WORKSPACE:
             with snapshot_archive(step.source_dir, step.user) as archive:
                 port.put_archive(step.target, step.source_dir, archive)
+            # the marker goes last, once the whole copy is in (reconciler.host.progress)
+            port.put_archive(step.target, naming.CONFIG_MOUNT, marker_archive("workspace"))
         case Action.SEED_CONFIG:
             assert step.seed is not None
-            with seed_archive(step.seed) as archive:
+            with seed_archive(step.seed) as archive:  # ends with its marker
                 port.put_archive(step.target, naming.CONFIG_MOUNT, archive)
         case Action.START_CONTAINER:
             if tools.before_start is not None:

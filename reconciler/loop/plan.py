@@ -401,7 +401,9 @@ def _plan_agent(
     resources += [f"- container {c.name}" for c in obs.leftovers]
 
     volume_steps: list[int] = []
-    new_roles: set[str] = set()
+    # Roles whose fill (seed, snapshot copy) this plan makes: new volumes, and volumes whose
+    # marker says an earlier, interrupted pass never finished filling them.
+    fill_roles = dict.fromkeys(observed.unfinished.get(key, ()), "unfinished")
     for vol in desired_volumes(agent):
         if vol.name not in observed.volumes:
             volume_steps.append(
@@ -410,12 +412,14 @@ def _plan_agent(
                     "volume",
                     vol.name,
                     "not found",
+                    # after the image: a volume's marker is read through a container of it
+                    [image.build_step],
                     agent=key,
                     labels=vol.labels,
                 )
             )
             resources.append(f"+ volume {vol.name}")
-            new_roles.add(vol.role)
+            fill_roles[vol.role] = "new"
 
     apply_set = agent.project
     final = naming.container_name(agent.project, agent.name)
@@ -440,7 +444,7 @@ def _plan_agent(
             agent=key,
             container=spec,
         )
-        last = _prepare_container(b, agent, spec.name, create, new_roles, host, image.user)
+        last = _prepare_container(b, agent, spec.name, create, fill_roles, host, image.user)
         b.add(
             Action.START_CONTAINER,
             "container",
@@ -475,7 +479,7 @@ def _plan_agent(
             agent=key,
             container=spec,
         )
-        last = _prepare_container(b, agent, temp, create, new_roles, host, image.user)
+        last = _prepare_container(b, agent, temp, create, fill_roles, host, image.user)
         stop = b.add(
             Action.STOP_CONTAINER,
             "container",
@@ -512,6 +516,16 @@ def _plan_agent(
         resources.append(f"-/+ container {final}")
         return AgentChange(key, ChangeKind.REPLACE, tuple(reasons), tuple(fields), tuple(resources))
 
+    if current.state == "created":
+        # Never started: whatever preparation an interrupted pass did is redone (fresh
+        # bootstrap material, the fills its markers do not show) before the first start.
+        cause = "never started: prepared again"
+        last = _prepare_container(
+            b, agent, current.name, None, fill_roles, host, image.user, [*volume_steps, *cleanup]
+        )
+        b.add(Action.START_CONTAINER, "container", current.name, cause, [last], agent=key)
+        resources.append(f"~ container {current.name} (prepare, start)")
+        return AgentChange(key, ChangeKind.UPDATE, (cause,), resources=tuple(resources))
     if current.state != "running":
         b.add(
             Action.START_CONTAINER,
@@ -682,23 +696,26 @@ def _prepare_container(
     b: _StepBuilder,
     agent: DesiredAgent,
     container: str,
-    after: int,
-    new_roles: set[str],
+    after: int | None,
+    fill_roles: Mapping[str, str],
     host: HostState | None,
     user: naming.AgentUser,
+    also_after: Iterable[int] = (),
 ) -> int:
-    """Before a new container's first start: its workspace copy (snapshot mode, new volume
-    only), its config seed (new config volume only) and its bootstrap material (always: a new
+    """Before a container's first start: its workspace copy (snapshot mode, when the volume
+    is not filled yet), its config seed (likewise) and its bootstrap material (always: a new
     container is a new identity)."""
-    last = _copy_workspace(b, agent, container, after, "workspace" in new_roles, user)
-    if "config" in new_roles:
-        last = _seed_config(b, agent, container, last, host, user)
+    last = _copy_workspace(
+        b, agent, container, [after, *also_after], fill_roles.get("workspace"), user
+    )
+    if "config" in fill_roles:
+        last = [_seed_config(b, agent, container, last, host, fill_roles["config"], user)]
     return b.add(
         Action.COPY_BOOTSTRAP,
         "container",
         container,
         "new container identity",
-        [last],
+        last,
         agent=agent.key,
         new_name=naming.container_name(agent.project, agent.name),
     )
@@ -708,34 +725,38 @@ def _copy_workspace(
     b: _StepBuilder,
     agent: DesiredAgent,
     container: str,
-    after: int,
-    new_volume: bool,
+    after: list[int | None],
+    volume: str | None,
     user: naming.AgentUser,
-) -> int:
-    """A snapshot workspace is copied once: into the volume this plan creates, never again."""
-    if agent.workspace.mode is not WorkspaceMode.SNAPSHOT or not new_volume:
+) -> list[int | None]:
+    """A snapshot workspace is copied once: into a volume not filled yet, never again.
+    `volume` is "new" or "unfinished" when the workspace volume needs its copy."""
+    if agent.workspace.mode is not WorkspaceMode.SNAPSHOT or volume is None:
         return after
-    return b.add(
-        Action.COPY_WORKSPACE,
-        "container",
-        container,
-        f"new workspace volume: snapshot of {agent.workspace.path}",
-        [after],
-        agent=agent.key,
-        source_dir=agent.workspace.path,
-        user=user,
-    )
+    return [
+        b.add(
+            Action.COPY_WORKSPACE,
+            "container",
+            container,
+            f"{volume} workspace volume: snapshot of {agent.workspace.path}",
+            after,
+            agent=agent.key,
+            source_dir=agent.workspace.path,
+            user=user,
+        )
+    ]
 
 
 def _seed_config(
     b: _StepBuilder,
     agent: DesiredAgent,
     container: str,
-    after: int,
+    after: list[int | None],
     host: HostState | None,
+    volume: str,
     user: naming.AgentUser,
 ) -> int:
-    """A config volume is seeded once: the one this plan creates, never an existing one."""
+    """A config volume is seeded once: a new one, or one whose seed never finished."""
     claude = agent.agent.claude_code
     seed = ConfigSeed(
         strategy=claude.config.strategy,
@@ -750,8 +771,8 @@ def _seed_config(
         Action.SEED_CONFIG,
         "container",
         container,
-        f"new config volume (seed: {what})",
-        [after],
+        f"{volume} config volume (seed: {what})",
+        after,
         agent=agent.key,
         seed=seed,
     )

@@ -185,7 +185,7 @@ def test_a_replace_whose_new_container_fails_to_create_leaves_the_old_one(scope:
     scope.write_spec(SPEC.replace("[sleep, infinity]", "[sleep, '1000']"))
     scope.api.create_container(
         "clawker-base:bookworm",
-        name=f"{_name(scope)}--next",
+        name=f"{_name(scope)}.next",
         labels={"dev.clawker.test": scope.run_id},
     )
     proc = scope.clawker("apply", "-f", str(spec), check=1)

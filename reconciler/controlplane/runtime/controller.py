@@ -29,7 +29,11 @@ from reconciler.controller.backoff import Backoff
 from reconciler.controller.controller import Controller
 from reconciler.controller.sources import Cause, DockerEventSource, ResyncTimer, Trigger
 from reconciler.controlplane.bridge.socket_bridge import Bridges
-from reconciler.controlplane.identity.pki import ClawkerPKI, RegistrationTokenError
+from reconciler.controlplane.identity.pki import (
+    ClawkerPKI,
+    RegistrationTokenError,
+    RegistrationTokenReplayedError,
+)
 from reconciler.controlplane.registry import (
     AgentRuntimeSpec,
     Phase,
@@ -389,10 +393,16 @@ class RuntimeController:
         plan = StartPlan(info.id, info.name, key, runtime, user)
 
         def register(token: str) -> None:
+            # The token is burnt in the same transaction as the registration it pays for.
             claims = self.pki.verify_registration_jwt(
-                token, info.id, seen_jti=lambda jti: not self.registry.use_token(jti)
+                token, info.id, seen_jti=self.registry.token_used
             )
-            self.registry.register(info.id, claims.agent_key, info.name, claims.cert_thumbprint)
+            if not self.registry.register(
+                info.id, claims.agent_key, info.name, claims.cert_thumbprint, jti=claims.jti
+            ):
+                raise RegistrationTokenReplayedError(
+                    f"registration token was already used (jti {claims.jti}); tokens are single use"
+                )
 
         def pause(seconds: float) -> None:
             if self._sleep is None:

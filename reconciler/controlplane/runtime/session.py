@@ -36,6 +36,7 @@ __all__ = [
     "StepFailedError",
     "close_channel",
     "drive_start",
+    "once_script",
     "open_channel",
 ]
 
@@ -316,12 +317,8 @@ def _drive(
 
         workdir = plan.runtime.workspace
         if plan.runtime.post_init.strip():
-            script = (
-                f"if [ -e {shlex.quote(POST_INIT_MARKER)} ]; then exit 0; fi\n"
-                f"{plan.runtime.post_init}\n"
-                f"touch {shlex.quote(POST_INIT_MARKER)}"
-            )
-            step("post_init", ["sh", "-ec", script], cwd=workdir)
+            script = once_script(POST_INIT_MARKER, plan.runtime.post_init)
+            step("post_init", ["sh", "-c", script], cwd=workdir)
         on_initialized()
         if plan.runtime.pre_run.strip():
             step("pre_run", ["sh", "-ec", plan.runtime.pre_run], cwd=workdir)
@@ -329,6 +326,34 @@ def _drive(
         return StartResult(readopted=False, registered=registered, steps=tuple(steps))
     finally:
         talk.close()
+
+
+# The user's script runs as a process of its own (whatever it does, `exit 0` included, the
+# marker is written after its exit status is known) in a session of its own, so a vanished CP,
+# which kills the step's process group, does not cut it short: it finishes and writes the
+# marker. It holds a lock while it runs, so a dispatch by the next CP waits for it and then
+# finds the marker instead of running the script a second time.
+_ONCE = r"""marker=$1 script=$2
+[ -e "$marker" ] && exit 0
+log=$(mktemp)
+setsid sh -c '
+  exec 9>"$1.lock"; flock 9
+  [ -e "$1" ] && exit 0
+  sh -ec "$2"; rc=$?
+  if [ "$rc" -eq 0 ]; then touch "$1"; fi
+  exit "$rc"' once "$marker" "$script" >"$log" 2>&1 </dev/null &
+pid=$!
+tail -n +1 -s 0.1 --pid="$pid" -f "$log"
+wait "$pid"; rc=$?
+rm -f "$log"
+exit "$rc"
+"""
+
+
+def once_script(marker: str, script: str) -> str:
+    """A `sh -c` program that runs `script` unless `marker` exists, and creates `marker`
+    once `script` has exited 0 (see _ONCE)."""
+    return f"set -- {shlex.quote(marker)} {shlex.quote(script)}\n{_ONCE}"
 
 
 def git_setup_script(runtime: AgentRuntimeSpec) -> str:
