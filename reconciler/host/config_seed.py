@@ -124,7 +124,7 @@ def seed_archive(seed: ConfigSeed) -> IO[bytes]:
             if seed.use_host_auth and os.path.isfile(credentials):
                 with open(credentials, "rb") as handle:
                     _add_bytes(tar, CREDENTIALS_FILE, handle.read(), 0o600, seed.user)
-        marker_member(tar, "config")  # last: the seed is complete only once it is there
+        marker_member(tar, "config", seed.user)  # last: the seed is complete only once it is there
     out.seek(0)
     return out
 

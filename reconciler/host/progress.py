@@ -34,24 +34,34 @@ MARKER_DIR: Final = ".clawker-progress"  # in the config volume (~/.claude/.claw
 STEP_MARKERS: Final = {"config": "config-seeded", "workspace": "workspace-copied"}
 
 
-def marker_member(tar: tarfile.TarFile, role: str) -> None:
+def marker_member(
+    tar: tarfile.TarFile, role: str, user: naming.AgentUser = naming.DEFAULT_AGENT_USER
+) -> None:
     """Append `role`'s marker to a tar unpacked at the config volume's mount point: last, so
-    it exists only once everything before it was written."""
-    _add(tar, MARKER_DIR, b"", directory=True)
-    _add(tar, f"{MARKER_DIR}/{STEP_MARKERS[role]}", b"done\n")
+    it exists only once everything before it was written. Owned by the agent user, like the
+    rest of the volume."""
+    _add(tar, MARKER_DIR, b"", user, directory=True)
+    _add(tar, f"{MARKER_DIR}/{STEP_MARKERS[role]}", b"done\n", user)
 
 
-def marker_archive(role: str) -> bytes:
+def marker_archive(role: str, user: naming.AgentUser = naming.DEFAULT_AGENT_USER) -> bytes:
     """A tar holding only `role`'s marker (for fills whose content goes elsewhere)."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
-        marker_member(tar, role)
+        marker_member(tar, role, user)
     return out.getvalue()
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes, *, directory: bool = False) -> None:
+def _add(
+    tar: tarfile.TarFile,
+    name: str,
+    data: bytes,
+    user: naming.AgentUser,
+    *,
+    directory: bool = False,
+) -> None:
     info = tarfile.TarInfo(name)
-    info.uid, info.gid = naming.AGENT_UID, naming.AGENT_GID
+    info.uid, info.gid = user.uid, user.gid
     if directory:
         info.type, info.mode = tarfile.DIRTYPE, 0o700
         tar.addfile(info)

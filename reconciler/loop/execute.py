@@ -119,7 +119,9 @@ def _call(port: ObjectPort, step: Step, tools: StepTools) -> None:
             with snapshot_archive(step.source_dir, step.user) as archive:
                 port.put_archive(step.target, step.source_dir, archive)
             # the marker goes last, once the whole copy is in (reconciler.host.progress)
-            port.put_archive(step.target, naming.CONFIG_MOUNT, marker_archive("workspace"))
+            port.put_archive(
+                step.target, naming.CONFIG_MOUNT, marker_archive("workspace", step.user)
+            )
         case Action.SEED_CONFIG:
             assert step.seed is not None
             with seed_archive(step.seed) as archive:  # ends with its marker
