@@ -13,6 +13,7 @@ from typing import Any
 from reconciler import naming
 from reconciler.controlplane.api.channel import ApiServer
 from reconciler.controlplane.api.firewall_handlers import firewall_handlers
+from reconciler.controlplane.bridge.api_relay import ApiUpstream, UpstreamError
 from reconciler.controlplane.identity.pki import ClawkerPKI
 from reconciler.controlplane.paths import StatePaths, state_paths
 from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
@@ -37,6 +38,11 @@ def serve(paths: StatePaths | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
 
+    try:
+        api_upstream = ApiUpstream.from_env(os.environ)
+    except UpstreamError as exc:
+        log.error("%s", exc)
+        return 1
     pki = ClawkerPKI.load_or_create(paths.pki)
     registry = Registry(paths.registry)
     # No firewall, no control plane: an agent must never start unfiltered.
@@ -54,6 +60,7 @@ def serve(paths: StatePaths | None = None) -> int:
         network=naming.network_name(),
         resync_interval=float(os.environ.get("CLAWKER_RESYNC_SECONDS", "30")),
         firewall=firewall,
+        api_upstream=api_upstream,
     )
     started = time.time()
 

@@ -54,6 +54,14 @@ class AgentRuntimeSpec:
     gpg_extra_socket: str = ""
     # security.firewall: the harness's floor ∪ add_domains; seeds the agent's live allowlist.
     allow_domains: tuple[str, ...] = ()
+    # agent.claude_code.api_key: where the API relay reads the key (a name or a path, never
+    # the key itself, which is read on the host when it is needed and kept nowhere).
+    api_key_env: str = ""
+    api_key_file: str = ""
+
+    @property
+    def api_relay(self) -> bool:
+        return bool(self.api_key_env or self.api_key_file)
 
 
 @dataclass(frozen=True)

@@ -135,10 +135,20 @@ def runtime_specs(
                 host_home=host.home,
                 ssh_auth_sock=host.ssh_auth_sock,
                 gpg_extra_socket=host.gpg_extra_socket,
+                api_key_env=_api_key_source(a)[0],
+                api_key_file=_api_key_source(a)[1],
             )
         )
         for a in agents
     ]
+
+
+def _api_key_source(agent: DesiredAgent) -> tuple[str, str]:
+    """(variable, file) the API relay reads the agent's key from; ("", "") without a relay."""
+    source = agent.agent.claude_code.api_key
+    if source is None:
+        return "", ""
+    return source.from_env or "", source.from_file or ""
 
 
 def apply_plan(

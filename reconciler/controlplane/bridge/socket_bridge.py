@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from reconciler import naming
+from reconciler.controlplane.bridge.api_relay import ApiKeySource, ApiRelayTarget, ApiUpstream
 from reconciler.controlplane.bridge.credentials import CredentialRequestError, HostGit, answer
 from reconciler.controlplane.registry import AgentRuntimeSpec
 from reconciler.docker.engine import DockerError, DockerPort
@@ -82,13 +83,21 @@ class Target(Protocol):
 
 @dataclass(frozen=True)
 class Listener:
-    """A unix socket the relay opens inside the container, and its host-side target."""
+    """A unix socket the relay opens inside the container (or, with `tcp_port`, a port on the
+    container's own 127.0.0.1), and its host-side target."""
 
     path: str
     target: Target
     uid: int = naming.AGENT_UID
     gid: int = naming.AGENT_GID
     mode: int = 0o600
+    tcp_port: int = 0
+
+    def config(self) -> dict[str, object]:
+        """What the in-container relay is told to listen on."""
+        if self.tcp_port:
+            return {"tcp_port": self.tcp_port}
+        return {"path": self.path, "uid": self.uid, "gid": self.gid, "mode": self.mode}
 
 
 @dataclass(frozen=True)
@@ -221,10 +230,7 @@ class SocketBridge:
 
     def start(self, timeout: float = 20.0) -> None:
         """Run the relay inside the container and wait until its sockets listen."""
-        config = [
-            {"path": item.path, "uid": item.uid, "gid": item.gid, "mode": item.mode}
-            for item in self._listeners
-        ]
+        config = [item.config() for item in self._listeners]
         source = Path(socket_relay.__file__).read_text(encoding="utf-8")
         self._sock = self._port.exec_socket(
             self.container_id, [RELAY_PYTHON, "-I", "-c", source, json.dumps(config)], user="0"
@@ -331,11 +337,16 @@ class SocketBridge:
             relayed.close()
 
 
-def bridge_listeners(runtime: AgentRuntimeSpec, container: str = "") -> list[Listener]:
+def bridge_listeners(
+    runtime: AgentRuntimeSpec, container: str = "", upstream: ApiUpstream | None = None
+) -> list[Listener]:
     """The sockets an agent gets, from its runtime spec: the credential proxy with
     forward_https, the ssh agent with forward_ssh, the gpg agent with forward_gpg, each only
-    when the host has one."""
+    when the host has one; and the API relay's port with agent.claude_code.api_key."""
     listeners = []
+    if runtime.api_relay:
+        relay = ApiRelayTarget(upstream or ApiUpstream(), ApiKeySource.of(runtime), container)
+        listeners.append(Listener(naming.API_RELAY_URL, relay, tcp_port=naming.API_RELAY_PORT))
     if runtime.forward_https and runtime.host_home:
         git = HostGit(runtime.host_uid, runtime.host_gid, runtime.host_home)
         listeners.append(Listener(naming.CREDENTIAL_SOCKET, CredentialTarget(git, container)))
@@ -349,8 +360,9 @@ def bridge_listeners(runtime: AgentRuntimeSpec, container: str = "") -> list[Lis
 class Bridges:
     """The CP's bridges, one per running agent container start."""
 
-    def __init__(self, port: DockerPort) -> None:
+    def __init__(self, port: DockerPort, upstream: ApiUpstream | None = None) -> None:
         self._port = port
+        self._upstream = upstream or ApiUpstream()
         self._lock = threading.Lock()
         self._bridges: dict[str, tuple[str, SocketBridge]] = {}
 
@@ -365,14 +377,14 @@ class Bridges:
             if current is not None:
                 current[1].close()
                 del self._bridges[container_id]
-        listeners = bridge_listeners(runtime, name)
+        listeners = bridge_listeners(runtime, name, self._upstream)
         if not listeners:
             return
         bridge = SocketBridge(self._port, container_id, listeners)
         try:
             bridge.start()
         except (BridgeError, DockerError) as exc:
-            log.warning("no ssh/gpg/credential forwarding for %s: %s", name, exc)
+            log.warning("no ssh/gpg/credential forwarding or API relay for %s: %s", name, exc)
             return
         with self._lock:
             self._bridges[container_id] = (started_at, bridge)

@@ -24,9 +24,10 @@ from tenacity import (
 
 from reconciler import naming
 from reconciler.controller.queue import KeyedQueue
+from reconciler.controlplane.bridge.api_relay import ApiKeyError, ApiKeySource, ApiUpstream
 from reconciler.controlplane.bridge.socket_bridge import Bridges
 from reconciler.controlplane.identity.pki import ClawkerPKI, RegistrationTokenError
-from reconciler.controlplane.registry import Registry, StartStatus, StepRecord
+from reconciler.controlplane.registry import AgentRuntimeSpec, Registry, StartStatus, StepRecord
 from reconciler.controlplane.runtime.session import (
     SessionError,
     StartPlan,
@@ -68,6 +69,7 @@ class RuntimeController:
         workers: int = 4,
         sleep: Callable[[float], None] = time.sleep,
         firewall: Firewall | None = None,
+        api_upstream: ApiUpstream | None = None,
     ) -> None:
         self.port, self.registry, self.pki = port, registry, pki
         self.firewall = firewall  # None only where no container may start (unit tests)
@@ -82,7 +84,8 @@ class RuntimeController:
         self._stop = threading.Event()
         self._sleep = sleep
         self._threads: list[threading.Thread] = []
-        self.bridges = Bridges(port)  # ssh/gpg agents and git credentials, per container start
+        # ssh/gpg agents, git credentials and the API relay, per container start
+        self.bridges = Bridges(port, api_upstream)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -188,6 +191,7 @@ class RuntimeController:
         status = StartStatus(info.id, key, info.started_at, "initializing")
         self.registry.put_status(status)
         steps: list[StepRecord] = []
+        key_error = _api_key_problem(self.registry.runtime(key))
 
         def record_step(record: StepRecord) -> None:
             steps.append(record)
@@ -207,6 +211,8 @@ class RuntimeController:
         try:
             if enrol_error is not None:
                 raise enrol_error
+            if key_error is not None:
+                raise key_error
             result = self._dial_and_drive(info, key, record_step, timings)
         except StepFailedError as exc:
             final = StartStatus(
@@ -224,6 +230,15 @@ class RuntimeController:
                 info.started_at,
                 "failed",
                 f"session with clawkerd failed: {_describe(exc)}",
+                tuple(steps),
+            )
+        except ApiKeyError as exc:
+            final = StartStatus(
+                info.id,
+                key,
+                info.started_at,
+                "failed",
+                f"the API key for agent.claude_code.api_key cannot be read: {exc}",
                 tuple(steps),
             )
         except FirewallError as exc:
@@ -318,6 +333,18 @@ class RuntimeController:
                 finally:
                     close_channel(channel)
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+
+def _api_key_problem(runtime: AgentRuntimeSpec) -> ApiKeyError | None:
+    """Read the key once at the start (and forget it): a start whose key cannot be read fails
+    loudly here, not at the agent's first API request."""
+    if not runtime.api_relay:
+        return None
+    try:
+        ApiKeySource.of(runtime).read()
+    except ApiKeyError as exc:
+        return exc
+    return None
 
 
 def _is_agent(info: RuntimeInfo) -> bool:
