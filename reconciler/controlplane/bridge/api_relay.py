@@ -182,7 +182,6 @@ class ApiRelayTarget:
     upstream: ApiUpstream
     key: ApiKeySource
     container: str = ""  # for the log
-    environ: Mapping[str, str] = os.environ
 
     def open(self, channel: int, send: Send, drop: Callable[[int], None]) -> _ApiChannel:
         relayed = _ApiChannel(self, channel, send, drop)
@@ -406,7 +405,7 @@ class _ApiChannel:
         upstream = self._target.upstream
         check_request(request, upstream)
         try:
-            key = self._target.key.read(self._target.environ)
+            key = self._target.key.read()
         except ApiKeyError as exc:
             raise _RefusedError(
                 502, "Bad Gateway", "api_error", f"clawker API relay: no API key: {exc}"
