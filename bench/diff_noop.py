@@ -25,6 +25,7 @@ from bench.measuring import Ratio, Series, interleaved, time_call, time_command
 from bench.reporting import ScenarioResult
 from reconciler.docker.engine import DockerEngine, DockerPort
 from reconciler.loop.converge import prepare_apply
+from reconciler.settings import settings_from_env
 from specs import load_specs
 
 __all__ = ["run"]
@@ -96,14 +97,17 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
         docker_ps = ["docker", "ps", "-a", "-q", *(f"--filter=label={f}" for f in filters)]
         samples: dict[str, list[float]] = {name: [] for name in _WHAT}
         with scoped_environ(env):
-            port = TimedPort(DockerEngine(api))
+            settings = settings_from_env()
+            port = TimedPort(DockerEngine(api, scope=settings))
             specset = load_specs([str(spec)])
-            if not prepare_apply(cast(DockerPort, port), specset).plan.empty:
+            if not prepare_apply(cast(DockerPort, port), specset, settings=settings).plan.empty:
                 raise BenchError("the plan after apply is not empty: the diff would not be a no-op")
 
             def prepare() -> None:
                 port.reset()
-                seconds, _ = time_call(lambda: prepare_apply(cast(DockerPort, port), specset))
+                seconds, _ = time_call(
+                    lambda: prepare_apply(cast(DockerPort, port), specset, settings=settings)
+                )
                 samples[PREPARE].append(seconds)
                 samples[WAITING].append(port.seconds)
                 samples[OWN_WORK].append(seconds - port.seconds)

@@ -39,6 +39,7 @@ from reconciler.images import build_project_image, ensure_project_image, image_i
 from reconciler.images.base import build_base_image
 from reconciler.images.harness import fetch_harness, harness_version
 from reconciler.images.wheelhouse import fetch_wheelhouse
+from reconciler.settings import settings_from_env
 from specs import BuildSpec, DesiredAgent, ResolvedWorkspace, SourceRef
 from tests.cleanup import TEST_LABEL
 
@@ -102,7 +103,7 @@ def run(
     }
     notes: dict[str, object] = {"harness_version": harness_version(), "from": IMAGE}
     with scoped_environ(scope.clawker_env()):
-        port = DockerEngine()
+        port = DockerEngine(scope=settings_from_env())
         if port.image_id(IMAGE) is None:
             raise BenchError(f"{IMAGE} is missing; run `make setup`")
         fetched = {}

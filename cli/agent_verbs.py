@@ -24,8 +24,8 @@ from cli.render import (
 from cli.style import Style, fail_mark, ok_mark
 from cli.table import render_table
 from reconciler.controlplane import lifecycle
-from reconciler.controlplane.paths import state_paths
-from reconciler.controlplane.registry import StepRecord
+from reconciler.controlplane.api.messages import StepRecord
+from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import DockerEngine
 from reconciler.loop.converge import (
     agent_statuses,
@@ -36,6 +36,7 @@ from reconciler.loop.converge import (
 )
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.observe import observe
+from reconciler.settings import Settings
 from specs import SpecSet, load_specs
 
 __all__ = ["UsageError", "cmd_apply", "cmd_delete", "cmd_diff", "cmd_get"]
@@ -83,7 +84,9 @@ def _progress(style: Style, enabled: bool) -> Callable[[StepEvent], None]:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     specset = _load(args.filename)
-    prepared = prepare_apply(DockerEngine(), specset, prune=args.prune)
+    prepared = prepare_apply(
+        DockerEngine(scope=args.settings), specset, settings=args.settings, prune=args.prune
+    )
     if args.output == "json":
         _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
     else:
@@ -98,8 +101,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
         return apply_watch(args, _load)
     specset = _load(args.filename)
-    port = DockerEngine()
-    prepared = prepare_apply(port, specset, prune=args.prune)
+    port = DockerEngine(scope=args.settings)
+    prepared = prepare_apply(port, specset, settings=args.settings, prune=args.prune)
     the_plan = prepared.plan
     out_style, err_style = Style(sys.stdout), Style(sys.stderr)
     json_out = args.output == "json"
@@ -120,7 +123,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     # Even with nothing to change: the CP gets the current runtime specs (pre_run, allowlist,
     # the host's sockets) and apply still waits until every agent is Ready.
-    _ensure_controlplane(err_style)
+    _ensure_controlplane(args.settings, err_style)
 
     def on_step(container: str, record: StepRecord) -> None:
         if not json_out:
@@ -131,8 +134,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     _, outcomes = apply_plan(
         port,
         the_plan,
+        settings=args.settings,
         agents=specset.agents,
-        controlplane=state_paths(),
+        controlplane=StatePaths(args.settings.state_dir),
         wait=not args.no_wait,
         timeout=args.timeout,
         on_event=_progress(err_style, not json_out),
@@ -160,21 +164,24 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
 
 
-def _ensure_controlplane(style: Style) -> None:
-    pid = lifecycle.ensure_running()
+def _ensure_controlplane(settings: Settings, style: Style) -> None:
+    pid = lifecycle.ensure_running(settings)
     if pid is not None:
-        _err(f"  {ok_mark(style)} control plane started (pid {pid}; log {state_paths().log})")
+        log = StatePaths(settings.state_dir).log
+        _err(f"  {ok_mark(style)} control plane started (pid {pid}; log {log})")
 
 
 def cmd_get(args: argparse.Namespace) -> int:
     specset = _load(args.filename) if args.filename else None
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     observed = observe(port)
     statuses = agent_statuses(
         observed,
         specset.agents if specset else (),
         only_desired=specset is not None,
-        conditions=readiness_conditions(port, observed, lifecycle.client()),
+        conditions=readiness_conditions(
+            observed, lifecycle.client(StatePaths(args.settings.state_dir))
+        ),
     )
     if args.output == "json":
         _out(json.dumps({"kind": "AgentList", "items": status_data(statuses)}, indent=2))
@@ -187,7 +194,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     specset = _load(args.filename)
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     prepared = prepare_delete(port, [a.key for a in specset.agents], volumes=args.volumes)
     style = Style(sys.stdout)
     if prepared.plan.empty:
@@ -202,7 +209,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
         _err("Delete cancelled.")
         return EXIT_FAIL
     _, outcomes = apply_plan(
-        port, prepared.plan, wait=False, on_event=_progress(Style(sys.stderr), True)
+        port,
+        prepared.plan,
+        settings=args.settings,
+        wait=False,
+        on_event=_progress(Style(sys.stderr), True),
     )
     _out(render_outcomes(outcomes, style))
     if not args.volumes:

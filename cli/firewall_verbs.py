@@ -11,14 +11,18 @@ load when a verb runs, not at start-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from cli.style import Style, ok_mark
 from cli.table import render_table
+
+if TYPE_CHECKING:  # the client loads only when a verb runs (start-up stays cheap)
+    from reconciler.controlplane.api.client import ControlPlaneClient
 
 __all__ = ["add_firewall_verbs", "format_duration", "parse_duration", "status_rows"]
 
@@ -91,18 +95,23 @@ def status_rows(status: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _client_call(method: str, **params: Any) -> Any:
+@contextlib.contextmanager
+def _controlplane(args: argparse.Namespace) -> Iterator[ControlPlaneClient]:
+    """The typed client of the CP this CLI's settings name, checked to share them."""
     from reconciler.controlplane import lifecycle
-    from reconciler.controlplane.api.channel import ApiError
+    from reconciler.controlplane.api.client import ApiError, ControlPlaneNotRunningError
+    from reconciler.controlplane.paths import StatePaths
 
-    client = lifecycle.client()
-    if not client.alive():
+    client = lifecycle.client(StatePaths(args.settings.state_dir))
+    try:
+        client.check_agreement(args.settings.agreement())
+    except ControlPlaneNotRunningError:
         raise lifecycle.ControlPlaneError(
             "the control plane is not running (it owns the firewall); "
             "start it with `clawker controlplane up`"
-        )
+        ) from None
     try:
-        return client.call(method, **params)
+        yield client
     except ApiError as exc:  # the control plane names the exception type; the user needs less
         raise ApiError(str(exc).removeprefix("FirewallError: ")) from None
 
@@ -122,7 +131,8 @@ def _domains(values: Sequence[str]) -> list[str] | str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = _client_call("firewall_status", agent=args.agent or "")
+    with _controlplane(args) as cp:
+        status = cp.firewall_status(args.agent or "")
     if args.output == "json":
         _out(json.dumps(status, indent=2))
         return EXIT_OK
@@ -141,7 +151,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    listing: list[dict[str, Any]] = _client_call("firewall_list", agent=args.agent or "")
+    with _controlplane(args) as cp:
+        listing = cp.firewall_list(args.agent or "")
     if args.output == "json":
         _out(json.dumps(listing, indent=2))
         return EXIT_OK
@@ -164,7 +175,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_change(args: argparse.Namespace) -> int:
     style = Style(sys.stdout)
-    params: dict[str, Any] = {"agent": args.agent}
+    params: dict[str, Any] = {}
     verb = args.fw_verb
     if verb in ("add", "remove"):
         domains = _domains(args.domains)
@@ -178,7 +189,8 @@ def cmd_change(args: argparse.Namespace) -> int:
         except ValueError as exc:
             _err(f"error: {exc}")
             return EXIT_USAGE
-    result: dict[str, Any] = _client_call(f"firewall_{verb}", **params)
+    with _controlplane(args) as cp:
+        result = cp.firewall_change(verb, args.agent, **params)
     agent = result["agent"]
     match verb:
         case "add":

@@ -71,7 +71,7 @@ def cmd_image_base(args: argparse.Namespace) -> int:
     from reconciler.images import observed_image_labels
     from reconciler.images.base import BaseImageError, base_image_is_current, build_base_image
 
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     ref = args.tag or f"clawker-base:{args.suite}"
     style = Style(sys.stderr)
     existing = port.image_id(ref)
@@ -109,7 +109,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         _out("No agents declared; nothing to build.")
         return EXIT_OK
     out, err = Style(sys.stdout), Style(sys.stderr)
-    port = DockerEngine()
+    port = DockerEngine(scope=args.settings)
     failed = 0
     for inputs in targets:
         started = time.monotonic()
@@ -188,7 +188,7 @@ def cmd_image_ls(args: argparse.Namespace) -> int:
     from reconciler.docker.engine import DockerEngine
     from reconciler.images import list_clawker_images
 
-    images = list_clawker_images(DockerEngine())
+    images = list_clawker_images(DockerEngine(scope=args.settings))
     if args.output == "json":
         _out(json.dumps({"kind": "ImageList", "items": image_data(images)}, indent=2))
     elif images:

@@ -63,23 +63,25 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_controlplane(args: argparse.Namespace) -> int:
     from reconciler.controlplane import lifecycle
+    from reconciler.controlplane.paths import StatePaths
 
     style = Style(sys.stdout)
+    paths = StatePaths(args.settings.state_dir)
     if args.cp_verb == "up":
-        pid = lifecycle.ensure_running()
-        state = lifecycle.status()
+        pid = lifecycle.ensure_running(args.settings)
+        state = lifecycle.status(paths)
         _out(
             f"control plane {'started' if pid else 'already running'} (pid {state.pid}; "
             f"log {state.log})"
         )
         return EXIT_OK
     if args.cp_verb == "down":
-        stopped = lifecycle.stop()
+        stopped = lifecycle.stop(paths)
         _out(
             f"control plane stopped (pid {stopped})" if stopped else "control plane was not running"
         )
         return EXIT_OK
-    state = lifecycle.status()
+    state = lifecycle.status(paths)
     if args.output == "json":
         _out(
             json.dumps(
@@ -89,6 +91,7 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
                     "uptime": state.uptime,
                     "stateDir": state.state_dir,
                     "log": state.log,
+                    "version": state.version,
                 },
                 indent=2,
             )
@@ -222,6 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
+    from reconciler.settings import SettingsError, settings_from_env
+
+    try:  # read once, here; every verb gets it as args.settings and passes it down
+        args.settings = settings_from_env()
+    except SettingsError as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
@@ -241,7 +251,7 @@ def _report(exc: Exception) -> int | None:
     The error types are imported here, not at start-up, so only a failing verb pays for them;
     the control plane's come first, for the verbs that load neither specs nor docker-py.
     """
-    from reconciler.controlplane.api.channel import ApiError
+    from reconciler.controlplane.api.client import ApiError
     from reconciler.controlplane.lifecycle import ControlPlaneError
 
     if isinstance(exc, ControlPlaneError | ApiError):

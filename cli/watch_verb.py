@@ -17,8 +17,8 @@ from types import FrameType
 from cli.render import render_event, render_outcomes, render_plan
 from cli.style import Style, fail_mark, ok_mark
 from reconciler.controller.sources import Trigger
-from reconciler.controlplane.paths import state_paths
-from reconciler.controlplane.registry import StepRecord
+from reconciler.controlplane.api.messages import StepRecord
+from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import DockerEngine
 from reconciler.images import is_progress_line
 from reconciler.loop.converge import AgentOutcome
@@ -141,7 +141,7 @@ def apply_watch(args: argparse.Namespace, load: Callable[[Sequence[str]], SpecSe
         return EXIT_USAGE
     specset = load(args.filename)  # an invalid spec at start is exit 2, like apply
     watcher = Watcher(
-        DockerEngine(),
+        DockerEngine(scope=args.settings),
         args.filename,
         specset,
         TextWatchReport(Style(sys.stdout), show_secrets=args.show_secrets),
@@ -151,7 +151,8 @@ def apply_watch(args: argparse.Namespace, load: Callable[[Sequence[str]], SpecSe
             timeout=args.timeout,
             resync_interval=args.resync,
         ),
-        controlplane=state_paths(),
+        controlplane=StatePaths(args.settings.state_dir),
+        settings=args.settings,
     )
     interrupts = 0
 

@@ -6,7 +6,6 @@ labels record on the objects themselves.
 
 from __future__ import annotations
 
-import os
 from typing import Final
 
 MANAGED: Final = "dev.clawker.managed"
@@ -63,35 +62,3 @@ def volume_name(project: str, agent: str, role: str) -> str:
 
 def agent_key(project: str, agent: str) -> str:
     return f"{project}/{agent}"
-
-
-def network_name() -> str:
-    """The shared agent network; tests point it elsewhere with CLAWKER_NETWORK."""
-    return os.environ.get("CLAWKER_NETWORK", NETWORK_NAME_DEFAULT)
-
-
-def cgroup_parent() -> str:
-    """The parent cgroup every agent container is created under (the firewall attaches there)."""
-    return os.environ.get("CLAWKER_CGROUP_PARENT", CGROUP_PARENT_DEFAULT)
-
-
-def scope_labels() -> dict[str, str]:
-    """Extra labels stamped on everything created and required on everything listed.
-
-    `CLAWKER_SCOPE_LABELS="dev.clawker.test=abc,other=x"` isolates a test run (or a second
-    clawker installation) from every other clawker object on the same engine.
-    """
-    raw = os.environ.get("CLAWKER_SCOPE_LABELS", "").strip()
-    labels: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        key, _, value = item.partition("=")
-        labels[key.strip()] = value.strip()
-    return labels
-
-
-def scope_id() -> str:
-    """The value of `dev.clawker.scope`: every object records the scope that made it, and each
-    scope lists only its own, so a default installation never sees a test run's objects (nor
-    the other way round)."""
-    labels = scope_labels()
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "default"

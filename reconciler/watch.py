@@ -41,6 +41,7 @@ from reconciler.loop.converge import AgentOutcome, apply_plan, prepare_apply
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.observe import ObservedState, group_containers
 from reconciler.loop.plan import Plan, PlanError
+from reconciler.settings import Settings
 from specs import SpecError, SpecErrors, SpecSet, load_specs
 
 __all__ = ["AGENT_BACKOFF", "PendingWork", "WatchOptions", "WatchReport", "Watcher"]
@@ -185,6 +186,7 @@ class Watcher:
         options: WatchOptions = WatchOptions(),
         *,
         controlplane: StatePaths | None = None,
+        settings: Settings,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.port = port
@@ -192,6 +194,7 @@ class Watcher:
         self.report = report
         self.options = options
         self.controlplane = controlplane
+        self.settings = settings
         self.work = PendingWork(RetrySchedule(options.backoff), clock)
         self._specset = specset
         self._spec_lock = threading.Lock()
@@ -388,7 +391,9 @@ class Watcher:
         number: int | None = None
         scope = sorted(keys) if keys is not None else [a.key for a in specset.agents]
         try:
-            prepared = prepare_apply(self.port, specset, prune=self.options.prune, keys=keys)
+            prepared = prepare_apply(
+                self.port, specset, settings=self.settings, prune=self.options.prune, keys=keys
+            )
             if _being_removed(prepared.observed, scope):
                 return set()  # `docker rm` under way: its destroy event comes next
             the_plan = prepared.plan
@@ -409,6 +414,7 @@ class Watcher:
             _, outcomes = apply_plan(
                 self.port,
                 the_plan,
+                settings=self.settings,
                 agents=agents,
                 controlplane=self.controlplane if needs_controlplane else None,
                 wait=self.options.wait and not the_plan.empty,
@@ -434,7 +440,9 @@ class Watcher:
         return failed
 
     def _plan(self, specset: SpecSet, keys: set[str] | None) -> Plan:
-        return prepare_apply(self.port, specset, prune=self.options.prune, keys=keys).plan
+        return prepare_apply(
+            self.port, specset, settings=self.settings, prune=self.options.prune, keys=keys
+        ).plan
 
     def _run_shared_steps(self, the_plan: Plan, specset: SpecSet, keys: set[str] | None) -> None:
         """Steps that belong to no agent, one at a time per object, re-planned under its lock:
@@ -456,6 +464,7 @@ class Watcher:
                 result, _ = apply_plan(
                     self.port,
                     alone,
+                    settings=self.settings,
                     wait=False,
                     on_event=self.report.step_event,
                     on_build_line=self._build_line,
@@ -474,7 +483,7 @@ class Watcher:
         if self.controlplane is None:
             return
         with self._controlplane_lock:  # two workers must not start two control planes
-            pid = lifecycle.ensure_running(self.controlplane)
+            pid = lifecycle.ensure_running(self.settings)
         if pid is not None:
             self.report.notice(f"control plane started (pid {pid}; log {self.controlplane.log})")
 

@@ -54,3 +54,8 @@ class KeyedQueue:
     def idle(self) -> bool:
         with self._cond:
             return not self._pending and not self._active
+
+    def active(self) -> int:
+        """How many keys workers are handling right now."""
+        with self._cond:
+            return len(self._active)

@@ -1,7 +1,11 @@
-"""The control plane process (`python -m reconciler.controlplane serve`)."""
+"""The control plane process (`python -m reconciler.controlplane serve`).
+
+It serves the typed API of api/messages.py: one handler per call, each taking the call's
+parameters as the client's methods send them and answering with that call's reply dataclass."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import signal
@@ -10,24 +14,33 @@ import threading
 import time
 from typing import Any
 
-from reconciler import naming
 from reconciler.controlplane.api.channel import ApiServer
 from reconciler.controlplane.api.firewall_handlers import firewall_handlers
-from reconciler.controlplane.bridge.api_relay import ApiUpstream, UpstreamError
+from reconciler.controlplane.api.messages import (
+    AgentRuntimeSpec,
+    Bootstrap,
+    Hello,
+    StartReport,
+    from_wire,
+    to_wire,
+)
+from reconciler.controlplane.bridge.api_relay import ApiRelayConfig, ApiUpstream, UpstreamError
+from reconciler.controlplane.identity.bootstrap import bootstrap_archive
 from reconciler.controlplane.identity.pki import ClawkerPKI
-from reconciler.controlplane.paths import StatePaths, state_paths
-from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
+from reconciler.controlplane.paths import StatePaths
+from reconciler.controlplane.registry import Registry
 from reconciler.controlplane.runtime.controller import RuntimeController
 from reconciler.docker.engine import DockerEngine
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
+from reconciler.settings import Settings, code_identity
 
 __all__ = ["serve"]
 
 log = logging.getLogger("clawker.controlplane")
 
 
-def serve(paths: StatePaths | None = None) -> int:
-    paths = paths or state_paths()
+def serve(settings: Settings) -> int:
+    paths = StatePaths(settings.state_dir)
     paths.ensure()
     logging.basicConfig(
         level=logging.INFO,
@@ -39,14 +52,15 @@ def serve(paths: StatePaths | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
 
     try:
-        api_upstream = ApiUpstream.from_env(os.environ)
+        # from_env keys are variables of this process's own environment, read when needed.
+        api_relay = ApiRelayConfig(ApiUpstream.from_settings(settings), os.environ)
     except UpstreamError as exc:
         log.error("%s", exc)
         return 1
     pki = ClawkerPKI.load_or_create(paths.pki)
     registry = Registry(paths.registry)
     # No firewall, no control plane: an agent must never start unfiltered.
-    firewall = Firewall(FirewallConfig.from_env(), registry)
+    firewall = Firewall(FirewallConfig.from_settings(settings), registry)
     try:
         firewall.install()
     except FirewallError as exc:
@@ -54,35 +68,61 @@ def serve(paths: StatePaths | None = None) -> int:
         registry.close()
         return 1
     controller = RuntimeController(
-        DockerEngine(),
+        DockerEngine(scope=settings),
         registry,
         pki,
-        network=naming.network_name(),
-        resync_interval=float(os.environ.get("CLAWKER_RESYNC_SECONDS", "30")),
+        network=settings.network,
+        resync_interval=settings.resync_seconds,
         firewall=firewall,
-        api_upstream=api_upstream,
+        api_relay=api_relay,
     )
     started = time.time()
 
     def put_runtime(params: dict[str, Any]) -> None:
         for spec in params.get("agents", []):
-            runtime = AgentRuntimeSpec(**spec)
+            runtime = from_wire(AgentRuntimeSpec, spec)
             registry.put_runtime(runtime)
-            if "allow_domains" in spec:  # apply makes the spec's allowlist the live one
-                firewall.set_allowlist(runtime.agent_key, runtime.allow_domains)
+            # apply makes the spec's allowlist the live one
+            firewall.set_allowlist(runtime.agent_key, runtime.allow_domains)
 
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
         for cid in ids:  # asking about a container is also a trigger: no waiting for an event
             controller.queue.put(cid)
-        return {cid: (s.as_dict() if (s := registry.status(cid)) else None) for cid in ids}
+        reports = {}
+        for cid in ids:
+            start = registry.status(cid)
+            reports[cid] = StartReport(
+                cid,
+                start,
+                firewall_enrolled=controller.firewall_enrolled(cid),
+                initialized=bool(start and start.initialized),
+            )
+        return to_wire(reports)  # type: ignore[no-any-return]
+
+    def issue_bootstrap(params: dict[str, Any]) -> dict[str, Any]:
+        archive = bootstrap_archive(pki, str(params["agent"]), str(params["container"]))
+        return to_wire(Bootstrap(base64.b64encode(archive).decode()))  # type: ignore[no-any-return]
 
     def ping(_params: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid(), "uptime": time.time() - started}
+        hello = Hello(
+            pid=os.getpid(),
+            uptime=time.time() - started,
+            version=code_identity(),
+            settings=settings.agreement(),
+            busy=controller.busy(),
+        )
+        return to_wire(hello)  # type: ignore[no-any-return]
 
     api = ApiServer(
         paths.socket,
-        {"ping": ping, "put_runtime": put_runtime, "status": status, **firewall_handlers(firewall)},
+        {
+            "ping": ping,
+            "put_runtime": put_runtime,
+            "status": status,
+            "issue_bootstrap": issue_bootstrap,
+            **firewall_handlers(firewall),
+        },
     )
     controller.start()
     api.start()

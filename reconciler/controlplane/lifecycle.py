@@ -9,10 +9,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from reconciler.controlplane.api.channel import ApiError, ControlPlaneClient
-from reconciler.controlplane.paths import StatePaths, state_paths
+from reconciler.controlplane.api.client import (
+    ApiError,
+    ControlPlaneClient,
+    ControlPlaneMismatchError,
+)
+from reconciler.controlplane.paths import StatePaths
+from reconciler.settings import Settings, code_identity
 
 __all__ = ["CPStatus", "ControlPlaneError", "client", "ensure_running", "status", "stop"]
 
@@ -28,10 +32,11 @@ class CPStatus:
     uptime: float
     state_dir: str
     log: str
+    version: str = ""
 
 
-def client(paths: StatePaths | None = None) -> ControlPlaneClient:
-    return ControlPlaneClient((paths or state_paths()).socket)
+def client(paths: StatePaths) -> ControlPlaneClient:
+    return ControlPlaneClient(paths.socket)
 
 
 def _require_root() -> None:
@@ -58,25 +63,43 @@ def _is_controlplane(pid: int) -> bool:
     return b"reconciler.controlplane" in cmdline and b"serve" in cmdline
 
 
-def status(paths: StatePaths | None = None) -> CPStatus:
-    paths = paths or state_paths()
+def status(paths: StatePaths) -> CPStatus:
     try:
-        info: dict[str, Any] = client(paths).call("ping")
+        hello = client(paths).ping()
     except ApiError:
         return CPStatus(False, None, 0.0, str(paths.root), str(paths.log))
-    return CPStatus(True, int(info["pid"]), float(info["uptime"]), str(paths.root), str(paths.log))
+    return CPStatus(True, hello.pid, hello.uptime, str(paths.root), str(paths.log), hello.version)
 
 
-def ensure_running(paths: StatePaths | None = None, timeout: float = 20.0) -> int | None:
-    """Start the CP when it does not answer; return the new pid, or None if it was running."""
-    paths = paths or state_paths()
-    if client(paths).alive():
+def ensure_running(settings: Settings, timeout: float = 20.0) -> int | None:
+    """Start the CP when it does not answer; return the new pid, or None if it was running.
+
+    A running CP of another clawker (another version, or another checkout's code) is restarted
+    when no start is in flight; one with other settings is refused (ControlPlaneMismatchError)."""
+    paths = StatePaths(settings.state_dir)
+    cp = client(paths)
+    try:
+        hello = cp.ping()
+    except ApiError:
+        hello = None
+    if hello is not None and hello.version != code_identity():
+        if hello.busy:
+            raise ControlPlaneMismatchError(
+                f"the control plane (pid {hello.pid}) runs clawker {hello.version}, this is "
+                f"{code_identity()}; it is driving {hello.busy} start(s): run again when they "
+                "are done, or `clawker controlplane down` first"
+            )
+        stop(paths)
+        hello = None
+    if hello is not None:
+        cp.check_agreement(settings.agreement())
         return None
     _require_root()
     paths.ensure()
     with open(paths.log, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reconciler.controlplane", "serve"],
+            # The CLI's own settings, so the CP never depends on what survived `sudo`.
+            [sys.executable, "-m", "reconciler.controlplane", "serve", settings.to_json()],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -85,7 +108,7 @@ def ensure_running(paths: StatePaths | None = None, timeout: float = 20.0) -> in
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if client(paths).alive():
+        if cp.alive():
             return proc.pid
         if proc.poll() is not None:
             break
@@ -94,9 +117,8 @@ def ensure_running(paths: StatePaths | None = None, timeout: float = 20.0) -> in
     raise ControlPlaneError(f"the control plane did not come up; its log ({paths.log}):\n{tail}")
 
 
-def stop(paths: StatePaths | None = None, timeout: float = 15.0) -> int | None:
+def stop(paths: StatePaths, timeout: float = 15.0) -> int | None:
     """Stop the CP by its pid file; return the pid that was stopped, or None."""
-    paths = paths or state_paths()
     pid = _read_pid(paths.pid_file)
     if pid is None or not _is_controlplane(pid):
         paths.pid_file.unlink(missing_ok=True)

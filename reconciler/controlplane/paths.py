@@ -1,10 +1,13 @@
-"""Where the control plane keeps its state. `CLAWKER_STATE_DIR` moves all of it (tests do)."""
+"""Where the control plane keeps its state. Settings.state_dir (`CLAWKER_STATE_DIR`) moves all
+of it (tests do)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from reconciler.settings import Settings
 
 __all__ = ["StatePaths", "state_paths"]
 
@@ -38,5 +41,5 @@ class StatePaths:
         os.chmod(self.root, 0o700)
 
 
-def state_paths() -> StatePaths:
-    return StatePaths(Path(os.environ.get("CLAWKER_STATE_DIR", "/var/lib/clawker")))
+def state_paths(settings: Settings) -> StatePaths:
+    return StatePaths(settings.state_dir)

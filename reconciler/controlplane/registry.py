@@ -7,14 +7,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from reconciler.controlplane.api.messages import AgentRuntimeSpec, Phase, StartStatus, StepRecord
 from reconciler.firewall.state import AgentFirewall
 
-__all__ = ["AgentRuntimeSpec", "Registry", "StartStatus", "StepRecord"]
+# The wire types are the API's (api/messages.py); re-exported for the modules that store them.
+__all__ = ["AgentRuntimeSpec", "Phase", "Registry", "StartStatus", "StepRecord"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS registrations (
@@ -32,77 +33,6 @@ CREATE TABLE IF NOT EXISTS start_status (
 """
 
 
-@dataclass(frozen=True)
-class AgentRuntimeSpec:
-    """What the CP needs to drive an agent's starts, pushed by `apply` and kept across restarts."""
-
-    agent_key: str
-    post_init: str = ""
-    pre_run: str = ""
-    workspace: str = ""
-    snapshot: bool = False  # the workspace volume's root must be handed to the agent user
-    # security.git_credentials, and the host user whose credentials and agents are forwarded
-    # (captured by the CLI that applied: the CP itself runs as root).
-    forward_https: bool = False
-    forward_ssh: bool = False
-    forward_gpg: bool = False
-    copy_git_config: bool = False
-    host_uid: int = -1
-    host_gid: int = -1
-    host_home: str = ""
-    ssh_auth_sock: str = ""
-    gpg_extra_socket: str = ""
-    # security.firewall: the harness's floor ∪ add_domains; seeds the agent's live allowlist.
-    allow_domains: tuple[str, ...] = ()
-    # agent.claude_code.api_key: where the API relay reads the key (a name or a path, never
-    # the key itself, which is read on the host when it is needed and kept nowhere).
-    api_key_env: str = ""
-    api_key_file: str = ""
-
-    @property
-    def api_relay(self) -> bool:
-        return bool(self.api_key_env or self.api_key_file)
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    name: str
-    ok: bool
-    exit_code: int
-    output_tail: str = ""
-
-
-@dataclass(frozen=True)
-class StartStatus:
-    """One container start as the CP saw it: pending → steps → ready | failed."""
-
-    container_id: str
-    agent_key: str
-    started_at: str
-    phase: str  # pending | initializing | ready | failed
-    detail: str = ""
-    steps: tuple[StepRecord, ...] = field(default_factory=tuple)
-    timings: Mapping[str, float] = field(default_factory=dict)  # seconds: enrol, dial, session
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["steps"] = [asdict(s) for s in self.steps]
-        data["timings"] = dict(self.timings)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StartStatus:
-        return cls(
-            container_id=data["container_id"],
-            agent_key=data["agent_key"],
-            started_at=data["started_at"],
-            phase=data["phase"],
-            detail=data.get("detail", ""),
-            steps=tuple(StepRecord(**s) for s in data.get("steps", ())),
-            timings=dict(data.get("timings", {})),
-        )
-
-
 class Registry:
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -112,6 +42,10 @@ class Registry:
         if "timings" not in columns:  # a registry written before timings were recorded
             self._db.execute(
                 "ALTER TABLE start_status ADD COLUMN timings TEXT NOT NULL DEFAULT '{}'"
+            )
+        if "initialized" not in columns:  # a registry written before Initialized was recorded
+            self._db.execute(
+                "ALTER TABLE start_status ADD COLUMN initialized INTEGER NOT NULL DEFAULT 0"
             )
         path.chmod(0o600)
         self._lock = threading.Lock()
@@ -217,7 +151,8 @@ class Registry:
     def put_status(self, status: StartStatus) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO start_status VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO start_status (container_id, agent_key, started_at, phase, "
+                "detail, steps, updated_at, timings, initialized) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     status.container_id,
                     status.agent_key,
@@ -227,14 +162,15 @@ class Registry:
                     json.dumps([asdict(s) for s in status.steps]),
                     time.time(),
                     json.dumps(dict(status.timings)),
+                    int(status.initialized),
                 ),
             )
 
     def status(self, container_id: str) -> StartStatus | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT container_id, agent_key, started_at, phase, detail, steps, timings "
-                "FROM start_status WHERE container_id=?",
+                "SELECT container_id, agent_key, started_at, phase, detail, steps, timings, "
+                "initialized FROM start_status WHERE container_id=?",
                 (container_id,),
             ).fetchone()
         if row is None:
@@ -243,10 +179,11 @@ class Registry:
             row[0],
             row[1],
             row[2],
-            row[3],
+            Phase(row[3]),
             row[4],
             tuple(StepRecord(**s) for s in json.loads(row[5])),
             json.loads(row[6]),
+            bool(row[7]),
         )
 
     def forget_containers_except(self, alive: set[str]) -> None:

@@ -19,6 +19,7 @@ from docker.types import Mount
 from docker.utils import kwargs_from_env
 
 from reconciler import naming
+from reconciler.settings import Settings
 
 __all__ = [
     "ContainerInfo",
@@ -169,33 +170,6 @@ class DockerPort(Protocol):
 ObjectKind = Literal["container", "volume", "network", "image"]
 
 
-def _managed_labels(extra: Mapping[str, str], kind: ObjectKind = "container") -> dict[str, str]:
-    """The labels every object we create carries: managed, scope, and what kind of object.
-
-    Docker copies an image's labels into every container made from it, so `managed=true` alone
-    cannot tell our containers from a user's `docker run` of our image; the object kind can.
-    """
-    return {**extra, **_required_labels(kind)}
-
-
-def _required_labels(kind: ObjectKind) -> dict[str, str]:
-    return {
-        naming.MANAGED: "true",
-        naming.OBJECT: kind,
-        naming.SCOPE: naming.scope_id(),
-        **naming.scope_labels(),
-    }
-
-
-def _label_filters(kind: ObjectKind = "container") -> list[str]:
-    return [f"{k}={v}" for k, v in _required_labels(kind).items()]
-
-
-def _is_managed(labels: Mapping[str, str] | None, kind: ObjectKind = "container") -> bool:
-    have = labels or {}
-    return all(have.get(k) == v for k, v in _required_labels(kind).items())
-
-
 def _wrap(exc: docker.errors.APIError, what: str) -> DockerError:
     explanation = exc.explanation or str(exc)
     if isinstance(explanation, bytes):
@@ -206,7 +180,9 @@ def _wrap(exc: docker.errors.APIError, what: str) -> DockerError:
 class DockerEngine:
     """`DockerPort` over a real engine (docker-py's low-level API: one HTTP call per method)."""
 
-    def __init__(self, client: docker.APIClient | None = None) -> None:
+    def __init__(self, client: docker.APIClient | None = None, *, scope: Settings) -> None:
+        # The scope (Settings.scope_labels): stamped on every create, required on every list.
+        self._required = {naming.MANAGED: "true", naming.SCOPE: scope.scope_id, **scope.labels}
         try:
             # DOCKER_HOST (and DOCKER_TLS_VERIFY, DOCKER_CERT_PATH) pick the engine, as for docker.
             self._api = client or docker.APIClient(version="auto", **kwargs_from_env())
@@ -215,10 +191,30 @@ class DockerEngine:
                 f"cannot reach the Docker engine ({exc}); start dockerd or run `make setup`"
             ) from exc
 
+    def _managed_labels(
+        self, extra: Mapping[str, str], kind: ObjectKind = "container"
+    ) -> dict[str, str]:
+        """The labels every object we create carries: managed, scope, and what kind of object.
+
+        Docker copies an image's labels into every container made from it, so `managed=true`
+        alone cannot tell our containers from a user's `docker run` of our image; the kind can.
+        """
+        return {**extra, **self._required_labels(kind)}
+
+    def _required_labels(self, kind: ObjectKind) -> dict[str, str]:
+        return {**self._required, naming.OBJECT: kind}
+
+    def _label_filters(self, kind: ObjectKind = "container") -> list[str]:
+        return [f"{k}={v}" for k, v in self._required_labels(kind).items()]
+
+    def _is_managed(self, labels: Mapping[str, str] | None, kind: ObjectKind = "container") -> bool:
+        have = labels or {}
+        return all(have.get(k) == v for k, v in self._required_labels(kind).items())
+
     # -- listing (always filtered by the managed label) -------------------------------------
     def list_containers(self) -> list[ContainerInfo]:
         raw: list[dict[str, Any]] = self._api.containers(
-            all=True, filters={"label": _label_filters()}
+            all=True, filters={"label": self._label_filters()}
         )
         return [
             ContainerInfo(
@@ -232,14 +228,16 @@ class DockerEngine:
         ]
 
     def list_volumes(self) -> list[VolumeInfo]:
-        raw = self._api.volumes(filters={"label": _label_filters("volume")})
+        raw = self._api.volumes(filters={"label": self._label_filters("volume")})
         return [
             VolumeInfo(name=v["Name"], labels=v.get("Labels") or {})
             for v in (raw.get("Volumes") or [])
         ]
 
     def list_networks(self) -> list[NetworkInfo]:
-        raw: list[dict[str, Any]] = self._api.networks(filters={"label": _label_filters("network")})
+        raw: list[dict[str, Any]] = self._api.networks(
+            filters={"label": self._label_filters("network")}
+        )
         return [NetworkInfo(id=n["Id"], name=n["Name"], labels=n.get("Labels") or {}) for n in raw]
 
     def image_id(self, ref: str) -> str | None:
@@ -258,7 +256,7 @@ class DockerEngine:
             result: dict[str, Any] = self._api.create_network(
                 name,
                 driver="bridge",
-                labels=_managed_labels(labels, "network"),
+                labels=self._managed_labels(labels, "network"),
                 check_duplicate=True,
             )
         except docker.errors.APIError as exc:
@@ -274,7 +272,9 @@ class DockerEngine:
             # create_volume is idempotent in Docker; an existing volume must not be adopted.
             raise DockerError(f"create volume {name}: a volume with that name already exists", 409)
         try:
-            self._api.create_volume(name, driver="local", labels=_managed_labels(labels, "volume"))
+            self._api.create_volume(
+                name, driver="local", labels=self._managed_labels(labels, "volume")
+            )
         except docker.errors.APIError as exc:
             raise _wrap(exc, f"create volume {name}") from exc
 
@@ -294,7 +294,7 @@ class DockerEngine:
                 name=spec.name,
                 hostname=spec.hostname or None,
                 environment=dict(spec.env),
-                labels=_managed_labels(spec.labels),
+                labels=self._managed_labels(spec.labels),
                 working_dir=spec.working_dir or None,
                 host_config=host_config,
                 tty=spec.tty,
@@ -315,7 +315,7 @@ class DockerEngine:
         info = self._call(
             f"inspect container {container_id[:12]}", self._api.inspect_container, container_id
         )
-        if not _is_managed(info.get("Config", {}).get("Labels")):
+        if not self._is_managed(info.get("Config", {}).get("Labels")):
             raise NotManagedError(f"container {container_id[:12]} is not managed by clawker")
 
     def start_container(self, container_id: str) -> None:
@@ -342,7 +342,7 @@ class DockerEngine:
 
     def remove_volume(self, name: str) -> None:
         info = self._call(f"inspect volume {name}", self._api.inspect_volume, name)
-        if not _is_managed(info.get("Labels"), "volume"):
+        if not self._is_managed(info.get("Labels"), "volume"):
             raise NotManagedError(f"volume {name} is not managed by clawker")
         self._call(f"remove volume {name}", self._api.remove_volume, name)
 
@@ -372,7 +372,7 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             raise _wrap(exc, f"inspect container {container_id[:12]}") from exc
         labels = info.get("Config", {}).get("Labels") or {}
-        if not _is_managed(labels):
+        if not self._is_managed(labels):
             return None
         state = info.get("State", {})
         nets = info.get("NetworkSettings", {}).get("Networks") or {}
@@ -394,7 +394,7 @@ class DockerEngine:
         Subscribes before it returns (a daemon that is down raises here), so a caller that
         re-lists right after this call misses no event in between.
         """
-        filters = {"type": ["container"], "label": _label_filters()}
+        filters = {"type": ["container"], "label": self._label_filters()}
         try:
             stream = self._api.events(decode=True, filters=filters)
         except (docker.errors.APIError, OSError) as exc:
@@ -427,7 +427,7 @@ class DockerEngine:
         changes = [f"CMD {json.dumps(list(cmd))}"]
         changes += [
             f"LABEL {json.dumps(k)}={json.dumps(v)}"
-            for k, v in _managed_labels(labels, "image").items()
+            for k, v in self._managed_labels(labels, "image").items()
         ]
         self._call(
             f"import image {ref}",
@@ -457,7 +457,7 @@ class DockerEngine:
             chunks = self._api.build(
                 path=context_dir,
                 tag=ref,
-                labels=_managed_labels(labels, "image"),
+                labels=self._managed_labels(labels, "image"),
                 buildargs=dict(build_args or {}),
                 nocache=no_cache,
                 pull=False,
@@ -504,7 +504,7 @@ class DockerEngine:
 
     def list_images(self) -> list[ImageInfo]:
         raw: list[dict[str, Any]] = self._call(
-            "list images", self._api.images, filters={"label": _label_filters("image")}
+            "list images", self._api.images, filters={"label": self._label_filters("image")}
         )
         return [
             ImageInfo(

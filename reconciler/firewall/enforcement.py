@@ -11,7 +11,6 @@ next enrolment).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +33,7 @@ from reconciler.firewall.resolver import (
     host_upstream,
 )
 from reconciler.firewall.state import AgentFirewall, FirewallStore
+from reconciler.settings import Settings
 
 __all__ = [
     "PIN_DIR_DEFAULT",
@@ -68,14 +68,17 @@ class FirewallConfig:
     dns_port: int = 0  # 0: a free port per resolver, written into each enrolment
     object_path: Path | None = None
 
+    network: str = naming.NETWORK_NAME_DEFAULT
+
     @classmethod
-    def from_env(cls) -> FirewallConfig:
-        """CLAWKER_CGROUP_PARENT, CLAWKER_BPF_PIN_DIR, CLAWKER_DNS_UPSTREAM, CLAWKER_DNS_PORT."""
+    def from_settings(cls, settings: Settings) -> FirewallConfig:
         return cls(
-            cgroup_parent=naming.cgroup_parent(),
-            pin_dir=Path(os.environ.get("CLAWKER_BPF_PIN_DIR", PIN_DIR_DEFAULT)),
-            upstream=host_upstream(),
-            dns_port=int(os.environ.get("CLAWKER_DNS_PORT", "0") or 0),
+            cgroup_parent=settings.cgroup_parent,
+            pin_dir=settings.bpf_pin_dir,
+            upstream=host_upstream(settings.dns_upstream),
+            dns_port=settings.dns_port,
+            object_path=settings.bpf_object,
+            network=settings.network,
         )
 
 
@@ -221,7 +224,7 @@ class Firewall:
         if not address or not gateway:
             raise FirewallError(
                 f"container {container_id[:12]} has no address on the agent network "
-                f"{naming.network_name()}; its DNS cannot be redirected"
+                f"{self.config.network}; its DNS cannot be redirected"
             )
         cgroup = self._container_cgroup(container_id, pid)
         cid = cgroup_id(cgroup)
@@ -249,6 +252,15 @@ class Firewall:
             self._by_address[address] = container_id
         self.remove_stale()
         return enrolment
+
+    def is_enrolled(self, container_id: str, pid: int) -> bool:
+        """Whether the kernel's policy map holds the cgroup this container runs in now (read
+        from /proc: a restart makes a new cgroup, and an older start's enrolment does not count)."""
+        try:
+            cid = cgroup_id(self._container_cgroup(container_id, pid))
+        except (FirewallError, OSError):
+            return False
+        return cid in self.maps.policies()
 
     def _container_cgroup(self, container_id: str, pid: int) -> Path:
         """The cgroup v2 directory of the container's first process, checked to be under ours."""

@@ -11,7 +11,6 @@ reply leaves, so the agent's first connect after resolving already finds them.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import socket
 import socketserver
@@ -68,10 +67,11 @@ def parse_address(text: str, default_port: int = 53) -> tuple[str, int]:
     return host, int(port)
 
 
-def host_upstream(resolv_conf: Path = Path("/etc/resolv.conf")) -> tuple[str, int]:
-    """`CLAWKER_DNS_UPSTREAM` (ip[:port]), else the host's first IPv4 nameserver."""
-    override = os.environ.get("CLAWKER_DNS_UPSTREAM", "").strip()
-    if override:
+def host_upstream(
+    override: str = "", resolv_conf: Path = Path("/etc/resolv.conf")
+) -> tuple[str, int]:
+    """`override` (ip[:port], Settings.dns_upstream), else the host's first IPv4 nameserver."""
+    if override.strip():
         return parse_address(override)
     try:
         lines = resolv_conf.read_text().splitlines()

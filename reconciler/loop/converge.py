@@ -7,21 +7,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from reconciler import naming
-from reconciler.controlplane.api.channel import ApiError, ControlPlaneClient
-from reconciler.controlplane.paths import StatePaths, state_paths
-from reconciler.controlplane.registry import AgentRuntimeSpec, StartStatus, StepRecord
+from reconciler.controlplane.api.client import ApiError, ControlPlaneClient
+from reconciler.controlplane.api.messages import AgentRuntimeSpec, Phase, StepRecord
+from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import DockerPort
 from reconciler.firewall.allowlist import effective_allowlist
 from reconciler.host.host_state import HostContext, ensure_share_dir, host_context, observe_host
 from reconciler.images import project_image_inputs
+from reconciler.loop.desired import Placement
 from reconciler.loop.execute import ExecutionResult, StepEvent, StepTools, execute
 from reconciler.loop.observe import ObservedState, observe
 from reconciler.loop.plan import Action, ChangeKind, FirewallObservation, Plan, plan, plan_delete
 from reconciler.loop.ready import Readiness, wait_ready
+from reconciler.settings import Settings
 from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
 
 __all__ = [
@@ -65,6 +66,7 @@ def prepare_apply(
     port: DockerPort,
     specset: SpecSet,
     *,
+    settings: Settings,
     prune: bool = False,
     keys: Collection[str] | None = None,
 ) -> Prepared:
@@ -91,19 +93,18 @@ def prepare_apply(
             apply_sets=specset.projects,
             prune=prune,
             host=host,
-            firewall=observe_firewall(),
+            firewall=observe_firewall(StatePaths(settings.state_dir)),
+            placement=Placement(settings.network, settings.cgroup_parent),
         ),
     )
 
 
-def observe_firewall(paths: StatePaths | None = None) -> FirewallObservation:
+def observe_firewall(paths: StatePaths) -> FirewallObservation:
     """The allowlists the control plane enforces; unknown when it does not answer."""
-    client = ControlPlaneClient((paths or state_paths()).socket)
     try:
-        raw: Mapping[str, Sequence[str]] = client.call("firewall_allowlists")
+        return FirewallObservation(ControlPlaneClient(paths.socket).firewall_allowlists())
     except ApiError:
         return FirewallObservation(None)
-    return FirewallObservation({key: tuple(domains) for key, domains in raw.items()})
 
 
 def prepare_delete(port: DockerPort, keys: Iterable[str], *, volumes: bool) -> Prepared:
@@ -111,33 +112,28 @@ def prepare_delete(port: DockerPort, keys: Iterable[str], *, volumes: bool) -> P
     return Prepared(observed, plan_delete(keys, observed, volumes=volumes))
 
 
-def runtime_specs(
-    agents: Iterable[DesiredAgent], host: HostContext | None = None
-) -> list[dict[str, Any]]:
+def runtime_specs(agents: Iterable[DesiredAgent], host: HostContext) -> list[AgentRuntimeSpec]:
     """What the control plane needs to drive each agent's starts (pushed on every apply),
     including the host user whose git credentials and ssh/gpg agents it forwards."""
-    host = host or host_context()
     return [
-        asdict(
-            AgentRuntimeSpec(
-                agent_key=a.key,
-                post_init=a.agent.post_init,
-                pre_run=a.agent.pre_run,
-                workspace=a.workspace.path,
-                snapshot=a.workspace.mode is WorkspaceMode.SNAPSHOT,
-                allow_domains=effective_allowlist(a),
-                forward_https=a.security.git_credentials.forward_https,
-                forward_ssh=a.security.git_credentials.forward_ssh,
-                forward_gpg=a.security.git_credentials.forward_gpg,
-                copy_git_config=a.security.git_credentials.copy_git_config,
-                host_uid=host.uid,
-                host_gid=host.gid,
-                host_home=host.home,
-                ssh_auth_sock=host.ssh_auth_sock,
-                gpg_extra_socket=host.gpg_extra_socket,
-                api_key_env=_api_key_source(a)[0],
-                api_key_file=_api_key_source(a)[1],
-            )
+        AgentRuntimeSpec(
+            agent_key=a.key,
+            post_init=a.agent.post_init,
+            pre_run=a.agent.pre_run,
+            workspace=a.workspace.path,
+            snapshot=a.workspace.mode is WorkspaceMode.SNAPSHOT,
+            allow_domains=effective_allowlist(a),
+            forward_https=a.security.git_credentials.forward_https,
+            forward_ssh=a.security.git_credentials.forward_ssh,
+            forward_gpg=a.security.git_credentials.forward_gpg,
+            copy_git_config=a.security.git_credentials.copy_git_config,
+            host_uid=host.uid,
+            host_gid=host.gid,
+            host_home=host.home,
+            ssh_auth_sock=host.ssh_auth_sock,
+            gpg_extra_socket=host.gpg_extra_socket,
+            api_key_env=_api_key_source(a)[0],
+            api_key_file=_api_key_source(a)[1],
         )
         for a in agents
     ]
@@ -155,6 +151,7 @@ def apply_plan(
     port: DockerPort,
     the_plan: Plan,
     *,
+    settings: Settings,
     agents: Sequence[DesiredAgent] = (),
     controlplane: StatePaths | None = None,
     wait: bool = True,
@@ -167,27 +164,23 @@ def apply_plan(
     """Execute, then wait until every agent is Ready; one outcome per agent.
 
     With `controlplane` (its state paths; the CP must be running), agents' runtime specs are
-    pushed first, new containers get bootstrap material from its PKI, and readiness is the CP's
-    verdict on each container's current start. `sleep` paces the readiness polls (watch mode
-    passes one that raises when it is told to stop).
+    pushed first, new containers get bootstrap material the CP issues (the CLI holds no key),
+    and readiness is the CP's verdict on each container's current start. `sleep` paces the
+    readiness polls (watch mode passes one that raises when it is told to stop).
     """
     tools = StepTools(on_build_line=on_build_line)
     client: ControlPlaneClient | None = None
     if controlplane is not None:
-        # The PKI (cryptography, PyJWT) loads only here: `clawker diff` never signs anything.
-        from reconciler.controlplane.identity.bootstrap import bootstrap_archive  # noqa: PLC0415
-        from reconciler.controlplane.identity.pki import ClawkerPKI  # noqa: PLC0415
+        client = cp = ControlPlaneClient(controlplane.socket)
+        client.put_runtime(runtime_specs(agents, host_context(dict(settings.host_environment))))
 
-        client = ControlPlaneClient(controlplane.socket)
-        client.call("put_runtime", agents=runtime_specs(agents))
-        pki = ClawkerPKI.load_or_create(controlplane.pki)
-        cp = client
+        def update_firewall(key: str, domains: Sequence[str]) -> None:
+            cp.firewall_set(key, domains)
+
         tools = StepTools(
-            bootstrap=lambda key, name: bootstrap_archive(pki, key, name),
+            bootstrap=cp.issue_bootstrap,
             on_build_line=on_build_line,
-            update_firewall=lambda key, domains: cp.call(
-                "firewall_set", agent=key, domains=list(domains)
-            ),
+            update_firewall=update_firewall,
         )
     for step in the_plan.steps:  # a bind mount's source must exist before the create
         if step.container is not None:
@@ -207,7 +200,7 @@ def apply_plan(
             port,
             client,
             names.values(),
-            network=naming.network_name(),
+            network=settings.network,
             timeout=timeout,
             on_step=lambda name, record: on_step(name, record) if name in started else None,
             sleep=sleep,
@@ -256,10 +249,12 @@ class Conditions:
     firewall_enrolled: bool = False
 
 
-def readiness_conditions(
-    port: DockerPort, observed: ObservedState, cp: ControlPlaneClient
-) -> dict[str, Conditions]:
-    """Per running agent container (by id): the CP's verdict on its current start."""
+def readiness_conditions(observed: ObservedState, cp: ControlPlaneClient) -> dict[str, Conditions]:
+    """Per running agent container (by id): the CP's verdict on its current start.
+
+    Every condition is the control plane's: it reads each container's cgroup from /proc and the
+    kernel's policy map (FirewallEnrolled), and records when the init steps are done
+    (Initialized, false while post_init runs)."""
     running = [
         a.container
         for a in observed.agents.values()
@@ -267,39 +262,24 @@ def readiness_conditions(
     ]
     if not running:
         return {}
-    from bpf.loader import cgroup2_root, cgroup_id  # noqa: PLC0415 - libbpf's wrappers, for `get`
-
     try:
-        raw: Mapping[str, Any] = cp.call("status", containers=[c.id for c in running])
-    except ApiError:
-        return {c.id: Conditions(False, False, "control plane not running") for c in running}
-    enrolled = _enrolled_cgroups(cp)
+        reports = cp.start_reports([c.id for c in running])
+    except ApiError as exc:
+        return {c.id: Conditions(False, False, str(exc)) for c in running}
     result = {}
     for c in running:
-        info = port.inspect_runtime(c.id, naming.network_name())
-        data = raw.get(c.id)
-        status = StartStatus.from_dict(data) if data else None
-        # Enrolled means: the kernel's policy map holds this start's cgroup (a restart makes a
-        # new cgroup, so an enrolment of an earlier start does not count).
-        cgroup = cgroup2_root() / naming.cgroup_parent().strip("/") / c.id
-        try:
-            on_map = cgroup_id(cgroup) in enrolled
-        except OSError:
-            on_map = False
-        if info is None or status is None or status.started_at != info.started_at:
-            result[c.id] = Conditions(False, False, "waiting for the control plane", on_map)
+        report = reports.get(c.id)
+        status = report.status if report else None
+        if report is None or status is None:
+            result[c.id] = Conditions(False, False, "waiting for the control plane")
             continue
-        ready = status.phase == "ready"
-        result[c.id] = Conditions(ready, ready, status.detail, on_map)
+        result[c.id] = Conditions(
+            status.phase is Phase.READY,
+            report.initialized,
+            status.detail,
+            report.firewall_enrolled,
+        )
     return result
-
-
-def _enrolled_cgroups(cp: ControlPlaneClient) -> set[int]:
-    try:
-        status: Mapping[str, Any] = cp.call("firewall_status")
-    except ApiError:
-        return set()
-    return {int(cg) for agent in status.get("agents", []) for cg in agent["enrolledCgroups"]}
 
 
 def agent_statuses(

@@ -12,7 +12,23 @@ from reconciler.host.git_layout import GitLayout
 from reconciler.host.host_state import HostState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
-__all__ = ["SPEC_VIEW_LABEL", "DesiredVolume", "desired_container", "desired_volumes"]
+__all__ = [
+    "SPEC_VIEW_LABEL",
+    "DesiredVolume",
+    "Placement",
+    "desired_container",
+    "desired_volumes",
+]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where agent containers go: the agent network and the parent cgroup the firewall is
+    attached to (Settings.network, Settings.cgroup_parent; tests use their own)."""
+
+    network: str = naming.NETWORK_NAME_DEFAULT
+    cgroup_parent: str = naming.CGROUP_PARENT_DEFAULT
+
 
 # The recreate view is recorded on the container so a later diff can say *which* field changed.
 SPEC_VIEW_LABEL = "dev.clawker.spec-view"
@@ -52,6 +68,7 @@ def desired_container(
     name: str | None = None,
     apply_set: str | None = None,
     host: HostState | None = None,
+    placement: Placement = Placement(),
 ) -> ContainerSpec:
     """The container of an agent: workspace at its host path, volumes, env, capabilities.
 
@@ -131,8 +148,8 @@ def desired_container(
         mounts=mounts,
         cap_add=tuple(agent.security.cap_add),
         cap_drop=("NET_RAW",),
-        cgroup_parent=naming.cgroup_parent(),
-        network=naming.network_name(),
+        cgroup_parent=placement.cgroup_parent,
+        network=placement.network,
         hostname=agent.name,
     )
 

@@ -19,7 +19,7 @@ from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
 from reconciler.host.config_seed import ConfigSeed
 from reconciler.host.host_state import HostState
 from reconciler.images import ImageInputs, build_reason
-from reconciler.loop.desired import SPEC_VIEW_LABEL, desired_container, desired_volumes
+from reconciler.loop.desired import SPEC_VIEW_LABEL, Placement, desired_container, desired_volumes
 from reconciler.loop.observe import ObservedState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
@@ -237,13 +237,15 @@ def plan(
     prune: bool = False,
     host: HostState | None = None,
     firewall: FirewallObservation | None = None,
+    placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
 ) -> Plan:
     """Steps that make Docker match `desired`; `images` holds each project's image inputs.
     With `prune`, also remove agents applied from one of `apply_sets` (projects) that are no
-    longer declared. `host` is what new containers take from the host (see `observe_host`)."""
+    longer declared. `host` is what new containers take from the host (see `observe_host`);
+    `placement` is the network and parent cgroup they go in (from Settings)."""
     b = _StepBuilder()
     changes: list[AgentChange] = []
-    network = naming.network_name()
+    network = placement.network
     net_step: int | None = None
     if desired and network not in observed.networks:
         net_step = b.add(
@@ -268,7 +270,9 @@ def plan(
         image_plans[project] = _ImagePlan(inputs.ref, step, cause, seen.id if seen else None)
 
     for agent in sorted(desired, key=lambda a: a.key):
-        change = _plan_agent(b, agent, observed, image_plans[agent.project], net_step, host)
+        change = _plan_agent(
+            b, agent, observed, image_plans[agent.project], net_step, host, placement
+        )
         changes.append(_plan_firewall(b, agent, change, firewall))
 
     if prune:
@@ -312,6 +316,7 @@ def _plan_agent(
     image: _ImagePlan,
     net_step: int | None,
     host: HostState | None = None,
+    placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
 ) -> AgentChange:
     key = agent.key
     obs = observed.agent(agent.project, agent.name)
@@ -350,7 +355,9 @@ def _plan_agent(
     before_create = [net_step, image.build_step, *volume_steps, *cleanup]
     current = obs.container
     if current is None:
-        spec = desired_container(agent, image=image.ref, apply_set=apply_set, host=host)
+        spec = desired_container(
+            agent, image=image.ref, apply_set=apply_set, host=host, placement=placement
+        )
         create = b.add(
             Action.CREATE_CONTAINER,
             "container",
@@ -368,7 +375,14 @@ def _plan_agent(
     reasons, fields = _replace_reasons(agent, current, image)
     if reasons:
         temp = naming.replacement_name(agent.project, agent.name)
-        spec = desired_container(agent, image=image.ref, name=temp, apply_set=apply_set, host=host)
+        spec = desired_container(
+            agent,
+            image=image.ref,
+            name=temp,
+            apply_set=apply_set,
+            host=host,
+            placement=placement,
+        )
         cause = "; ".join(reasons)
         create = b.add(
             Action.CREATE_CONTAINER,

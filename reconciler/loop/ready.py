@@ -9,12 +9,11 @@ with the exit code, the failing step and the tail of its output.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from reconciler.controlplane.api.channel import ApiError, ControlPlaneClient
-from reconciler.controlplane.registry import StartStatus, StepRecord
+from reconciler.controlplane.api.client import ApiError, ControlPlaneClient
+from reconciler.controlplane.api.messages import Phase, StartStatus, StepRecord
 from reconciler.docker.engine import DockerError, DockerPort
 
 __all__ = ["Readiness", "wait_ready"]
@@ -59,7 +58,7 @@ def wait_ready(
         infos = {name: port.inspect_runtime(name, network) for name in waiting}
         ids = [i.id for i in infos.values() if i is not None]
         try:
-            raw: Mapping[str, Any] = cp.call("status", containers=ids) if ids else {}
+            reports = cp.start_reports(ids) if ids else {}
         except ApiError as exc:
             raise DockerError(f"cannot ask the control plane about readiness: {exc}") from exc
         still = []
@@ -68,16 +67,16 @@ def wait_ready(
             if info is None:
                 verdicts[name] = Readiness(name, False, "the container is gone")
                 continue
-            data = raw.get(info.id)
-            status = StartStatus.from_dict(data) if data else None
+            report = reports.get(info.id)
+            status = report.status if report else None
             current = status if status and status.started_at == info.started_at else None
             if current:
                 for record in current.steps[shown.get(name, 0) :]:
                     on_step(name, record)
                 shown[name] = len(current.steps)
-            if current and current.phase == "ready":
+            if current and current.phase is Phase.READY:
                 verdicts[name] = Readiness(name, True, current.detail)
-            elif current and current.phase == "failed":
+            elif current and current.phase is Phase.FAILED:
                 verdicts[name] = Readiness(name, False, _failure_detail(current, ""))
             elif not info.running and current and clock() - exited_at.setdefault(name, clock()) < 3:
                 still.append(name)  # clawkerd exited on a failed step: let the CP report which

@@ -34,6 +34,7 @@ from bpf.loader import (
 )
 from bpf.maps import PinnedMaps, Policy
 from reconciler.controlplane import lifecycle
+from reconciler.controlplane.api.channel import call
 from reconciler.controlplane.paths import StatePaths
 from tests.cleanup import remove_test_objects
 from tests.integration.conftest import Scope
@@ -174,7 +175,7 @@ class Firewalled:
         return results
 
     def cp(self, method: str, **params: Any) -> Any:
-        return lifecycle.client(self.paths).call(method, **params)
+        return call(self.paths.socket, method, params)  # the raw wire, as the CP answers it
 
     @property
     def paths(self) -> StatePaths:

@@ -187,15 +187,11 @@ def test_garbage_gets_no_reply() -> None:
     assert _answerer(FakeUpstream({}), []).answer(b"\x00\x01", "172.30.0.2", max_size=None) == b""
 
 
-def test_the_upstream_is_configurable_and_defaults_to_the_hosts_resolver(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_upstream_is_configurable_and_defaults_to_the_hosts_resolver(tmp_path: Path) -> None:
     conf = tmp_path / "resolv.conf"
     conf.write_text("search lan\nnameserver fd00::1\nnameserver 10.0.0.53\n")
-    monkeypatch.delenv("CLAWKER_DNS_UPSTREAM", raising=False)
-    assert host_upstream(conf) == ("10.0.0.53", 53)
-    monkeypatch.setenv("CLAWKER_DNS_UPSTREAM", "127.0.0.1:5300")
-    assert host_upstream(conf) == ("127.0.0.1", 5300)
+    assert host_upstream("", conf) == ("10.0.0.53", 53)
+    assert host_upstream("127.0.0.1:5300", conf) == ("127.0.0.1", 5300)
     assert parse_address("10.1.2.3") == ("10.1.2.3", 53)
 
 

@@ -20,6 +20,7 @@ from reconciler.docker.engine import ContainerEvent
 from reconciler.loop.converge import AgentOutcome
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.plan import Plan
+from reconciler.settings import Settings
 from reconciler.watch import PendingWork, Watcher, WatchOptions
 from specs import SpecError, load_specs
 
@@ -310,6 +311,7 @@ def make_watcher(
         load_specs([str(spec_file)]),
         report,
         WatchOptions(prune=prune),
+        settings=Settings(),
     )
     return watcher, report, port
 

@@ -7,17 +7,32 @@ import os
 import socket
 import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ApiError", "ApiServer", "ControlPlaneClient", "Handler"]
+__all__ = [
+    "ApiError",
+    "ApiServer",
+    "ControlPlaneNotRunningError",
+    "ControlPlanePermissionError",
+    "Handler",
+    "call",
+]
 
 Handler = Callable[[dict[str, Any]], Any]
 
 
 class ApiError(Exception):
-    pass
+    """The control plane refused or failed a call; the message says what to do."""
+
+
+class ControlPlaneNotRunningError(ApiError):
+    """Nothing listens on the control plane's socket."""
+
+
+class ControlPlanePermissionError(ApiError):
+    """The socket exists but this user may not open it (root or the clawker group only)."""
 
 
 class ApiServer:
@@ -60,35 +75,32 @@ class ApiServer:
         self._server.server_close()
 
 
-class ControlPlaneClient:
-    def __init__(self, path: Path, timeout: float = 10.0) -> None:
-        self.path = path
-        self.timeout = timeout
-
-    def call(self, method: str, **params: Any) -> Any:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
-                sock.connect(str(self.path))
-                sock.sendall(json.dumps({"method": method, "params": params}).encode() + b"\n")
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-        except PermissionError as exc:
-            raise ApiError(f"cannot open {self.path}: run clawker as root") from exc
-        except OSError as exc:
-            raise ApiError(f"the control plane does not answer at {self.path} ({exc})") from exc
-        reply = json.loads(data or b'{"ok": false, "error": "empty reply"}')
-        if not reply.get("ok"):
-            raise ApiError(str(reply.get("error")))
-        return reply.get("result")
-
-    def alive(self) -> bool:
-        try:
-            self.call("ping")
-        except ApiError:
-            return False
-        return True
+def call(path: Path, method: str, params: Mapping[str, Any], *, timeout: float = 10.0) -> Any:
+    """One request, one reply; the typed client (api/client.py) is the only caller."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(json.dumps({"method": method, "params": params}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except PermissionError as exc:
+        raise ControlPlanePermissionError(
+            f"permission denied on the control plane's socket {path}: run clawker as root "
+            "(or as a member of the clawker group)"
+        ) from exc
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise ControlPlaneNotRunningError(
+            f"the control plane is not running (no answer at {path}); start it with "
+            "`sudo clawker controlplane up`"
+        ) from exc
+    except OSError as exc:
+        raise ApiError(f"the control plane does not answer at {path} ({exc})") from exc
+    reply = json.loads(data or b'{"ok": false, "error": "empty reply"}')
+    if not reply.get("ok"):
+        raise ApiError(str(reply.get("error")))
+    return reply.get("result")

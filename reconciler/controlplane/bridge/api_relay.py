@@ -21,18 +21,20 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from reconciler import naming
-from reconciler.controlplane.registry import AgentRuntimeSpec
+from reconciler.controlplane.api.messages import AgentRuntimeSpec
 from reconciler.in_container.socket_relay import DATA, MAX_PAYLOAD
+from reconciler.settings import Settings
 
 __all__ = [
     "ALLOWED_PATHS",
     "ApiKeyError",
     "ApiKeySource",
+    "ApiRelayConfig",
     "ApiRelayTarget",
     "ApiUpstream",
     "UpstreamError",
@@ -92,12 +94,9 @@ class ApiUpstream:
             raise UpstreamError(f"API upstream {self.url!r} may hold only a host, port and path")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> ApiUpstream:
+    def from_settings(cls, settings: Settings) -> ApiUpstream:
         """CLAWKER_API_UPSTREAM (default https://api.anthropic.com), CLAWKER_API_UPSTREAM_CA."""
-        return cls(
-            environ.get("CLAWKER_API_UPSTREAM", "").strip() or DEFAULT_UPSTREAM,
-            environ.get("CLAWKER_API_UPSTREAM_CA", "").strip(),
-        )
+        return cls(settings.api_upstream or DEFAULT_UPSTREAM, settings.api_upstream_ca)
 
     @property
     def host(self) -> str:
@@ -143,7 +142,7 @@ class ApiKeySource:
             return str(Path(self.home) / self.file[2:])
         return self.file
 
-    def read(self, environ: Mapping[str, str] = os.environ) -> str:
+    def read(self, environ: Mapping[str, str]) -> str:
         """The key, read now (a rotated file is used from the next request on)."""
         if self.env:
             raw = environ.get(self.env)
@@ -176,10 +175,19 @@ class ApiKeySource:
 
 
 @dataclass(frozen=True)
+class ApiRelayConfig:
+    """The CP's side of every relay: where it forwards, and the environment `from_env` keys
+    are read from (the CP's own, passed down from its entry point)."""
+
+    upstream: ApiUpstream = field(default_factory=ApiUpstream)
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ApiRelayTarget:
     """What answers the connections to the API relay's port inside one container."""
 
-    upstream: ApiUpstream
+    config: ApiRelayConfig
     key: ApiKeySource
     container: str = ""  # for the log
 
@@ -402,10 +410,10 @@ class _ApiChannel:
         if head is None:
             return  # the client left (or sent no HTTP); nothing to answer
         request = parse_request_head(head)
-        upstream = self._target.upstream
+        upstream = self._target.config.upstream
         check_request(request, upstream)
         try:
-            key = self._target.key.read()
+            key = self._target.key.read(self._target.config.environ)
         except ApiKeyError as exc:
             raise _RefusedError(
                 502, "Bad Gateway", "api_error", f"clawker API relay: no API key: {exc}"

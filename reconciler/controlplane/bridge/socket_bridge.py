@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from reconciler import naming
-from reconciler.controlplane.bridge.api_relay import ApiKeySource, ApiRelayTarget, ApiUpstream
+from reconciler.controlplane.bridge.api_relay import ApiKeySource, ApiRelayConfig, ApiRelayTarget
 from reconciler.controlplane.bridge.credentials import CredentialRequestError, HostGit, answer
 from reconciler.controlplane.registry import AgentRuntimeSpec
 from reconciler.docker.engine import DockerError, DockerPort
@@ -338,14 +338,14 @@ class SocketBridge:
 
 
 def bridge_listeners(
-    runtime: AgentRuntimeSpec, container: str = "", upstream: ApiUpstream | None = None
+    runtime: AgentRuntimeSpec, container: str = "", api_relay: ApiRelayConfig | None = None
 ) -> list[Listener]:
     """The sockets an agent gets, from its runtime spec: the credential proxy with
     forward_https, the ssh agent with forward_ssh, the gpg agent with forward_gpg, each only
     when the host has one; and the API relay's port with agent.claude_code.api_key."""
     listeners = []
     if runtime.api_relay:
-        relay = ApiRelayTarget(upstream or ApiUpstream(), ApiKeySource.of(runtime), container)
+        relay = ApiRelayTarget(api_relay or ApiRelayConfig(), ApiKeySource.of(runtime), container)
         listeners.append(Listener(naming.API_RELAY_URL, relay, tcp_port=naming.API_RELAY_PORT))
     if runtime.forward_https and runtime.host_home:
         git = HostGit(runtime.host_uid, runtime.host_gid, runtime.host_home)
@@ -360,9 +360,9 @@ def bridge_listeners(
 class Bridges:
     """The CP's bridges, one per running agent container start."""
 
-    def __init__(self, port: DockerPort, upstream: ApiUpstream | None = None) -> None:
+    def __init__(self, port: DockerPort, api_relay: ApiRelayConfig | None = None) -> None:
         self._port = port
-        self._upstream = upstream or ApiUpstream()
+        self._api_relay = api_relay or ApiRelayConfig()
         self._lock = threading.Lock()
         self._bridges: dict[str, tuple[str, SocketBridge]] = {}
 
@@ -377,7 +377,7 @@ class Bridges:
             if current is not None:
                 current[1].close()
                 del self._bridges[container_id]
-        listeners = bridge_listeners(runtime, name, self._upstream)
+        listeners = bridge_listeners(runtime, name, self._api_relay)
         if not listeners:
             return
         bridge = SocketBridge(self._port, container_id, listeners)

@@ -24,10 +24,16 @@ from tenacity import (
 
 from reconciler import naming
 from reconciler.controller.queue import KeyedQueue
-from reconciler.controlplane.bridge.api_relay import ApiKeyError, ApiKeySource, ApiUpstream
+from reconciler.controlplane.bridge.api_relay import ApiKeyError, ApiKeySource, ApiRelayConfig
 from reconciler.controlplane.bridge.socket_bridge import Bridges
 from reconciler.controlplane.identity.pki import ClawkerPKI, RegistrationTokenError
-from reconciler.controlplane.registry import AgentRuntimeSpec, Registry, StartStatus, StepRecord
+from reconciler.controlplane.registry import (
+    AgentRuntimeSpec,
+    Phase,
+    Registry,
+    StartStatus,
+    StepRecord,
+)
 from reconciler.controlplane.runtime.session import (
     SessionError,
     StartPlan,
@@ -69,7 +75,7 @@ class RuntimeController:
         workers: int = 4,
         sleep: Callable[[float], None] = time.sleep,
         firewall: Firewall | None = None,
-        api_upstream: ApiUpstream | None = None,
+        api_relay: ApiRelayConfig | None = None,
     ) -> None:
         self.port, self.registry, self.pki = port, registry, pki
         self.firewall = firewall  # None only where no container may start (unit tests)
@@ -85,7 +91,8 @@ class RuntimeController:
         self._sleep = sleep
         self._threads: list[threading.Thread] = []
         # ssh/gpg agents, git credentials and the API relay, per container start
-        self.bridges = Bridges(port, api_upstream)
+        self.api_relay = api_relay or ApiRelayConfig()
+        self.bridges = Bridges(port, self.api_relay)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -163,6 +170,17 @@ class RuntimeController:
             finally:
                 self.queue.done(cid)
 
+    def busy(self) -> int:
+        """Starts being driven right now (a CP restart for a new version waits for 0)."""
+        return self.queue.active()
+
+    def firewall_enrolled(self, container_id: str) -> bool:
+        """FirewallEnrolled: the container's current cgroup is on the kernel's policy map."""
+        if self.firewall is None:
+            return False
+        info = self.port.inspect_runtime(container_id, self.network)
+        return info is not None and info.running and self.firewall.is_enrolled(info.id, info.pid)
+
     def handle(self, container_id: str) -> StartStatus | None:
         """Bring one running container to AgentReady, unless this start was already handled."""
         info = self.port.inspect_runtime(container_id, self.network)
@@ -184,27 +202,38 @@ class RuntimeController:
         # Before the early return: a CP restart loses its bridges, not the containers' status.
         self.bridges.ensure(info.id, info.started_at, info.name, self.registry.runtime(key))
         known = self.registry.status(info.id)
-        if known and known.started_at == info.started_at and known.phase in ("ready", "failed"):
+        if known and known.started_at == info.started_at and known.phase.final:
             if enrol_error is not None:
                 log.error("%s: re-enrolling in the firewall failed: %s", info.name, enrol_error)
             return known
-        status = StartStatus(info.id, key, info.started_at, "initializing")
+        status = StartStatus(info.id, key, info.started_at, Phase.INITIALIZING)
         self.registry.put_status(status)
         steps: list[StepRecord] = []
-        key_error = _api_key_problem(self.registry.runtime(key))
+        key_error = _api_key_problem(self.registry.runtime(key), self.api_relay)
 
-        def record_step(record: StepRecord) -> None:
-            steps.append(record)
+        initialized = False
+
+        def put_progress(detail: str) -> None:
             self.registry.put_status(
                 StartStatus(
                     info.id,
                     key,
                     info.started_at,
-                    "initializing",
-                    f"step {record.name} done",
+                    Phase.INITIALIZING,
+                    detail,
                     tuple(steps),
+                    initialized=initialized,
                 )
             )
+
+        def record_step(record: StepRecord) -> None:
+            steps.append(record)
+            put_progress(f"step {record.name} done")
+
+        def record_initialized() -> None:
+            nonlocal initialized
+            initialized = True
+            put_progress("initialized")
 
         began = time.monotonic()
         timings: dict[str, float] = {"enrol": enrolled_in}
@@ -213,13 +242,13 @@ class RuntimeController:
                 raise enrol_error
             if key_error is not None:
                 raise key_error
-            result = self._dial_and_drive(info, key, record_step, timings)
+            result = self._dial_and_drive(info, key, record_step, record_initialized, timings)
         except StepFailedError as exc:
             final = StartStatus(
                 info.id,
                 key,
                 info.started_at,
-                "failed",
+                Phase.FAILED,
                 f"step {exc.record.name} failed with exit code {exc.record.exit_code}",
                 tuple(steps),
             )
@@ -228,7 +257,7 @@ class RuntimeController:
                 info.id,
                 key,
                 info.started_at,
-                "failed",
+                Phase.FAILED,
                 f"session with clawkerd failed: {_describe(exc)}",
                 tuple(steps),
             )
@@ -237,7 +266,7 @@ class RuntimeController:
                 info.id,
                 key,
                 info.started_at,
-                "failed",
+                Phase.FAILED,
                 f"the API key for agent.claude_code.api_key cannot be read: {exc}",
                 tuple(steps),
             )
@@ -246,7 +275,7 @@ class RuntimeController:
                 info.id,
                 key,
                 info.started_at,
-                "failed",
+                Phase.FAILED,
                 f"firewall enrolment failed: {exc}",
                 tuple(steps),
             )
@@ -255,7 +284,7 @@ class RuntimeController:
                 info.id,
                 key,
                 info.started_at,
-                "failed",
+                Phase.FAILED,
                 f"clawkerd did not answer at {info.ip}:7700 within {self.dial_timeout:.0f}s",
                 tuple(steps),
             )
@@ -263,7 +292,7 @@ class RuntimeController:
             timings["session"] = time.monotonic() - began - timings["dial"]
             detail = "re-adopted: the agent was already running" if result else "ready"
             final = StartStatus(
-                info.id, key, info.started_at, "ready", detail, tuple(steps), timings
+                info.id, key, info.started_at, Phase.READY, detail, tuple(steps), timings, True
             )
             self.registry.touch(info.id)
         self.registry.put_status(final)
@@ -294,6 +323,7 @@ class RuntimeController:
         info: RuntimeInfo,
         key: str,
         on_step: Callable[[StepRecord], None],
+        on_initialized: Callable[[], None],
         timings: dict[str, float],
     ) -> bool:
         runtime = self.registry.runtime(key)
@@ -327,6 +357,7 @@ class RuntimeController:
                         register=register,
                         is_registered=self.registry.is_registered(info.id),
                         on_step=on_step,
+                        on_initialized=on_initialized,
                         still_current=lambda: self._still_current(info),
                     )
                     return result.readopted
@@ -335,13 +366,13 @@ class RuntimeController:
         raise AssertionError("unreachable: tenacity either returns or raises")
 
 
-def _api_key_problem(runtime: AgentRuntimeSpec) -> ApiKeyError | None:
+def _api_key_problem(runtime: AgentRuntimeSpec, relay: ApiRelayConfig) -> ApiKeyError | None:
     """Read the key once at the start (and forget it): a start whose key cannot be read fails
     loudly here, not at the agent's first API request."""
     if not runtime.api_relay:
         return None
     try:
-        ApiKeySource.of(runtime).read()
+        ApiKeySource.of(runtime).read(relay.environ)
     except ApiKeyError as exc:
         return exc
     return None

@@ -189,12 +189,14 @@ def drive_start(
     register: Callable[[str], None],
     is_registered: bool,
     on_step: Callable[[StepRecord], None] = lambda _r: None,
+    on_initialized: Callable[[], None] = lambda: None,
     still_current: Callable[[], bool] = lambda: True,
     timeout: float = 3600.0,
 ) -> StartResult:
     """Drive one container start to AgentReady; raise StepFailedError when a step fails.
 
     `register(jwt)` verifies and records the registration token (raising to refuse it).
+    `on_initialized()` is called once the init steps and post_init are done (Initialized).
     `still_current()` is asked right before AgentReady: a container restarted during this
     session has a new clawkerd at the same address, whose own start must be driven (and
     enrolled) by its own pass, never released by this one.
@@ -250,6 +252,7 @@ def drive_start(
                 f"touch {shlex.quote(POST_INIT_MARKER)}"
             )
             step("post_init", ["sh", "-ec", script], cwd=workdir)
+        on_initialized()
         if plan.runtime.pre_run.strip():
             step("pre_run", ["sh", "-ec", plan.runtime.pre_run], cwd=workdir)
         _release(talk, still_current)

@@ -1,0 +1,119 @@
+"""The CLI's side of the control plane API: one typed method per call.
+
+Errors are distinct, because a person acts on each differently: the CP is not running (start it),
+the socket is refused (run as root or join the clawker group), or the CP that answers runs other
+settings or another version of clawker (stop it, or let the CLI restart it).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from reconciler.controlplane.api.channel import (
+    ApiError,
+    ControlPlaneNotRunningError,
+    ControlPlanePermissionError,
+    call,
+)
+from reconciler.controlplane.api.messages import (
+    AgentRuntimeSpec,
+    Bootstrap,
+    Hello,
+    StartReport,
+    from_wire,
+    to_wire,
+)
+
+__all__ = [
+    "ApiError",
+    "ControlPlaneClient",
+    "ControlPlaneMismatchError",
+    "ControlPlaneNotRunningError",
+    "ControlPlanePermissionError",
+]
+
+
+class ControlPlaneMismatchError(ApiError):
+    """The control plane that answers runs with other settings (or another clawker)."""
+
+
+class ControlPlaneClient:
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def _call(self, method: str, **params: Any) -> Any:
+        return call(self.path, method, to_wire(params), timeout=self.timeout)
+
+    # -- the control plane itself ------------------------------------------------------------
+    def ping(self) -> Hello:
+        return from_wire(Hello, self._call("ping"))
+
+    def alive(self) -> bool:
+        try:
+            self.ping()
+        except ApiError:
+            return False
+        return True
+
+    def check_agreement(self, settings: Mapping[str, str]) -> Hello:
+        """Refuse a CP whose settings differ from this CLI's (`Settings.agreement()`)."""
+        hello = self.ping()
+        differ = sorted(k for k in settings if hello.settings.get(k) != settings[k])
+        if differ:
+            lines = ", ".join(
+                f"{k}: CP {hello.settings.get(k, '?')!r} vs here {settings[k]!r}" for k in differ
+            )
+            raise ControlPlaneMismatchError(
+                f"the control plane (pid {hello.pid}) runs with other settings ({lines}); "
+                "stop it with `clawker controlplane down` (it keeps the firewall enforced) and "
+                "run again with the environment you mean"
+            )
+        return hello
+
+    # -- agents ------------------------------------------------------------------------------
+    def put_runtime(self, specs: Sequence[AgentRuntimeSpec]) -> None:
+        self._call("put_runtime", agents=list(specs))
+
+    def forget_agents(self, keys: Iterable[str]) -> None:
+        """Drop the runtime spec and firewall state of agents that no longer exist."""
+        self._call("forget_agents", agents=list(keys))
+
+    def issue_bootstrap(self, agent_key: str, container_name: str) -> bytes:
+        """A new container's bootstrap archive (leaf, key, CA, single-use token) from the CP."""
+        reply = from_wire(
+            Bootstrap, self._call("issue_bootstrap", agent=agent_key, container=container_name)
+        )
+        return base64.b64decode(reply.archive_b64)
+
+    def start_reports(self, container_ids: Sequence[str]) -> dict[str, StartReport]:
+        """The CP's verdict on each container's latest start (asking is also a trigger)."""
+        raw: Mapping[str, Any] = self._call("status", containers=list(container_ids))
+        return {cid: from_wire(StartReport, data) for cid, data in raw.items()}
+
+    # -- firewall ----------------------------------------------------------------------------
+    def firewall_allowlists(self) -> dict[str, tuple[str, ...]]:
+        raw: Mapping[str, Sequence[str]] = self._call("firewall_allowlists")
+        return {key: tuple(domains) for key, domains in raw.items()}
+
+    def firewall_set(self, agent_key: str, domains: Sequence[str]) -> tuple[str, ...]:
+        return tuple(self._call("firewall_set", agent=agent_key, domains=list(domains)))
+
+    def firewall_status(self, agent: str = "") -> dict[str, Any]:
+        """The firewall's state as data (`clawker firewall status -o json` prints it as is)."""
+        result: dict[str, Any] = self._call("firewall_status", agent=agent)
+        return result
+
+    def firewall_list(self, agent: str = "") -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("firewall_list", agent=agent)
+        return result
+
+    def firewall_change(self, verb: str, agent: str, **params: Any) -> dict[str, Any]:
+        """add/remove (domains=), enable, disable, bypass (seconds=): the agent's new policy."""
+        if verb not in {"add", "remove", "enable", "disable", "bypass"}:
+            raise ValueError(f"no firewall verb {verb!r}")
+        result: dict[str, Any] = self._call(f"firewall_{verb}", agent=agent, **params)
+        return result

@@ -1,0 +1,194 @@
+"""The typed CLI ↔ control plane API: one dataclass per request and reply, one enum per state.
+
+Both processes import this module and nothing else to speak to each other: the client
+(`api/client.py`) has one method per call, the daemon one handler per call, and the JSON lines
+on the socket are these dataclasses, field for field (`to_wire` / `from_wire`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+__all__ = [
+    "AgentRuntimeSpec",
+    "Bootstrap",
+    "Hello",
+    "Phase",
+    "StartReport",
+    "StartStatus",
+    "StepRecord",
+    "from_wire",
+    "to_wire",
+]
+
+
+class Phase(StrEnum):
+    """Where one container start is: pending → initializing → ready | failed."""
+
+    PENDING = "pending"
+    INITIALIZING = "initializing"
+    READY = "ready"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self in (Phase.READY, Phase.FAILED)
+
+
+@dataclass(frozen=True)
+class AgentRuntimeSpec:
+    """What the CP needs to drive an agent's starts, pushed by `apply` and kept across restarts."""
+
+    agent_key: str
+    post_init: str = ""
+    pre_run: str = ""
+    workspace: str = ""
+    snapshot: bool = False  # the workspace volume's root must be handed to the agent user
+    # security.git_credentials, and the host user whose credentials and agents are forwarded
+    # (captured by the CLI that applied: the CP itself runs as root).
+    forward_https: bool = False
+    forward_ssh: bool = False
+    forward_gpg: bool = False
+    copy_git_config: bool = False
+    host_uid: int = -1
+    host_gid: int = -1
+    host_home: str = ""
+    ssh_auth_sock: str = ""
+    gpg_extra_socket: str = ""
+    # security.firewall: the harness's floor ∪ add_domains; seeds the agent's live allowlist.
+    allow_domains: tuple[str, ...] = ()
+    # agent.claude_code.api_key: where the API relay reads the key (a name or a path, never
+    # the key itself, which is read on the host when it is needed and kept nowhere).
+    api_key_env: str = ""
+    api_key_file: str = ""
+
+    @property
+    def api_relay(self) -> bool:
+        return bool(self.api_key_env or self.api_key_file)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    name: str
+    ok: bool
+    exit_code: int
+    output_tail: str = ""
+
+
+@dataclass(frozen=True)
+class StartStatus:
+    """One container start as the CP saw it: pending → steps → ready | failed."""
+
+    container_id: str
+    agent_key: str
+    started_at: str
+    phase: Phase
+    detail: str = ""
+    steps: tuple[StepRecord, ...] = field(default_factory=tuple)
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds: enrol, dial, session
+    initialized: bool = False  # this start's init steps and post_init are done
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["steps"] = [asdict(s) for s in self.steps]
+        data["timings"] = dict(self.timings)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StartStatus:
+        return cls(
+            container_id=data["container_id"],
+            agent_key=data["agent_key"],
+            started_at=data["started_at"],
+            phase=Phase(data["phase"]),
+            detail=data.get("detail", ""),
+            steps=tuple(StepRecord(**s) for s in data.get("steps", ())),
+            timings=dict(data.get("timings", {})),
+            initialized=bool(data.get("initialized", False)),
+        )
+
+
+@dataclass(frozen=True)
+class StartReport:
+    """The CP's verdict on one running container, as `get agents` and readiness need it.
+
+    `firewall_enrolled`: the kernel's policy map holds the cgroup the CP read from /proc for
+    this container's current start. `initialized`: the once-per-container steps and post_init
+    of this start are done (false while post_init runs)."""
+
+    container_id: str
+    status: StartStatus | None
+    firewall_enrolled: bool = False
+    initialized: bool = False
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """A new container's bootstrap material, issued by the CP's PKI (the CLI holds no key):
+    a tar archive for `put_archive` at /, base64 on the wire."""
+
+    archive_b64: str
+
+
+@dataclass(frozen=True)
+class Hello:
+    """`ping`'s answer: who this control plane is, so a CLI can refuse to drive another."""
+
+    pid: int
+    uptime: float
+    version: str  # clawker's version and where its code lives (one checkout vs another)
+    settings: Mapping[str, str] = field(default_factory=dict)  # Settings.agreement()
+    busy: int = 0  # starts in flight: a restart for a new version waits for 0
+
+
+T = TypeVar("T")
+
+
+def to_wire(value: Any) -> Any:
+    """Dataclasses as dicts, enums as their values, tuples as lists: what json.dumps takes."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): to_wire(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_wire(v) for v in value]
+    return value
+
+
+def from_wire(cls: type[T], data: Any) -> T:
+    """The dataclass `cls` from its wire form (recursively, by the field annotations)."""
+    return typing.cast(T, _decode(cls, data))
+
+
+def _decode(tp: Any, data: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if data is None else _decode(options[0], data)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        hints = typing.get_type_hints(tp)
+        kwargs = {
+            f.name: _decode(hints[f.name], data[f.name])
+            for f in dataclasses.fields(tp)
+            if f.name in data
+        }
+        return tp(**kwargs)
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        return tuple(_decode(item, v) for v in data)
+    if origin is list:
+        return [_decode(typing.get_args(tp)[0], v) for v in data]
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        kv = typing.get_args(tp)
+        return {k: _decode(kv[1], v) if kv else v for k, v in data.items()}
+    if isinstance(tp, type) and issubclass(tp, StrEnum):
+        return tp(data)
+    return data
