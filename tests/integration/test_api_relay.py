@@ -5,6 +5,7 @@ forwards to the upstream, here a stub Messages API on a test host of the test's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import textwrap
@@ -21,7 +22,7 @@ from reconciler.images.dockerfile import VENV
 from tests.integration.conftest import Scope
 from tests.integration.messages_stub import ANSWER, MessagesStub, start_messages_stub
 from tests.integration.test_workspace_git import agent_exec
-from tests.integration.testhosts import HostNamespace, make_test_hosts
+from tests.integration.testhosts import HostNamespace, UpstreamStub, make_test_hosts
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -128,8 +129,10 @@ def wait_answered(relayed: Relayed, timeout: float = 60.0) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-@pytest.fixture
-def relayed(scope: Scope, tmp_path: Path) -> Iterator[Relayed]:
+@contextlib.contextmanager
+def relay_setup(scope: Scope, tmp_path: Path, spec: str) -> Iterator[Relayed]:
+    """A stub Messages API on a test host, the CP's API upstream pointed at it, a key file on
+    the host, and `spec` (KEYFILE in it names that file) applied."""
     hosts = make_test_hosts(scope.run_id, ("api",))
     try:
         stub = start_messages_stub(hosts.netns, hosts.addresses["api"], tmp_path)
@@ -144,13 +147,19 @@ def relayed(scope: Scope, tmp_path: Path) -> Iterator[Relayed]:
                 CLAWKER_API_UPSTREAM_CA=str(stub.ca),
                 CLAWKER_RESYNC_SECONDS="2",
             )
-            spec = SPEC.replace("KEYFILE", str(key_file))
-            scope.clawker("apply", "-f", str(scope.write_spec(spec)), check=0)
+            path = scope.write_spec(spec.replace("KEYFILE", str(key_file)))
+            scope.clawker("apply", "-f", str(path), check=0)
             yield Relayed(scope, hosts, stub, key_file, f"clawker.{scope.project}.dev")
         finally:
             stub.close()
     finally:
         hosts.close()
+
+
+@pytest.fixture
+def relayed(scope: Scope, tmp_path: Path) -> Iterator[Relayed]:
+    with relay_setup(scope, tmp_path, SPEC) as setup:
+        yield setup
 
 
 def test_a_request_with_the_placeholder_reaches_the_api_with_the_real_key_and_streams_back(
@@ -279,3 +288,68 @@ def test_a_key_that_cannot_be_read_fails_the_start_loudly(relayed: Relayed) -> N
         time.sleep(0.5)
         out = relayed.scope.clawker("get", "agents", "-o", "json", check=0).stdout
     assert f"cannot read the key file {relayed.key_file}" in out, out
+
+
+REAL_HARNESS_SPEC = """\
+apiVersion: clawker.dev/v1alpha1
+kind: Project
+metadata: {name: PROJECT}
+spec:
+  workspace: {path: ./ws, mode: bind}
+  build: {harness: claude}
+  agent:
+    claude_code:
+      config: {strategy: fresh}
+      api_key: {from_file: KEYFILE}
+---
+apiVersion: clawker.dev/v1alpha1
+kind: Agent
+metadata: {name: dev, project: PROJECT}
+spec:
+  command: [sleep, infinity]
+"""
+# Claude Code's own switches for traffic that is not the API (telemetry, error reports,
+# updates, surveys): off, so that the run asks the network for as little as it can.
+QUIET = (
+    "DISABLE_TELEMETRY=1",
+    "DISABLE_ERROR_REPORTING=1",
+    "DISABLE_AUTOUPDATER=1",
+    "DISABLE_BUG_COMMAND=1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+    "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY=1",
+)
+
+
+def test_real_claude_code_answers_with_the_stub_through_the_relay_offline(
+    scope: Scope, tmp_path: Path
+) -> None:
+    """The one test that starts the real `claude` (everywhere else: `claude --version` at
+    most). It may do so only because both ways out are the test's own: the firewall's DNS
+    upstream is a resolver that knows no name (every other host Claude Code tries is NXDOMAIN),
+    and the API upstream is the stub."""
+    nowhere = UpstreamStub({})
+    scope.env["CLAWKER_DNS_UPSTREAM"] = f"{nowhere.address[0]}:{nowhere.address[1]}"
+    try:
+        with relay_setup(scope, tmp_path, REAL_HARNESS_SPEC) as relayed:
+            assert agent_exec(scope, relayed.container, "claude", "--version")[0] == 0
+            code, out = agent_exec(
+                scope,
+                relayed.container,
+                "env",
+                *QUIET,
+                "timeout",
+                "180",
+                "claude",
+                "-p",
+                "say hi",
+            )
+            key = relayed.key_file.read_text().strip()
+            seen = [(r.method, r.path.split("?")[0]) for r in relayed.stub.requests]
+            assert code == 0, (out[-2000:], seen, nowhere.queries)
+            assert ANSWER in out, (out[-2000:], seen)
+            assert ("POST", "/v1/messages") in seen
+            assert all(r.headers.get("x-api-key") == key for r in relayed.stub.requests)
+            # Whatever else it looked up got NXDOMAIN from the test's resolver; nothing left.
+            print("claude asked the API for", seen, "and the resolver for", nowhere.queries)
+    finally:
+        nowhere.close()
