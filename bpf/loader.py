@@ -75,9 +75,9 @@ class Attachment:
 
 
 def default_object() -> Path:
-    """The compiled object: `CLAWKER_BPF_OBJECT`, else bpf/build/egress.bpf.o (`make bpf`)."""
-    override = os.environ.get("CLAWKER_BPF_OBJECT")
-    return Path(override) if override else Path(__file__).resolve().parent / "build/egress.bpf.o"
+    """The compiled object, bpf/build/egress.bpf.o (`make bpf`); Settings.bpf_object
+    (`CLAWKER_BPF_OBJECT`) reaches attach_egress as `object_path` instead."""
+    return Path(__file__).resolve().parent / "build/egress.bpf.o"
 
 
 def cgroup2_root() -> Path:

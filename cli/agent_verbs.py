@@ -27,6 +27,7 @@ from reconciler.controlplane import lifecycle
 from reconciler.controlplane.api.messages import StepRecord
 from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import DockerEngine
+from reconciler.errors import UsageError
 from reconciler.loop.converge import (
     agent_statuses,
     apply_plan,
@@ -42,10 +43,6 @@ from specs import SpecSet, load_specs
 __all__ = ["UsageError", "cmd_apply", "cmd_delete", "cmd_diff", "cmd_get"]
 
 EXIT_OK, EXIT_FAIL = 0, 1
-
-
-class UsageError(Exception):
-    """Bad input: reported with exit code 2 and nothing changed."""
 
 
 def _out(text: str = "") -> None:
@@ -116,7 +113,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if changed and not json_out:
         _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
         _out()
-    if any(c.kind.value == "delete" for c in the_plan.changes) and not _confirm(
+    if the_plan.deletions and not _confirm(
         "Prune removes the containers of agents no longer declared (volumes stay).", args.yes
     ):
         _err("Apply cancelled.")

@@ -101,7 +101,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     for warning in specset.warnings:
         _err(f"warning: {warning}")
     try:
-        targets = project_image_inputs(specset.agents)
+        targets = project_image_inputs(specset.agents, args.settings)
     except ImageError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
@@ -119,6 +119,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
                 inputs,
                 force=args.force,
                 on_line=build_progress(f"image {inputs.ref}", err, args.verbose),
+                settings=args.settings,
             )
         except ImageError as exc:
             failed += 1

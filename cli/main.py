@@ -248,32 +248,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report(exc: Exception) -> int | None:
     """Print an error the user can act on and return its exit code; None for a bug.
 
-    The error types are imported here, not at start-up, so only a failing verb pays for them;
-    the control plane's come first, for the verbs that load neither specs nor docker-py.
+    Every such error is a `ClawkerError` (reconciler/errors.py) and carries its exit code; the
+    spec language's `SpecErrors` (specs imports nothing of ours) lists each error's place.
+    The types are imported here, not at start-up, so only a failing verb pays for them.
     """
-    from reconciler.controlplane.api.client import ApiError
-    from reconciler.controlplane.lifecycle import ControlPlaneError
+    from reconciler.errors import ClawkerError
 
-    if isinstance(exc, ControlPlaneError | ApiError):
+    if isinstance(exc, ClawkerError):
         _err(f"error: {exc}")
-        return EXIT_FAIL
-    from cli.agent_verbs import UsageError
-    from reconciler.docker.engine import DockerError
-    from reconciler.images import ImageError
-    from reconciler.loop.plan import PlanError
-    from specs import SpecErrors
+        return exc.exit_code
+    if "specs" in sys.modules:
+        from specs import SpecErrors
 
-    if isinstance(exc, SpecErrors):
-        for error in exc.errors:
-            _err(f"error: {error}")
-        _err(f"{len(exc.errors)} error(s); nothing was changed.")
-        return EXIT_USAGE
-    if isinstance(exc, UsageError | PlanError | ImageError):
-        _err(f"error: {exc}")
-        return EXIT_USAGE
-    if isinstance(exc, DockerError):
-        _err(f"error: {exc}")
-        return EXIT_FAIL
+        if isinstance(exc, SpecErrors):
+            for error in exc.errors:
+                _err(f"error: {error}")
+            _err(f"{len(exc.errors)} error(s); nothing was changed.")
+            return EXIT_USAGE
     return None
 
 

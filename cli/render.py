@@ -61,7 +61,8 @@ def render_plan(plan: Plan, style: Style, *, show_secrets: bool = False) -> str:
         elif step.action is Action.BUILD_IMAGE:
             lines += [
                 f"  # image {step.target} will be built ({step.cause})",
-                f"  {style('+', 'green')} build image {step.target}",
+                f"  {style('+', 'green')} build image {step.target}"
+                + (f" (from {step.base_image})" if step.base_image else ""),
                 "",
             ]
     for change in plan.changes:

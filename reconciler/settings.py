@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import naming
+from reconciler.errors import UsageError
 
 __all__ = ["Settings", "SettingsError", "code_identity", "settings_from_env"]
 
@@ -56,7 +57,7 @@ def code_identity() -> str:
     return f"{version} ({Path(__file__).resolve().parents[1]})"
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError, ValueError):
     """An environment variable has a value clawker cannot use; the message names it."""
 
 
@@ -132,7 +133,7 @@ _HOST_KEYS = (
     "SSH_AUTH_SOCK",
     "SUDO_USER",
     "HOME",
-    "XDG_CACHE_HOME",
+    "GNUPGHOME",
 )
 
 

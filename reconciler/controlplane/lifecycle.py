@@ -16,12 +16,13 @@ from reconciler.controlplane.api.client import (
     ControlPlaneMismatchError,
 )
 from reconciler.controlplane.paths import StatePaths
+from reconciler.errors import ClawkerError
 from reconciler.settings import Settings, code_identity
 
 __all__ = ["CPStatus", "ControlPlaneError", "client", "ensure_running", "status", "stop"]
 
 
-class ControlPlaneError(Exception):
+class ControlPlaneError(ClawkerError):
     pass
 
 

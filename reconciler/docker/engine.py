@@ -19,6 +19,7 @@ from docker.types import Mount
 from docker.utils import kwargs_from_env
 
 from reconciler import naming
+from reconciler.errors import ClawkerError
 from reconciler.settings import Settings
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class DockerError(Exception):
+class DockerError(ClawkerError):
     """A Docker API call failed; `status` is the HTTP status when there was one."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

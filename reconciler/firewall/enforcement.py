@@ -22,6 +22,7 @@ from bpf.libbpf import BpfError
 from bpf.loader import Attachment, attach_egress, cgroup2_root, cgroup_id
 from bpf.maps import POLICY_DISABLED, PinnedMaps, Policy, ip4_key, port_key
 from reconciler import naming
+from reconciler.errors import ClawkerError
 from reconciler.firewall.allowlist import agent_id, normalise_domain
 from reconciler.firewall.resolver import (
     MIN_TTL,
@@ -56,7 +57,7 @@ def monotonic_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
-class FirewallError(Exception):
+class FirewallError(ClawkerError):
     """The firewall cannot do what was asked; the message says why and what to do."""
 
 

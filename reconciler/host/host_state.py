@@ -88,13 +88,13 @@ class HostState:
     workspaces: Mapping[str, WorkspaceFacts] = field(default_factory=dict)  # by workspace path
 
 
-def host_context(environ: Mapping[str, str] | None = None) -> HostContext:
+def host_context(environ: Mapping[str, str]) -> HostContext:
     """The invoking user and their forwarded paths, from the environment (see the module doc).
 
     The user is the owner of the home directory: under sudo that is the user who ran sudo, and
     with CLAWKER_HOST_HOME it is whoever owns that directory.
     """
-    env = os.environ if environ is None else environ
+    env = environ
     override = env.get(HOME_ENV, "").strip()
     home = os.path.abspath(override) if override else _invoking_home(env)
     try:
@@ -142,10 +142,9 @@ def _gpg_extra_socket(env: Mapping[str, str], home: str, uid: int, *, home_overr
     return next((path for path in candidates if os.path.exists(path)), "")
 
 
-def observe_host(
-    agents: Iterable[DesiredAgent], environ: Mapping[str, str] | None = None
-) -> HostState:
-    """Read the host facts the given agents' containers depend on."""
+def observe_host(agents: Iterable[DesiredAgent], environ: Mapping[str, str]) -> HostState:
+    """Read the host facts the given agents' containers depend on (`environ`: the host user's
+    variables, Settings.host_environment)."""
     context = host_context(environ)
     workspaces: dict[str, WorkspaceFacts] = {}
     for agent in agents:
@@ -161,7 +160,7 @@ def observe_host(
     return HostState(context, gitconfig, workspaces)
 
 
-def ensure_share_dir(container: ContainerSpec, environ: Mapping[str, str] | None = None) -> None:
+def ensure_share_dir(container: ContainerSpec, environ: Mapping[str, str]) -> None:
     """Create the shared directory `container` mounts, if it does not exist yet, owned by the
     host user (Docker refuses to bind-mount a missing path)."""
     for mount in container.mounts:

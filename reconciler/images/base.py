@@ -14,6 +14,7 @@ from pathlib import Path
 
 from reconciler import naming
 from reconciler.docker.engine import DockerError, DockerPort
+from reconciler.errors import ClawkerError
 
 __all__ = [
     "BASE_PACKAGES",
@@ -44,7 +45,7 @@ BASE_PACKAGES = (
 BASE_PACKAGES_LABEL = "dev.clawker.base-packages"
 
 
-class BaseImageError(Exception):
+class BaseImageError(ClawkerError):
     pass
 
 

@@ -20,7 +20,7 @@ from reconciler import naming
 from reconciler.docker.engine import DockerError, DockerPort, ImageInfo
 from reconciler.images import dockerfile
 from reconciler.images.base import base_image_is_current
-from reconciler.images.cache import cache_root
+from reconciler.images.cache import DEFAULTS, cache_root
 from reconciler.images.harness import HarnessError, fetch_harness
 from reconciler.images.inputs import (
     ImageError,
@@ -31,6 +31,7 @@ from reconciler.images.inputs import (
     support_files,
 )
 from reconciler.images.wheelhouse import WheelhouseError, fetch_wheelhouse
+from reconciler.settings import Settings
 from specs import BuildSpec
 
 __all__ = [
@@ -82,16 +83,17 @@ def observed_image_labels(images: Sequence[ImageInfo], ref: str) -> Mapping[str,
     return None
 
 
-def resolve_base_image(port: DockerPort, declared: str) -> str:
+def resolve_base_image(port: DockerPort, declared: str, *, allow_pull: bool = False) -> str:
     """The image to build FROM for `build.base_image: declared`.
 
-    Present locally: itself. Else, with CLAWKER_ALLOW_PULL=1: itself (the builder pulls it).
+    Present locally: itself. Else, with `allow_pull` (Settings.allow_pull, CLAWKER_ALLOW_PULL=1):
+    itself (the builder pulls it).
     Else the default base falls back to clawker-base:bookworm; any other base is an error
     naming it, since nothing is pulled behind the user's back.
     """
     if port.image_id(declared):
         return declared
-    if os.environ.get("CLAWKER_ALLOW_PULL", "").strip() == "1":
+    if allow_pull:
         return declared
     fallback = naming.BASE_IMAGE_DEFAULT
     if declared == DEFAULT_BASE_IMAGE:
@@ -124,9 +126,10 @@ def _write(path: Path, content: str, mode: int) -> None:
 
 
 def _prepare_context(
-    inputs: ImageInputs, context: Path, on_line: Callable[[str], None]
+    inputs: ImageInputs, context: Path, on_line: Callable[[str], None], settings: Settings
 ) -> ImageInputs:
     """Fill `context` and return the inputs as they stand once wheels and harness are here."""
+    cache = cache_root(settings)
     sources = clawkerd_sources()
     if "proto/gen/clawkerd_pb2_grpc.py" not in {rel for rel, _ in sources}:
         raise ImageError(
@@ -134,8 +137,12 @@ def _prepare_context(
             "`python scripts/gen_proto.py` (`make setup` does)"
         )
     try:
-        wheelhouse = fetch_wheelhouse(on_line)
-        harness = fetch_harness(inputs.harness_version, on_line) if inputs.harness_version else None
+        wheelhouse = fetch_wheelhouse(cache, on_line)
+        harness = (
+            fetch_harness(inputs.harness_version, cache, on_line)
+            if inputs.harness_version
+            else None
+        )
     except (WheelhouseError, HarnessError) as exc:
         raise ImageError(str(exc)) from exc
     for name, _digest in wheelhouse.files:
@@ -146,7 +153,7 @@ def _prepare_context(
         _link_or_copy(path, context / dockerfile.CONTEXT_SOURCES / rel)
     for name, (content, mode) in support_files().items():
         _write(context / dockerfile.CONTEXT_FILES / name, content, mode)
-    current = refreshed(inputs)
+    current = refreshed(inputs, settings)
     if current.dockerfile != inputs.dockerfile:
         raise ImageError(f"{inputs.ref}: the Dockerfile changed while preparing the build")
     _write(context / "Dockerfile", current.dockerfile, 0o644)
@@ -169,17 +176,21 @@ def build_project_image(
     inputs: ImageInputs,
     on_line: Callable[[str], None] = _ignore,
     *,
+    settings: Settings = DEFAULTS,
     no_cache: bool = False,
+    base: str | None = None,
 ) -> str:
-    """Build `inputs.ref` now (whether or not it is up to date) and return its image id."""
-    base = resolve_base_image(port, inputs.base_image)
+    """Build `inputs.ref` now (whether or not it is up to date) and return its image id.
+
+    `base`: what to build FROM, when the plan already chose it (else resolved here)."""
+    base = base or resolve_base_image(port, inputs.base_image, allow_pull=settings.allow_pull)
     if base != inputs.base_image:
         on_line(f"clawker: {inputs.base_image} is not present; building from {base}")
     _warn_if_stale_base(port, base, on_line)
-    contexts = cache_root() / "build-contexts"
+    contexts = cache_root(settings) / "build-contexts"
     contexts.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ctx-", dir=contexts) as tmp:
-        current = _prepare_context(inputs, Path(tmp), on_line)
+        current = _prepare_context(inputs, Path(tmp), on_line, settings)
         labels = {**current.labels(), "dev.clawker.base-ref": base}
         try:
             return port.build_image(
@@ -200,6 +211,7 @@ def ensure_project_image(
     *,
     force: bool = False,
     on_line: Callable[[str], None] = _ignore,
+    settings: Settings = DEFAULTS,
 ) -> BuildResult:
     """Build `inputs.ref` when it is missing or its inputs changed (always with `force`, then
     without Docker's layer cache); otherwise leave it and report it up to date."""
@@ -209,5 +221,5 @@ def ensure_project_image(
         if image_id is not None:
             return BuildResult(inputs.ref, image_id, None)
         reason = "not found"
-    image_id = build_project_image(port, inputs, on_line, no_cache=force)
+    image_id = build_project_image(port, inputs, on_line, settings=settings, no_cache=force)
     return BuildResult(inputs.ref, image_id, reason or "forced")

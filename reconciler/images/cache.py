@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from reconciler.settings import Settings
+
+DEFAULTS = Settings()  # what an unset environment means
+
 __all__ = ["cache_root", "exclusive", "sha256_file"]
 
 
-def cache_root() -> Path:
-    """`$CLAWKER_CACHE_DIR`, else `$XDG_CACHE_HOME/clawker`, else `~/.cache/clawker`."""
-    override = os.environ.get("CLAWKER_CACHE_DIR", "").strip()
-    if override:
-        return Path(override)
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "clawker"
+def cache_root(settings: Settings = DEFAULTS) -> Path:
+    """Settings.cache_dir (`$CLAWKER_CACHE_DIR`, else `$XDG_CACHE_HOME/clawker`), else
+    `~/.cache/clawker`."""
+    return settings.cache_dir or Path.home() / ".cache" / "clawker"
 
 
 @contextmanager

@@ -10,7 +10,6 @@ package with `npm pack` (the npm registry through npm itself), extracts `package
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import shutil
@@ -21,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.images.cache import cache_root, exclusive, sha256_file
+from reconciler.errors import ClawkerError
+from reconciler.images.cache import DEFAULTS, exclusive, sha256_file
+from reconciler.settings import Settings
 
 __all__ = [
     "HARNESS_VERSION",
@@ -40,7 +41,7 @@ HARNESS_VERSION = "2.1.332"
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?$")
 
 
-class HarnessError(Exception):
+class HarnessError(ClawkerError):
     """The harness could not be fetched or unpacked; the message says what to do."""
 
 
@@ -51,9 +52,10 @@ class Harness:
     sha256: str
 
 
-def harness_version() -> str:
-    """The Claude Code version to install: CLAWKER_HARNESS_VERSION, else HARNESS_VERSION."""
-    version = os.environ.get("CLAWKER_HARNESS_VERSION", "").strip() or HARNESS_VERSION
+def harness_version(settings: Settings = DEFAULTS) -> str:
+    """The Claude Code version to install: Settings.harness_version (CLAWKER_HARNESS_VERSION),
+    else HARNESS_VERSION."""
+    version = settings.harness_version or HARNESS_VERSION
     if not _VERSION.match(version):
         raise HarnessError(
             f"CLAWKER_HARNESS_VERSION={version!r} is not a version such as {HARNESS_VERSION}"
@@ -70,13 +72,13 @@ def harness_package() -> str:
     return f"@anthropic-ai/claude-code-linux-{arch}"
 
 
-def _directory(version: str) -> Path:
-    return cache_root() / "harness" / version
+def _directory(version: str, cache: Path) -> Path:
+    return cache / "harness" / version
 
 
-def cached_harness(version: str) -> Harness | None:
+def cached_harness(version: str, cache: Path) -> Harness | None:
     """The harness binary fetched before, if any; cheap (reads a manifest, hashes nothing)."""
-    directory = _directory(version)
+    directory = _directory(version, cache)
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
         digest = str(manifest["sha256"])
@@ -89,21 +91,23 @@ def cached_harness(version: str) -> Harness | None:
     return Harness(version, binary, digest)
 
 
-def harness_identity(harness: str, version: str) -> str:
+def harness_identity(harness: str, version: str, cache: Path) -> str:
     """What the image-input hash records for the harness: nothing for `none`; for `claude`
     the version and, once fetched, the binary's sha256 (the first build stamps that)."""
     if harness == "none":
         return "none"
-    cached = cached_harness(version)
+    cached = cached_harness(version, cache)
     return f"claude {version} " + (f"sha256:{cached.sha256}" if cached else "unfetched")
 
 
-def fetch_harness(version: str, on_line: Callable[[str], None] = lambda _line: None) -> Harness:
+def fetch_harness(
+    version: str, cache: Path, on_line: Callable[[str], None] = lambda _line: None
+) -> Harness:
     """The cached harness, or fetch it with `npm pack` on the host and unpack the binary."""
-    directory = _directory(version)
+    directory = _directory(version, cache)
     package = harness_package()
     with exclusive(directory.parent / f"{version}.lock"):
-        cached = cached_harness(version)
+        cached = cached_harness(version, cache)
         if cached:
             return cached
         on_line(f"clawker: fetching Claude Code {version} ({package}, npm pack)")

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Final
 
 from reconciler import naming
+from reconciler.errors import UsageError
 from reconciler.images import agent_prompt, dockerfile
+from reconciler.images.cache import DEFAULTS, cache_root
 from reconciler.images.harness import harness_identity, harness_version
 from reconciler.images.wheelhouse import wheels_identity
 from reconciler.in_container import git_credential_clawker
+from reconciler.settings import Settings
 from specs import BuildSpec, DesiredAgent
 
 __all__ = [
@@ -59,7 +62,7 @@ _SCHEME: Final = "clawker-image-inputs/1"
 _CLAWKER_PACKAGES: Final = ("clawkerd", "proto")
 
 
-class ImageError(Exception):
+class ImageError(UsageError):
     """An image cannot be built as declared; the message says what to do."""
 
 
@@ -165,18 +168,19 @@ def _hashed_sources(stamps: tuple[tuple[str, int, int], ...], paths: tuple[Path,
     )
 
 
-def _compute(project: str, build: BuildSpec) -> ImageInputs:
+def _compute(project: str, build: BuildSpec, settings: Settings) -> ImageInputs:
     packages = tuple(sorted(set(build.packages)))
-    version = harness_version() if build.harness == "claude" else ""
+    cache = cache_root(settings)
+    version = harness_version(settings) if build.harness == "claude" else ""
     rendered = dockerfile.render_dockerfile(
         base_image=build.base_image, packages=packages, harness=build.harness
     )
     identities = {
         "base_image": build.base_image,
         "packages": "\n".join(packages),
-        "harness": harness_identity(build.harness, version),
+        "harness": harness_identity(build.harness, version, cache),
         "clawkerd": _sources_identity(),
-        "wheels": wheels_identity(),
+        "wheels": wheels_identity(cache),
         "dockerfile": _template_identity(),
     }
     groups = tuple((group, _sha(identities[group])) for group in INPUT_GROUPS)
@@ -196,20 +200,22 @@ def _compute(project: str, build: BuildSpec) -> ImageInputs:
     )
 
 
-def image_inputs(agent: DesiredAgent) -> ImageInputs:
+def image_inputs(agent: DesiredAgent, settings: Settings = DEFAULTS) -> ImageInputs:
     """The inputs of the image `agent` runs (its project's); cheap, offline, deterministic."""
-    return _compute(agent.project, agent.build)
+    return _compute(agent.project, agent.build, settings)
 
 
-def refreshed(inputs: ImageInputs) -> ImageInputs:
+def refreshed(inputs: ImageInputs, settings: Settings = DEFAULTS) -> ImageInputs:
     """The same inputs recomputed, e.g. after the build fetched wheels or the harness."""
     build = BuildSpec(
         base_image=inputs.base_image, packages=inputs.packages, harness=inputs.harness
     )
-    return _compute(inputs.project, build)
+    return _compute(inputs.project, build, settings)
 
 
-def project_image_inputs(agents: Iterable[DesiredAgent]) -> list[ImageInputs]:
+def project_image_inputs(
+    agents: Iterable[DesiredAgent], settings: Settings = DEFAULTS
+) -> list[ImageInputs]:
     """One `ImageInputs` per project, in the order projects first appear.
 
     An image is per project, so every agent of a project must declare the same `build`.
@@ -227,7 +233,7 @@ def project_image_inputs(agents: Iterable[DesiredAgent]) -> list[ImageInputs]:
                     f"project {project} declare different `build` sections, but a project has "
                     "one image: declare `build` once in the Project document, or make them equal"
                 )
-        result.append(image_inputs(first))
+        result.append(image_inputs(first, settings))
     return result
 
 

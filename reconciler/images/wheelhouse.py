@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.images.cache import cache_root, exclusive, sha256_file
+from reconciler.errors import ClawkerError
+from reconciler.images.cache import exclusive, sha256_file
 
 __all__ = [
     "INSTALLER",
@@ -52,7 +53,7 @@ REQUIREMENTS = (
 INSTALLER = "pip==26.3"
 
 
-class WheelhouseError(Exception):
+class WheelhouseError(ClawkerError):
     """The wheels could not be fetched; the message says what pip answered."""
 
 
@@ -85,14 +86,14 @@ def _target() -> str:
     return "\n".join([f"python {PYTHON_VERSION}", *_platforms(), *REQUIREMENTS, INSTALLER])
 
 
-def _directory() -> Path:
+def _directory(cache: Path) -> Path:
     key = hashlib.sha256(_target().encode()).hexdigest()[:16]
-    return cache_root() / "wheelhouse" / key
+    return cache / "wheelhouse" / key
 
 
-def cached_wheelhouse() -> Wheelhouse | None:
+def cached_wheelhouse(cache: Path) -> Wheelhouse | None:
     """The wheelhouse for today's pins if it was fetched before; cheap (reads one manifest)."""
-    directory = _directory()
+    directory = _directory(cache)
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
         files = tuple(sorted((str(f["name"]), str(f["sha256"])) for f in manifest["files"]))
@@ -103,18 +104,20 @@ def cached_wheelhouse() -> Wheelhouse | None:
     return Wheelhouse(directory, files)
 
 
-def wheels_identity() -> str:
+def wheels_identity(cache: Path) -> str:
     """What the image-input hash records for the wheels: file names and hashes once fetched,
     the pins and target until then (the first build fetches and stamps the former)."""
-    cached = cached_wheelhouse()
+    cached = cached_wheelhouse(cache)
     return cached.identity() if cached else "unfetched\n" + _target()
 
 
-def fetch_wheelhouse(on_line: Callable[[str], None] = lambda _line: None) -> Wheelhouse:
+def fetch_wheelhouse(
+    cache: Path, on_line: Callable[[str], None] = lambda _line: None
+) -> Wheelhouse:
     """The cached wheelhouse, or fetch it with `pip download` (PyPI through pip, on the host)."""
-    directory = _directory()
+    directory = _directory(cache)
     with exclusive(directory.parent / f"{directory.name}.lock"):
-        cached = cached_wheelhouse()
+        cached = cached_wheelhouse(cache)
         if cached:
             return cached
         on_line(f"clawker: fetching clawkerd's wheels for Python {PYTHON_VERSION} (pip download)")

@@ -16,11 +16,19 @@ from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import DockerPort
 from reconciler.firewall.allowlist import effective_allowlist
 from reconciler.host.host_state import HostContext, ensure_share_dir, host_context, observe_host
-from reconciler.images import project_image_inputs
+from reconciler.images import ImageError, ImageInputs, project_image_inputs, resolve_base_image
 from reconciler.loop.desired import Placement
 from reconciler.loop.execute import ExecutionResult, StepEvent, StepTools, execute
 from reconciler.loop.observe import ObservedState, observe
-from reconciler.loop.plan import Action, ChangeKind, FirewallObservation, Plan, plan, plan_delete
+from reconciler.loop.plan import (
+    Action,
+    BaseChoice,
+    ChangeKind,
+    FirewallObservation,
+    Plan,
+    plan,
+    plan_delete,
+)
 from reconciler.loop.ready import Readiness, wait_ready
 from reconciler.settings import Settings
 from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
@@ -76,14 +84,15 @@ def prepare_apply(
     desired and the observed side, so nothing else is created, changed or pruned (watch mode's
     per-agent passes).
     """
-    images = {i.project: i for i in project_image_inputs(specset.agents)}
+    images = {i.project: i for i in project_image_inputs(specset.agents, settings)}
     observed = observe(port)
     desired: Sequence[DesiredAgent] = specset.agents
     scoped = observed
     if keys is not None:
         desired = [a for a in specset.agents if a.key in keys]
         scoped = replace(observed, agents={k: a for k, a in observed.agents.items() if k in keys})
-    host = observe_host(desired)
+    host = observe_host(desired, dict(settings.host_environment))
+    bases = observe_bases(port, images.values(), allow_pull=settings.allow_pull)
     return Prepared(
         observed,
         plan(
@@ -95,8 +104,24 @@ def prepare_apply(
             host=host,
             firewall=observe_firewall(StatePaths(settings.state_dir)),
             placement=Placement(settings.network, settings.cgroup_parent),
+            bases=bases,
         ),
     )
+
+
+def observe_bases(
+    port: DockerPort, images: Iterable[ImageInputs], *, allow_pull: bool
+) -> dict[str, BaseChoice]:
+    """Per declared base image: what a build would start FROM (one inspect per base)."""
+    choices: dict[str, BaseChoice] = {}
+    for declared in sorted({i.base_image for i in images}):
+        try:
+            choices[declared] = BaseChoice(
+                resolve_base_image(port, declared, allow_pull=allow_pull)
+            )
+        except ImageError as exc:
+            choices[declared] = BaseChoice(declared, str(exc))
+    return choices
 
 
 def observe_firewall(paths: StatePaths) -> FirewallObservation:
@@ -168,7 +193,7 @@ def apply_plan(
     and readiness is the CP's verdict on each container's current start. `sleep` paces the
     readiness polls (watch mode passes one that raises when it is told to stop).
     """
-    tools = StepTools(on_build_line=on_build_line)
+    tools = StepTools(on_build_line=on_build_line, settings=settings)
     client: ControlPlaneClient | None = None
     if controlplane is not None:
         client = cp = ControlPlaneClient(controlplane.socket)
@@ -181,10 +206,11 @@ def apply_plan(
             bootstrap=cp.issue_bootstrap,
             on_build_line=on_build_line,
             update_firewall=update_firewall,
+            settings=settings,
         )
     for step in the_plan.steps:  # a bind mount's source must exist before the create
         if step.container is not None:
-            ensure_share_dir(step.container)
+            ensure_share_dir(step.container, dict(settings.host_environment))
     result = execute(port, the_plan, tools=tools, on_event=on_event)
     errors = result.agent_errors(the_plan)
     names = {a.key: naming.container_name(a.project, a.name) for a in agents if a.key not in errors}

@@ -18,7 +18,9 @@ from reconciler.docker.engine import DockerError, DockerPort
 from reconciler.host.config_seed import seed_archive
 from reconciler.host.workspace import snapshot_archive
 from reconciler.images import ImageError, build_project_image
+from reconciler.images.cache import DEFAULTS
 from reconciler.loop.plan import Action, Plan, Step
+from reconciler.settings import Settings
 
 __all__ = ["ExecutionResult", "StepEvent", "StepStatus", "StepTools", "execute", "run_step"]
 
@@ -69,6 +71,7 @@ class StepTools:
     on_build_line: Callable[[str], None] = lambda _line: None
     # (agent key, allowlist): the control plane call behind UpdateFirewall
     update_firewall: Callable[[str, tuple[str, ...]], None] | None = None
+    settings: Settings = DEFAULTS  # where image builds cache what they fetch
 
 
 def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> None:
@@ -77,7 +80,13 @@ def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> No
         case Action.BUILD_IMAGE:
             assert step.image_inputs is not None
             try:
-                build_project_image(port, step.image_inputs, tools.on_build_line)
+                build_project_image(
+                    port,
+                    step.image_inputs,
+                    tools.on_build_line,
+                    settings=tools.settings,
+                    base=step.base_image or None,
+                )
             except ImageError as exc:
                 raise DockerError(str(exc)) from exc
         case Action.COPY_BOOTSTRAP:

@@ -15,6 +15,7 @@ from typing import Any
 
 from reconciler import naming
 from reconciler.docker.engine import ContainerInfo, ContainerSpec
+from reconciler.errors import UsageError
 from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
 from reconciler.host.config_seed import ConfigSeed
 from reconciler.host.host_state import HostState
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 
-class PlanError(Exception):
+class PlanError(UsageError):
     """The plan cannot be made (for example the agent image is missing)."""
 
 
@@ -59,7 +60,6 @@ class Action(StrEnum):
 
 # Steps whose success leaves something behind that a failed attempt must remove again.
 CREATES = frozenset({Action.CREATE_VOLUME, Action.CREATE_CONTAINER})
-DESTRUCTIVE = frozenset({Action.REMOVE_CONTAINER, Action.REMOVE_VOLUME, Action.STOP_CONTAINER})
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,21 @@ class Step:
     new_name: str = ""  # RenameContainer: the final name; CopyBootstrap: the identity's name
     source_dir: str = ""
     image_inputs: ImageInputs | None = None
+    base_image: str = ""  # BuildImage: the image it builds FROM (chosen by observation)
     allowlist: tuple[str, ...] = ()  # UpdateFirewall: the agent's whole allowlist
     seed: ConfigSeed | None = None  # SeedConfig: what the new config volume starts with
 
     def __str__(self) -> str:
         deps = " ".join(f"#{d}" for d in self.depends_on)
         return f"[{deps}] -> #{self.id} {self.kind}:{self.target}, {self.action}, {self.cause}"
+
+
+@dataclass(frozen=True)
+class BaseChoice:
+    """What a project image would be built FROM: `ref`, or why no base is usable (`error`)."""
+
+    ref: str
+    error: str = ""
 
 
 class ChangeKind(StrEnum):
@@ -121,8 +130,10 @@ class Plan:
         return not self.steps
 
     @property
-    def destructive(self) -> tuple[Step, ...]:
-        return tuple(s for s in self.steps if s.action in DESTRUCTIVE)
+    def deletions(self) -> tuple[AgentChange, ...]:
+        """The agents this plan removes (prune, delete): what `apply` asks about before it acts.
+        A replace keeps the agent and its volumes, so it is not asked about."""
+        return tuple(c for c in self.changes if c.kind is ChangeKind.DELETE)
 
     def counts(self) -> tuple[int, int, int]:
         """(to add, to change, to destroy) in Terraform's sense: a replace is one add + one."""
@@ -238,11 +249,14 @@ def plan(
     host: HostState | None = None,
     firewall: FirewallObservation | None = None,
     placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
+    bases: Mapping[str, BaseChoice] | None = None,
 ) -> Plan:
     """Steps that make Docker match `desired`; `images` holds each project's image inputs.
     With `prune`, also remove agents applied from one of `apply_sets` (projects) that are no
     longer declared. `host` is what new containers take from the host (see `observe_host`);
-    `placement` is the network and parent cgroup they go in (from Settings)."""
+    `placement` is the network and parent cgroup they go in (from Settings); `bases` is, per
+    declared base image, what a build would start FROM (`observe_bases`), so the plan shows it
+    and an unusable base is an error before anything is touched."""
     b = _StepBuilder()
     changes: list[AgentChange] = []
     network = placement.network
@@ -262,11 +276,19 @@ def plan(
         inputs = images[project]
         seen = observed.images.get(inputs.ref)
         cause = build_reason(inputs, seen.labels if seen else None)
-        step = (
-            b.add(Action.BUILD_IMAGE, "image", inputs.ref, cause, image_inputs=inputs)
-            if cause
-            else None
-        )
+        step = None
+        if cause:
+            choice = (bases or {}).get(inputs.base_image, BaseChoice(inputs.base_image))
+            if choice.error:
+                raise PlanError(choice.error)
+            step = b.add(
+                Action.BUILD_IMAGE,
+                "image",
+                inputs.ref,
+                cause,
+                image_inputs=inputs,
+                base_image=choice.ref,
+            )
         image_plans[project] = _ImagePlan(inputs.ref, step, cause, seen.id if seen else None)
 
     for agent in sorted(desired, key=lambda a: a.key):

@@ -35,6 +35,7 @@ from reconciler.images import (
     resolve_base_image,
 )
 from reconciler.images.base import BASE_PACKAGES, base_image_is_current, build_base_image
+from reconciler.settings import settings_from_env
 from specs import DesiredAgent, load_specs
 from tests.cleanup import TEST_LABEL, remove_test_objects
 
@@ -48,7 +49,7 @@ class ImageScope:
     run_id: str
     api: docker.APIClient
     workdir: Path
-    port: DockerEngine = field(default_factory=DockerEngine)
+    port: DockerEngine
     refs: list[str] = field(default_factory=list)
 
     def project(self, name: str) -> str:
@@ -118,7 +119,8 @@ def images(
         mp.setenv("NO_COLOR", "1")
         mp.delenv("CLAWKER_ALLOW_PULL", raising=False)
         mp.delenv("CLAWKER_HARNESS_VERSION", raising=False)
-        scope = ImageScope(run_id, docker_api, workdir)
+        # The port of this run's scope: it stamps and lists only this run's objects.
+        scope = ImageScope(run_id, docker_api, workdir, DockerEngine(scope=settings_from_env()))
         try:
             yield scope
         finally:
@@ -166,6 +168,7 @@ def image_cli(*argv: str) -> int:
     image = parser.add_subparsers(required=True).add_parser("image")
     add_image_verbs(image.add_subparsers(dest="image_verb", required=True))
     args = parser.parse_args(["image", *argv])
+    args.settings = settings_from_env()  # what cli.main reads once for every verb
     code: int = args.func(args)
     return code
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from reconciler.images import wheelhouse as wheelhouse_module
 from reconciler.images.agent_prompt import AGENT_PROMPT
 from reconciler.images.base import BASE_PACKAGES, base_image_is_current
 from reconciler.images.inputs import clawkerd_sources
+from reconciler.settings import Settings
 from specs import BuildSpec, DesiredAgent, ResolvedWorkspace, SourceRef
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,12 +41,14 @@ HELPER = REPO / "reconciler" / "in_container" / "git_credential_clawker.py"
 
 
 @pytest.fixture(autouse=True)
-def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def empty_cache(tmp_path: Path) -> Path:
     """Every test sees its own empty clawker cache and the pinned harness version."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("CLAWKER_CACHE_DIR", str(cache))
-    monkeypatch.delenv("CLAWKER_HARNESS_VERSION", raising=False)
-    return cache
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def settings(empty_cache: Path) -> Settings:
+    return Settings(cache_dir=empty_cache)
 
 
 def agent(
@@ -132,21 +136,21 @@ def test_refs_name_the_project_image() -> None:
 
 
 def test_inputs_are_computed_offline_and_deterministically(
-    monkeypatch: pytest.MonkeyPatch, empty_cache: Path
+    monkeypatch: pytest.MonkeyPatch, empty_cache: Path, settings: Settings
 ) -> None:
     def no_subprocess(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("computing inputs must not run pip, npm or anything else")
 
     monkeypatch.setattr(subprocess, "run", no_subprocess)
-    first, second = image_inputs(agent()), image_inputs(agent())
+    first, second = image_inputs(agent(), settings), image_inputs(agent(), settings)
     assert first == second
     assert re.fullmatch(r"[0-9a-f]{64}", first.digest)
     assert [g for g, _ in first.groups] == list(INPUT_GROUPS)
     assert not empty_cache.exists()  # nothing was fetched or written
 
 
-def test_an_image_stamped_with_its_inputs_is_up_to_date() -> None:
-    inputs = image_inputs(agent(packages=["jq"]))
+def test_an_image_stamped_with_its_inputs_is_up_to_date(settings: Settings) -> None:
+    inputs = image_inputs(agent(packages=["jq"]), settings)
     assert build_reason(inputs, inputs.labels()) is None
     assert build_reason(inputs, None) == "not found"
 
@@ -159,76 +163,79 @@ def test_an_image_stamped_with_its_inputs_is_up_to_date() -> None:
         ({"base_image": "debian:bookworm"}, "base_image"),
     ],
 )
-def test_a_changed_input_is_named_by_its_group(change: dict[str, object], group: str) -> None:
-    old = image_inputs(agent(packages=["jq"]))
-    new = image_inputs(agent(**{"packages": ["jq"], **change}))
+def test_a_changed_input_is_named_by_its_group(
+    change: dict[str, object], group: str, settings: Settings
+) -> None:
+    old = image_inputs(agent(packages=["jq"]), settings)
+    new = image_inputs(agent(**{"packages": ["jq"], **change}), settings)
     assert build_reason(new, old.labels()) == f"inputs changed: {group}"
 
 
-def test_several_changed_groups_are_all_named() -> None:
-    old = image_inputs(agent())
-    new = image_inputs(agent(packages=["jq"], harness="none"))
+def test_several_changed_groups_are_all_named(settings: Settings) -> None:
+    old = image_inputs(agent(), settings)
+    new = image_inputs(agent(packages=["jq"], harness="none"), settings)
     assert build_reason(new, old.labels()) == "inputs changed: packages, harness"
 
 
-def test_labels_without_per_group_hashes_still_force_a_build() -> None:
-    inputs = image_inputs(agent())
+def test_labels_without_per_group_hashes_still_force_a_build(settings: Settings) -> None:
+    inputs = image_inputs(agent(), settings)
     assert build_reason(inputs, {"dev.clawker.image-inputs": "0" * 64}) == (
         "inputs changed: " + ", ".join(INPUT_GROUPS)
     )
 
 
-def test_package_order_and_repeats_do_not_change_the_digest() -> None:
-    a = image_inputs(agent(packages=["ripgrep", "jq"]))
-    b = image_inputs(agent(packages=["jq", "ripgrep", "jq"]))
+def test_package_order_and_repeats_do_not_change_the_digest(settings: Settings) -> None:
+    a = image_inputs(agent(packages=["ripgrep", "jq"]), settings)
+    b = image_inputs(agent(packages=["jq", "ripgrep", "jq"]), settings)
     assert a.digest == b.digest
 
 
-def test_a_fetched_wheelhouse_is_identified_by_its_files(empty_cache: Path) -> None:
-    before = image_inputs(agent())
-    directory = wheelhouse_module._directory()
+def test_a_fetched_wheelhouse_is_identified_by_its_files(
+    empty_cache: Path, settings: Settings
+) -> None:
+    before = image_inputs(agent(), settings)
+    directory = wheelhouse_module._directory(empty_cache)
     directory.mkdir(parents=True)
     (directory / "grpcio-1-cp311.whl").write_bytes(b"wheel")
     manifest = {"files": [{"name": "grpcio-1-cp311.whl", "sha256": "ab" * 32}]}
     (directory / "manifest.json").write_text(json.dumps(manifest))
-    after = image_inputs(agent())
+    after = image_inputs(agent(), settings)
     assert build_reason(after, before.labels()) == "inputs changed: wheels"
-    assert image_inputs(agent()) == after  # and stays so
+    assert image_inputs(agent(), settings) == after  # and stays so
 
 
-def test_a_fetched_harness_is_identified_by_its_binary_hash(empty_cache: Path) -> None:
-    before = image_inputs(agent(harness="claude"))
+def test_a_fetched_harness_is_identified_by_its_binary_hash(
+    empty_cache: Path, settings: Settings
+) -> None:
+    before = image_inputs(agent(harness="claude"), settings)
     directory = empty_cache / "harness" / harness_module.HARNESS_VERSION
     directory.mkdir(parents=True)
     (directory / "claude").write_bytes(b"\x7fELF")
     manifest = {"package": harness_module.harness_package(), "sha256": "cd" * 32}
     (directory / "manifest.json").write_text(json.dumps(manifest))
-    after = image_inputs(agent(harness="claude"))
+    after = image_inputs(agent(harness="claude"), settings)
     assert build_reason(after, before.labels()) == "inputs changed: harness"
-    assert image_inputs(agent(harness="none")).harness_version == ""
+    assert image_inputs(agent(harness="none"), settings).harness_version == ""
 
 
-def test_the_harness_version_can_be_overridden_but_must_look_like_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("CLAWKER_HARNESS_VERSION", "2.1.0")
-    inputs = image_inputs(agent(harness="claude"))
+def test_the_harness_version_can_be_overridden_but_must_look_like_one(settings: Settings) -> None:
+    inputs = image_inputs(agent(harness="claude"), replace(settings, harness_version="2.1.0"))
     assert inputs.harness_version == "2.1.0"
     assert inputs.labels()["dev.clawker.harness-version"] == "2.1.0"
-    monkeypatch.setenv("CLAWKER_HARNESS_VERSION", "latest; rm -rf /")
+    bad = replace(settings, harness_version="latest; rm -rf /")
     with pytest.raises(harness_module.HarnessError, match="is not a version"):
-        image_inputs(agent(harness="claude"))
+        image_inputs(agent(harness="claude"), bad)
 
 
-def test_one_image_per_project_and_agents_must_agree_on_build() -> None:
+def test_one_image_per_project_and_agents_must_agree_on_build(settings: Settings) -> None:
     same = [agent("dev", packages=["jq"]), agent("test", packages=["jq"]), agent(project="b")]
-    assert [i.ref for i in project_image_inputs(same)] == [
+    assert [i.ref for i in project_image_inputs(same, settings)] == [
         "clawker-myapp:default",
         "clawker-b:default",
     ]
     differing = [agent("dev", line=1), agent("test", line=9, packages=["jq"])]
     with pytest.raises(ImageError, match=r"dev \(agents.yaml:1:1\) and test \(agents.yaml:9:1\)"):
-        project_image_inputs(differing)
+        project_image_inputs(differing, settings)
 
 
 def test_clawkerd_sources_include_the_generated_protocol_and_no_bytecode() -> None:

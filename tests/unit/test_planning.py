@@ -107,7 +107,7 @@ def test_create_from_nothing(tmp_path: Path) -> None:
           + network "clawker-net"
 
           # image clawker-myapp:default will be built (not found)
-          + build image clawker-myapp:default
+          + build image clawker-myapp:default (from buildpack-deps:bookworm-scm)
 
           # agent myapp/dev will be created (not found)
           + agent "myapp/dev"

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import ClawkerError
+
 __all__ = [
     "ApiError",
     "ApiServer",
@@ -23,7 +25,7 @@ __all__ = [
 Handler = Callable[[dict[str, Any]], Any]
 
 
-class ApiError(Exception):
+class ApiError(ClawkerError):
     """The control plane refused or failed a call; the message says what to do."""
 
 

@@ -31,6 +31,7 @@ from reconciler.controlplane.bridge.api_relay import ApiKeySource, ApiRelayConfi
 from reconciler.controlplane.bridge.credentials import CredentialRequestError, HostGit, answer
 from reconciler.controlplane.registry import AgentRuntimeSpec
 from reconciler.docker.engine import DockerError, DockerPort
+from reconciler.errors import ClawkerError
 from reconciler.images.dockerfile import VENV
 from reconciler.in_container import socket_relay
 from reconciler.in_container.socket_relay import (
@@ -65,7 +66,7 @@ MAX_CREDENTIAL_REQUEST = 64 * 1024
 Send = Callable[[bytes, int, bytes], None]
 
 
-class BridgeError(Exception):
+class BridgeError(ClawkerError):
     """The relay did not come up inside the container."""
 
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proto import CLAWKERD_CN, CLAWKERD_TLS_NAME, CONTROLPLANE_CN
+from reconciler.errors import ClawkerError
 
 __all__ = [
     "CLAWKERD_CN",
@@ -75,7 +76,7 @@ _KEY_FILES = (CA_KEY, CONTROLPLANE_KEY, JWT_SIGNING_KEY)
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 
-class PKIError(Exception):
+class PKIError(ClawkerError):
     """The PKI directory is unusable (partial, unreadable, or too open)."""
 
 
