@@ -98,6 +98,22 @@ def _api_key_conflict(
                 f"{name} is set by clawker's API relay when agent.claude_code.api_key is set",
                 "remove it from agent.env: the agent gets a placeholder, the host adds the key",
             )
+    if (agent.get("claude_code") or {}).get("use_host_auth"):
+        auth_doc = next(
+            (
+                d
+                for d in reversed(documents)
+                if d.has(("spec", "agent", "claude_code", "use_host_auth"))
+            ),
+            where,
+        )
+        return SpecError(
+            auth_doc.locate(("spec", "agent", "claude_code", "use_host_auth")),
+            "spec.agent.claude_code.use_host_auth",
+            "use_host_auth copies the host's Claude Code login into the agent, which "
+            "agent.claude_code.api_key exists to keep out",
+            "choose one: remove use_host_auth (the key stays on the host), or remove api_key",
+        )
     raw = source.get("from_file")
     if raw and not raw.startswith("~/"):
         path = os.path.realpath(raw)

@@ -156,11 +156,14 @@ class MessagesStub:
     last_event_at: float = 0.0  # time.time() when the last streamed event was written
     _server: ThreadingHTTPServer | None = None
 
+    port: int = API_PORT
+
     @property
     def url(self) -> str:
-        return f"https://{self.address}"
+        return f"https://{self.address}" + ("" if self.port == API_PORT else f":{self.port}")
 
-    def start(self, netns_name: str, cert: Path, key: Path) -> None:
+    def start(self, listener: socket.socket, cert: Path, key: Path) -> None:
+        """Serve on `listener` (bound and listening) with TLS."""
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -214,13 +217,9 @@ class MessagesStub:
                 self.end_headers()
                 self.wfile.write(body)
 
-        listener = netns.create_socket(netns_name, socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.address, API_PORT))
-        listener.listen(64)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(cert), str(key))
-        server = ThreadingHTTPServer((self.address, API_PORT), Handler, bind_and_activate=False)
+        server = ThreadingHTTPServer(listener.getsockname(), Handler, bind_and_activate=False)
         server.socket.close()
         server.socket = context.wrap_socket(listener, server_side=True)
         server.daemon_threads = True
@@ -237,6 +236,21 @@ def start_messages_stub(netns_name: str, address: str, directory: Path) -> Messa
     """The stub on `address` (a test host's address in `netns_name`), with its CA in
     `directory`."""
     ca, cert, key = tls_material(address, directory)
+    listener = netns.create_socket(netns_name, socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((address, API_PORT))
+    listener.listen(64)
     stub = MessagesStub(address, ca)
-    stub.start(netns_name, cert, key)
+    stub.start(listener, cert, key)
+    return stub
+
+
+def start_loopback_stub(directory: Path) -> MessagesStub:
+    """The stub on 127.0.0.1 (a free port): for tests of the relay's host half alone."""
+    ca, cert, key = tls_material("127.0.0.1", directory)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stub = MessagesStub("127.0.0.1", ca, port=listener.getsockname()[1])
+    stub.start(listener, cert, key)
     return stub

@@ -312,8 +312,8 @@ def check_request(request: _Request, upstream: ApiUpstream) -> None:
     plain = "%" not in path and "//" not in path and "/." not in path and "\\" not in path
     if not plain or not any(path == p or path.startswith(p + "/") for p in ALLOWED_PATHS):
         raise _refused(
-            f"only the API's paths ({', '.join(p + '/...' for p in ALLOWED_PATHS)}) are "
-            f"forwarded; {request.method} {path[:200]} is not one of them"
+            f"only the API's paths ({', '.join(ALLOWED_PATHS)} and below) are forwarded to "
+            f"{upstream.url}; {request.method} {path[:200]} is not one of them"
         )
 
 
