@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from reconciler import naming
-from reconciler.controller.backoff import Backoff, RetrySchedule
-from reconciler.controller.queue import KeyedQueue
+from reconciler.controller.backoff import Backoff
+from reconciler.controller.controller import Controller, PendingWork
 from reconciler.controller.sources import (
     Cause,
     DockerEventSource,
@@ -89,88 +89,6 @@ class _StoppedError(Exception):
     """Raised at a safe point (a readiness poll, a build line) once the watcher is stopping."""
 
 
-class PendingWork:
-    """The keyed work queue plus per-key backoff and the triggers waiting for each key.
-
-    A trigger for a key that is backing off is remembered but does not run it (a crash-looping
-    agent's own `die` events must not defeat its backoff); an urgent trigger (a spec edit, a
-    reconnected daemon) cancels the backoff. Time comes from `clock`, so tests can fake it.
-    """
-
-    def __init__(
-        self, schedule: RetrySchedule, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._queue = KeyedQueue()
-        self._schedule = schedule
-        self._clock = clock
-        self._triggers: dict[str, list[Trigger]] = {}
-        self._lock = threading.Lock()
-        self.retry_added = threading.Event()  # wakes the timer when a new retry is scheduled
-
-    def put(self, key: str, trigger: Trigger) -> bool:
-        """Queue `key` because of `trigger`; False when it waits for its backoff instead."""
-        with self._lock:
-            waiting = self._triggers.setdefault(key, [])
-            if trigger not in waiting:
-                waiting.append(trigger)
-            if trigger.urgent:
-                self._schedule.reset(key)
-            elif self._schedule.holding(key, self._clock()):
-                return False
-        self._queue.put(key)
-        return True
-
-    def take(self, timeout: float | None = None) -> tuple[str, tuple[Trigger, ...]] | None:
-        """The next key no worker holds and no backoff holds back, with its triggers."""
-        while True:
-            key = self._queue.get(timeout)
-            if key is None:
-                return None
-            with self._lock:
-                if not self._schedule.holding(key, self._clock()):
-                    return key, tuple(self._triggers.pop(key, ()))
-            self._queue.done(key)  # queued before its failure was recorded: its retry runs it
-
-    def finish(self, key: str, ok: bool) -> tuple[int, float] | None:
-        """Release `key`; after a failure return (failures in a row, seconds until retry)."""
-        retry = None
-        with self._lock:
-            if ok:
-                self._schedule.succeeded(key)
-            else:
-                retry = self._schedule.failed(key, self._clock())
-        self._queue.done(key)
-        if retry:
-            self.retry_added.set()
-        return retry
-
-    def failed_outside(self, key: str) -> tuple[int, float]:
-        """Record a failure of a key no worker took (the initial pass runs outside the queue)."""
-        with self._lock:
-            retry = self._schedule.failed(key, self._clock())
-        self.retry_added.set()
-        return retry
-
-    def release_due(self) -> list[str]:
-        """Queue every key whose retry time has come; return them."""
-        with self._lock:
-            due = [(k, self._schedule.failures(k)) for k in self._schedule.due(self._clock())]
-        for key, failures in due:
-            self.put(key, Trigger(Cause.RETRY, f"attempt {failures + 1}"))
-        return [key for key, _ in due]
-
-    def seconds_to_next_retry(self) -> float | None:
-        with self._lock:
-            due = self._schedule.next_due()
-        return None if due is None else max(0.0, due - self._clock())
-
-    def close(self) -> None:
-        self._queue.close()
-
-    def idle(self) -> bool:
-        return self._queue.idle()
-
-
 _EVENT_TEXT = {"die": "container died", "destroy": "container removed"}
 
 
@@ -195,7 +113,17 @@ class Watcher:
         self.options = options
         self.controlplane = controlplane
         self.settings = settings
-        self.work = PendingWork(RetrySchedule(options.backoff), clock)
+        # The same controller as the control plane's: sources enqueue agent keys, workers
+        # converge one key at a time, failed keys back off with jitter.
+        self.controller = Controller(
+            "watch",
+            self._reconcile,
+            workers=options.workers,
+            backoff=options.backoff,
+            clock=clock,
+            on_retry=self._on_retry,
+        )
+        self.work = self.controller.work
         self._specset = specset
         self._spec_lock = threading.Lock()
         self._shared_locks: dict[str, threading.Lock] = {}
@@ -203,8 +131,7 @@ class Watcher:
         self._controlplane_lock = threading.Lock()
         self._numbers = itertools.count(1)
         self._stop_requested = False  # set from a signal handler: a plain flag, no locks
-        self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._stopping = self.controller.stopping
         self._initial_done = False
         self.files = SpecFileSource(self.inputs, self.reload_specs, self._stopping)
         self.events = DockerEventSource(
@@ -223,8 +150,8 @@ class Watcher:
     def run(self) -> None:
         """Converge once, then watch until `request_stop()`."""
         # Subscribe to both before the first look, so nothing that happens after it is missed.
-        self._spawn("watch-events", self.events.run)
-        self._spawn("watch-files", self._watch_files)
+        self.controller.add_source("events", self.events.run)
+        self.controller.add_source("files", self._watch_files)
         self.events.connected.wait(5.0)
         self.files.ready.wait(5.0)
         self.reload_specs([], quiet=True)  # edited between the CLI's load and the watch?
@@ -232,10 +159,8 @@ class Watcher:
         self._initial_done = True
         if not self.stopping:
             resync = ResyncTimer(self.options.resync_interval, self.resync, self._stopping)
-            self._spawn("watch-resync", resync.run)
-            self._spawn("watch-retries", self._release_retries)
-            for i in range(self.options.workers):
-                self._spawn(f"watch-worker-{i}", self._work)
+            self.controller.add_source("resync", resync.run)
+            self.controller.start_workers()
             self.report.watching(self.inputs, self.options.resync_interval)
         while not self._stop_requested:
             time.sleep(0.1)
@@ -250,20 +175,8 @@ class Watcher:
                 self.report.notice(f"watching the spec files failed ({exc}); retrying in 2s")
                 self._stopping.wait(2.0)
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
     def _shutdown(self) -> None:
-        self._stopping.set()
-        self.work.close()
-        self.work.retry_added.set()
-        deadline = time.monotonic() + self.options.stop_grace
-        for thread in self._threads:
-            if thread.name.startswith("watch-worker"):
-                thread.join(max(0.0, deadline - time.monotonic()))
-        busy = [t.name for t in self._threads if t.name.startswith("watch-worker") and t.is_alive()]
+        busy = self.controller.stop(grace=self.options.stop_grace)
         if busy:
             self.report.notice(
                 f"stopped with {len(busy)} pass(es) still running Docker steps; "
@@ -354,28 +267,18 @@ class Watcher:
             self.work.put(key, trigger)
 
     # -- work -----------------------------------------------------------------------------------
-    def _release_retries(self) -> None:
-        while not self._stopping.is_set():
-            self.work.release_due()
-            wait = self.work.seconds_to_next_retry()
-            self.work.retry_added.wait(1.0 if wait is None else min(wait, 1.0))
-            self.work.retry_added.clear()
+    def _reconcile(self, key: str, triggers: tuple[Trigger, ...]) -> bool:
+        """One worker pass over one agent (the controller's reconcile): True unless it failed."""
+        if self.stopping:
+            return True
+        try:
+            return key not in self.converge({key}, triggers)
+        except _StoppedError:
+            return True
 
-    def _work(self) -> None:
-        while (item := self.work.take()) is not None:
-            key, triggers = item
-            if self.stopping:
-                self.work.finish(key, ok=True)
-                return
-            failed: set[str] = set()
-            try:
-                failed = self.converge({key}, triggers)
-            except _StoppedError:
-                pass
-            finally:
-                retry = self.work.finish(key, key not in failed)
-            if retry and not self.stopping:
-                self.report.retry_scheduled(key, *retry)
+    def _on_retry(self, key: str, failures: int, delay: float) -> None:
+        if not self.stopping:
+            self.report.retry_scheduled(key, failures, delay)
 
     def _initial_pass(self) -> None:
         try:

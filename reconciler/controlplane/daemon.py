@@ -88,7 +88,7 @@ def serve(settings: Settings) -> int:
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
         for cid in ids:  # asking about a container is also a trigger: no waiting for an event
-            controller.queue.put(cid)
+            controller.poke(cid)
         reports = {}
         for cid in ids:
             start = registry.status(cid)

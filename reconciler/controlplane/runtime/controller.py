@@ -9,7 +9,6 @@ so a missed event, a duplicate event or a CP restart all end in the same state.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -23,7 +22,9 @@ from tenacity import (
 )
 
 from reconciler import naming
-from reconciler.controller.queue import KeyedQueue
+from reconciler.controller.backoff import Backoff
+from reconciler.controller.controller import Controller
+from reconciler.controller.sources import Cause, DockerEventSource, ResyncTimer, Trigger
 from reconciler.controlplane.bridge.api_relay import ApiKeyError, ApiKeySource, ApiRelayConfig
 from reconciler.controlplane.bridge.socket_bridge import Bridges
 from reconciler.controlplane.identity.pki import ClawkerPKI, RegistrationTokenError
@@ -42,7 +43,7 @@ from reconciler.controlplane.runtime.session import (
     drive_start,
     open_channel,
 )
-from reconciler.docker.engine import DockerError, DockerPort, RuntimeInfo
+from reconciler.docker.engine import ContainerEvent, DockerError, DockerPort, RuntimeInfo
 from reconciler.firewall.enforcement import Firewall, FirewallError
 
 __all__ = ["RuntimeController"]
@@ -50,6 +51,10 @@ __all__ = ["RuntimeController"]
 log = logging.getLogger("clawker.controlplane.runtime")
 
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+# A pass that raised (a bug, a daemon hiccup) is retried apart from the others.
+_RETRY = Backoff(initial=0.5, cap=30.0)
 
 
 class _NotListeningError(Exception):
@@ -82,33 +87,38 @@ class RuntimeController:
         self.network = network
         self.resync_interval = resync_interval
         self.dial_timeout = dial_timeout
-        self.queue = KeyedQueue()
+        # The same controller as watch mode's, keyed by container id: the event stream and a
+        # resync only enqueue, workers drive one start at a time, a pass that raised backs off.
+        self.controller = Controller("cp", self._reconcile, workers=workers, backoff=_RETRY)
         # Starts to enrol at once, even while a worker still drives this container's previous
         # start (a queued key waits for that pass to end, which may take the dial timeout).
-        self.enrol_queue = KeyedQueue()
-        self._workers = workers
-        self._stop = threading.Event()
+        self.enroller = Controller("cp-enrol", self._reconcile_enrol, workers=1, backoff=_RETRY)
+        self._stop = self.controller.stopping
         self._sleep = sleep
-        self._threads: list[threading.Thread] = []
         # ssh/gpg agents, git credentials and the API relay, per container start
         self.api_relay = api_relay or ApiRelayConfig()
         self.bridges = Bridges(port, self.api_relay)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        targets = [("cp-events", self._watch_events), ("cp-resync", self._resync_loop)]
-        targets += [("cp-enrol", self._enrol_starts)]
-        targets += [(f"cp-worker-{i}", self._work) for i in range(self._workers)]
-        for name, target in targets:
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        events = DockerEventSource(
+            self.port, self._on_event, lambda _first: self._resync_logged(), self._lost, self._stop
+        )
+        self.controller.add_source("events", events.run)  # its first connect re-lists
+        self.controller.add_source(
+            "resync", ResyncTimer(self.resync_interval, self.resync, self._stop).run
+        )
+        self.enroller.start_workers()
+        self.controller.start_workers()
 
     def stop(self) -> None:
-        self._stop.set()
-        self.queue.close()
-        self.enrol_queue.close()
+        self.controller.stop()
+        self.enroller.stop()
         self.bridges.close_all()
+
+    def poke(self, container_id: str, why: str = "asked") -> None:
+        """Look at this container again now (the CLI asking about it is also a trigger)."""
+        self.controller.enqueue(container_id, Trigger(Cause.CONTAINER, why))
 
     # -- triggers -----------------------------------------------------------------------------
     def resync(self) -> None:
@@ -117,62 +127,42 @@ class RuntimeController:
         for c in self.port.list_containers():
             alive.add(c.id)
             if c.state == "running" and c.labels.get(naming.PURPOSE) == "agent":
-                self.queue.put(c.id)
+                self.controller.enqueue(c.id, Trigger(Cause.RESYNC))
         self.registry.forget_containers_except(alive)
         if self.firewall is not None:
             self.firewall.sweep()
 
-    def _resync_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.resync()
-            except DockerError as exc:
-                log.warning("resync failed: %s", exc)
-            self._stop.wait(self.resync_interval)
+    def _resync_logged(self) -> None:
+        try:
+            self.resync()
+        except DockerError as exc:
+            log.warning("resync failed: %s", exc)
 
-    def _watch_events(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                # Re-list after every (re)connect: events lost while disconnected are not replayed.
-                self.resync()
-                for event in self.port.container_events():
-                    backoff = 0.5
-                    if event.action == "start":
-                        self.enrol_queue.put(event.id)
-                        self.queue.put(event.id)
-                    if self._stop.is_set():
-                        return
-                log.warning("docker event stream ended; reconnecting")
-            except DockerError as exc:
-                log.warning("docker event stream failed: %s; reconnecting in %.1fs", exc, backoff)
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 30.0)
+    def _on_event(self, event: ContainerEvent) -> None:
+        if event.action == "start":
+            self.enroller.enqueue(event.id, Trigger(Cause.CONTAINER, "start"))
+            self.controller.enqueue(event.id, Trigger(Cause.CONTAINER, "start"))
+
+    def _lost(self, why: str, delay: float) -> None:
+        log.warning("%s; reconnecting in %.1fs", why, delay)
 
     # -- work ---------------------------------------------------------------------------------
-    def _enrol_starts(self) -> None:
-        while (cid := self.enrol_queue.get()) is not None:
-            try:
-                info = self.port.inspect_runtime(cid, self.network)
-                if info is not None and info.running and _is_agent(info):
-                    self._enrol_firewall(info)
-            except (FirewallError, DockerError) as exc:  # handle() retries and reports it
-                log.warning("enrolling container %s failed: %s", cid[:12], exc)
-            finally:
-                self.enrol_queue.done(cid)
+    def _reconcile_enrol(self, cid: str, _triggers: tuple[Trigger, ...]) -> bool:
+        try:
+            info = self.port.inspect_runtime(cid, self.network)
+            if info is not None and info.running and _is_agent(info):
+                self._enrol_firewall(info)
+        except (FirewallError, DockerError) as exc:  # handle() retries and reports it
+            log.warning("enrolling container %s failed: %s", cid[:12], exc)
+        return True
 
-    def _work(self) -> None:
-        while (cid := self.queue.get()) is not None:
-            try:
-                self.handle(cid)
-            except Exception:  # one broken container must not stop the worker
-                log.exception("handling container %s failed", cid[:12])
-            finally:
-                self.queue.done(cid)
+    def _reconcile(self, cid: str, _triggers: tuple[Trigger, ...]) -> bool:
+        self.handle(cid)
+        return True  # a start that failed is recorded as failed; a pass that raised retries
 
     def busy(self) -> int:
         """Starts being driven right now (a CP restart for a new version waits for 0)."""
-        return self.queue.active()
+        return self.controller.busy()
 
     def firewall_enrolled(self, container_id: str) -> bool:
         """FirewallEnrolled: the container's current cgroup is on the kernel's policy map."""
