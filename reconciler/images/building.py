@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from reconciler import naming
-from reconciler.docker.engine import DockerError, DockerPort, ImageInfo
+from reconciler.docker.engine import DockerError, ImageInfo, ImagePort
 from reconciler.images import dockerfile
 from reconciler.images.base import base_image_is_current
 from reconciler.images.cache import DEFAULTS, cache_root
@@ -83,7 +83,7 @@ def observed_image_labels(images: Sequence[ImageInfo], ref: str) -> Mapping[str,
     return None
 
 
-def resolve_base_image(port: DockerPort, declared: str, *, allow_pull: bool = False) -> str:
+def resolve_base_image(port: ImagePort, declared: str, *, allow_pull: bool = False) -> str:
     """The image to build FROM for `build.base_image: declared`.
 
     Present locally: itself. Else, with `allow_pull` (Settings.allow_pull, CLAWKER_ALLOW_PULL=1):
@@ -160,7 +160,7 @@ def _prepare_context(
     return current
 
 
-def _warn_if_stale_base(port: DockerPort, base: str, on_line: Callable[[str], None]) -> None:
+def _warn_if_stale_base(port: ImagePort, base: str, on_line: Callable[[str], None]) -> None:
     if base != naming.BASE_IMAGE_DEFAULT:
         return
     labels = observed_image_labels(port.list_images(), base)
@@ -172,7 +172,7 @@ def _warn_if_stale_base(port: DockerPort, base: str, on_line: Callable[[str], No
 
 
 def build_project_image(
-    port: DockerPort,
+    port: ImagePort,
     inputs: ImageInputs,
     on_line: Callable[[str], None] = _ignore,
     *,
@@ -206,7 +206,7 @@ def build_project_image(
 
 
 def ensure_project_image(
-    port: DockerPort,
+    port: ImagePort,
     inputs: ImageInputs,
     *,
     force: bool = False,

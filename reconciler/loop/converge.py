@@ -16,7 +16,13 @@ from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import DockerPort
 from reconciler.firewall.allowlist import effective_allowlist
 from reconciler.host.host_state import HostContext, ensure_share_dir, host_context, observe_host
-from reconciler.images import ImageError, ImageInputs, project_image_inputs, resolve_base_image
+from reconciler.images import (
+    ImageError,
+    ImageInputs,
+    build_project_image,
+    project_image_inputs,
+    resolve_base_image,
+)
 from reconciler.loop.desired import Placement
 from reconciler.loop.execute import ExecutionResult, StepEvent, StepTools, execute
 from reconciler.loop.observe import ObservedState, observe
@@ -193,7 +199,11 @@ def apply_plan(
     and readiness is the CP's verdict on each container's current start. `sleep` paces the
     readiness polls (watch mode passes one that raises when it is told to stop).
     """
-    tools = StepTools(on_build_line=on_build_line, settings=settings)
+
+    def build_image(inputs: ImageInputs, base: str) -> None:
+        build_project_image(port, inputs, on_build_line, settings=settings, base=base or None)
+
+    tools = StepTools(on_build_line=on_build_line, build_image=build_image)
     client: ControlPlaneClient | None = None
     if controlplane is not None:
         client = cp = ControlPlaneClient(controlplane.socket)
@@ -206,7 +216,7 @@ def apply_plan(
             bootstrap=cp.issue_bootstrap,
             on_build_line=on_build_line,
             update_firewall=update_firewall,
-            settings=settings,
+            build_image=build_image,
         )
     for step in the_plan.steps:  # a bind mount's source must exist before the create
         if step.container is not None:

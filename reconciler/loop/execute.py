@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from reconciler import naming
-from reconciler.docker.engine import DockerError, DockerPort
+from reconciler.docker.engine import DockerError, ObjectPort
 from reconciler.host.config_seed import seed_archive
 from reconciler.host.workspace import snapshot_archive
-from reconciler.images import ImageError, build_project_image
-from reconciler.images.cache import DEFAULTS
+from reconciler.images import ImageError, ImageInputs
 from reconciler.loop.plan import Action, Plan, Step
-from reconciler.settings import Settings
 
 __all__ = ["ExecutionResult", "StepEvent", "StepStatus", "StepTools", "execute", "run_step"]
 
@@ -71,22 +69,19 @@ class StepTools:
     on_build_line: Callable[[str], None] = lambda _line: None
     # (agent key, allowlist): the control plane call behind UpdateFirewall
     update_firewall: Callable[[str, tuple[str, ...]], None] | None = None
-    settings: Settings = DEFAULTS  # where image builds cache what they fetch
+    # BuildImage: (inputs, base to build FROM) -> None; builds go through images/, not here
+    build_image: Callable[[ImageInputs, str], None] | None = None
 
 
-def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> None:
+def run_step(port: ObjectPort, step: Step, tools: StepTools = StepTools()) -> None:
     """The one Docker call a step stands for."""
     match step.action:
         case Action.BUILD_IMAGE:
             assert step.image_inputs is not None
+            if tools.build_image is None:
+                raise DockerError("no image builder: apply builds images through images/")
             try:
-                build_project_image(
-                    port,
-                    step.image_inputs,
-                    tools.on_build_line,
-                    settings=tools.settings,
-                    base=step.base_image or None,
-                )
+                tools.build_image(step.image_inputs, step.base_image)
             except ImageError as exc:
                 raise DockerError(str(exc)) from exc
         case Action.COPY_BOOTSTRAP:
@@ -125,7 +120,7 @@ def run_step(port: DockerPort, step: Step, tools: StepTools = StepTools()) -> No
 
 
 def execute(
-    port: DockerPort,
+    port: ObjectPort,
     plan: Plan,
     *,
     parallelism: int = 4,
@@ -194,7 +189,7 @@ def execute(
 
 
 def _roll_back(
-    port: DockerPort,
+    port: ObjectPort,
     plan: Plan,
     agent: str,
     result: ExecutionResult,

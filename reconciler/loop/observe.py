@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler import naming
-from reconciler.docker.engine import ContainerInfo, DockerPort
+from reconciler.docker.engine import ContainerInfo, ListingPort
 
 __all__ = ["ObservedAgent", "ObservedImage", "ObservedState", "observe"]
 
@@ -68,7 +68,7 @@ def group_containers(containers: Iterable[ContainerInfo]) -> dict[str, ObservedA
     return result
 
 
-def observe(port: DockerPort) -> ObservedState:
+def observe(port: ListingPort) -> ObservedState:
     """List managed containers, volumes, networks and images: four calls, filtered by label."""
     return ObservedState(
         agents=group_containers(port.list_containers()),

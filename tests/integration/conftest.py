@@ -24,6 +24,7 @@ from bpf.loader import detach_egress
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.paths import StatePaths
 from tests.cleanup import TEST_LABEL, remove_test_objects
+from tests.integration.dockerexec import exec_in
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,10 +86,7 @@ class Scope:
         raise AssertionError(f"{name} still running after {timeout}s")
 
     def exec(self, name: str, *cmd: str) -> tuple[int, str]:
-        exec_id = self.api.exec_create(name, list(cmd))
-        out = self.api.exec_start(exec_id).decode(errors="replace")
-        code = self.api.exec_inspect(exec_id)["ExitCode"]
-        return int(code), out
+        return exec_in(self.api, name, cmd)
 
 
 def remove_cgroup_parent(parent: str) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.conftest import Scope
+from tests.integration.dockerexec import exec_id
 from tests.integration.test_workspace_git import agent_exec
 
 pytestmark = pytest.mark.docker
@@ -81,11 +83,9 @@ def _read(scope: Scope, path: str) -> str:
 def _type_into_bash(scope: Scope, line: str, timeout: float = 20.0) -> None:
     """Type `line` into an interactive bash of the agent user, as a person at a terminal would,
     and wait until bash has written it to the history file."""
-    exec_id = scope.api.exec_create(
-        _name(scope), ["bash", "-i"], stdin=True, tty=True, user="claude"
-    )
-    sock = scope.api.exec_start(exec_id, socket=True, tty=True)
-    raw = getattr(sock, "_sock", sock)
+    ident = exec_id(scope.api, _name(scope), ["bash", "-i"], stdin=True, tty=True, user="claude")
+    sock = scope.api.exec_start(ident, socket=True, tty=True)
+    raw: Any = getattr(sock, "_sock", sock)  # the socket under docker-py's wrapper
     try:
         raw.sendall(line.encode() + b"\n")
         deadline = time.monotonic() + timeout

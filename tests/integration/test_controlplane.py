@@ -7,10 +7,12 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.conftest import Scope
+from tests.integration.dockerexec import exec_in
 
 pytestmark = pytest.mark.docker
 
@@ -49,16 +51,16 @@ def _count(scope: Scope, which: str) -> int:
     return len(out.split())
 
 
-def _wait_ready(scope: Scope, timeout: float = 60.0) -> dict[str, object]:
+def _wait_ready(scope: Scope, timeout: float = 60.0) -> dict[str, Any]:
     """Poll `clawker get agents` (no apply involved) until the agent's current start is Ready."""
     deadline = time.monotonic() + timeout
-    item: dict[str, object] = {}
+    item: dict[str, Any] = {}
     while time.monotonic() < deadline:
         proc = scope.clawker("get", "agents", "-o", "json", check=0)
         items = json.loads(proc.stdout)["items"]
         if items:
             item = items[0]
-            conditions = {c["type"]: c for c in item["conditions"]}  # type: ignore[union-attr]
+            conditions: dict[str, dict[str, Any]] = {c["type"]: c for c in item["conditions"]}
             if conditions["Ready"]["status"]:
                 return conditions["Ready"]
         time.sleep(0.2)
@@ -108,9 +110,8 @@ def test_bootstrap_material_is_root_only_inside_the_container(scope: Scope) -> N
         "400 root /run/clawker/bootstrap/key.pem",
         "400 root /run/clawker/bootstrap/register.jwt",
     ]
-    exec_id = scope.api.exec_create(name, ["cat", "/run/clawker/bootstrap/key.pem"], user="claude")
-    scope.api.exec_start(exec_id)
-    assert scope.api.exec_inspect(exec_id)["ExitCode"] != 0
+    code, _ = exec_in(scope.api, name, ["cat", "/run/clawker/bootstrap/key.pem"], user="claude")
+    assert code != 0
 
 
 def test_post_init_runs_once_and_pre_run_on_every_start(scope: Scope) -> None:

@@ -196,7 +196,7 @@ def _start_git_server(scope: Scope, upstream: NameServer, host: str, password: s
         labels={TEST_LABEL: scope.run_id},
         host_config=scope.api.create_host_config(network_mode=network),
         networking_config=scope.api.create_networking_config(
-            {network: scope.api.create_endpoint_config(aliases=[host])}
+            {network: scope.api.create_endpoint_config(aliases=[host])}  # type: ignore[arg-type]
         ),
     )
     scope.api.put_archive(container, "/srv", _tree_tar(bare, "repo.git"))

@@ -34,10 +34,11 @@ from bpf.loader import (
 )
 from bpf.maps import PinnedMaps, Policy
 from reconciler.controlplane import lifecycle
-from reconciler.controlplane.api.channel import call
+from reconciler.controlplane.api.channel import ApiError, call
 from reconciler.controlplane.paths import StatePaths
 from tests.cleanup import remove_test_objects
 from tests.integration.conftest import Scope
+from tests.integration.dockerexec import exec_in
 from tests.integration.testhosts import LISTEN_PORT, HostNamespace, UpstreamStub, make_test_hosts
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
@@ -163,14 +164,14 @@ class Firewalled:
 
     def probe(self, *ops: dict[str, Any], user: str = "root") -> list[dict[str, Any]]:
         api = self.scope.api
-        exec_id = api.exec_create(
+        code, out = exec_in(
+            api,
             self.container,
             ["python3", "-c", PROBE, json.dumps(list(ops))],
             user=user,
             environment={"RES_OPTIONS": "timeout:2 attempts:1"},
         )
-        out = api.exec_start(exec_id).decode(errors="replace")
-        assert api.exec_inspect(exec_id)["ExitCode"] == 0, out
+        assert code == 0, out
         results: list[dict[str, Any]] = json.loads(out.strip().splitlines()[-1])
         return results
 
@@ -193,14 +194,18 @@ class Firewalled:
             try:
                 want = self.container_cgroup_id()
                 status = self.cp("firewall_status")
-            except (OSError, lifecycle.ApiError):
+            except (OSError, ApiError):
                 return None
             for agent in status["agents"]:
                 if want in agent["enrolledCgroups"] and agent["enrolled"]:
-                    return agent  # type: ignore[no-any-return]
+                    mine: dict[str, Any] = agent
+                    return mine
             return None
 
-        return wait_for(enrolled, timeout, f"{self.container}'s current cgroup to be enrolled")
+        found: dict[str, Any] = wait_for(
+            enrolled, timeout, f"{self.container}'s current cgroup to be enrolled"
+        )
+        return found
 
     def kill_controlplane(self) -> None:
         pid = int(self.paths.pid_file.read_text())

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -133,7 +134,8 @@ def base_ref(images: ImageScope) -> str:
     """clawker-base:bookworm when it is there with today's BASE_PACKAGES (`make setup` builds
     it); otherwise a base of this run's own, removed with the run."""
     try:
-        labels = images.api.inspect_image(SHARED_BASE)["Config"].get("Labels")
+        inspect: Any = images.api.inspect_image  # untyped in types-docker
+        labels = inspect(SHARED_BASE)["Config"].get("Labels")
     except docker.errors.ImageNotFound:
         labels = None
     if labels is not None and base_image_is_current(labels):
@@ -180,7 +182,8 @@ def test_the_image_runs_clawkerd_as_its_entrypoint_and_carries_its_inputs(
     images: ImageScope, claude_image: Built
 ) -> None:
     assert claude_image.result.reason == "not found"
-    config = images.api.inspect_image(claude_image.ref)["Config"]
+    inspect: Any = images.api.inspect_image  # untyped in types-docker
+    config = inspect(claude_image.ref)["Config"]
     assert config["Entrypoint"] == ["/usr/local/bin/clawkerd"]
     labels = config["Labels"]
     assert labels["dev.clawker.managed"] == "true"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Scope
+from tests.integration.dockerexec import exec_in
 
 pytestmark = pytest.mark.docker
 
@@ -62,9 +63,7 @@ def host_git(scope: Scope, *args: str, cwd: Path) -> str:
 
 def agent_exec(scope: Scope, name: str, *cmd: str, user: str = "claude") -> tuple[int, str]:
     """Run `cmd` in the agent container as the agent user (stdout and stderr together)."""
-    exec_id = scope.api.exec_create(name, list(cmd), user=user)
-    out = scope.api.exec_start(exec_id).decode(errors="replace")
-    return int(scope.api.exec_inspect(exec_id)["ExitCode"]), out
+    return exec_in(scope.api, name, cmd, user=user)
 
 
 def _clawker_env(scope: Scope, name: str) -> dict[str, str]:

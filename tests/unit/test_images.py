@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,7 +165,7 @@ def test_an_image_stamped_with_its_inputs_is_up_to_date(settings: Settings) -> N
     ],
 )
 def test_a_changed_input_is_named_by_its_group(
-    change: dict[str, object], group: str, settings: Settings
+    change: dict[str, Any], group: str, settings: Settings
 ) -> None:
     old = image_inputs(agent(packages=["jq"]), settings)
     new = image_inputs(agent(**{"packages": ["jq"], **change}), settings)
