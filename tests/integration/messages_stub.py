@@ -82,7 +82,7 @@ def tls_material(address: str, directory: Path) -> tuple[Path, Path, Path]:
 
 def sse_events(model: str, text: str = ANSWER) -> list[bytes]:
     """A streamed Messages answer, as the API sends it: one server-sent event per item."""
-    message = {
+    message: dict[str, Any] = {
         "id": "msg_clawker_stub",
         "type": "message",
         "role": "assistant",

@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from cli.render import render_plan
+from cli.style import Style
 from reconciler import naming
 from reconciler.host.config_seed import ConfigSeed, seed_archive
 from reconciler.host.host_state import HostContext
 from reconciler.images.agent_prompt import AGENT_PROMPT
 from reconciler.loop.converge import runtime_specs
 from reconciler.loop.desired import desired_container
+from reconciler.loop.plan import plan
 from specs import DesiredAgent, SpecErrors, load_specs
+from tests.unit.test_planning import images_of, observed_from
 
 PROJECT = """\
 apiVersion: clawker.dev/v1alpha1
@@ -141,3 +145,16 @@ def test_the_prompt_names_the_variables_the_container_gets() -> None:
     for name in ("CLAWKER_FIREWALL_ENABLED", "CLAWKER_API_RELAY", "ANTHROPIC_BASE_URL"):
         assert f"`{name}`" in AGENT_PROMPT
     assert "placeholder" in textwrap.dedent(AGENT_PROMPT)
+
+
+def test_diff_names_the_changed_source_and_recreates(tmp_path: Path) -> None:
+    (before,) = load(tmp_path, "    claude_code: {api_key: {from_env: OLD_KEY}}")
+    (after,) = load(tmp_path, "    claude_code: {api_key: {from_file: /etc/anthropic/key}}")
+
+    p = plan((after,), observed_from((before,)), images=images_of((after,)))
+
+    rendered = render_plan(p, Style.plain())  # a source is no secret: shown unmasked
+    assert "agent.claude_code changed" in str(p)
+    assert '~ agent.claude_code.api_key.from_env: "OLD_KEY" -> (absent)' in rendered, rendered
+    assert '~ agent.claude_code.api_key.from_file: (absent) -> "/etc/anthropic/key"' in rendered
+    assert p.counts() == (1, 0, 1)
