@@ -8,6 +8,7 @@ scope is removed (untimed), so each starts with no containers, volumes or networ
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -45,8 +46,10 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
         compose.write_text(json.dumps(fleet.compose_file(), indent=2))
         objects.write_text(json.dumps(fleet.objects(), indent=2))
         compose_project = scope.run_id.replace("-", "")
+        profile = root / "profile.json"
+        argv_apply = clawker_argv("apply", "-f", str(spec), "-y", "--profile", str(profile))
         commands: dict[str, tuple[list[str], dict[str, str] | None]] = {
-            CLAWKER: (clawker_argv("apply", "-f", str(spec), "-y"), scope.clawker_env()),
+            CLAWKER: (argv_apply, scope.clawker_env()),
             COMPOSE: (
                 ["docker-compose", "-p", compose_project, "-f", str(compose), "up", "-d"],
                 None,
@@ -60,11 +63,14 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
         shapes: dict[str, dict[str, Any]] = {}
         images: dict[str, str] = {}
         first = fleet.container_name(fleet.agents[0])
+        profiles: list[tuple[float, dict[str, Any]]] = []  # (wall seconds, --profile data)
         for i in range(runs):
             for name in interleaved(list(commands), i):
                 argv, env = commands[name]
                 scope.remove_runtime_objects()
                 samples[name].append(time_command(argv, env=env, cwd=REPO))
+                if name == CLAWKER:
+                    profiles.append((samples[name][-1], json.loads(profile.read_text())))
                 running = scope.running_containers(api)
                 if running != agents:
                     raise BenchError(f"{name} left {running} of {agents} containers running")
@@ -78,6 +84,15 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
             )
 
     series = {name: Series(name, WHAT[name], tuple(samples[name])) for name in commands}
+    where = breakdown(profiles)
+    log(
+        "apply_cold: clawker's critical path (median s): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in where["critical_path"].items())
+    )
+    log(
+        "apply_cold: summed over agents (median s): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in where["summed"].items())
+    )
     differences = _differences(shapes)
     if differences:
         log(f"warning: the contenders' containers differ: {differences}")
@@ -93,6 +108,7 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
             "images": images,
             "equivalent_containers": not differences,
             "differences": differences,
+            "breakdown": where,
         },
     )
 
@@ -104,4 +120,45 @@ def _differences(shapes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
         key: {name: shape.get(key) for name, shape in shapes.items()}
         for key in fields
         if len({json.dumps(shape.get(key), sort_keys=True) for shape in shapes.values()}) > 1
+    }
+
+
+def breakdown(profiles: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
+    """Where clawker's apply spends its time, median over runs, from each run's `--profile`.
+
+    `critical_path`: wall-clock seconds of each top-level phase, in order (they run one after
+    the other; what is left of the command's wall time is the interpreter's start and exit).
+    `summed`: seconds added up over agents (executor steps of one kind; the control plane's
+    enrol, dial and session per start), which overlap each other inside `execute` and `ready`.
+    """
+    phases = (
+        "cli start-up and imports",
+        "load and validate",
+        "image inputs",
+        "observe",
+        "observe host",
+        "observe bases",
+        "observe control plane",
+        "plan",
+        "ensure control plane",
+        "execute",
+        "ready",
+    )
+    critical: dict[str, list[float]] = {p: [] for p in (*phases, "interpreter and exit")}
+    summed: dict[str, list[float]] = {}
+    for wall, data in profiles:
+        totals: dict[str, float] = data["totals"]
+        for phase in phases:
+            critical[phase].append(totals.get(phase, 0.0))
+        end = max((s["end"] for s in data["spans"]), default=0.0)
+        critical["interpreter and exit"].append(max(0.0, wall - end))
+        for name, seconds in totals.items():
+            if name.startswith("step:"):
+                summed.setdefault(name, []).append(seconds)
+        for key in ("enrol", "dial", "session"):
+            values = [float(t.get(key, 0.0)) for t in data.get("controlplane", {}).values()]
+            summed.setdefault(f"controlplane:{key}", []).append(sum(values))
+    return {
+        "critical_path": {k: round(statistics.median(v), 4) for k, v in critical.items() if v},
+        "summed": {k: round(statistics.median(v), 4) for k, v in sorted(summed.items())},
     }

@@ -10,7 +10,9 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import cli
 from cli.image_verbs import build_progress
 from cli.render import (
     STATUS_HEADERS,
@@ -23,6 +25,7 @@ from cli.render import (
 )
 from cli.style import Style, fail_mark, ok_mark
 from cli.table import render_table
+from reconciler import naming
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.api.messages import StepRecord
 from reconciler.controlplane.paths import StatePaths
@@ -37,6 +40,7 @@ from reconciler.loop.converge import (
 )
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.observe import observe
+from reconciler.loop.timeline import Timeline
 from reconciler.settings import Settings
 from specs import SpecSet, load_specs
 
@@ -97,9 +101,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
         from cli.watch_verb import apply_watch  # noqa: PLC0415
 
         return apply_watch(args, _load)
-    specset = _load(args.filename)
+    timeline = Timeline(origin=cli.STARTED)
+    timeline.add("cli start-up and imports", 0.0, timeline.now())
+    with timeline.span("load and validate"):
+        specset = _load(args.filename)
     port = DockerEngine(scope=args.settings)
-    prepared = prepare_apply(port, specset, settings=args.settings, prune=args.prune)
+    prepared = prepare_apply(
+        port, specset, settings=args.settings, prune=args.prune, timeline=timeline
+    )
     the_plan = prepared.plan
     out_style, err_style = Style(sys.stdout), Style(sys.stderr)
     json_out = args.output == "json"
@@ -120,7 +129,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     # Even with nothing to change: the CP gets the current runtime specs (pre_run, allowlist,
     # the host's sockets) and apply still waits until every agent is Ready.
-    _ensure_controlplane(args.settings, err_style)
+    with timeline.span("ensure control plane"):
+        _ensure_controlplane(args.settings, err_style)
 
     def on_step(container: str, record: StepRecord) -> None:
         if not json_out:
@@ -141,7 +151,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if not json_out
         else lambda _line: None,
         on_step=on_step,
+        timeline=timeline,
     )
+    if args.profile:
+        _write_profile(args, timeline, port, specset)
     if json_out:
         _out(
             json.dumps(
@@ -159,6 +172,21 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if not changed:
             _out("No changes.")
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAIL
+
+
+def _write_profile(
+    args: argparse.Namespace, timeline: Timeline, port: DockerEngine, specset: SpecSet
+) -> None:
+    """`--profile FILE`: the timeline, plus the control plane's own share of each start."""
+    names = [naming.container_name(a.project, a.name) for a in specset.agents]
+    ids = [info.id for n in names if (info := port.inspect_runtime(n, args.settings.network))]
+    client = lifecycle.client(StatePaths(args.settings.state_dir))
+    starts = {}
+    for report in client.start_reports(ids).values():
+        if report.status is not None:
+            starts[report.status.agent_key] = dict(report.status.timings)
+    timeline.extra["controlplane"] = starts
+    timeline.write(Path(args.profile))
 
 
 def _ensure_controlplane(settings: Settings, style: Style) -> None:

@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="with --watch: re-check every agent this often, events or not (default 30)",
     )
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="write where the time went (each phase, each step, the control plane's share of "
+        "every start) to FILE as JSON (bench/apply_cold.py reads it)",
+    )
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("get", help="list agents: desired vs observed")

@@ -24,7 +24,7 @@ from reconciler.images import (
     resolve_base_image,
 )
 from reconciler.loop.desired import Placement
-from reconciler.loop.execute import ExecutionResult, StepEvent, StepTools, execute
+from reconciler.loop.execute import ExecutionResult, StepEvent, StepStatus, StepTools, execute
 from reconciler.loop.observe import ObservedState, observe
 from reconciler.loop.plan import (
     Action,
@@ -36,6 +36,7 @@ from reconciler.loop.plan import (
     plan_delete,
 )
 from reconciler.loop.ready import Readiness, wait_ready
+from reconciler.loop.timeline import Timeline
 from reconciler.settings import Settings
 from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
 
@@ -83,6 +84,7 @@ def prepare_apply(
     settings: Settings,
     prune: bool = False,
     keys: Collection[str] | None = None,
+    timeline: Timeline | None = None,
 ) -> Prepared:
     """Observe Docker and plan; raises ImageError when a project's agents disagree on `build`.
 
@@ -90,29 +92,35 @@ def prepare_apply(
     desired and the observed side, so nothing else is created, changed or pruned (watch mode's
     per-agent passes).
     """
-    images = {i.project: i for i in project_image_inputs(specset.agents, settings)}
-    observed = observe(port)
+    tl = timeline or Timeline()
+    with tl.span("image inputs"):
+        images = {i.project: i for i in project_image_inputs(specset.agents, settings)}
+    with tl.span("observe"):
+        observed = observe(port)
     desired: Sequence[DesiredAgent] = specset.agents
     scoped = observed
     if keys is not None:
         desired = [a for a in specset.agents if a.key in keys]
         scoped = replace(observed, agents={k: a for k, a in observed.agents.items() if k in keys})
-    host = observe_host(desired, dict(settings.host_environment))
-    bases = observe_bases(port, images.values(), allow_pull=settings.allow_pull)
-    return Prepared(
-        observed,
-        plan(
+    with tl.span("observe host"):
+        host = observe_host(desired, dict(settings.host_environment))
+    with tl.span("observe bases"):
+        bases = observe_bases(port, images.values(), allow_pull=settings.allow_pull)
+    with tl.span("observe control plane"):
+        firewall = observe_firewall(StatePaths(settings.state_dir))
+    with tl.span("plan"):
+        the_plan = plan(
             desired,
             scoped,
             images=images,
             apply_sets=specset.projects,
             prune=prune,
             host=host,
-            firewall=observe_firewall(StatePaths(settings.state_dir)),
+            firewall=firewall,
             placement=Placement(settings.network, settings.cgroup_parent),
             bases=bases,
-        ),
-    )
+        )
+    return Prepared(observed, the_plan)
 
 
 def observe_bases(
@@ -191,6 +199,7 @@ def apply_plan(
     on_build_line: Callable[[str], None] = lambda _l: None,
     on_step: Callable[[str, StepRecord], None] = lambda _c, _s: None,
     sleep: Callable[[float], None] = time.sleep,
+    timeline: Timeline | None = None,
 ) -> tuple[ExecutionResult, list[AgentOutcome]]:
     """Execute, then wait until every agent is Ready; one outcome per agent.
 
@@ -221,7 +230,18 @@ def apply_plan(
     for step in the_plan.steps:  # a bind mount's source must exist before the create
         if step.container is not None:
             ensure_share_dir(step.container, dict(settings.host_environment))
-    result = execute(port, the_plan, tools=tools, on_event=on_event)
+    tl = timeline or Timeline()
+
+    def timed_event(event: StepEvent) -> None:
+        name = f"step:{event.step.action}"
+        if event.status is StepStatus.STARTED:
+            tl.begin(name, event.step.target)
+        elif event.status in (StepStatus.DONE, StepStatus.FAILED):
+            tl.end(name, event.step.target)
+        on_event(event)
+
+    with tl.span("execute"):
+        result = execute(port, the_plan, tools=tools, on_event=timed_event)
     errors = result.agent_errors(the_plan)
     names = {a.key: naming.container_name(a.project, a.name) for a in agents if a.key not in errors}
     # Steps are shown for the starts this apply made; an agent already Ready was reported then.
@@ -232,15 +252,16 @@ def apply_plan(
     }
     readiness: Mapping[str, Readiness] = {}
     if wait and client is not None and names:
-        readiness = wait_ready(
-            port,
-            client,
-            names.values(),
-            network=settings.network,
-            timeout=timeout,
-            on_step=lambda name, record: on_step(name, record) if name in started else None,
-            sleep=sleep,
-        )
+        with tl.span("ready"):
+            readiness = wait_ready(
+                port,
+                client,
+                names.values(),
+                network=settings.network,
+                timeout=timeout,
+                on_step=lambda name, record: on_step(name, record) if name in started else None,
+                sleep=sleep,
+            )
     outcomes = []
     for change in the_plan.changes:
         if change.key in errors:
