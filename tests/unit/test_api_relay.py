@@ -218,3 +218,31 @@ def test_without_a_key_the_answer_says_where_it_was_looked_for(stub: MessagesStu
     assert answer.startswith(b"HTTP/1.1 502")
     assert b"environment variable K is not set" in answer
     assert stub.requests == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:7711\r\nX-A: 1\nHost: evil\r\n\r\n",
+        b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:7711\r\nX-A: 1\rX\r\n\r\n",
+        b"POST /v1/messages HTTP/1.1\r\n Folded: line\r\n\r\n",
+        b"POST /v1/messages\r\nHost: 127.0.0.1:7711\r\n\r\n",
+    ],
+)
+def test_a_malformed_head_is_a_400(raw: bytes) -> None:
+    with pytest.raises(Exception) as refused:
+        parse_request_head(raw)
+    assert getattr(refused.value, "status", None) == 400
+
+
+def test_expect_100_continue_is_answered_by_the_relay_and_not_forwarded(
+    stub: MessagesStub,
+) -> None:
+    request = messages_request(RELAY_HOST).replace(
+        b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n", 1
+    )
+
+    answer = relay(stub, request, {"K": KEY})
+
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200")
+    assert "expect" not in stub.requests[0].headers

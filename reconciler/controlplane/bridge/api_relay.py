@@ -275,6 +275,14 @@ def parse_request_head(head: bytes) -> _Request:
     except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes every byte
         raise _RefusedError(400, "Bad Request", "invalid_request_error", str(exc)) from None
     lines = text[:-4].split("\r\n")
+    if any(c in text[:-4].replace("\r\n", "") for c in "\r\n\0"):
+        # A bare CR or LF could end a header upstream that ended nowhere here (smuggling).
+        raise _RefusedError(
+            400,
+            "Bad Request",
+            "invalid_request_error",
+            "clawker API relay: a bare CR, LF or NUL in the request head",
+        )
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise _RefusedError(
@@ -329,7 +337,7 @@ def upstream_head(request: _Request, upstream: ApiUpstream, key: str) -> bytes:
         lower = name.lower()
         if lower in _HOP_BY_HOP or lower in named or lower in _CREDENTIAL_HEADERS:
             continue
-        if lower == "host":
+        if lower in ("host", "expect"):  # the relay answers 100-continue itself
             continue
         lines.append(f"{name}: {value}")
     lines.append(f"Authorization: Bearer {key}" if bearer else f"x-api-key: {key}")
@@ -420,6 +428,8 @@ class _ApiChannel:
             ) from None
         outgoing = upstream_head(request, upstream, key)
         body = self._body_reader(request)
+        if (request.header("expect") or "").lower() == "100-continue":
+            self._reply(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             raw = socket.create_connection((upstream.host, upstream.port), CONNECT_TIMEOUT)
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
