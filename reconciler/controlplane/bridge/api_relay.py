@@ -14,6 +14,7 @@ The key is never logged, never put in an error, and never sent anywhere but the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -114,7 +115,9 @@ class ApiUpstream:
     def base_path(self) -> str:
         return urlsplit(self.url).path.rstrip("/")
 
+    @functools.cached_property
     def tls_context(self) -> ssl.SSLContext:
+        """Built once per CP: loading the system's trust store costs milliseconds."""
         context = ssl.create_default_context(cafile=self.ca_file or None)
         context.set_alpn_protocols(["http/1.1"])
         return context
@@ -248,14 +251,16 @@ class _Inbox:
         return b"".join(chunks)
 
 
-class _RefusedError(Exception):
+class _RelayError(Exception):
+    """A request the relay answers itself, with this status and an API-shaped error."""
+
     def __init__(self, status: int, reason: str, kind: str, message: str) -> None:
         super().__init__(message)
         self.status, self.reason, self.kind, self.message = status, reason, kind, message
 
 
-def _refused(rule: str) -> _RefusedError:
-    return _RefusedError(403, "Forbidden", "permission_error", f"clawker API relay: {rule}")
+def _refused(rule: str) -> _RelayError:
+    return _RelayError(403, "Forbidden", "permission_error", f"clawker API relay: {rule}")
 
 
 @dataclass(frozen=True)
@@ -273,11 +278,11 @@ def parse_request_head(head: bytes) -> _Request:
     try:
         text = head.decode("latin-1")
     except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes every byte
-        raise _RefusedError(400, "Bad Request", "invalid_request_error", str(exc)) from None
+        raise _RelayError(400, "Bad Request", "invalid_request_error", str(exc)) from None
     lines = text[:-4].split("\r\n")
     if any(c in text[:-4].replace("\r\n", "") for c in "\r\n\0"):
         # A bare CR or LF could end a header upstream that ended nowhere here (smuggling).
-        raise _RefusedError(
+        raise _RelayError(
             400,
             "Bad Request",
             "invalid_request_error",
@@ -285,7 +290,7 @@ def parse_request_head(head: bytes) -> _Request:
         )
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _RefusedError(
+        raise _RelayError(
             400,
             "Bad Request",
             "invalid_request_error",
@@ -295,7 +300,7 @@ def parse_request_head(head: bytes) -> _Request:
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip() or line[:1] in (" ", "\t"):
-            raise _RefusedError(
+            raise _RelayError(
                 400, "Bad Request", "invalid_request_error", "clawker API relay: malformed header"
             )
         headers.append((name, value.strip()))
@@ -303,7 +308,7 @@ def parse_request_head(head: bytes) -> _Request:
 
 
 def check_request(request: _Request, upstream: ApiUpstream) -> None:
-    """Raise _RefusedError (403, naming the rule) unless the request is for the API on the
+    """Raise _RelayError (403, naming the rule) unless the request is for the API on the
     configured upstream."""
     if request.method == "CONNECT" or not request.target.startswith("/"):
         raise _refused(
@@ -402,8 +407,13 @@ class _ApiChannel:
     def run(self) -> None:
         try:
             self._relay()
-        except _RefusedError as exc:
-            log.warning("API request from %s refused: %s", self._target.container, exc.message)
+        except _RelayError as exc:
+            log.warning(
+                "API request from %s answered %d: %s",
+                self._target.container,
+                exc.status,
+                exc.message,
+            )
             self._reply(error_response(exc.status, exc.reason, exc.kind, exc.message))
         except OSError as exc:  # the upstream broke off mid-answer: nothing more to send
             if not self._closed.is_set():
@@ -423,19 +433,21 @@ class _ApiChannel:
         try:
             key = self._target.key.read(self._target.config.environ)
         except ApiKeyError as exc:
-            raise _RefusedError(
+            raise _RelayError(
                 502, "Bad Gateway", "api_error", f"clawker API relay: no API key: {exc}"
             ) from None
         outgoing = upstream_head(request, upstream, key)
         body = self._body_reader(request)
         if (request.header("expect") or "").lower() == "100-continue":
             self._reply(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self._closed.is_set():
+            return  # the client left while its request was checked
         try:
             raw = socket.create_connection((upstream.host, upstream.port), CONNECT_TIMEOUT)
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._upstream = upstream.tls_context().wrap_socket(raw, server_hostname=upstream.host)
+            self._upstream = upstream.tls_context.wrap_socket(raw, server_hostname=upstream.host)
         except (OSError, ssl.SSLError) as exc:
-            raise _RefusedError(
+            raise _RelayError(
                 502,
                 "Bad Gateway",
                 "api_error",
@@ -458,7 +470,7 @@ class _ApiChannel:
         chunked = (request.header("transfer-encoding") or "").lower()
         length = request.header("content-length")
         if chunked and length is not None:
-            raise _RefusedError(
+            raise _RelayError(
                 400,
                 "Bad Request",
                 "invalid_request_error",
@@ -466,7 +478,7 @@ class _ApiChannel:
             )
         if chunked:
             if chunked != "chunked":
-                raise _RefusedError(
+                raise _RelayError(
                     400,
                     "Bad Request",
                     "invalid_request_error",
@@ -476,7 +488,7 @@ class _ApiChannel:
         if length is None:
             return []
         if not length.isdigit():
-            raise _RefusedError(
+            raise _RelayError(
                 400, "Bad Request", "invalid_request_error", "clawker API relay: bad Content-Length"
             )
         return _BodyStream(self._inbox, length=int(length))
