@@ -151,7 +151,7 @@ class MessagesStub:
 
     address: str
     ca: Path
-    event_gap: float = 0.05  # between streamed events: the answer arrives in pieces
+    event_gap: float = 0.1  # between streamed events: the answer arrives in pieces
     requests: list[Recorded] = field(default_factory=list)
     last_event_at: float = 0.0  # time.time() when the last streamed event was written
     _server: ThreadingHTTPServer | None = None
