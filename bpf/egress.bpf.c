@@ -61,6 +61,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } dns_origin SEC(".maps");
 
+/* Refusals for `clawker firewall log`: filled in by report_denial() only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} denials SEC(".maps");
+
 static __always_inline struct policy *current_policy(void)
 {
 	__u64 cgroup_id = bpf_get_current_cgroup_id();
@@ -83,6 +90,40 @@ static __always_inline void count(const struct policy *p, int allowed)
 		__sync_fetch_and_add(&c->allowed, 1);
 	else
 		__sync_fetch_and_add(&c->denied, 1);
+}
+
+/* Tell user space what was refused (best effort: a full buffer drops the event, never the
+ * refusal). `ip6` is NULL for an IPv4 destination; family, type and protocol are the
+ * socket's. */
+static __always_inline void report_denial(const struct policy *p, __u8 hook, __u32 ip4,
+					  const __u32 *ip6, __u16 port, __u32 family, __u32 type,
+					  __u32 protocol)
+{
+	struct denial *d = bpf_ringbuf_reserve(&denials, sizeof(*d), 0);
+
+	if (!d)
+		return;
+	d->cgroup_id = bpf_get_current_cgroup_id();
+	d->agent_id = p ? p->agent_id : 0;
+	d->ip4 = ip4;
+	if (ip6) {
+		d->ip6[0] = ip6[0];
+		d->ip6[1] = ip6[1];
+		d->ip6[2] = ip6[2];
+		d->ip6[3] = ip6[3];
+	} else {
+		d->ip6[0] = d->ip6[1] = d->ip6[2] = d->ip6[3] = 0;
+	}
+	d->port = port;
+	d->hook = hook;
+	d->family = (__u8)family;
+	d->type = type;
+	d->protocol = protocol;
+	d->uid = (__u32)bpf_get_current_uid_gid();
+	d->pad = 0;
+	if (bpf_get_current_comm(d->comm, sizeof(d->comm)))
+		d->comm[0] = 0;
+	bpf_ringbuf_submit(d, 0);
 }
 
 static __always_inline int unfiltered(const struct policy *p, __u64 now)
@@ -128,7 +169,7 @@ static __always_inline void remember_dns(struct bpf_sock_addr *ctx, const struct
 
 /* connect4 and sendmsg4 share everything: a connected socket is checked once at connect, an
  * unconnected one on every sendmsg with an address. */
-static __always_inline int filter4(struct bpf_sock_addr *ctx)
+static __always_inline int filter4(struct bpf_sock_addr *ctx, __u8 hook)
 {
 	struct policy *p = current_policy();
 	__u32 ip4 = ctx->user_ip4;
@@ -137,6 +178,7 @@ static __always_inline int filter4(struct bpf_sock_addr *ctx)
 
 	if (!p) {
 		count(0, 0);
+		report_denial(0, hook, ip4, 0, port, ctx->family, ctx->type, ctx->protocol);
 		return 0;
 	}
 	verdict = decide4(p, ip4, port);
@@ -146,19 +188,21 @@ static __always_inline int filter4(struct bpf_sock_addr *ctx)
 		ctx->user_port = p->dns_port;
 	}
 	count(p, verdict != DENY);
+	if (verdict == DENY)
+		report_denial(p, hook, ip4, 0, port, ctx->family, ctx->type, ctx->protocol);
 	return verdict != DENY;
 }
 
 SEC("cgroup/connect4")
 int clawker_connect4(struct bpf_sock_addr *ctx)
 {
-	return filter4(ctx);
+	return filter4(ctx, DENIAL_CONNECT4);
 }
 
 SEC("cgroup/sendmsg4")
 int clawker_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return filter4(ctx);
+	return filter4(ctx, DENIAL_SENDMSG4);
 }
 
 /* A reply from the resolver is shown as coming from the server the socket asked. */
@@ -183,16 +227,18 @@ static __always_inline int is_v4_mapped(__u32 a0, __u32 a1, __u32 a2)
 
 /* IPv6: ::1 is allowed, a v4-mapped address follows the IPv4 rules (the kernel does not run the
  * connect4 hook for it), native IPv6 is refused. */
-static __always_inline int filter6(struct bpf_sock_addr *ctx)
+static __always_inline int filter6(struct bpf_sock_addr *ctx, __u8 hook)
 {
 	struct policy *p = current_policy();
 	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
 	__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
 	__u16 port = (__u16)ctx->user_port;
+	__u32 dst6[4] = {a0, a1, a2, a3};
 	int verdict = DENY;
 
 	if (!p) {
 		count(0, 0);
+		report_denial(0, hook, 0, dst6, port, ctx->family, ctx->type, ctx->protocol);
 		return 0;
 	}
 	if (is_v4_mapped(a0, a1, a2)) {
@@ -208,19 +254,25 @@ static __always_inline int filter6(struct bpf_sock_addr *ctx)
 		verdict = ALLOW;
 	}
 	count(p, verdict != DENY);
+	if (verdict == DENY) {
+		if (is_v4_mapped(a0, a1, a2))
+			report_denial(p, hook, a3, 0, port, ctx->family, ctx->type, ctx->protocol);
+		else
+			report_denial(p, hook, 0, dst6, port, ctx->family, ctx->type, ctx->protocol);
+	}
 	return verdict != DENY;
 }
 
 SEC("cgroup/connect6")
 int clawker_connect6(struct bpf_sock_addr *ctx)
 {
-	return filter6(ctx);
+	return filter6(ctx, DENIAL_CONNECT6);
 }
 
 SEC("cgroup/sendmsg6")
 int clawker_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	return filter6(ctx);
+	return filter6(ctx, DENIAL_SENDMSG6);
 }
 
 /* A v4-mapped DNS reply on an IPv6 socket: the same rewrite as recvmsg4. */
@@ -255,6 +307,7 @@ int clawker_sock_create(struct bpf_sock *sk)
 	if (p && unfiltered(p, bpf_ktime_get_ns()))
 		return 1;
 	count(p, 0);
+	report_denial(p, DENIAL_SOCK_CREATE, 0, 0, 0, sk->family, sk->type, sk->protocol);
 	return 0;
 }
 

@@ -42,4 +42,29 @@ struct dns_origin {
 	__u32 dns_port;
 };
 
+/* denial.hook: which program refused */
+#define DENIAL_CONNECT4 1
+#define DENIAL_SENDMSG4 2
+#define DENIAL_CONNECT6 3
+#define DENIAL_SENDMSG6 4
+#define DENIAL_SOCK_CREATE 5
+
+/* One refused operation, sent to the control plane through the `denials` ring buffer
+ * (`clawker firewall log`). Best effort: when the buffer is full the event is dropped, the
+ * refusal is not. */
+struct denial {
+	__u64 cgroup_id;
+	__u64 agent_id; /* 0: the cgroup is not enrolled */
+	__u32 ip4;      /* network byte order; a v4-mapped destination is shown here too */
+	__u32 ip6[4];   /* a native IPv6 destination, network byte order */
+	__u16 port;     /* network byte order */
+	__u8 hook;      /* DENIAL_* */
+	__u8 family;    /* AF_INET, AF_INET6, AF_PACKET, ... of the socket */
+	__u32 type;     /* SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, ... */
+	__u32 protocol; /* IPPROTO_* */
+	__u32 uid;      /* of the calling task, as the container's user namespace sees it */
+	__u32 pad;      /* always 0 */
+	char comm[16];  /* the calling task's command name */
+};
+
 #endif

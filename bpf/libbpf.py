@@ -31,6 +31,7 @@ __all__ = [
     "BPF_ANY",
     "BPF_EXIST",
     "BPF_NOEXIST",
+    "RING_BUFFER_SAMPLE_FN",
     "BpfError",
     "LinkInfo",
     "MapInfo",
@@ -108,6 +109,7 @@ class LinkInfo(ctypes.Structure):
 
 
 _PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+RING_BUFFER_SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 
 # (name, return type, argument types)
 _SIGNATURES: tuple[tuple[str, Any, list[Any]], ...] = (
@@ -140,6 +142,9 @@ _SIGNATURES: tuple[tuple[str, Any, list[Any]], ...] = (
     ("bpf_map_lookup_elem", c_int, [c_int, c_void_p, c_void_p]),
     ("bpf_map_delete_elem", c_int, [c_int, c_void_p]),
     ("bpf_map_get_next_key", c_int, [c_int, c_void_p, c_void_p]),
+    ("ring_buffer__new", c_void_p, [c_int, RING_BUFFER_SAMPLE_FN, c_void_p, c_void_p]),
+    ("ring_buffer__poll", c_int, [c_void_p, c_int]),
+    ("ring_buffer__free", None, [c_void_p]),
 )
 
 

@@ -33,7 +33,7 @@ from bpf.libbpf import (
     libbpf,
     obj_info,
 )
-from bpf.maps import MAP_LAYOUTS
+from bpf.maps import MAP_LAYOUTS, RING_BUFFERS
 
 __all__ = [
     "BPF_FS",
@@ -191,6 +191,10 @@ def _check_layouts(obj: int) -> dict[str, int]:
                 "egress.h and bpf/maps.py disagree"
             )
         found[name] = m
+    for name in RING_BUFFERS:  # no key or value: the pin check compares type and size
+        found[name] = check_ptr(
+            lib.bpf_object__find_map_by_name(obj, name.encode()), f"find map {name}"
+        )
     return found
 
 

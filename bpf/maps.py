@@ -11,18 +11,30 @@ import errno
 import ipaddress
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from ctypes import c_uint16, c_uint32, c_uint64
 from pathlib import Path
 from typing import TypeVar
 
-from bpf.libbpf import BPF_ANY, BPF_NOEXIST, BpfError, check, libbpf
+from bpf.libbpf import (
+    BPF_ANY,
+    BPF_NOEXIST,
+    RING_BUFFER_SAMPLE_FN,
+    BpfError,
+    check,
+    check_ptr,
+    libbpf,
+)
 
 __all__ = [
+    "DENIAL_HOOKS",
     "MAP_LAYOUTS",
     "POLICY_DISABLED",
+    "RING_BUFFERS",
     "AllowKey",
     "Counters",
+    "Denial",
+    "DenialReader",
     "DnsOrigin",
     "PinnedMaps",
     "Policy",
@@ -63,6 +75,37 @@ class DnsOrigin(ctypes.Structure):
         ("dns_port", c_uint32),
     ]
 
+
+class Denial(ctypes.Structure):
+    """`struct denial`: one operation the programs refused (the `denials` ring buffer)."""
+
+    _fields_ = [
+        ("cgroup_id", c_uint64),
+        ("agent_id", c_uint64),
+        ("ip4", c_uint32),
+        ("ip6", c_uint32 * 4),
+        ("port", c_uint16),
+        ("hook", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("type", c_uint32),
+        ("protocol", c_uint32),
+        ("uid", c_uint32),
+        ("pad", c_uint32),
+        ("comm", ctypes.c_char * 16),
+    ]
+
+    @property
+    def address(self) -> str:
+        """The refused destination ("" for a refused socket)."""
+        if any(self.ip6):
+            return str(ipaddress.IPv6Address(struct.pack("=4I", *self.ip6)))
+        return ip4_from_key(self.ip4) if self.ip4 else ""
+
+
+DENIAL_HOOKS = {1: "connect4", 2: "sendmsg4", 3: "connect6", 4: "sendmsg6", 5: "sock_create"}
+
+# Ring buffers (name -> size in bytes); they have no key or value layout to mirror.
+RING_BUFFERS = {"denials": 256 * 1024}
 
 # Map name (also its pin name) -> (key type, value type); checked against the object file.
 MAP_LAYOUTS: dict[str, tuple[type[ctypes._SimpleCData | ctypes.Structure], ...]] = {  # type: ignore[type-arg]
@@ -248,3 +291,43 @@ class PinnedMaps:
         """Decisions about cgroups nobody enrolled (all of them denials)."""
         found = self._unenrolled.lookup(c_uint32(0))
         return found if isinstance(found, Counters) else Counters(0, 0)
+
+
+class DenialReader:
+    """Reads the pinned `denials` ring buffer; one reader per pin directory gets each event."""
+
+    def __init__(self, pin_dir: Path, on_denial: Callable[[Denial], None]) -> None:
+        lib = libbpf()
+        self._fd = check(
+            lib.bpf_obj_get(str(pin_dir / "denials").encode()), f"open {pin_dir}/denials"
+        )
+
+        def sample(_ctx: int | None, data: int | None, size: int) -> int:
+            if data is not None and size >= ctypes.sizeof(Denial):
+                on_denial(Denial.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(Denial))))
+            return 0
+
+        self._callback = RING_BUFFER_SAMPLE_FN(sample)  # kept: libbpf holds the pointer
+        try:
+            self._rb = check_ptr(
+                lib.ring_buffer__new(self._fd, self._callback, None, None),
+                f"read {pin_dir}/denials",
+            )
+        except BpfError:
+            os.close(self._fd)
+            raise
+
+    def poll(self, timeout_ms: int) -> int:
+        """Deliver what is waiting (up to `timeout_ms` for the first event); the count."""
+        result: int = libbpf().ring_buffer__poll(self._rb, timeout_ms)
+        if result == -errno.EINTR:
+            return 0
+        return check(result, "poll the denials ring buffer")
+
+    def close(self) -> None:
+        if self._rb:
+            libbpf().ring_buffer__free(self._rb)
+            self._rb = 0
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

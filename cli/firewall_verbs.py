@@ -1,4 +1,5 @@
-"""`clawker firewall status|list|add|remove|enable|disable|bypass`: parsing and rendering only.
+"""`clawker firewall status|list|add|remove|enable|disable|bypass|log|suggest`: parsing and
+rendering only.
 
 Every verb is one control plane call; the control plane owns the firewall's state. Registered
 by cli.main with `add_firewall_verbs(sub)`; the control plane's client and the spec language
@@ -15,6 +16,7 @@ import contextlib
 import json
 import re
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,14 @@ from cli.table import render_table
 if TYPE_CHECKING:  # the client loads only when a verb runs (start-up stays cheap)
     from reconciler.controlplane.api.client import ControlPlaneClient
 
-__all__ = ["add_firewall_verbs", "format_duration", "parse_duration", "status_rows"]
+__all__ = [
+    "add_firewall_verbs",
+    "format_duration",
+    "log_line",
+    "parse_duration",
+    "render_suggestion",
+    "status_rows",
+]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 STATUS_HEADERS = (
@@ -211,6 +220,107 @@ def cmd_change(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def log_line(entry: dict[str, Any], style: Style) -> str:
+    """One journal entry as a line: time, kind, then what was refused and by whom."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"]))
+    kind = entry["kind"]
+    if kind == "denied":
+        target = f"{entry['address']}:{entry['port']} {entry['protocol']}"
+        if not entry["address"]:
+            target = entry["protocol"]  # a refused socket: no destination yet
+        who = f"uid {entry['uid']} {entry['command']}".rstrip()
+        what = f"{target}  {style(entry['hook'], 'dim')}  {who}"
+    else:
+        what = f"{entry['name']} ({entry['qtype']})"
+    color = "red" if kind == "denied" else "yellow"
+    return f"{style(stamp, 'dim')}  {style(f'{kind:<9}', color)}  {what}"
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    style = Style(sys.stdout)
+    after = 0
+    printed_json: list[dict[str, Any]] = []
+    try:
+        while True:
+            with _controlplane(args) as cp:
+                result = cp.firewall_log(args.agent, after)
+            for entry in result["entries"]:
+                after = max(after, entry["seq"])
+                if args.output == "json" and not args.follow:
+                    printed_json.append(entry)
+                elif args.output == "json":
+                    _out(json.dumps(entry))
+                else:
+                    _out(log_line(entry, style))
+            if not args.follow:
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    if args.output == "json" and not args.follow:
+        _out(json.dumps(printed_json, indent=2))
+    elif not after and not args.follow:
+        _out(
+            style(f"Nothing refused for {result['agent']} since the control plane started.", "dim")
+        )
+    return EXIT_OK
+
+
+def render_suggestion(suggestion: dict[str, Any], style: Style) -> str:
+    """The spec change as a diff of `security.firewall.add_domains`, with what it cannot fix
+    as comments."""
+    lines = [
+        style(
+            f"# What would allow what {suggestion['agent']} was refused. Review it: an agent "
+            "can ask for any name.",
+            "dim",
+        ),
+        "  security:",
+        "    firewall:",
+        "      add_domains:",
+    ]
+    lines += [f"        - {d}" for d in suggestion["spec_domains"]]
+    for refusal in suggestion["add"]:
+        note = style(f"  # NXDOMAIN x{refusal['count']}", "dim")
+        lines.append(style(f"+       - {refusal['what']}", "green") + note)
+    if not suggestion["add"]:
+        lines.append(style("# no refused names: nothing to add", "dim"))
+    if suggestion["addresses"]:
+        lines.append(
+            style(
+                "# refused addresses no allowed name resolved to (connecting by "
+                "address, or a name resolved elsewhere):",
+                "dim",
+            )
+        )
+        for r in suggestion["addresses"]:
+            by = f" by {r['detail']}" if r["detail"] else ""
+            lines.append(style(f"#   {r['what']} x{r['count']}{by}", "dim"))
+    if suggestion["throttled"]:
+        lines.append(
+            style(
+                "# throttled (already allowed, over the per-minute cap for new "
+                "subdomains; an exact entry is not capped):",
+                "dim",
+            )
+        )
+        lines += [style(f"#   {r['what']} x{r['count']}", "dim") for r in suggestion["throttled"]]
+    if suggestion["sockets"]:
+        lines.append(style("# refused sockets (never allowed):", "dim"))
+        lines += [style(f"#   {r['what']} x{r['count']}", "dim") for r in suggestion["sockets"]]
+    return "\n".join(lines)
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    with _controlplane(args) as cp:
+        suggestion = cp.firewall_suggest(args.agent)
+    if args.output == "json":
+        _out(json.dumps(suggestion, indent=2))
+    else:
+        _out(render_suggestion(suggestion, Style(sys.stdout)))
+    return EXIT_OK
+
+
 def add_firewall_verbs(sub: Any) -> None:
     """`clawker firewall ...` under the top-level subparsers `sub`."""
     p = sub.add_parser(
@@ -267,3 +377,25 @@ def add_firewall_verbs(sub: Any) -> None:
     q.add_argument("duration", metavar="DURATION")
     agent_arg(q)
     q.set_defaults(func=cmd_change)
+
+    q = fw.add_parser(
+        "log",
+        help="what the firewall refused for an agent, newest last",
+        description="Denied connects, datagrams and sockets (address, port, protocol, uid and "
+        "command name, from the kernel), names answered NXDOMAIN and throttled queries, since "
+        "the control plane started (the newest 1000 per agent).",
+    )
+    agent_arg(q)
+    q.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
+    q.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    q.set_defaults(func=cmd_log)
+
+    q = fw.add_parser(
+        "suggest",
+        help="the add_domains change that would allow what an agent was refused",
+        description="Prints a diff of the spec's security.firewall.add_domains for a person to "
+        "review; it changes nothing.",
+    )
+    agent_arg(q)
+    q.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    q.set_defaults(func=cmd_suggest)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from cli.firewall_verbs import add_firewall_verbs
 from cli.image_verbs import add_image_verbs
 from cli.style import Style, fail_mark, ok_mark
+from cli.verify_verb import add_verify_verb
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_controlplane)
     add_firewall_verbs(sub)
+    add_verify_verb(sub)
     return parser
 
 

@@ -38,6 +38,7 @@ ENVIRONMENT = {
     "CLAWKER_BPF_OBJECT": "bpf_object",
     "CLAWKER_DNS_PORT": "dns_port",
     "CLAWKER_DNS_UPSTREAM": "dns_upstream",
+    "CLAWKER_DNS_SUBDOMAIN_LIMIT": "dns_subdomain_limit",
     "CLAWKER_RESYNC_SECONDS": "resync_seconds",
     "CLAWKER_CACHE_DIR": "cache_dir",
     "CLAWKER_HARNESS_VERSION": "harness_version",
@@ -75,6 +76,7 @@ class Settings:
     bpf_object: Path | None = None  # None: bpf/build/egress.bpf.o
     dns_port: int = 0  # 0: a free port per resolver
     dns_upstream: str = ""  # ip[:port]; "": the host's first IPv4 nameserver
+    dns_subdomain_limit: int = 20  # new names per leading-dot entry, agent and minute
     resync_seconds: float = 30.0
     cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/clawker or ~/.cache/clawker
     harness_version: str = ""  # "": the pinned default
@@ -184,6 +186,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         bpf_object=Path(text("CLAWKER_BPF_OBJECT")) if text("CLAWKER_BPF_OBJECT") else None,
         dns_port=dns_port,
         dns_upstream=text("CLAWKER_DNS_UPSTREAM"),
+        dns_subdomain_limit=int(number("CLAWKER_DNS_SUBDOMAIN_LIMIT", 20, integer=True)),
         resync_seconds=resync,
         cache_dir=Path(cache) if cache else None,
         harness_version=text("CLAWKER_HARNESS_VERSION"),

@@ -30,6 +30,7 @@ from reconciler.controlplane.identity.pki import ClawkerPKI
 from reconciler.controlplane.paths import StatePaths
 from reconciler.controlplane.registry import Registry
 from reconciler.controlplane.runtime.controller import RuntimeController
+from reconciler.controlplane.verify import verify_agents
 from reconciler.docker.engine import DockerEngine
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
 from reconciler.settings import Settings, code_identity
@@ -104,6 +105,14 @@ def serve(settings: Settings) -> int:
         archive = bootstrap_archive(pki, str(params["agent"]), str(params["container"]))
         return to_wire(Bootstrap(base64.b64encode(archive).decode()))  # type: ignore[no-any-return]
 
+    verifying = threading.Lock()  # one run at a time: its targets have one interface name
+
+    def verify(params: dict[str, Any]) -> list[dict[str, Any]]:
+        key = firewall.resolve_agent(str(params["agent"])) if params.get("agent") else None
+        with verifying:
+            results = verify_agents(controller.port, firewall, controller.network, key)
+        return [r.as_dict() for r in results]
+
     def ping(_params: dict[str, Any]) -> dict[str, Any]:
         hello = Hello(
             pid=os.getpid(),
@@ -121,6 +130,7 @@ def serve(settings: Settings) -> int:
             "put_runtime": put_runtime,
             "status": status,
             "issue_bootstrap": issue_bootstrap,
+            "verify": verify,
             **firewall_handlers(firewall),
         },
     )

@@ -183,6 +183,9 @@ class RuntimePort(Protocol):
     def exec_socket(
         self, container_id: str, argv: Sequence[str], *, user: str = ""
     ) -> socket.socket: ...
+    def exec_output(
+        self, container_id: str, argv: Sequence[str], *, user: str = ""
+    ) -> tuple[int, str]: ...
 
 
 class DockerPort(ListingPort, ImagePort, ObjectPort, RuntimePort, Protocol):
@@ -524,6 +527,17 @@ class DockerEngine:
         sock: socket.socket = getattr(raw, "_sock", raw)
         sock.settimeout(None)  # the stream is long-lived: idle is normal, not a failure
         return sock
+
+    def exec_output(
+        self, container_id: str, argv: Sequence[str], *, user: str = ""
+    ) -> tuple[int, str]:
+        """Run `argv` in a managed, running container to its end: (exit code, stdout+stderr)."""
+        self._require_managed_container(container_id)
+        what = f"exec in container {container_id[:12]}"
+        created = self._call(what, self._api.exec_create, container_id, list(argv), user=user)
+        output = self._call(what, self._api.exec_start, created["Id"])
+        code = self._call(what, self._api.exec_inspect, created["Id"]).get("ExitCode")
+        return int(code if code is not None else -1), bytes(output).decode(errors="replace")
 
     def list_images(self) -> list[ImageInfo]:
         raw: list[dict[str, Any]] = self._call(

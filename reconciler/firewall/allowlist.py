@@ -13,13 +13,15 @@ __all__ = [
     "allowlist_change",
     "domain_allowed",
     "effective_allowlist",
+    "matching_entry",
     "normalise_domain",
 ]
 
 # What the harness itself needs to work: Claude Code talks to the Anthropic API, signs in
 # through claude.ai / console.anthropic.com, and sends feature-flag and error telemetry to
-# Statsig and Sentry. A leading dot means the apex and every subdomain (Sentry ingests at
-# o<N>.ingest.sentry.io). Nothing else is allowed unless the spec adds it.
+# Statsig and Sentry. Exact names only: a leading-dot entry lets an agent put data in the
+# subdomain of every query it sends upstream, and Claude Code works without its error reports
+# (its per-project Sentry ingest hosts are under .sentry.io; a spec may add that entry).
 HARNESS_FLOOR: dict[str, tuple[str, ...]] = {
     "claude": (
         "api.anthropic.com",
@@ -27,7 +29,7 @@ HARNESS_FLOOR: dict[str, tuple[str, ...]] = {
         "console.anthropic.com",
         "statsig.anthropic.com",
         "statsig.com",
-        ".sentry.io",
+        "sentry.io",
     ),
     "none": (),
 }
@@ -49,15 +51,20 @@ def effective_allowlist(agent: DesiredAgent) -> tuple[str, ...]:
 def domain_allowed(name: str, allowlist: Iterable[str]) -> bool:
     """Whether a queried name is on the allowlist: `x.com` matches itself, `.x.com` matches
     x.com and every name under it."""
+    return matching_entry(name, allowlist) is not None
+
+
+def matching_entry(name: str, allowlist: Iterable[str]) -> str | None:
+    """The entry that allows `name`: an exact one (or a leading-dot entry's apex) first, else
+    the leading-dot entry it is a subdomain of; None when nothing allows it."""
     name = normalise_domain(name)
+    wildcard: str | None = None
     for entry in allowlist:
-        if entry.startswith("."):
-            apex = entry[1:]
-            if name == apex or name.endswith(entry):
-                return True
-        elif name == entry:
-            return True
-    return False
+        if entry in (name, f".{name}"):
+            return entry
+        if entry.startswith(".") and name.endswith(entry):
+            wildcard = wildcard or entry
+    return wildcard
 
 
 def allowlist_change(old: Iterable[str], new: Iterable[str]) -> str:

@@ -20,16 +20,29 @@ from typing import Any
 
 from bpf.libbpf import BpfError
 from bpf.loader import Attachment, attach_egress, cgroup2_root, cgroup_id
-from bpf.maps import POLICY_DISABLED, PinnedMaps, Policy, ip4_key, port_key
+from bpf.maps import (
+    DENIAL_HOOKS,
+    POLICY_DISABLED,
+    Denial,
+    DenialReader,
+    PinnedMaps,
+    Policy,
+    ip4_key,
+    port_from_key,
+    port_key,
+)
 from reconciler import naming
 from reconciler.errors import ClawkerError
 from reconciler.firewall.allowlist import agent_id, normalise_domain
+from reconciler.firewall.journal import DENIED, FirewallJournal
 from reconciler.firewall.resolver import (
     MIN_TTL,
+    SUBDOMAIN_LIMIT,
     Answerer,
     Asker,
     DnsResolver,
     Resolution,
+    SubdomainThrottle,
     Upstream,
     host_upstream,
 )
@@ -57,6 +70,19 @@ def monotonic_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
+_FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet"}
+_TYPES = {1: "stream", 2: "dgram", 3: "raw", 5: "seqpacket"}
+
+
+def _protocol(denial: Denial) -> str:
+    """`tcp`/`udp` for a refused connect or datagram, `socket <family>/<type>/<proto>` for a
+    refused socket."""
+    if denial.hook != 5 and denial.type in (1, 2):
+        return "tcp" if denial.type == 1 else "udp"
+    family = _FAMILIES.get(denial.family, str(denial.family))
+    return f"socket {family}/{_TYPES.get(denial.type, str(denial.type))}/{denial.protocol}"
+
+
 class FirewallError(ClawkerError):
     """The firewall cannot do what was asked; the message says why and what to do."""
 
@@ -68,6 +94,7 @@ class FirewallConfig:
     upstream: tuple[str, int]
     dns_port: int = 0  # 0: a free port per resolver, written into each enrolment
     object_path: Path | None = None
+    subdomain_limit: int = SUBDOMAIN_LIMIT  # new names per leading-dot entry per minute
 
     network: str = naming.NETWORK_NAME_DEFAULT
 
@@ -80,6 +107,7 @@ class FirewallConfig:
             dns_port=settings.dns_port,
             object_path=settings.bpf_object,
             network=settings.network,
+            subdomain_limit=settings.dns_subdomain_limit,
         )
 
 
@@ -115,6 +143,12 @@ class Firewall:
         self._enrolments: dict[str, Enrolment] = {}  # container id -> its current start
         self._by_address: dict[str, str] = {}  # container address -> container id
         self._states: dict[str, AgentFirewall] = {}
+        self.journal = FirewallJournal()  # what was refused, for `clawker firewall log`
+        self._denials: DenialReader | None = None
+        self._agent_keys: dict[int, str] = {}  # agent id -> key, for the kernel's denials
+        self._denial_thread: threading.Thread | None = None
+        self._stop_denials = threading.Event()
+        self._throttle = SubdomainThrottle(config.subdomain_limit)  # shared by all resolvers
 
     # -- install -----------------------------------------------------------------------------
     @property
@@ -130,6 +164,7 @@ class Firewall:
                 self.parent, self.config.pin_dir, self.config.object_path
             )
             self._maps = PinnedMaps(self.config.pin_dir)
+            self._start_denial_reader()
         except (BpfError, OSError) as exc:
             raise FirewallError(f"cannot install the egress firewall: {exc}") from exc
         log.info(
@@ -141,7 +176,49 @@ class Firewall:
         )
         return self.attachment
 
+    def _start_denial_reader(self) -> None:
+        """Journal what the kernel refuses, from the programs' ring buffer (a thread)."""
+        if self._denials is not None:
+            return
+        self._denials = DenialReader(self.config.pin_dir, self._journal_denial)
+        reader, stop = self._denials, self._stop_denials
+
+        def pump() -> None:
+            while not stop.is_set():
+                try:
+                    reader.poll(200)
+                except BpfError as exc:
+                    log.warning("reading the firewall's denials failed: %s", exc)
+                    stop.wait(1.0)
+
+        self._denial_thread = threading.Thread(target=pump, name="fw-denials", daemon=True)
+        self._denial_thread.start()
+
+    def _journal_denial(self, denial: Denial) -> None:
+        agent = ""
+        if denial.agent_id:  # 0: a cgroup nobody enrolled
+            if denial.agent_id not in self._agent_keys:  # a new agent: look again, once
+                self._agent_keys = {agent_id(key): key for key in self.known_agents()}
+            agent = self._agent_keys.get(denial.agent_id, "")
+        self.journal.add(
+            agent,
+            DENIED,
+            address=denial.address,
+            port=port_from_key(denial.port) if denial.address else 0,
+            protocol=_protocol(denial),
+            hook=DENIAL_HOOKS.get(denial.hook, str(denial.hook)),
+            uid=denial.uid,
+            command=denial.comm.decode(errors="replace"),
+        )
+
     def close(self) -> None:
+        self._stop_denials.set()
+        if self._denial_thread is not None:
+            self._denial_thread.join(timeout=2.0)
+            self._denial_thread = None
+        if self._denials is not None:
+            self._denials.close()
+            self._denials = None
         with self._lock:
             for resolver in self._resolvers.values():
                 resolver.stop()
@@ -175,6 +252,11 @@ class Firewall:
             self._store.put_firewall(state)
             self._states[state.agent_key] = state
         return state
+
+    def enrolments(self) -> list[Enrolment]:
+        """The container starts enrolled now (one per live container)."""
+        with self._lock:
+            return list(self._enrolments.values())
 
     def known_agents(self) -> list[str]:
         with self._lock:
@@ -292,6 +374,8 @@ class Firewall:
                     identify=self.identify,
                     upstream=Upstream(self.config.upstream),
                     record=self.record,
+                    journal=self.journal,
+                    throttle=self._throttle,
                 )
                 try:
                     resolver = DnsResolver(gateway, answerer, port=self.config.dns_port)

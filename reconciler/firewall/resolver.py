@@ -3,9 +3,10 @@
 The BPF programs send every port-53 datagram and connection of an enrolled container here. The
 resolver identifies the asking agent by the query's source address (the container's address on
 the agent network, recorded at enrolment), answers NXDOMAIN for names off that agent's
-allowlist and an empty answer for AAAA (native IPv6 is refused anyway), and forwards the rest
-upstream. The IPv4 addresses of an A answer are written into the agent's allow map *before* the
-reply leaves, so the agent's first connect after resolving already finds them.
+allowlist and an empty answer for every type but A, and forwards A queries upstream (capped per
+minute under leading-dot entries). The IPv4 addresses of the answer's CNAME chain are written
+into the agent's allow map *before* the reply leaves, so the agent's first connect after
+resolving already finds them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +25,15 @@ from typing import Any, Protocol
 
 from dnslib import QTYPE, RCODE, DNSError, DNSHeader, DNSQuestion, DNSRecord
 
-from reconciler.firewall.allowlist import domain_allowed
+from reconciler.firewall.allowlist import matching_entry
+from reconciler.firewall.journal import NXDOMAIN, THROTTLED, FirewallJournal
 
 __all__ = [
     "Answerer",
     "Asker",
     "DnsResolver",
     "Resolution",
+    "SubdomainThrottle",
     "Upstream",
     "UpstreamPort",
     "host_upstream",
@@ -40,6 +44,8 @@ log = logging.getLogger("clawker.firewall.dns")
 
 MIN_TTL = 60  # seconds an answered address stays allowed, at the least
 _UDP_PAYLOAD = 512
+SUBDOMAIN_LIMIT = 20  # new names per leading-dot entry, agent and minute
+MAX_CNAME_CHAIN = 8
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,43 @@ class UpstreamPort(Protocol):
     def ask(self, query: bytes) -> bytes: ...
 
 
+class SubdomainThrottle:
+    """Caps how many *different* names under one leading-dot entry an agent may have forwarded
+    per minute. Each new subdomain is a query the agent chose the bytes of, sent to a resolver
+    outside the host: without a cap, `.sentry.io` is a tunnel of ~30 bytes per query."""
+
+    def __init__(
+        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._seen: dict[tuple[str, str], dict[str, float]] = {}  # (agent, entry) -> name -> at
+        self._lock = threading.Lock()
+
+    def admit(self, agent: str, entry: str, name: str) -> bool:
+        """Whether `name` may go upstream now; a name already admitted in the window always
+        may (a client retrying or re-resolving costs nothing)."""
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.setdefault((agent, entry), {})
+            for old in [n for n, at in seen.items() if now - at >= self.window]:
+                del seen[old]
+            if name in seen:
+                return True
+            if len(seen) >= self.limit:
+                return False
+            seen[name] = now
+            return True
+
+
 class Answerer:
-    """What the resolver says to one query: the policy, without sockets of its own."""
+    """What the resolver says to one query: the policy, without sockets of its own.
+
+    Only A is forwarded, as a fresh query; every other type is answered here, empty, so the
+    query type an agent picks never leaves the host. Of the upstream's answer only the CNAME
+    chain from the queried name and the A records at its names are kept: a record for any other
+    name opens nothing and is not passed on."""
 
     def __init__(
         self,
@@ -141,10 +182,14 @@ class Answerer:
         identify: Callable[[str], Asker | None],
         upstream: UpstreamPort,
         record: Callable[[Asker, Resolution], None],
+        journal: FirewallJournal | None = None,
+        throttle: SubdomainThrottle | None = None,
     ) -> None:
         self._identify = identify
         self._upstream = upstream
         self._record = record
+        self._journal = journal or FirewallJournal()
+        self._throttle = throttle or SubdomainThrottle(SUBDOMAIN_LIMIT)
         self.answered: dict[str, dict[str, int]] = {}  # agent -> {"allowed": n, "denied": n}
         self._lock = threading.Lock()
 
@@ -169,34 +214,51 @@ class Answerer:
         asker = self._identify(client_ip)
         question = request.q
         name = str(question.qname).rstrip(".").lower()
+        qtype = QTYPE.get(question.qtype, str(question.qtype))
         if asker is None:
             log.warning("refused a query for %s from %s: not an enrolled agent", name, client_ip)
             reply.header.rcode = RCODE.REFUSED
             return _packed(reply)
-        if not domain_allowed(name, asker.allowlist):
+        entry = matching_entry(name, asker.allowlist)
+        if entry is None:
             log.info("%s asked for %s: not on its allowlist (NXDOMAIN)", asker.agent_key, name)
             self._count(asker.agent_key, "denied")
+            self._journal.add(asker.agent_key, NXDOMAIN, name=name, qtype=qtype)
             reply.header.rcode = RCODE.NXDOMAIN
             return _packed(reply)
+        if question.qtype != QTYPE.A:
+            # AAAA: native IPv6 is refused, so the agent falls back to IPv4 at once; HTTPS,
+            # SVCB, TXT, ...: nothing the harness needs, and the type must not reach upstream.
+            self._count(asker.agent_key, "allowed")
+            return _packed(reply)
+        subdomain = entry.startswith(".") and name != entry[1:]
+        if subdomain and not self._throttle.admit(asker.agent_key, entry, name):
+            log.warning(
+                "%s asked for %s: over %d new names under %s per minute (REFUSED)",
+                asker.agent_key,
+                name,
+                self._throttle.limit,
+                entry,
+            )
+            self._count(asker.agent_key, "denied")
+            self._journal.add(asker.agent_key, THROTTLED, name=name, qtype=qtype)
+            reply.header.rcode = RCODE.REFUSED
+            return _packed(reply)
         self._count(asker.agent_key, "allowed")
-        if question.qtype == QTYPE.AAAA:
-            return _packed(reply)  # NOERROR, no records: the agent falls back to IPv4
         try:
             response = self._forward(name, question.qtype)
         except (OSError, DNSError, struct.error, ValueError, IndexError) as exc:
             log.warning("upstream %s failed for %s: %s", self._upstream.address, name, exc)
             reply.header.rcode = RCODE.SERVFAIL
             return _packed(reply)
-        response.header.id = request.header.id
-        if question.qtype == QTYPE.A:
-            addresses = tuple(
-                (str(rr.rdata), int(rr.ttl)) for rr in response.rr if rr.rtype == QTYPE.A
-            )
-            if addresses:
-                self._record(asker, Resolution(name, addresses))  # before the reply leaves
-        packed = _packed(response)
+        reply.header.rcode = response.header.rcode
+        reply.rr = _chain_records(name, response.rr)
+        addresses = tuple((str(rr.rdata), int(rr.ttl)) for rr in reply.rr if rr.rtype == QTYPE.A)
+        if addresses:
+            self._record(asker, Resolution(name, addresses))  # before the reply leaves
+        packed = _packed(reply)
         if len(packed) > (max_size or _client_payload(request)):
-            packed = _packed(response.truncate())
+            packed = _packed(reply.truncate())
         return packed
 
     def _forward(self, name: str, qtype: int) -> Any:
@@ -204,6 +266,27 @@ class Answerer:
         header = DNSHeader(id=secrets.randbelow(0x10000), rd=1)
         query = DNSRecord(header, q=DNSQuestion(name, qtype))
         return DNSRecord.parse(self._upstream.ask(query.pack()))
+
+
+def _owner(rr: Any) -> str:
+    return str(rr.rname).rstrip(".").lower()
+
+
+def _chain_records(name: str, records: list[Any]) -> list[Any]:
+    """The answer's CNAME chain from `name` (in chain order), then the A records of the chain's
+    names; anything else (records about other names, other types) is dropped."""
+    chain, kept = [name], []
+    cnames = {_owner(rr): rr for rr in records if rr.rtype == QTYPE.CNAME}
+    while chain[-1] in cnames and len(chain) <= MAX_CNAME_CHAIN:
+        rr = cnames[chain[-1]]
+        target = str(rr.rdata).rstrip(".").lower()
+        if target in chain:  # a loop
+            break
+        kept.append(rr)
+        chain.append(target)
+    names = set(chain)
+    kept += [rr for rr in records if rr.rtype == QTYPE.A and _owner(rr) in names]
+    return kept
 
 
 class DnsResolver:

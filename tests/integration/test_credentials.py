@@ -286,6 +286,18 @@ def test_git_clone_over_https_uses_the_host_credentials_without_holding_them(
     assert password not in str(scope.inspect(name))
     assert password in (home / ".git-credentials").read_text()  # still the host's
 
+    # Only for hosts on the agent's allowlist: the same store knows this one, but the agent
+    # may not reach it, so the proxy does not ask the host's helpers about it at all.
+    other = f"other.{scope.run_id}.clawker-test.invalid"
+    with (home / ".git-credentials").open("a") as store:
+        store.write(f"https://clawker:{password}@{other}\n")
+    ask = "printf 'protocol=https\\nhost=%s\\n\\n' {} | git-credential-clawker get"
+    assert agent_exec(scope, name, "sh", "-c", ask.format(other)) == (0, "")
+    code, out = agent_exec(scope, name, "sh", "-c", ask.format(f"{server}:8443"))
+    assert code == 0 and f"password={password}" in out  # the helper does work, for the server
+    log = (Path(scope.env["CLAWKER_STATE_DIR"]) / "controlplane.log").read_text()
+    assert f"host '{other}' is not on the agent's allowlist" in log
+
 
 @pytest.fixture
 def ssh_agent(scope: Scope, tmp_path: Path) -> Iterator[tuple[str, Path]]:

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 import uuid
@@ -528,3 +529,204 @@ def test_a_program_the_verifier_refuses_fails_with_the_verifiers_log(tmp_path: P
     assert "the kernel refused it" in message
     assert "invalid mem access" in message  # the verifier's own words
     assert refused.value.errno != 0
+
+
+def test_the_firewall_log_shows_what_was_refused_and_suggest_the_names_to_add(
+    fw: Firewalled,
+) -> None:
+    fw.scope.env["CLAWKER_DNS_SUBDOMAIN_LIMIT"] = "3"
+    fw.apply("ok")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "firewall", "log", "--agent", "dev", "-f"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=fw.scope.env,
+        cwd=REPO,
+    )
+    blocked = fw.ip("blocked")
+    wild = f".wild.{fw.scope.run_id}.clawker-test.invalid"
+    fw.scope.clawker("firewall", "add", wild, "--agent", "dev", check=0)
+    answers = fw.probe(*(dns_query(f"s{i}{wild}", "A") for i in range(5)))
+    codes = [DNSRecord.parse(bytes.fromhex(a["reply"])).header.rcode for a in answers]
+    assert codes == [RCODE.NXDOMAIN] * 3 + [RCODE.REFUSED] * 2  # upstream's answer, then capped
+    results = fw.probe(
+        connect(blocked),
+        resolve(fw.names["blocked"]),
+        {"op": "socket", "family": AF_INET, "type": SOCK_DGRAM, "proto": IPPROTO_ICMP},
+        user="claude",
+    )
+    assert results[0] == EPERM and results[1] == {"ok": False, "gai": -2}, results
+
+    def logged() -> list[dict[str, Any]] | None:
+        out = fw.scope.clawker("firewall", "log", "--agent", "dev", "-o", "json", check=0)
+        entries: list[dict[str, Any]] = json.loads(out.stdout)
+        hooks = {e["hook"] for e in entries if e["kind"] == "denied"}
+        named = any(e["kind"] == "nxdomain" for e in entries)
+        return entries if named and {"connect4", "sock_create"} <= hooks else None
+
+    entries = wait_for(logged, 10, "the refusals to reach the firewall log")
+    denied = [e for e in entries if e["kind"] == "denied" and e["address"]]
+    assert denied[0]["address"] == blocked and denied[0]["port"] == LISTEN_PORT
+    assert (denied[0]["protocol"], denied[0]["hook"]) == ("tcp", "connect4")
+    assert denied[0]["uid"] == 1001 and denied[0]["command"] == "python3"  # from the kernel
+    assert any(e["kind"] == "nxdomain" and e["name"] == fw.names["blocked"] for e in entries)
+    assert any(
+        e["hook"] == "sock_create" and e["protocol"] == "socket inet/dgram/1" for e in entries
+    )
+    assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)  # newest last
+
+    assert [e["name"] for e in entries if e["kind"] == "throttled"] == [
+        f"s3{wild}",
+        f"s4{wild}",
+    ]
+    text = fw.scope.clawker("firewall", "log", "--agent", "dev", check=0).stdout
+    assert f"{blocked}:{LISTEN_PORT} tcp" in text and "uid 1001 python3" in text
+    try:  # the follower printed the same, as it happened
+        followed = (
+            [follower.stdout.readline() for _ in range(len(entries))] if follower.stdout else []
+        )
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    assert any(f"throttled  s3{wild} (A)" in line for line in followed)
+    assert any(f"{blocked}:{LISTEN_PORT} tcp" in line for line in followed)
+    diff = fw.scope.clawker("firewall", "suggest", "--agent", "dev", check=0).stdout
+    assert f"        - {fw.names['ok']}\n" in diff
+    assert f"+       - {fw.names['blocked']}" in diff
+    assert f"{blocked}:{LISTEN_PORT} tcp" in diff
+
+
+def test_an_unrelated_record_in_an_allowed_answer_opens_nothing(fw: Firewalled) -> None:
+    """The upstream answers the allowed name with its address *and* `other.name A <blocked>`:
+    only the queried name's chain counts, so the blocked address stays closed."""
+    fw.upstream.smuggled[fw.names["ok"]] = ("other.clawker-test.invalid", fw.ip("blocked"))
+    fw.apply("ok")
+    (answer,) = fw.probe(dns_query(fw.names["ok"], "A"))
+    records = DNSRecord.parse(bytes.fromhex(answer["reply"])).rr
+    assert [(str(rr.rname).rstrip("."), str(rr.rdata)) for rr in records] == [
+        (fw.names["ok"], fw.ip("ok"))
+    ]
+    assert fw.probe(connect(fw.ip("blocked"))) == [EPERM]
+    assert fw.hosts.reached("blocked") == []
+    listing = json.loads(fw.scope.clawker("firewall", "list", "-o", "json", check=0).stdout)
+    assert list(listing[0]["addresses"]) == [fw.ip("ok")]
+
+
+# -- clawker verify ------------------------------------------------------------------------------
+
+# Probes this branch's firewall closes. docker-dns-udp/-tcp (Docker's resolver on its real port)
+# and packet-socket with cap_add NET_RAW stay open until the kernel fixes of issue 14a.
+CLOSED_PROBES = {
+    "direct-ip-tcp",
+    "direct-ip-udp",
+    "ipv4-mapped",
+    "ipv6",
+    "unlisted-name",
+    "dns-over-tcp",
+    "packet-socket",
+    "raw-socket",
+    "ping-socket",
+    "gateway",
+    "peer",
+}
+
+
+def verify_results(scope: Scope, *args: str) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
+    """`clawker verify -o json`: its exit code and results by (agent name, probe)."""
+    proc = scope.clawker("verify", *args, "-o", "json")
+    assert proc.returncode in (0, 1) and proc.stdout.startswith("["), proc.stdout + proc.stderr
+    results = json.loads(proc.stdout)
+    return proc.returncode, {(r["agent"].split("/")[1], r["probe"]): r for r in results}
+
+
+def assert_verify_closed(scope: Scope, agent: str) -> None:
+    """Every probe this firewall closes passes for `agent` (peer: passes or has no peer)."""
+    _, results = verify_results(scope, "--agent", agent)
+    for probe in CLOSED_PROBES:
+        result = results[(agent, probe)]
+        ok = ("PASS", "SKIP") if probe == "peer" else ("PASS",)
+        assert result["verdict"] in ok, result
+
+
+def _two_agents(fw: Firewalled) -> Path:
+    return fw.scope.write_spec(f"""\
+        apiVersion: clawker.dev/v1alpha1
+        kind: Project
+        metadata: {{name: PROJECT}}
+        spec:
+          workspace: {{path: ./ws, mode: bind}}
+          build: {{harness: none}}
+          security:
+            firewall: {{add_domains: [{fw.names["ok"]}]}}
+        ---
+        apiVersion: clawker.dev/v1alpha1
+        kind: Agent
+        metadata: {{name: dev, project: PROJECT}}
+        spec:
+          command: [sleep, infinity]
+        ---
+        apiVersion: clawker.dev/v1alpha1
+        kind: Agent
+        metadata: {{name: snap, project: PROJECT}}
+        spec:
+          command: [sleep, infinity]
+          workspace: {{mode: snapshot}}
+        """)
+
+
+def test_verify_passes_every_probe_the_firewall_closes_in_a_bind_and_a_snapshot_agent(
+    fw: Firewalled,
+) -> None:
+    fw.scope.clawker("apply", "-f", str(_two_agents(fw)), check=0)
+    code, results = verify_results(fw.scope)
+    for agent in ("dev", "snap"):
+        for probe in CLOSED_PROBES:
+            result = results[(agent, probe)]
+            assert result["verdict"] == "PASS", result
+        for probe in ("docker-dns-udp", "docker-dns-tcp"):  # run, whatever they find (14a)
+            assert results[(agent, probe)]["verdict"] in ("PASS", "ESCAPE")
+    escapes = [r for r in results.values() if r["verdict"] == "ESCAPE"]
+    assert code == (1 if escapes else 0)
+    assert fw.hosts.accepted == []  # the test's own hosts saw nothing either
+    text = fw.scope.clawker("verify", "--agent", "dev").stdout
+    assert "direct-ip-tcp" in text and "PASS" in text and "snap" not in text
+
+
+def test_verify_sees_the_escapes_of_an_unfiltered_agent_and_nothing_leaves_the_machine(
+    fw: Firewalled,
+) -> None:
+    fw.apply("ok")
+    fw.scope.clawker("firewall", "disable", "--agent", "dev", check=0)
+    code, results = verify_results(fw.scope, "--agent", "dev")
+    assert code == 1
+    for probe in ("direct-ip-tcp", "direct-ip-udp", "ipv4-mapped", "gateway", "ping-socket"):
+        assert results[("dev", probe)]["verdict"] == "ESCAPE", results[("dev", probe)]
+    # Docker's resolver answered the container's own name from its records: nothing forwarded.
+    assert results[("dev", "unlisted-name")]["verdict"] == "ESCAPE"
+    assert results[("dev", "peer")]["verdict"] == "SKIP"  # the only agent
+    assert not [q for q in fw.upstream.queries if q[0].startswith("clawker.")]
+    fw.scope.clawker("firewall", "enable", "--agent", "dev", check=0)
+    _, again = verify_results(fw.scope, "--agent", "dev")
+    assert all(again[("dev", p)]["verdict"] == "PASS" for p in CLOSED_PROBES - {"peer"})
+
+
+def test_verify_passes_for_an_agent_with_the_harness_floor(fw: Firewalled) -> None:
+    spec = fw.scope.write_spec("""\
+        apiVersion: clawker.dev/v1alpha1
+        kind: Project
+        metadata: {name: PROJECT}
+        spec:
+          workspace: {path: ./ws, mode: bind}
+          build: {harness: claude}
+        ---
+        apiVersion: clawker.dev/v1alpha1
+        kind: Agent
+        metadata: {name: dev, project: PROJECT}
+        spec:
+          command: [sleep, infinity]
+        """)
+    fw.scope.clawker("apply", "-f", str(spec), check=0)
+    domains = json.loads(fw.scope.clawker("firewall", "list", "-o", "json", check=0).stdout)
+    assert "api.anthropic.com" in domains[0]["domains"]  # the floor, exact names only
+    assert not [d for d in domains[0]["domains"] if d.startswith(".")]
+    assert_verify_closed(fw.scope, "dev")

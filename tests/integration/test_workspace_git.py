@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.conftest import Scope
 from tests.integration.dockerexec import exec_in
+from tests.integration.test_firewall import assert_verify_closed
 
 pytestmark = pytest.mark.docker
 
@@ -211,6 +212,7 @@ def test_a_worktree_agent_commits_into_the_main_repository(scope: Scope) -> None
         assert code != 0
     assert not (hooks / "post-commit").exists()
     assert "hooksPath" not in (main / ".git" / "config").read_text()
+    assert_verify_closed(scope, "dev")  # the firewall holds for a worktree agent too
 
 
 def test_a_worktree_in_snapshot_mode_is_refused(scope: Scope) -> None:

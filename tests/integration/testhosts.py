@@ -125,6 +125,8 @@ class UpstreamStub:
 
     def __init__(self, records: Mapping[str, str], ttl: int = 300) -> None:
         self.records = {k.lower().rstrip("."): v for k, v in records.items()}
+        # name -> (other name, address): an A record about another name, added to its answer
+        self.smuggled: dict[str, tuple[str, str]] = {}
         self.ttl = ttl
         self.queries: list[tuple[str, str]] = []  # (name, type)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -149,6 +151,9 @@ class UpstreamStub:
                 reply.header.rcode = RCODE.NXDOMAIN
             elif request.q.qtype == QTYPE.A:
                 reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=self.ttl))
+                if name in self.smuggled:
+                    other, extra = self.smuggled[name]
+                    reply.add_answer(RR(other, QTYPE.A, rdata=A(extra), ttl=self.ttl))
             self._sock.sendto(reply.pack(), peer)
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from reconciler.controlplane.bridge.credentials import (
     CredentialRequestError,
     HostGit,
     answer,
+    host_name,
     parse_request,
 )
 from reconciler.controlplane.bridge.socket_bridge import (
@@ -74,6 +75,11 @@ def test_a_well_formed_request_keeps_its_attributes_in_order() -> None:
     )
 
 
+def allowed_here() -> tuple[str, ...]:
+    """The agent's allowlist in these tests: the servers they ask about."""
+    return (".example.invalid",)
+
+
 @pytest.fixture
 def host_git(tmp_path: Path) -> HostGit:
     """The host user's git with a `store` helper that knows one credential."""
@@ -85,18 +91,21 @@ def host_git(tmp_path: Path) -> HostGit:
 
 
 def test_get_is_answered_by_the_host_git_and_store_is_approved_there(host_git: HostGit) -> None:
-    reply = answer(host_git, b"get\nprotocol=https\nhost=git.example.invalid\n\n")
+    reply = answer(host_git, b"get\nprotocol=https\nhost=git.example.invalid\n\n", allowed_here)
 
     assert b"username=ada\n" in reply and b"password=s3cret\n" in reply
     stored = b"store\nprotocol=https\nhost=other.example.invalid\nusername=bo\npassword=pw\n\n"
-    assert answer(host_git, stored) == b""
+    assert answer(host_git, stored, allowed_here) == b""
     assert "https://bo:pw@other.example.invalid" in (
         Path(host_git.home, ".git-credentials").read_text()
     )
 
 
 def test_an_unknown_host_gets_an_empty_answer_and_no_prompt(host_git: HostGit) -> None:
-    assert answer(host_git, b"get\nprotocol=https\nhost=unknown.example.invalid\n\n") == b""
+    assert (
+        answer(host_git, b"get\nprotocol=https\nhost=unknown.example.invalid\n\n", allowed_here)
+        == b""
+    )
 
 
 class LocalExecPort:
@@ -183,7 +192,9 @@ def test_the_bridge_carries_credential_requests_and_agent_connections(
         port,  # type: ignore[arg-type]
         "c0ffee",
         [
-            Listener(str(inside / "git-credential.sock"), CredentialTarget(host_git), **me),
+            Listener(
+                str(inside / "git-credential.sock"), CredentialTarget(host_git, allowed_here), **me
+            ),
             Listener(
                 str(inside / "agent.sock"), UnixTarget(str(tmp_path / "host-agent.sock")), **me
             ),
@@ -266,7 +277,7 @@ def test_the_bridge_ends_when_the_relay_does(
     bridge = SocketBridge(
         port,  # type: ignore[arg-type]
         "c0ffee",
-        [Listener(str(tmp_path / "in" / "c.sock"), CredentialTarget(host_git), **me)],
+        [Listener(str(tmp_path / "in" / "c.sock"), CredentialTarget(host_git, allowed_here), **me)],
     )
     bridge.start(timeout=10)
 
@@ -276,3 +287,46 @@ def test_the_bridge_ends_when_the_relay_does(
     while bridge.alive:
         assert time.monotonic() < deadline, "the bridge outlived its relay"
         time.sleep(0.05)
+
+
+def test_a_host_off_the_agents_allowlist_gets_nothing_and_git_is_not_asked(
+    host_git: HostGit, tmp_path: Path
+) -> None:
+    asked = tmp_path / "asked"
+    helper = tmp_path / "helper.sh"
+    helper.write_text(f"#!/bin/sh\ncat >> {asked}\necho username=ada\necho password=s3cret\n")
+    helper.chmod(0o755)
+    Path(host_git.home, ".gitconfig").write_text(f"[credential]\n\thelper = {helper}\n")
+    only = lambda: ("git.example.invalid", ".corp.example")  # noqa: E731
+
+    for request in (
+        b"get\nprotocol=https\nhost=elsewhere.example.invalid\n\n",
+        b"get\nprotocol=https\nhost=example.invalid\n\n",
+        b"get\nprotocol=https\nhost=git.example.invalid.evil.test\n\n",
+    ):
+        with pytest.raises(CredentialRequestError, match="not on the agent's allowlist"):
+            answer(host_git, request, only)
+    assert not asked.exists()  # the host's helpers never saw the name
+
+    ok = answer(host_git, b"get\nprotocol=https\nhost=git.example.invalid:8443\n\n", only)
+    assert b"password=s3cret" in ok
+    assert b"password=s3cret" in answer(
+        host_git, b"get\nprotocol=https\nhost=src.corp.example\n\n", only
+    )
+
+
+def test_an_answer_about_another_host_is_not_passed_on(host_git: HostGit, tmp_path: Path) -> None:
+    helper = tmp_path / "helper.sh"
+    helper.write_text(
+        "#!/bin/sh\necho host=other.example\necho username=ada\necho password=s3cret\n"
+    )
+    helper.chmod(0o755)
+    Path(host_git.home, ".gitconfig").write_text(f"[credential]\n\thelper = {helper}\n")
+    with pytest.raises(CredentialRequestError, match="another host"):
+        answer(host_git, b"get\nprotocol=https\nhost=git.example.invalid\n\n", allowed_here)
+
+
+def test_the_host_name_of_gits_host_attribute_drops_the_port() -> None:
+    assert host_name("git.example:8443") == "git.example"
+    assert host_name("git.example") == "git.example"
+    assert host_name("[fd00::1]:443") == "fd00::1"

@@ -6,11 +6,14 @@ No kernel, no sockets: the resolver is driven through its Answerer with a fake u
 from __future__ import annotations
 
 import ctypes
+import io
 import textwrap
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
-from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import CNAME, QTYPE, RCODE, RR, TXT, A, DNSRecord
 
 from bpf.libbpf import libbpf
 from bpf.loader import default_object, open_object
@@ -18,6 +21,7 @@ from bpf.maps import (
     MAP_LAYOUTS,
     AllowKey,
     Counters,
+    Denial,
     DnsOrigin,
     Policy,
     ip4_from_key,
@@ -25,7 +29,13 @@ from bpf.maps import (
     port_from_key,
     port_key,
 )
-from cli.firewall_verbs import format_duration, parse_duration, status_rows
+from cli.firewall_verbs import (
+    format_duration,
+    log_line,
+    parse_duration,
+    render_suggestion,
+    status_rows,
+)
 from cli.render import render_plan
 from cli.style import Style
 from reconciler.firewall.allowlist import (
@@ -34,10 +44,20 @@ from reconciler.firewall.allowlist import (
     allowlist_change,
     domain_allowed,
     effective_allowlist,
+    matching_entry,
 )
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
-from reconciler.firewall.resolver import Answerer, Asker, Resolution, host_upstream, parse_address
+from reconciler.firewall.journal import FirewallJournal
+from reconciler.firewall.resolver import (
+    Answerer,
+    Asker,
+    Resolution,
+    SubdomainThrottle,
+    host_upstream,
+    parse_address,
+)
 from reconciler.firewall.state import AgentFirewall
+from reconciler.firewall.suggest import suggest
 from reconciler.loop.observe import ObservedState
 from reconciler.loop.plan import Action, ChangeKind, FirewallObservation, Plan, plan
 from specs import DesiredAgent, load_specs
@@ -371,3 +391,195 @@ def test_the_first_enrolment_seeds_the_allowlist_and_later_ones_keep_it() -> Non
     assert fw.state("p/dev", ["other.com"]).domains == ("a.com", "b.com")
     assert store.firewalls() == [AgentFirewall("p/dev", ("a.com", "b.com"))]
     assert AgentFirewall("p/dev", bypass_until=1030.0).bypass_left(1000.0) == 30.0
+
+
+# -- the resolver's weaker spots (issue 14) -----------------------------------------------------
+
+
+class ScriptedUpstream:
+    """Answers every query with the records the test scripted, whatever was asked."""
+
+    address = ("192.0.2.53", 53)  # never contacted
+
+    def __init__(self, records: list[RR]) -> None:
+        self.records = records
+        self.asked: list[tuple[str, str]] = []
+
+    def ask(self, query: bytes) -> bytes:
+        request = DNSRecord.parse(query)
+        self.asked.append((str(request.q.qname).rstrip("."), QTYPE[request.q.qtype]))
+        reply = request.reply()
+        for rr in self.records:
+            reply.add_answer(rr)
+        return bytes(reply.pack())
+
+
+def _scripted(records: list[RR], **kwargs: Any) -> tuple[Answerer, list[str], ScriptedUpstream]:
+    upstream = ScriptedUpstream(records)
+    events: list[str] = []
+
+    def record(asker: Asker, resolution: Resolution) -> None:
+        events.append(" ".join(a for a, _ in resolution.addresses))
+
+    answerer = Answerer(
+        identify=lambda ip: AGENT if ip == "172.30.0.2" else None,
+        upstream=upstream,
+        record=record,
+        **kwargs,
+    )
+    return answerer, events, upstream
+
+
+def test_an_unrelated_a_record_in_the_answer_opens_nothing_and_is_not_passed_on() -> None:
+    answerer, allowed, _ = _scripted(
+        [
+            RR("ok.test", QTYPE.A, rdata=A("10.213.1.2"), ttl=60),
+            RR("other.name", QTYPE.A, rdata=A("10.213.9.9"), ttl=60),
+        ]
+    )
+    reply = _ask(answerer, "ok.test")
+    assert [(str(rr.rname), str(rr.rdata)) for rr in reply.rr] == [("ok.test.", "10.213.1.2")]
+    assert allowed == ["10.213.1.2"]
+
+
+def test_a_cname_chain_is_followed_and_only_its_names_count() -> None:
+    answerer, allowed, _ = _scripted(
+        [
+            RR("cdn.edge.example", QTYPE.A, rdata=A("10.213.1.5"), ttl=60),  # out of order
+            RR("ok.test", QTYPE.CNAME, rdata=CNAME("ok.cdn.example"), ttl=60),
+            RR("ok.cdn.example", QTYPE.CNAME, rdata=CNAME("cdn.edge.example"), ttl=60),
+            RR("loop.example", QTYPE.CNAME, rdata=CNAME("ok.test"), ttl=60),
+            RR("elsewhere.example", QTYPE.A, rdata=A("10.213.9.9"), ttl=60),
+        ]
+    )
+    reply = _ask(answerer, "ok.test")
+    assert [QTYPE[rr.rtype] for rr in reply.rr] == ["CNAME", "CNAME", "A"]
+    assert allowed == ["10.213.1.5"]
+
+
+def test_only_a_is_forwarded_and_other_query_types_are_answered_empty_here() -> None:
+    answerer, allowed, upstream = _scripted([RR("ok.test", QTYPE.TXT, rdata=TXT("x"), ttl=60)])
+    for qtype in ("TXT", "MX", "NULL", "HTTPS", "SVCB", "ANY", "CNAME", "AAAA", "PTR"):
+        reply = _ask(answerer, "ok.test", qtype)
+        assert (reply.header.rcode, reply.rr) == (RCODE.NOERROR, []), qtype
+    assert upstream.asked == [] and allowed == []
+    _ask(answerer, "ok.test", "A")
+    assert upstream.asked == [("ok.test", "A")]
+
+
+def test_new_subdomains_under_a_leading_dot_entry_are_capped_per_minute_and_logged() -> None:
+    now = [1000.0]
+    journal = FirewallJournal()
+    throttle = SubdomainThrottle(3, clock=lambda: now[0])
+    answerer, _, upstream = _scripted([], journal=journal, throttle=throttle)
+    codes = [_ask(answerer, f"s{i}.wild.test").header.rcode for i in range(5)]
+    assert codes == [RCODE.NOERROR] * 3 + [RCODE.REFUSED] * 2
+    assert _ask(answerer, "s1.wild.test").header.rcode == RCODE.NOERROR  # seen: no new cost
+    assert _ask(answerer, "wild.test").header.rcode == RCODE.NOERROR  # the apex is exact
+    assert _ask(answerer, "ok.test").header.rcode == RCODE.NOERROR  # exact names: no cap
+    assert [name for name, _ in upstream.asked] == [
+        "s0.wild.test",
+        "s1.wild.test",
+        "s2.wild.test",
+        "s1.wild.test",
+        "wild.test",
+        "ok.test",
+    ]
+    throttled = [(e.kind, e.name) for e in journal.entries("p/dev")]
+    assert throttled == [("throttled", "s3.wild.test"), ("throttled", "s4.wild.test")]
+    now[0] += 61  # a minute later the window has moved on
+    assert _ask(answerer, "s3.wild.test").header.rcode == RCODE.NOERROR
+
+
+def test_nxdomain_names_are_journalled_newest_last() -> None:
+    journal = FirewallJournal()
+    answerer, _, _ = _scripted([], journal=journal)
+    _ask(answerer, "evil.test")
+    _ask(answerer, "also.evil.test", "TXT")
+    entries = journal.entries("p/dev")
+    assert [(e.kind, e.name, e.qtype) for e in entries] == [
+        ("nxdomain", "evil.test", "A"),
+        ("nxdomain", "also.evil.test", "TXT"),
+    ]
+    assert journal.entries("p/dev", after=entries[0].seq) == entries[1:]
+
+
+def test_the_harness_floor_has_no_leading_dot_entries() -> None:
+    for harness, floor in HARNESS_FLOOR.items():
+        assert not [d for d in floor if d.startswith(".")], harness
+
+
+def test_the_entry_that_allows_a_name_prefers_an_exact_one() -> None:
+    allowlist = (".wild.test", "a.wild.test", "ok.test")
+    assert matching_entry("a.wild.test", allowlist) == "a.wild.test"
+    assert matching_entry("b.wild.test", allowlist) == ".wild.test"
+    assert matching_entry("wild.test", allowlist) == ".wild.test"
+    assert matching_entry("badwild.test", allowlist) is None
+
+
+# -- the firewall log and suggest ---------------------------------------------------------------
+
+
+def test_the_denial_mirror_matches_struct_denial() -> None:
+    assert ctypes.sizeof(Denial) == 72
+    assert Denial.comm.offset == 56 and Denial.port.offset == 36
+    v4 = Denial(ip4=ip4_key("198.18.3.2"), port=port_key(8080))
+    assert (v4.address, port_from_key(v4.port)) == ("198.18.3.2", 8080)
+    v6 = Denial()
+    v6.ip6[0], v6.ip6[3] = ip4_key("253.0.0.0"), ip4_key("0.0.0.1")
+    assert v6.address == "fd00::1"
+    assert Denial().address == ""
+
+
+def _journal() -> FirewallJournal:
+    clock = iter(float(t) for t in range(1_000, 2_000))
+    journal = FirewallJournal(clock=lambda: next(clock))
+    journal.add("p/dev", "nxdomain", name="new.example", qtype="A")
+    journal.add(
+        "p/dev",
+        "denied",
+        address="198.18.3.2",
+        port=8080,
+        protocol="tcp",
+        hook="connect4",
+        uid=1001,
+        command="curl",
+    )
+    journal.add("p/dev", "nxdomain", name="new.example", qtype="A")
+    journal.add("p/dev", "nxdomain", name="ok.test", qtype="A")  # allowed since
+    journal.add("p/dev", "throttled", name="x9.wild.test", qtype="A")
+    journal.add(
+        "p/dev",
+        "denied",
+        protocol="socket packet/raw/768",
+        hook="sock_create",
+        uid=0,
+        command="python3",
+    )
+    journal.add("p/other", "nxdomain", name="theirs.example", qtype="A")
+    return journal
+
+
+def test_suggest_adds_refused_names_and_lists_what_a_name_cannot_fix() -> None:
+    journal = _journal()
+    found = suggest(
+        "p/dev", ("ok.test", ".wild.test", "api.anthropic.com"), journal.entries("p/dev")
+    )
+    assert found.spec_domains == ("ok.test", ".wild.test")  # the floor is not in the spec
+    assert [(r.what, r.count) for r in found.add] == [("new.example", 2)]
+    assert [(r.what, r.detail) for r in found.addresses] == [("198.18.3.2:8080 tcp", "curl")]
+    assert [r.what for r in found.throttled] == ["x9.wild.test"]
+    assert [r.what for r in found.sockets] == ["socket packet/raw/768"]
+    text = render_suggestion(asdict(found), Style(io.StringIO()))
+    assert "+       - new.example  # NXDOMAIN x2" in text
+    assert "        - ok.test\n" in text and "theirs.example" not in text
+    assert "#   198.18.3.2:8080 tcp x1 by curl" in text
+
+
+def test_log_lines_say_what_was_refused_and_by_whom() -> None:
+    entries = [e.as_dict() for e in _journal().entries("p/dev")]
+    lines = [log_line(e, Style(io.StringIO())) for e in entries]
+    assert lines[0].endswith("nxdomain   new.example (A)")
+    assert lines[1].endswith("denied     198.18.3.2:8080 tcp  connect4  uid 1001 curl")
+    assert lines[5].endswith("denied     socket packet/raw/768  sock_create  uid 0 python3")
+    assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)  # newest last

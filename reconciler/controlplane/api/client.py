@@ -117,3 +117,21 @@ class ControlPlaneClient:
             raise ValueError(f"no firewall verb {verb!r}")
         result: dict[str, Any] = self._call(f"firewall_{verb}", agent=agent, **params)
         return result
+
+    def firewall_log(self, agent: str, after: int = 0) -> dict[str, Any]:
+        """The agent's refusals with a sequence number above `after`, oldest first:
+        `{"agent": key, "entries": [JournalEntry as data, ...]}`."""
+        result: dict[str, Any] = self._call("firewall_log", agent=agent, after=after)
+        return result
+
+    def firewall_suggest(self, agent: str) -> dict[str, Any]:
+        """The add_domains change that would allow what the agent was refused (a Suggestion)."""
+        result: dict[str, Any] = self._call("firewall_suggest", agent=agent)
+        return result
+
+    # -- verify ------------------------------------------------------------------------------
+    def verify(self, agent: str = "") -> list[dict[str, Any]]:
+        """Run `clawker verify`'s probes in every live agent (or `agent`'s): one ProbeResult as
+        data per probe. Takes seconds per agent: use a client with a long timeout."""
+        result: list[dict[str, Any]] = self._call("verify", agent=agent)
+        return result

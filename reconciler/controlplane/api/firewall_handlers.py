@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from reconciler.controlplane.api.channel import Handler
 from reconciler.firewall.enforcement import Firewall
 from reconciler.firewall.state import AgentFirewall
+from reconciler.firewall.suggest import suggest
 
 __all__ = ["firewall_handlers"]
 
@@ -50,6 +52,16 @@ def firewall_handlers(fw: Firewall) -> dict[str, Handler]:
     def allowlists(_params: dict[str, Any]) -> dict[str, list[str]]:
         return fw.allowlists()
 
+    def journal(params: dict[str, Any]) -> dict[str, Any]:
+        # `after`: the last sequence number the caller has seen (a follower's cursor).
+        key = agent(params)
+        entries = fw.journal.entries(key, int(params.get("after") or 0))
+        return {"agent": key, "entries": [e.as_dict() for e in entries]}
+
+    def suggestion(params: dict[str, Any]) -> dict[str, Any]:
+        key = agent(params)
+        return asdict(suggest(key, fw.state(key).domains, fw.journal.entries(key)))
+
     return {
         "firewall_status": status,
         "firewall_list": listing,
@@ -60,4 +72,6 @@ def firewall_handlers(fw: Firewall) -> dict[str, Handler]:
         "firewall_bypass": bypass,
         "firewall_set": set_allowlist,
         "firewall_allowlists": allowlists,
+        "firewall_log": journal,
+        "firewall_suggest": suggestion,
     }

@@ -6,7 +6,10 @@ the managed container the CP bridged. It is checked before git sees it: one oper
 (`get`, `store` or `erase`), then `key=value` lines; a line without `=`, a NUL, an unknown-looking
 key, a request over 64 KiB or anything but `protocol=https` is refused, so an agent can neither
 smuggle extra attributes into the host's helpers nor get credentials for plain-text protocols.
-The host's answer is checked the same way before it goes back.
+The `host` must be on the agent's live firewall allowlist: an agent can only ask for the
+credentials of a server it may reach, not probe the host's helpers for any name it likes.
+The host's answer is checked the same way before it goes back, and must be about the same
+protocol and host.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from reconciler.firewall.allowlist import domain_allowed
 
 __all__ = [
     "MAX_REQUEST_BYTES",
@@ -22,6 +28,7 @@ __all__ = [
     "CredentialRequestError",
     "HostGit",
     "answer",
+    "host_name",
     "parse_answer",
     "parse_request",
 ]
@@ -95,6 +102,13 @@ def parse_request(raw: bytes) -> CredentialRequest:
     return request
 
 
+def host_name(host: str) -> str:
+    """The name in git's `host` attribute, without its port: `h:8443` and `[::1]:8443` too."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
 def parse_answer(raw: bytes) -> tuple[tuple[str, str], ...]:
     """The attributes of `git credential fill`'s answer, checked like a request's."""
     return _fields(_lines(raw))
@@ -130,13 +144,22 @@ class HostGit:
         )
 
 
-def answer(host: HostGit, raw: bytes) -> bytes:
+def answer(host: HostGit, raw: bytes, allowlist: Callable[[], Iterable[str]]) -> bytes:
     """The bytes to send back for one request: for `get`, the host's credential lines (or
-    nothing); for `store`/`erase`, nothing. Raises CredentialRequestError when refused."""
+    nothing); for `store`/`erase`, nothing. Raises CredentialRequestError when refused.
+
+    `allowlist` gives the agent's live firewall allowlist, read at each request."""
     request = parse_request(raw)
+    server = request.field("host") or ""
+    if not domain_allowed(host_name(server), allowlist()):
+        raise CredentialRequestError(f"host {server[:80]!r} is not on the agent's allowlist")
     body = "".join(f"{key}={value}\n" for key, value in request.fields).encode() + b"\n"
     result = host.run(GIT_OPERATIONS[request.operation], body)
     if request.operation != "get" or result.returncode != 0:
         return b""
     fields = parse_answer(result.stdout)
+    for key in ("protocol", "host"):  # an answer about another server is not passed on
+        given = next((value for name, value in fields if name == key), None)
+        if given is not None and given != request.field(key):
+            raise CredentialRequestError(f"the host's helper answered for another {key}")
     return "".join(f"{key}={value}\n" for key, value in fields).encode()

@@ -21,7 +21,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -158,6 +158,7 @@ class CredentialTarget:
     """The credential proxy: one request per connection, answered by the host's git."""
 
     git: HostGit
+    allowlist: Callable[[], Iterable[str]]  # the agent's live firewall allowlist
     container: str = ""  # for the log
 
     def open(self, channel: int, send: Send, drop: Callable[[int], None]) -> _Channel | None:
@@ -195,7 +196,7 @@ class _CredentialChannel:
 
     def _run(self, request: bytes) -> None:
         try:
-            reply = answer(self._target.git, request)
+            reply = answer(self._target.git, request, self._target.allowlist)
         except CredentialRequestError as exc:
             log.warning("credential request from %s refused: %s", self._target.container, exc)
             reply = b""
@@ -339,18 +340,25 @@ class SocketBridge:
 
 
 def bridge_listeners(
-    runtime: AgentRuntimeSpec, container: str = "", api_relay: ApiRelayConfig | None = None
+    runtime: AgentRuntimeSpec,
+    container: str = "",
+    allowlist: Callable[[], Iterable[str]] | None = None,
+    api_relay: ApiRelayConfig | None = None,
 ) -> list[Listener]:
     """The sockets an agent gets, from its runtime spec: the credential proxy with
     forward_https, the ssh agent with forward_ssh, the gpg agent with forward_gpg, each only
-    when the host has one; and the API relay's port with agent.claude_code.api_key."""
+    when the host has one; and the API relay's port with agent.claude_code.api_key. The proxy
+    answers for hosts on `allowlist()` (default: the spec's allowlist as last applied)."""
     listeners = []
     if runtime.api_relay:
         relay = ApiRelayTarget(api_relay or ApiRelayConfig(), ApiKeySource.of(runtime), container)
         listeners.append(Listener(naming.API_RELAY_URL, relay, tcp_port=naming.API_RELAY_PORT))
     if runtime.forward_https and runtime.host_home:
         git = HostGit(runtime.host_uid, runtime.host_gid, runtime.host_home)
-        listeners.append(Listener(naming.CREDENTIAL_SOCKET, CredentialTarget(git, container)))
+        hosts = allowlist or (lambda: runtime.allow_domains)
+        listeners.append(
+            Listener(naming.CREDENTIAL_SOCKET, CredentialTarget(git, hosts, container))
+        )
     if runtime.forward_ssh and runtime.ssh_auth_sock:
         listeners.append(Listener(naming.SSH_AGENT_SOCKET, UnixTarget(runtime.ssh_auth_sock)))
     if runtime.forward_gpg and runtime.gpg_extra_socket:
@@ -368,7 +376,12 @@ class Bridges:
         self._bridges: dict[str, tuple[str, SocketBridge]] = {}
 
     def ensure(
-        self, container_id: str, started_at: str, name: str, runtime: AgentRuntimeSpec
+        self,
+        container_id: str,
+        started_at: str,
+        name: str,
+        runtime: AgentRuntimeSpec,
+        allowlist: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         """A live bridge for this start of the container (a no-op when it already has one)."""
         with self._lock:
@@ -378,7 +391,7 @@ class Bridges:
             if current is not None:
                 current[1].close()
                 del self._bridges[container_id]
-        listeners = bridge_listeners(runtime, name, self._api_relay)
+        listeners = bridge_listeners(runtime, name, allowlist, self._api_relay)
         if not listeners:
             return
         bridge = SocketBridge(self._port, container_id, listeners)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import grpc
 from tenacity import (
@@ -98,6 +98,13 @@ class RuntimeController:
         # ssh/gpg agents, git credentials and the API relay, per container start
         self.api_relay = api_relay or ApiRelayConfig()
         self.bridges = Bridges(port, self.api_relay)
+
+    def _allowlist(self, key: str) -> Callable[[], Iterable[str]] | None:
+        """The agent's live firewall allowlist, read each time (`firewall add` changes it)."""
+        firewall = self.firewall
+        if firewall is None:
+            return None
+        return lambda: firewall.state(key).domains
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -190,7 +197,9 @@ class RuntimeController:
             enrol_error = exc
         enrolled_in = time.monotonic() - enrol_began
         # Before the early return: a CP restart loses its bridges, not the containers' status.
-        self.bridges.ensure(info.id, info.started_at, info.name, self.registry.runtime(key))
+        self.bridges.ensure(
+            info.id, info.started_at, info.name, self.registry.runtime(key), self._allowlist(key)
+        )
         known = self.registry.status(info.id)
         if known and known.started_at == info.started_at and known.phase.final:
             if enrol_error is not None:
