@@ -13,10 +13,10 @@ import pytest
 from cli.render import render_plan
 from cli.style import Style
 from reconciler import naming
+from reconciler.controlplane.runtime_spec import desired_runtime
 from reconciler.host.config_seed import ConfigSeed, seed_archive
 from reconciler.host.host_state import HostContext
 from reconciler.images.agent_prompt import AGENT_PROMPT
-from reconciler.loop.converge import runtime_specs
 from reconciler.loop.desired import desired_container
 from reconciler.loop.plan import plan
 from specs import DesiredAgent, SpecErrors, load_specs
@@ -114,7 +114,7 @@ def test_the_agent_gets_the_relay_and_a_placeholder_and_the_cp_gets_only_the_sou
     (agent,) = load(tmp_path, "    claude_code: {api_key: {from_env: MY_KEY}}")
 
     env = desired_container(agent, image="img").env
-    (runtime,) = runtime_specs([agent], HostContext(0, 0, str(tmp_path), str(tmp_path / "share")))
+    runtime = desired_runtime(agent, HostContext(0, 0, str(tmp_path), str(tmp_path / "share")))
 
     assert env["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{naming.API_RELAY_PORT}"
     assert env["ANTHROPIC_API_KEY"] == naming.API_KEY_PLACEHOLDER

@@ -347,15 +347,16 @@ def bridge_listeners(
 ) -> list[Listener]:
     """The sockets an agent gets, from its runtime spec: the credential proxy with
     forward_https, the ssh agent with forward_ssh, the gpg agent with forward_gpg, each only
-    when the host has one; and the API relay's port with agent.claude_code.api_key. The proxy
-    answers for hosts on `allowlist()` (default: the spec's allowlist as last applied)."""
+    when the host has one. The proxy answers for hosts on `allowlist()` (the agent's live
+    firewall allowlist; without one, for no host: the allowlist is the firewall's state, not
+    part of the runtime spec)."""
     listeners = []
-    if runtime.api_relay:
+    if runtime.api_relay:  # agent.claude_code.api_key: the API relay's port (api_relay.py)
         relay = ApiRelayTarget(api_relay or ApiRelayConfig(), ApiKeySource.of(runtime), container)
         listeners.append(Listener(naming.API_RELAY_URL, relay, tcp_port=naming.API_RELAY_PORT))
     if runtime.forward_https and runtime.host_home:
         git = HostGit(runtime.host_uid, runtime.host_gid, runtime.host_home)
-        hosts = allowlist or (lambda: runtime.allow_domains)
+        hosts: Callable[[], Iterable[str]] = allowlist or (lambda: ())
         listeners.append(
             Listener(naming.CREDENTIAL_SOCKET, CredentialTarget(git, hosts, container))
         )
@@ -398,7 +399,7 @@ class Bridges:
         try:
             bridge.start()
         except (BridgeError, DockerError) as exc:
-            log.warning("no ssh/gpg/credential forwarding or API relay for %s: %s", name, exc)
+            log.warning("no ssh/gpg/credential forwarding for %s: %s", name, exc)
             return
         with self._lock:
             self._bridges[container_id] = (started_at, bridge)
