@@ -40,6 +40,11 @@ HOST_GITCONFIG_MOUNT: Final = "/run/clawker/host/gitconfig"  # the host's ~/.git
 CREDENTIAL_SOCKET: Final = "/run/clawker/git-credential.sock"
 SSH_AGENT_SOCKET: Final = "/run/clawker/ssh-agent.sock"
 GPG_AGENT_SOCKET: Final = f"{AGENT_HOME}/.gnupg/S.gpg-agent"  # where gpg looks for its agent
+# The API relay (docs/credentials.md): Claude Code's ANTHROPIC_BASE_URL inside, and the key it
+# holds instead of the real one, which the control plane adds on the host.
+API_RELAY_PORT: Final = 7711
+API_RELAY_URL: Final = f"http://127.0.0.1:{API_RELAY_PORT}"
+API_KEY_PLACEHOLDER: Final = "sk-ant-clawker-placeholder-the-real-key-stays-on-the-host"
 
 VOLUME_ROLES: Final = ("config", "history", "workspace")
 

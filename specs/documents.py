@@ -60,6 +60,15 @@ class Document:
             (line, column), node = found
         return SourceRef(self.name, line, column)
 
+    def has(self, path: Sequence[Any]) -> bool:
+        """Whether this document writes the entry at `path` (a chain of mapping keys)."""
+        data = self.data
+        for part in path:
+            if not isinstance(data, dict) or part not in data:
+                return False
+            data = data[part]
+        return True
+
 
 def read_documents(source: SpecText) -> list[Document]:
     """Parse every document of `source`, skipping empty ones.

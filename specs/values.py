@@ -334,6 +334,28 @@ def image(value: str) -> str:
     return value
 
 
+def host_env_name(value: Any) -> Any:
+    """The name of a host environment variable (clawker's own names are allowed: it is read on
+    the host, never set in the agent)."""
+    if not isinstance(value, str) or not _ENV_NAME.match(value):
+        fail(
+            f"invalid environment variable name {_quote(str(value))}",
+            "use letters, digits and '_', not starting with a digit",
+        )
+    return value
+
+
+def key_file_path(value: Any) -> Any:
+    """A host file holding a key: absolute, or under the host user's home (`~/...`)."""
+    value = text(value)
+    if not isinstance(value, str) or not (value.startswith("/") or value.startswith("~/")):
+        fail(
+            f"key file {_quote(str(value))} is not an absolute path",
+            "write an absolute path, or one under your home such as ~/.config/anthropic/key",
+        )
+    return value
+
+
 def workspace_path(value: str) -> str:
     """A workspace path; relative ones are resolved later, against the file they are written in."""
     if not value.strip():

@@ -12,6 +12,8 @@ built here, on the host, and streamed into the new container before its first st
   JSON files are rewritten to the container's. `fresh` copies none of it.
 - `claude_code.use_host_auth: true`: the host's `.credentials.json` and the account entry of its
   `~/.claude.json`.
+- `claude_code.api_key`: the API relay's placeholder key marked as approved, so an interactive
+  Claude Code does not ask whether to use "the custom API key" it finds in its environment.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class ConfigSeed:
     host_claude_dir: str = ""  # the host's ~/.claude; "" when there is no host to copy from
     host_claude_json: str = ""  # the host's ~/.claude.json
     user: naming.AgentUser = naming.DEFAULT_AGENT_USER  # who owns what is seeded
+    api_relay: bool = False  # the agent holds the relay's placeholder key (docs/credentials.md)
 
 
 def rewrite_text(text: str, old: str, new: str) -> str:
@@ -84,14 +87,22 @@ def rewrite_paths(value: Any, old: str, new: str) -> Any:
 
 
 def onboarding_state(
-    workspace: str, host_state: Mapping[str, Any] | None, *, use_host_auth: bool
+    workspace: str,
+    host_state: Mapping[str, Any] | None,
+    *,
+    use_host_auth: bool,
+    api_relay: bool = False,
 ) -> dict[str, Any]:
-    """The seeded `.claude.json`: first-run wizard done, the workspace trusted, and with
-    `use_host_auth` the host's account entry."""
+    """The seeded `.claude.json`: first-run wizard done, the workspace trusted, with
+    `use_host_auth` the host's account entry, and with `api_relay` the placeholder key approved
+    (Claude Code records an approved key by its last 20 characters)."""
     state: dict[str, Any] = {
         "hasCompletedOnboarding": True,
         "projects": {workspace: {"hasTrustDialogAccepted": True}},
     }
+    if api_relay:
+        approved = [naming.API_KEY_PLACEHOLDER[-20:]]
+        state["customApiKeyResponses"] = {"approved": approved, "rejected": []}
     if use_host_auth and host_state:
         for key in ACCOUNT_KEYS:
             if key in host_state:
@@ -109,6 +120,7 @@ def seed_archive(seed: ConfigSeed) -> IO[bytes]:
             seed.workspace,
             host_state if isinstance(host_state, dict) else None,
             use_host_auth=seed.use_host_auth,
+            api_relay=seed.api_relay,
         )
         state_bytes = json.dumps(state, indent=2).encode() + b"\n"
         _add_bytes(tar, STATE_FILE, state_bytes, 0o600, seed.user)

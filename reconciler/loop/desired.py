@@ -128,9 +128,19 @@ def desired_container(
         CLAWKER_AGENT=agent.name,
         CLAWKER_WORKSPACE_MODE=ws.mode.value,
         CLAWKER_WORKSPACE=ws.path,
+        # Egress is always filtered from outside (a host-side `firewall disable` is live and
+        # temporary; this says what the agent should expect).
+        CLAWKER_FIREWALL_ENABLED="true",
     )
     if git.forward_https:
         env["CLAWKER_CREDENTIAL_PROXY"] = naming.CREDENTIAL_SOCKET
+    if agent.agent.claude_code.api_key is not None:
+        # The relay adds the real key on the host; Claude Code starts with a placeholder.
+        env.update(
+            ANTHROPIC_BASE_URL=naming.API_RELAY_URL,
+            ANTHROPIC_API_KEY=naming.API_KEY_PLACEHOLDER,
+            CLAWKER_API_RELAY=naming.API_RELAY_URL,
+        )
     labels = {k: v for k, v in agent.labels.items() if not k.startswith("dev.clawker.")}
     labels.update(
         {

@@ -765,6 +765,7 @@ def _seed_config(
         host_claude_dir=host.context.claude_dir if host else "",
         host_claude_json=host.context.claude_json if host else "",
         user=user,
+        api_relay=claude.api_key is not None,
     )
     what = seed.strategy + (", host auth" if seed.use_host_auth else "")
     return b.add(

@@ -64,6 +64,14 @@ class AgentRuntimeSpec:
     host_home: str = ""
     ssh_auth_sock: str = ""
     gpg_extra_socket: str = ""
+    # agent.claude_code.api_key: where the API relay reads the key (a name or a path, never
+    # the key itself, which is read on the host when it is needed and kept nowhere).
+    api_key_env: str = ""
+    api_key_file: str = ""
+
+    @property
+    def api_relay(self) -> bool:
+        return bool(self.api_key_env or self.api_key_file)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from reconciler import naming
 from reconciler.controller.backoff import Backoff
 from reconciler.controller.controller import Controller
 from reconciler.controller.sources import Cause, DockerEventSource, ResyncTimer, Trigger
+from reconciler.controlplane.bridge.api_relay import ApiKeyError, ApiKeySource, ApiRelayConfig
 from reconciler.controlplane.bridge.socket_bridge import Bridges
 from reconciler.controlplane.identity.pki import (
     ClawkerPKI,
@@ -95,6 +96,7 @@ class RuntimeController:
         workers: int = 4,
         sleep: Callable[[float], None] | None = None,  # None: the real, interruptible sleep
         firewall: Firewall | None = None,
+        api_relay: ApiRelayConfig | None = None,
     ) -> None:
         self.port, self.registry, self.pki = port, registry, pki
         self.firewall = firewall  # None only where no container may start (unit tests)
@@ -112,7 +114,9 @@ class RuntimeController:
         self._passes: dict[str, tuple[Cancellation, list[str]]] = {}
         self._passes_lock = threading.Lock()
         self._sleep = sleep
-        self.bridges = Bridges(port)  # ssh/gpg agents and git credentials, per container start
+        # ssh/gpg agents, git credentials and the API relay, per container start
+        self.api_relay = api_relay or ApiRelayConfig()
+        self.bridges = Bridges(port, self.api_relay)
 
     def _allowlist(self, key: str) -> Callable[[], Iterable[str]] | None:
         """The agent's live firewall allowlist, read each time (`firewall add` changes it)."""
@@ -271,6 +275,7 @@ class RuntimeController:
         status = StartStatus(info.id, key, info.started_at, Phase.INITIALIZING, runtime=runtime)
         self.registry.put_status(status)
         steps: list[StepRecord] = []
+        key_error = _api_key_problem(runtime, self.api_relay)
 
         initialized = False
 
@@ -304,6 +309,8 @@ class RuntimeController:
         try:
             if enrol_error is not None:
                 raise enrol_error
+            if key_error is not None:
+                raise key_error
             result = self._dial_and_drive(
                 info, key, runtime, record_step, record_initialized, timings, cancellation
             )
@@ -327,6 +334,15 @@ class RuntimeController:
                 info.started_at,
                 Phase.FAILED,
                 f"session with clawkerd failed: {_describe(exc)}",
+                tuple(steps),
+            )
+        except ApiKeyError as exc:
+            final = StartStatus(
+                info.id,
+                key,
+                info.started_at,
+                Phase.FAILED,
+                f"the API key for agent.claude_code.api_key cannot be read: {exc}",
                 tuple(steps),
             )
         except FirewallError as exc:
@@ -484,6 +500,18 @@ class RuntimeController:
         self.registry.put_status(final)
         log.info("%s %s: %s (%s)", key, info.id[:12], final.phase, final.detail)
         return final
+
+
+def _api_key_problem(runtime: AgentRuntimeSpec, relay: ApiRelayConfig) -> ApiKeyError | None:
+    """Read the key once at the start (and forget it): a start whose key cannot be read fails
+    loudly here, not at the agent's first API request."""
+    if not runtime.api_relay:
+        return None
+    try:
+        ApiKeySource.of(runtime).read(relay.environ)
+    except ApiKeyError as exc:
+        return exc
+    return None
 
 
 def _is_agent(info: RuntimeInfo) -> bool:
