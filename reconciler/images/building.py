@@ -192,17 +192,35 @@ def build_project_image(
     with tempfile.TemporaryDirectory(prefix="ctx-", dir=contexts) as tmp:
         current = _prepare_context(inputs, Path(tmp), on_line, settings)
         labels = {**current.labels(), "dev.clawker.base-ref": base}
-        try:
-            return port.build_image(
-                tmp,
-                inputs.ref,
-                labels,
-                on_line,
-                build_args={dockerfile.BASE_IMAGE_ARG: base},
-                no_cache=no_cache,
-            )
-        except DockerError as exc:
-            raise ImageError(str(exc)) from exc
+        for attempt in range(1, _BUILD_ATTEMPTS + 1):
+            try:
+                return port.build_image(
+                    tmp,
+                    inputs.ref,
+                    labels,
+                    on_line,
+                    build_args={dockerfile.BASE_IMAGE_ARG: base},
+                    no_cache=no_cache,
+                )
+            except DockerError as exc:
+                if attempt == _BUILD_ATTEMPTS or not _lost_cache_layer(str(exc)):
+                    raise ImageError(str(exc)) from exc
+                on_line(
+                    "clawker: an image this build reused from Docker's cache was removed while "
+                    "it built (another `docker rmi` or prune); building again"
+                )
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+# dockerd's words when a cached layer a build reuses disappears under it (an image removed by
+# another process at the same moment): the build itself is fine and succeeds when run again.
+_LOST_LAYER = ("failed to get digest", "unknown parent image id", "no such image")
+_BUILD_ATTEMPTS = 3
+
+
+def _lost_cache_layer(message: str) -> bool:
+    lowered = message.lower()
+    return any(words in lowered for words in _LOST_LAYER)
 
 
 def ensure_project_image(

@@ -153,14 +153,15 @@ def test_a_non_root_diff_with_the_control_plane_running_says_permission_denied(
 ) -> None:
     scope.clawker("controlplane", "up", check=0)
     # A spec the unprivileged user can read (the test's own tmp_path is root's only); the
-    # workspace is this directory itself, which exists for everyone.
+    # workspace is a directory in it, not the user's whole home (which the spec refuses).
     readable = Path(tempfile.mkdtemp(prefix="clawker-i17-"))
     try:
         readable.chmod(0o755)
+        (readable / "ws").mkdir(mode=0o755)
         spec = readable / "agents.yaml"
         spec.write_text(
             SPEC.replace("PROJECT", scope.project)
-            .replace("./ws", str(readable))
+            .replace("./ws", str(readable / "ws"))
             .replace("PRE_RUN", json.dumps(COUNT))
             .replace("DOMAINS", "[]")
         )

@@ -364,3 +364,13 @@ def test_an_unreachable_proxy_is_reported_but_does_not_fail_git(tmp_path: Path) 
 def test_unknown_operations_are_ignored() -> None:
     proc = run_helper("capability", stdin="")
     assert (proc.returncode, proc.stdout) == (0, "")
+
+
+def test_a_build_is_retried_only_when_dockerd_lost_a_cached_layer_under_it() -> None:
+    from reconciler.images.building import _lost_cache_layer
+
+    assert _lost_cache_layer(
+        "build image x: failed to get digest sha256:ab: open /var/lib/docker/...: no such file"
+    )
+    assert _lost_cache_layer("build image x: unknown parent image ID sha256:cd")
+    assert not _lost_cache_layer("build image x: E: Unable to locate package clawker-no-such")
