@@ -121,7 +121,7 @@ def report(
         f"\nA = {args.a}, B = {args.b}; {args.agents} agents, {args.runs} runs each, interleaved;"
         f" load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
-    print(f"| median (s) | A | B | B / A |\n|---|---:|---:|---:|")
+    print("| median (s) | A | B | B / A |\n|---|---:|---:|---:|")
     for name, a, b in rows:
         ratio = f"{b / a:.2f}" if a > 0.0005 else ""
         print(f"| {name} | {a:.3f} | {b:.3f} | {ratio} |")
