@@ -70,7 +70,7 @@ class RuntimeController:
         network: str,
         resync_interval: float = 30.0,
         dial_timeout: float = 60.0,
-        workers: int = 4,
+        workers: int = 16,
         sleep: Callable[[float], None] = time.sleep,
         firewall: Firewall | None = None,
     ) -> None:
