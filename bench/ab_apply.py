@@ -7,8 +7,11 @@ changes included) plus this worktree's build outputs (proto/gen, bpf/build). Eac
 scope of its own (labels, network, state directory, so its own control plane started from its
 own code through PYTHONPATH) and a first, untimed apply that builds its project image. Then the
 runs alternate A, B / B, A / ...; before each, the scope's containers, volumes and network are
-removed. It prints, per tree, the median wall time and the median of each `--profile` phase
-(critical path) and summed figure, the ratio B / A of each, and the load average before and
+removed. Then, with `--starts K`, each scope's first agent is stopped and started K times
+(alternating trees), timed from `docker start` until that tree's CP recorded the start Ready
+(read from its registry, as bench/start_ready.py does). It prints, per tree, the median wall
+time and the median of each `--profile` phase (critical path) and summed figure, the median
+start → Ready with the CP's share, the ratio B / A of each, and the load average before and
 after. Everything either scope made is removed at the end. On a shared host only the ratios
 mean something: the absolute seconds depend on what else runs.
 """
@@ -23,8 +26,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,6 +38,8 @@ from bench.apply_cold import breakdown
 from bench.fleet import Fleet
 from bench.isolation import REPO, BenchError, BenchScope, clawker_argv
 from bench.measuring import time_command
+from bench.start_ready import _wait
+from reconciler.controlplane.registry import Registry
 
 BUILD_OUTPUTS = ("proto/gen", "bpf/build")
 
@@ -56,6 +64,7 @@ def main() -> None:
     parser.add_argument("--b", default=".", help="git ref of the contender (default: this tree)")
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--starts", type=int, default=0, help="start → Ready runs per tree")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -67,12 +76,14 @@ def main() -> None:
         }
         scopes = {label: BenchScope.new() for label in trees}
         specs: dict[str, Path] = {}
+        names: dict[str, str] = {}
         for label, scope in scopes.items():
             ws = root / f"ws-{label}"
             ws.mkdir()
             fleet = Fleet(f"b{scope.run_id.removeprefix('bench-')}", args.agents, ws, scope)
             specs[label] = root / f"agents-{label}.yaml"
             specs[label].write_text(fleet.clawker_spec())
+            names[label] = fleet.container_name(fleet.agents[0])
 
         def apply(label: str) -> tuple[float, dict[str, Any]]:
             profile = root / f"profile-{label}.json"
@@ -83,6 +94,7 @@ def main() -> None:
             return wall, json.loads(profile.read_text())
 
         profiles: dict[str, list[tuple[float, dict[str, Any]]]] = {k: [] for k in trees}
+        starts: dict[str, list[dict[str, float]]] = {k: [] for k in trees}
         try:
             for label in trees:
                 print(f"{label}: first, untimed apply ({args.a if label == 'A' else args.b})")
@@ -92,6 +104,10 @@ def main() -> None:
                     scopes[label].remove_runtime_objects()
                     profiles[label].append(apply(label))
                     print(f"run {i + 1} {label}: {profiles[label][-1][0]:.2f}s", flush=True)
+            for i in range(args.starts):
+                for label in ("A", "B") if i % 2 == 0 else ("B", "A"):
+                    starts[label].append(start_ready(scopes[label], names[label]))
+                    print(f"start {i + 1} {label}: {starts[label][-1]['ready']:.3f}s", flush=True)
         finally:
             for scope in scopes.values():
                 try:
@@ -99,12 +115,39 @@ def main() -> None:
                 except BenchError as exc:
                     print(f"cleanup: {exc}", file=sys.stderr)
     load_after = os.getloadavg()
-    report(args, profiles, load_before, load_after)
+    report(args, profiles, starts, load_before, load_after)
+
+
+def start_ready(scope: BenchScope, name: str) -> dict[str, float]:
+    """Stop `name`, start it, wait until the scope's CP recorded this start Ready."""
+    api = docker.APIClient(version="auto")
+    cid = api.inspect_container(name)["Id"]
+    registry = Registry(scope.state_dir / "registry.sqlite")
+    try:
+        api.stop(cid, timeout=1)
+        t0 = time.perf_counter()
+        api.start(cid)
+        started = time.perf_counter() - t0
+        started_at = api.inspect_container(cid)["State"]["StartedAt"]
+
+        def ready() -> bool:
+            status = registry.status(cid)
+            return bool(status and status.started_at == started_at and status.phase == "ready")
+
+        _wait(ready, 60, f"Ready of {name}")
+        seconds = time.perf_counter() - t0
+        status = registry.status(cid)
+        assert status is not None
+        timings = {k: float(v) for k, v in status.timings.items()}
+        return {"ready": seconds, "docker start": started, **timings}
+    finally:
+        registry.close()
 
 
 def report(
     args: argparse.Namespace,
     profiles: dict[str, list[tuple[float, dict[str, Any]]]],
+    starts: dict[str, list[dict[str, float]]],
     load_before: tuple[float, float, float],
     load_after: tuple[float, float, float],
 ) -> None:
@@ -117,6 +160,11 @@ def report(
             a, b = parts["A"][section].get(name, 0.0), parts["B"][section].get(name, 0.0)
             if a or b:
                 rows.append((f"{section}: {name}", a, b))
+    if starts["A"] and starts["B"]:
+        for key in ("ready", "docker start", "enrol", "dial", "bridge", "session"):
+            a = statistics.median(s.get(key, 0.0) for s in starts["A"])
+            b = statistics.median(s.get(key, 0.0) for s in starts["B"])
+            rows.append((f"start → Ready: {key}", a, b))
     print(
         f"\nA = {args.a}, B = {args.b}; {args.agents} agents, {args.runs} runs each, interleaved;"
         f" load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
@@ -136,6 +184,7 @@ def report(
                     "loadavg_before": load_before,
                     "loadavg_after": load_after,
                     "walls": {k: [w for w, _ in v] for k, v in profiles.items()},
+                    "starts": starts,
                     "rows": rows,
                 },
                 indent=2,

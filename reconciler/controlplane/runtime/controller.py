@@ -9,8 +9,10 @@ so a missed event, a duplicate event or a CP restart all end in the same state.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 
 import grpc
 from tenacity import (
@@ -187,11 +189,21 @@ class RuntimeController:
             enrol_error = exc
         enrolled_in = time.monotonic() - enrol_began
         # Before the early return: a CP restart loses its bridges, not the containers' status.
-        self.bridges.ensure(
-            info.id, info.started_at, info.name, self.registry.runtime(key), self._allowlist(key)
+        # The bridge (a `docker exec` of a relay that must listen) comes up while the dial waits
+        # for clawkerd's start-up; the Session's steps wait for it, since they may use it.
+        bridge_up = _in_background(
+            f"bridge-{info.id[:12]}",
+            lambda: self.bridges.ensure(
+                info.id,
+                info.started_at,
+                info.name,
+                self.registry.runtime(key),
+                self._allowlist(key),
+            ),
         )
         known = self.registry.status(info.id)
         if known and known.started_at == info.started_at and known.phase.final:
+            bridge_up()
             if enrol_error is not None:
                 log.error("%s: re-enrolling in the firewall failed: %s", info.name, enrol_error)
             return known
@@ -227,8 +239,11 @@ class RuntimeController:
         timings: dict[str, float] = {"enrol": enrolled_in}
         try:
             if enrol_error is not None:
+                bridge_up()
                 raise enrol_error
-            result = self._dial_and_drive(info, key, record_step, record_initialized, timings)
+            result = self._dial_and_drive(
+                info, key, record_step, record_initialized, timings, bridge_up
+            )
         except StepFailedError as exc:
             final = StartStatus(
                 info.id,
@@ -266,7 +281,9 @@ class RuntimeController:
                 tuple(steps),
             )
         else:
-            timings["session"] = time.monotonic() - began - timings["dial"]
+            timings["session"] = (
+                time.monotonic() - began - timings["dial"] - timings.get("bridge", 0.0)
+            )
             detail = "re-adopted: the agent was already running" if result else "ready"
             final = StartStatus(
                 info.id, key, info.started_at, Phase.READY, detail, tuple(steps), timings, True
@@ -302,6 +319,7 @@ class RuntimeController:
         on_step: Callable[[StepRecord], None],
         on_initialized: Callable[[], None],
         timings: dict[str, float],
+        bridge_up: Callable[[], None],
     ) -> bool:
         runtime = self.registry.runtime(key)
         plan = StartPlan(info.id, info.name, key, runtime)
@@ -328,6 +346,9 @@ class RuntimeController:
                     close_channel(channel)
                     raise _NotListeningError(info.ip) from exc
                 try:
+                    waited = time.monotonic()
+                    bridge_up()
+                    timings["bridge"] = time.monotonic() - waited  # beyond the dial
                     result = drive_start(
                         channel,
                         plan,
@@ -341,6 +362,22 @@ class RuntimeController:
                 finally:
                     close_channel(channel)
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+
+def _in_background(name: str, work: Callable[[], None]) -> Callable[[], None]:
+    """Run `work` on a thread of its own; the returned call waits for it (and re-raises)."""
+    done: Future[None] = Future()
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the waiter, which raises it on its thread
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done.result
 
 
 def _is_agent(info: RuntimeInfo) -> bool:
