@@ -123,7 +123,7 @@ def execute(
     port: ObjectPort,
     plan: Plan,
     *,
-    parallelism: int = 8,
+    parallelism: int = 4,
     tools: StepTools = StepTools(),
     on_event: Callable[[StepEvent], None] = lambda _event: None,
 ) -> ExecutionResult:
