@@ -72,7 +72,7 @@ class RuntimeController:
         network: str,
         resync_interval: float = 30.0,
         dial_timeout: float = 60.0,
-        workers: int = 16,
+        workers: int = 4,
         sleep: Callable[[float], None] = time.sleep,
         firewall: Firewall | None = None,
     ) -> None:
