@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/scaling.py --sizes 10 50 100 --runs 3
 
-One scope; the fleet grows: an apply brings it from the previous size to the next (timed, with
-`--profile`: the cost of each added agent), then at each size, interleaved run by run:
+One scope; a first, untimed apply of one agent builds the project image and starts the control
+plane, and its objects are removed. Then the fleet grows: an apply brings it from the previous
+size to the next (timed, with `--profile`: the cost of each added agent), then at each size,
+interleaved run by run:
 
 - `clawker diff -f spec` (a no-op: it must exit 0),
 - `clawker get agents -f spec -o json`,
@@ -71,6 +73,10 @@ def main() -> None:
         documents = fleet.clawker_spec().split("\n---\n")
         spec, profile = root / "agents.yaml", root / "profile.json"
         try:
+            # Untimed: the project image's build and the control plane's start are not per agent.
+            spec.write_text("\n---\n".join(documents[:2]))
+            time_command(clawker_argv("apply", "-f", str(spec), "-y"), env=env, cwd=REPO)
+            scope.remove_runtime_objects()
             previous = 0
             for size in sizes:
                 spec.write_text("\n---\n".join(documents[: size + 1]))
