@@ -86,7 +86,11 @@ def _progress(style: Style, enabled: bool) -> Callable[[StepEvent], None]:
 def cmd_diff(args: argparse.Namespace) -> int:
     specset = _load(args.filename)
     prepared = prepare_apply(
-        DockerEngine(scope=args.settings), specset, settings=args.settings, prune=args.prune
+        DockerEngine(scope=args.settings),
+        specset,
+        settings=args.settings,
+        prune=args.prune,
+        restart_if_needed=args.restart_if_needed,
     )
     if args.output == "json":
         _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
@@ -106,11 +110,21 @@ def cmd_apply(args: argparse.Namespace) -> int:
     with timeline.span("load and validate"):
         specset = _load(args.filename)
     port = DockerEngine(scope=args.settings)
+    out_style, err_style = Style(sys.stdout), Style(sys.stderr)
+    if not args.dry_run:
+        # Before planning: the plan compares with what the control plane holds, so it must
+        # answer; a dry run, like diff, shows an absent one's state as unknown instead.
+        with timeline.span("ensure control plane"):
+            _ensure_controlplane(args.settings, err_style)
     prepared = prepare_apply(
-        port, specset, settings=args.settings, prune=args.prune, timeline=timeline
+        port,
+        specset,
+        settings=args.settings,
+        prune=args.prune,
+        restart_if_needed=args.restart_if_needed,
+        timeline=timeline,
     )
     the_plan = prepared.plan
-    out_style, err_style = Style(sys.stdout), Style(sys.stderr)
     json_out = args.output == "json"
     if args.dry_run:
         if json_out:
@@ -127,10 +141,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
     ):
         _err("Apply cancelled.")
         return EXIT_FAIL
-    # Even with nothing to change: the CP gets the current runtime specs (pre_run, allowlist,
-    # the host's sockets) and apply still waits until every agent is Ready.
-    with timeline.span("ensure control plane"):
-        _ensure_controlplane(args.settings, err_style)
 
     def on_step(container: str, record: StepRecord) -> None:
         if not json_out:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cli.durations import bypass_duration, format_duration, parse_duration
 from cli.style import Style, ok_mark
 from cli.table import render_table
 
@@ -46,7 +46,6 @@ STATUS_HEADERS = (
     "ADDRESSES",
     "DNS OK/NX",
 )
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
 
 def _out(text: str = "") -> None:
@@ -55,26 +54,6 @@ def _out(text: str = "") -> None:
 
 def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def parse_duration(text: str) -> float:
-    """`90`, `90s`, `5m`, `2h`, `1h30m`, `0` -> seconds; ValueError otherwise."""
-    match = _DURATION.match(text.strip().lower())
-    if not text.strip() or match is None or not any(match.groups()):
-        raise ValueError(f"invalid duration {text!r}: write e.g. 30s, 5m, 1h or 1h30m (0 ends it)")
-    hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(hours * 3600 + minutes * 60 + seconds)
-
-
-def format_duration(seconds: float) -> str:
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 def _filter_state(agent: dict[str, Any]) -> str:
@@ -193,11 +172,7 @@ def cmd_change(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         params["domains"] = domains
     if verb == "bypass":
-        try:
-            params["seconds"] = parse_duration(args.duration)
-        except ValueError as exc:
-            _err(f"error: {exc}")
-            return EXIT_USAGE
+        params["seconds"] = args.duration  # bypass_duration parsed and bounded it
     with _controlplane(args) as cp:
         result = cp.firewall_change(verb, args.agent, **params)
     agent = result["agent"]
@@ -372,9 +347,10 @@ def add_firewall_verbs(sub: Any) -> None:
         "bypass",
         help="let the agent's traffic through unfiltered for DURATION (30s, 5m, 1h; 0 ends it)",
         description="The deadline is kept in the kernel and in the control plane's registry: "
-        "the bypass ends on time even if the control plane stops or restarts.",
+        "the bypass ends on time even if the control plane stops or restarts. A bypass lasts "
+        "at most 30 days (720h).",
     )
-    q.add_argument("duration", metavar="DURATION")
+    q.add_argument("duration", metavar="DURATION", type=bypass_duration)
     agent_arg(q)
     q.set_defaults(func=cmd_change)
 

@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from cli.durations import seconds_flag
 from cli.firewall_verbs import add_firewall_verbs
 from cli.image_verbs import add_image_verbs
 from cli.style import Style, fail_mark, ok_mark
@@ -124,6 +125,15 @@ def _add_files(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
+def _add_restart(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--restart-if-needed",
+        action="store_true",
+        help="restart running agents whose changes take effect at their next start "
+        "(pre_run, env wiring, a post_init not yet run); without it they wait for one",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawker",
@@ -136,10 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "diff",
         help="preview what apply would change, and why",
-        description="Preview the changes apply would make. Exit 0: none, 1: changes, 2: error.",
+        description="Preview the changes apply would make, to Docker and to the control plane, "
+        "and when each takes effect. Exit 0: none, 1: changes, 2: error.",
     )
     _add_files(p)
     p.add_argument("--prune", action="store_true", help="include pruning of undeclared agents")
+    _add_restart(p)
     p.add_argument("--show-secrets", action="store_true", help="show env values unmasked")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_diff)
@@ -157,14 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove containers of agents applied from these projects that are no "
         "longer declared (volumes stay)",
     )
+    _add_restart(p)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask before destructive steps")
     p.add_argument("--no-wait", action="store_true", help="do not wait for agents to be Ready")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds_flag(0, 24 * 3600),
         default=120.0,
         metavar="SECONDS",
-        help="how long to wait for readiness (default 120)",
+        help="how long to wait for readiness (default 120, at most a day)",
     )
     p.add_argument("--show-secrets", action="store_true", help="show env values unmasked")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -176,10 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--resync",
-        type=float,
+        type=seconds_flag(0, 24 * 3600),
         default=30.0,
         metavar="SECONDS",
-        help="with --watch: re-check every agent this often, events or not (default 30)",
+        help="with --watch: re-check every agent this often, events or not (default 30, at "
+        "most a day)",
     )
     p.add_argument(
         "--profile",
@@ -249,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reported = _report(exc)
         if reported is None:
             raise
-        return reported
+        # diff's 1 means "changes": a diff that could not be made is an error (2).
+        return EXIT_USAGE if args.func is cmd_diff else reported
     return code
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cli.style import Style, fail_mark, ok_mark
+from reconciler.controlplane.runtime_spec import Effect
 from reconciler.loop.converge import AgentOutcome, AgentStatus
 from reconciler.loop.execute import StepEvent, StepStatus
 from reconciler.loop.plan import Action, AgentChange, ChangeKind, FieldChange, Plan
@@ -31,7 +32,8 @@ _VERB = {
     Action.REMOVE_VOLUME: "remove volume",
     Action.BUILD_IMAGE: "build image",
     Action.COPY_BOOTSTRAP: "copy bootstrap material into",
-    Action.UPDATE_FIREWALL: "update firewall",
+    Action.UPDATE_FIREWALL: "update firewall allowlist of",
+    Action.UPDATE_RUNTIME: "update control plane runtime of",
 }
 
 SENSITIVE = "(sensitive value)"
@@ -80,23 +82,36 @@ def render_plan(plan: Plan, style: Style, *, show_secrets: bool = False) -> str:
 
 def _render_change(change: AgentChange, style: Style, show_secrets: bool) -> list[str]:
     symbol, color, verb = _SYMBOL[change.kind]
+    if change.kind is ChangeKind.UPDATE and any(f.effect is not Effect.LIVE for f in change.fields):
+        verb = "will be updated"  # not all of it in place: some waits for the next start
     why = "; ".join(change.reasons)
     lines = [
         f"  # agent {change.key} {verb}" + (f" ({why})" if why else ""),
         f'{style(symbol.rjust(3), color)} agent "{change.key}"',
     ]
+    tilde = style("~", "yellow")
+    groups: dict[Effect, list[FieldChange]] = {}
     for f in change.fields:
-        forces = style(" # forces replacement", "red") if change.kind is ChangeKind.REPLACE else ""
-        lines.append(
-            f"      {style('~', 'yellow')} {f.path}: {_value(f, True, show_secrets)}"
-            f" -> {_value(f, False, show_secrets)}{forces}"
-        )
+        if f.effect is Effect.REPLACE:
+            forces = style(" # forces replacement", "red")
+            lines.append(f"      {tilde} {_field_line(f, show_secrets)}{forces}")
+        else:
+            groups.setdefault(f.effect, []).append(f)
+    for effect in sorted(groups, key=list(Effect).index):
+        lines.append(f"      {tilde} {effect.heading}")
+        lines += [f"          {tilde} {_field_line(f, show_secrets)}" for f in groups[effect]]
     for res in change.resources:
         sym, _, rest = res.partition(" ")
         col = {"+": "green", "-": "red", "~": "yellow", "-/+": "red"}.get(sym, "")
         lines.append(f"      {style(sym, col) if col else sym} {rest}")
     lines.append("")
     return lines
+
+
+def _field_line(f: FieldChange, show_secrets: bool) -> str:
+    if f.summary:
+        return f"{f.path}: {f.summary}"
+    return f"{f.path}: {_value(f, True, show_secrets)} -> {_value(f, False, show_secrets)}"
 
 
 def plan_as_data(plan: Plan, *, show_secrets: bool = False) -> dict[str, Any]:
@@ -109,6 +124,8 @@ def plan_as_data(plan: Plan, *, show_secrets: bool = False) -> dict[str, Any]:
             "old": SENSITIVE if hide and f.old is not None else f.old,
             "new": SENSITIVE if hide and f.new is not None else f.new,
             "sensitive": f.sensitive,
+            "effect": f.effect.heading,
+            **({"summary": f.summary} if f.summary else {}),
         }
 
     return {
@@ -181,6 +198,7 @@ def status_rows(statuses: Sequence[AgentStatus]) -> list[list[str]]:
             str(s.ready),
             str(s.firewall_enrolled),
             str(s.initialized),
+            ", ".join(s.pending) or "-",
             s.container,
         ]
         for s in statuses
@@ -196,6 +214,7 @@ STATUS_HEADERS = (
     "READY",
     "ENROLLED",
     "INITIALIZED",
+    "PENDING-AT-NEXT-START",
     "CONTAINER",
 )
 
@@ -209,6 +228,7 @@ def status_data(statuses: Sequence[AgentStatus]) -> list[dict[str, Any]]:
             "desired": {"declared": s.declared, "workspace": s.workspace, "mode": s.mode},
             "observed": {"container": s.container, "id": s.container_id, "state": s.state},
             "upToDate": s.up_to_date,
+            "pendingAtNextStart": list(s.pending),
             "conditions": [
                 {"type": "Ready", "status": s.ready, "message": s.detail},
                 {"type": "FirewallEnrolled", "status": s.firewall_enrolled},

@@ -42,7 +42,7 @@ def watch_usage_error(args: argparse.Namespace) -> str | None:
         return "--watch prints a text log; -o json is for a single apply"
     if args.prune and not args.yes:
         return "--watch --prune removes containers without asking; add -y to allow it"
-    if args.resync <= 0:
+    if not args.resync > 0:  # also NaN, for a caller that did not go through argparse
         return "--resync must be a positive number of seconds"
     return None
 

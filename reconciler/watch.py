@@ -293,22 +293,18 @@ class Watcher:
         specset = self.specset
         number: int | None = None
         scope = sorted(keys) if keys is not None else [a.key for a in specset.agents]
+        agents = [a for a in specset.agents if keys is None or a.key in keys]
         try:
-            prepared = prepare_apply(
-                self.port, specset, settings=self.settings, prune=self.options.prune, keys=keys
-            )
-            if _being_removed(prepared.observed, scope):
+            if agents:  # before planning: the plan compares with what the control plane holds
+                self._ensure_controlplane()
+            the_plan, observed = self._prepare(specset, keys)
+            if _being_removed(observed, scope):
                 return set()  # `docker rm` under way: its destroy event comes next
-            the_plan = prepared.plan
-            spec_pass = any(t.cause in (Cause.FILE_CHANGED, Cause.INITIAL) for t in triggers)
-            if the_plan.empty and not spec_pass:
-                return set()  # nothing drifted: a resync or an echo of our own steps
+            first = any(t.cause is Cause.INITIAL for t in triggers)
+            if the_plan.empty and not first:
+                return set()  # nothing differs: a resync, an echo of our own steps, or an edit
             number = next(self._numbers)
             self.report.pass_started(number, scope, triggers, the_plan)
-            agents = [a for a in specset.agents if keys is None or a.key in keys]
-            needs_controlplane = bool(agents) or not the_plan.empty
-            if needs_controlplane:
-                self._ensure_controlplane()
             if any(s.agent is None for s in the_plan.steps):
                 self._run_shared_steps(the_plan, specset, keys)
                 the_plan = self._plan(specset, keys)
@@ -319,7 +315,7 @@ class Watcher:
                 the_plan,
                 settings=self.settings,
                 agents=agents,
-                controlplane=self.controlplane if needs_controlplane else None,
+                controlplane=self.controlplane,
                 wait=self.options.wait and not the_plan.empty,
                 timeout=self.options.timeout,
                 on_event=self.report.step_event,
@@ -342,10 +338,14 @@ class Watcher:
         self.report.pass_finished(number, outcomes)
         return failed
 
-    def _plan(self, specset: SpecSet, keys: set[str] | None) -> Plan:
-        return prepare_apply(
+    def _prepare(self, specset: SpecSet, keys: set[str] | None) -> tuple[Plan, ObservedState]:
+        prepared = prepare_apply(
             self.port, specset, settings=self.settings, prune=self.options.prune, keys=keys
-        ).plan
+        )
+        return prepared.plan, prepared.observed
+
+    def _plan(self, specset: SpecSet, keys: set[str] | None) -> Plan:
+        return self._prepare(specset, keys)[0]
 
     def _run_shared_steps(self, the_plan: Plan, specset: SpecSet, keys: set[str] | None) -> None:
         """Steps that belong to no agent, one at a time per object, re-planned under its lock:

@@ -18,6 +18,7 @@ from reconciler.controlplane.api.channel import ApiServer
 from reconciler.controlplane.api.firewall_handlers import firewall_handlers
 from reconciler.controlplane.api.messages import (
     AgentRuntimeSpec,
+    AgentRuntimeState,
     Bootstrap,
     Hello,
     StartReport,
@@ -30,11 +31,11 @@ from reconciler.controlplane.paths import StatePaths
 from reconciler.controlplane.registry import Registry
 from reconciler.controlplane.runtime.controller import RuntimeController
 from reconciler.controlplane.verify import verify_agents
-from reconciler.docker.engine import DockerEngine
+from reconciler.docker.engine import DockerEngine, DockerPort
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
 from reconciler.settings import Settings, code_identity
 
-__all__ = ["serve"]
+__all__ = ["run", "serve"]
 
 log = logging.getLogger("clawker.controlplane")
 
@@ -50,7 +51,20 @@ def serve(settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    return run(settings, stop)
 
+
+def run(
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    port: DockerPort | None = None,
+    workers: int = 4,
+) -> int:
+    """Serve until `stop` is set. Tests run it in their own process to put a fault at the
+    Docker port's edge (`port`) or to give the controller fewer workers."""
+    paths = StatePaths(settings.state_dir)
+    paths.ensure()
     pki = ClawkerPKI.load_or_create(paths.pki)
     registry = Registry(paths.registry)
     # No firewall, no control plane: an agent must never start unfiltered.
@@ -62,21 +76,38 @@ def serve(settings: Settings) -> int:
         registry.close()
         return 1
     controller = RuntimeController(
-        DockerEngine(scope=settings),
+        port or DockerEngine(scope=settings),
         registry,
         pki,
         network=settings.network,
         resync_interval=settings.resync_seconds,
+        workers=workers,
         firewall=firewall,
     )
     started = time.time()
 
-    def put_runtime(params: dict[str, Any]) -> None:
-        for spec in params.get("agents", []):
-            runtime = from_wire(AgentRuntimeSpec, spec)
-            registry.put_runtime(runtime)
-            # apply makes the spec's allowlist the live one
-            firewall.set_allowlist(runtime.agent_key, runtime.allow_domains)
+    def runtime_state(_params: dict[str, Any]) -> dict[str, Any]:
+        """What `diff` compares with the specs: every agent's runtime spec, enforced allowlist
+        and whether post_init ran on its config volume."""
+        specs, allowlists = registry.runtimes(), firewall.allowlists()
+        done = registry.post_init_done()
+        states = {
+            key: AgentRuntimeState(
+                key,
+                specs.get(key),
+                tuple(allowlists[key]) if key in allowlists else None,
+                key in done,
+            )
+            for key in sorted(specs.keys() | allowlists.keys())
+        }
+        return to_wire(states)  # type: ignore[no-any-return]
+
+    def runtime_put(params: dict[str, Any]) -> None:
+        """apply's UpdateRuntime step: the spec the agent's next start runs with."""
+        spec = from_wire(AgentRuntimeSpec, params["spec"])
+        registry.put_runtime(spec)
+        if params.get("fresh_config"):
+            registry.forget_post_init(spec.agent_key)
 
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
@@ -123,7 +154,8 @@ def serve(settings: Settings) -> int:
         paths.socket,
         {
             "ping": ping,
-            "put_runtime": put_runtime,
+            "runtime_state": runtime_state,
+            "runtime_put": runtime_put,
             "status": status,
             "issue_bootstrap": issue_bootstrap,
             "verify": verify,

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS firewall (
     agent_key TEXT PRIMARY KEY, domains TEXT NOT NULL, disabled INTEGER NOT NULL,
     bypass_until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS agent_runtime (agent_key TEXT PRIMARY KEY, spec TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS post_init_done (agent_key TEXT PRIMARY KEY, done_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS start_status (
     container_id TEXT PRIMARY KEY, agent_key TEXT NOT NULL, started_at TEXT NOT NULL,
     phase TEXT NOT NULL, detail TEXT NOT NULL, steps TEXT NOT NULL, updated_at REAL NOT NULL,
@@ -47,6 +48,8 @@ class Registry:
             self._db.execute(
                 "ALTER TABLE start_status ADD COLUMN initialized INTEGER NOT NULL DEFAULT 0"
             )
+        if "runtime" not in columns:  # ... or before each start recorded its runtime spec
+            self._db.execute("ALTER TABLE start_status ADD COLUMN runtime TEXT NOT NULL DEFAULT ''")
         path.chmod(0o600)
         self._lock = threading.Lock()
 
@@ -109,15 +112,35 @@ class Registry:
             )
 
     def runtime(self, agent_key: str) -> AgentRuntimeSpec:
+        """The agent's runtime spec; the defaults (no steps) when apply never wrote one."""
         with self._lock:
             row = self._db.execute(
                 "SELECT spec FROM agent_runtime WHERE agent_key=?", (agent_key,)
             ).fetchone()
-        if row is None:
-            return AgentRuntimeSpec(agent_key)
-        known = {f.name for f in fields(AgentRuntimeSpec)}
-        # A row written by another clawker version may lack fields (defaults) or carry others.
-        return AgentRuntimeSpec(**{k: v for k, v in json.loads(row[0]).items() if k in known})
+        return _runtime_row(json.loads(row[0])) if row else AgentRuntimeSpec(agent_key)
+
+    def runtimes(self) -> dict[str, AgentRuntimeSpec]:
+        """Every runtime spec apply wrote, by agent key."""
+        with self._lock:
+            rows = self._db.execute("SELECT agent_key, spec FROM agent_runtime").fetchall()
+        return {str(key): _runtime_row(json.loads(spec)) for key, spec in rows}
+
+    # -- post_init (its marker lives on the config volume; this is the CP's record of it) ---
+    def mark_post_init_done(self, agent_key: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO post_init_done VALUES (?,?)", (agent_key, time.time())
+            )
+
+    def forget_post_init(self, agent_key: str) -> None:
+        """A new config volume has no marker: post_init runs again at its first start."""
+        with self._lock:
+            self._db.execute("DELETE FROM post_init_done WHERE agent_key=?", (agent_key,))
+
+    def post_init_done(self) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT agent_key FROM post_init_done").fetchall()
+        return {str(row[0]) for row in rows}
 
     # -- firewall policies (reconciler.firewall.state.FirewallStore) ------------------------
     def firewall(self, agent_key: str) -> AgentFirewall | None:
@@ -152,7 +175,8 @@ class Registry:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO start_status (container_id, agent_key, started_at, phase, "
-                "detail, steps, updated_at, timings, initialized) VALUES (?,?,?,?,?,?,?,?,?)",
+                "detail, steps, updated_at, timings, initialized, runtime) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     status.container_id,
                     status.agent_key,
@@ -163,6 +187,7 @@ class Registry:
                     time.time(),
                     json.dumps(dict(status.timings)),
                     int(status.initialized),
+                    json.dumps(asdict(status.runtime)) if status.runtime else "",
                 ),
             )
 
@@ -170,7 +195,7 @@ class Registry:
         with self._lock:
             row = self._db.execute(
                 "SELECT container_id, agent_key, started_at, phase, detail, steps, timings, "
-                "initialized FROM start_status WHERE container_id=?",
+                "initialized, runtime FROM start_status WHERE container_id=?",
                 (container_id,),
             ).fetchone()
         if row is None:
@@ -184,6 +209,7 @@ class Registry:
             tuple(StepRecord(**s) for s in json.loads(row[5])),
             json.loads(row[6]),
             bool(row[7]),
+            _runtime_row(json.loads(row[8])) if row[8] else None,
         )
 
     def forget_containers_except(self, alive: set[str]) -> None:
@@ -193,6 +219,12 @@ class Registry:
             for (cid,) in rows:
                 if cid not in alive:
                     self._db.execute("DELETE FROM start_status WHERE container_id=?", (cid,))
+
+
+def _runtime_row(data: dict[str, Any]) -> AgentRuntimeSpec:
+    # A row written by another clawker version may lack fields (defaults) or carry others.
+    known = {f.name for f in fields(AgentRuntimeSpec)}
+    return AgentRuntimeSpec(**{k: v for k, v in data.items() if k in known})
 
 
 def _firewall_row(row: tuple[Any, ...]) -> AgentFirewall:

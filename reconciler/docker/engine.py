@@ -99,6 +99,7 @@ class ContainerEvent:
     id: str
     action: str  # start | die | destroy | ...
     labels: Mapping[str, str]
+    time_nano: int = 0  # when Docker says it happened (ns since the epoch; 0: unknown)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class ObjectPort(Protocol):
     def remove_container(self, container_id: str) -> None: ...
     def rename_container(self, container_id: str, new_name: str) -> None: ...
     def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None: ...
+    def container_id(self, name: str) -> str: ...
 
 
 class RuntimePort(Protocol):
@@ -290,19 +292,25 @@ class DockerEngine:
         return str(result["Id"])
 
     def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create the volume with its labels in one call: no check-then-create race.
+
+        Docker answers a create of an existing name with that volume, so "already exists" is
+        decided on what comes back: a volume with exactly our labels is the one this plan
+        wanted (another pass made it first); anything else is not ours and is refused."""
+        wanted = self._managed_labels(labels, "volume")
         try:
-            self._api.inspect_volume(name)
-        except docker.errors.NotFound:
-            pass
-        else:
-            # create_volume is idempotent in Docker; an existing volume must not be adopted.
-            raise DockerError(f"create volume {name}: a volume with that name already exists", 409)
-        try:
-            self._api.create_volume(
-                name, driver="local", labels=self._managed_labels(labels, "volume")
-            )
+            made: dict[str, Any] = self._api.create_volume(name, driver="local", labels=wanted)
         except docker.errors.APIError as exc:
             raise _wrap(exc, f"create volume {name}") from exc
+        have = made.get("Labels") or {}
+        if any(have.get(k) != v for k, v in wanted.items()):
+            raise DockerError(
+                f"create volume {name}: a volume with that name exists but clawker did not make "
+                "it (its labels differ; Docker makes an unlabelled one when a container mounts "
+                f"a missing volume). Look inside (`docker volume inspect {name}`), then remove "
+                "or rename it, and apply again",
+                409,
+            )
 
     def create_container(self, spec: ContainerSpec) -> str:
         mounts = [_to_mount(m) for m in spec.mounts]
@@ -343,6 +351,13 @@ class DockerEngine:
         )
         if not self._is_managed(info.get("Config", {}).get("Labels")):
             raise NotManagedError(f"container {container_id[:12]} is not managed by clawker")
+
+    def container_id(self, name: str) -> str:
+        """The full id of the managed container `name` (identities are bound to ids)."""
+        info = self._call(f"inspect container {name[:12]}", self._api.inspect_container, name)
+        if not self._is_managed(info.get("Config", {}).get("Labels")):
+            raise NotManagedError(f"container {name} is not managed by clawker")
+        return str(info["Id"])
 
     def start_container(self, container_id: str) -> None:
         self._call(f"start container {container_id[:12]}", self._api.start, container_id)
@@ -436,6 +451,7 @@ class DockerEngine:
                     id=str(actor.get("ID", event.get("id", ""))),
                     action=str(event.get("Action", event.get("status", ""))).split(":")[0],
                     labels=actor.get("Attributes") or {},
+                    time_nano=int(event.get("timeNano") or 0),
                 )
         except (docker.errors.APIError, OSError) as exc:
             raise DockerError(f"docker event stream broke: {exc}") from exc

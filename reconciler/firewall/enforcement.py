@@ -46,7 +46,12 @@ from reconciler.firewall.resolver import (
     Upstream,
     host_upstream,
 )
-from reconciler.firewall.state import AgentFirewall, FirewallStore
+from reconciler.firewall.state import (
+    MAX_BYPASS_SECONDS,
+    AgentFirewall,
+    FirewallStore,
+    bypass_seconds,
+)
 from reconciler.settings import Settings
 
 __all__ = [
@@ -268,7 +273,9 @@ class Firewall:
         now = self._clock()
         bypass = 0
         if state.bypass_until > now:
-            bypass = monotonic_ns() + int((state.bypass_until - now) * 1e9)
+            # Capped again here: a deadline stored by a clawker without the cap must not wrap.
+            left = min(state.bypass_until - now, MAX_BYPASS_SECONDS)
+            bypass = monotonic_ns() + int(left * 1e9)
         return Policy(
             agent_id=agent_id(state.agent_key),
             bypass_until=bypass,
@@ -477,6 +484,10 @@ class Firewall:
     def bypass(self, agent_key: str, seconds: float) -> AgentFirewall:
         """Let the agent's traffic through unfiltered for `seconds` (0 ends a bypass). The
         kernel ends it on time, whether or not the control plane is still running."""
+        try:
+            seconds = bypass_seconds(seconds)
+        except ValueError as exc:
+            raise FirewallError(str(exc)) from exc
         until = self._clock() + seconds if seconds > 0 else 0.0
         state = self._save(replace(self.state(agent_key), bypass_until=until))
         self._rewrite_policies(state)

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["AgentFirewall", "FirewallStore"]
+__all__ = ["MAX_BYPASS_SECONDS", "AgentFirewall", "FirewallStore", "bypass_seconds"]
+
+# The longest bypass: long enough for any real job, short enough that the kernel's deadline
+# (CLOCK_MONOTONIC ns in a u64) never comes near wrapping, and a forgotten bypass still ends.
+MAX_BYPASS_SECONDS = 30 * 24 * 3600
+
+
+def bypass_seconds(seconds: float) -> float:
+    """`seconds` checked as a bypass length (0 ends a bypass); ValueError naming the limit."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a bypass lasts 0 (ends it) to 30 days; {seconds!r} is not a length")
+    if seconds > MAX_BYPASS_SECONDS:
+        raise ValueError(
+            f"a bypass lasts at most 30 days (720h, {MAX_BYPASS_SECONDS} s); "
+            f"{seconds:.0f} s is longer: ask for 720h or less, and again when it ends"
+        )
+    return float(seconds)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,22 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from reconciler import naming
-from reconciler.controlplane.api.client import ApiError, ControlPlaneClient
-from reconciler.controlplane.api.messages import AgentRuntimeSpec, Phase, StepRecord
+from reconciler.controlplane.api.client import (
+    ApiError,
+    ControlPlaneClient,
+    ControlPlaneMismatchError,
+    ControlPlaneNotRunningError,
+)
+from reconciler.controlplane.api.messages import (
+    AgentRuntimeSpec,
+    AgentRuntimeState,
+    Phase,
+    StepRecord,
+)
 from reconciler.controlplane.paths import StatePaths
+from reconciler.controlplane.runtime_spec import runtime_differences
 from reconciler.docker.engine import DockerPort
-from reconciler.firewall.allowlist import effective_allowlist
-from reconciler.host.host_state import HostContext, ensure_share_dir, host_context, observe_host
+from reconciler.host.host_state import ensure_share_dir, observe_host
 from reconciler.images import (
     ImageError,
     ImageInputs,
@@ -30,15 +40,15 @@ from reconciler.loop.plan import (
     Action,
     BaseChoice,
     ChangeKind,
-    FirewallObservation,
     Plan,
+    RuntimeObservation,
     plan,
     plan_delete,
 )
 from reconciler.loop.ready import Readiness, wait_ready
 from reconciler.loop.timeline import Timeline
-from reconciler.settings import Settings
-from specs import DesiredAgent, SpecSet, WorkspaceMode, spec_hash
+from reconciler.settings import Settings, code_identity
+from specs import DesiredAgent, SpecSet, spec_hash
 
 __all__ = [
     "AgentOutcome",
@@ -84,9 +94,12 @@ def prepare_apply(
     settings: Settings,
     prune: bool = False,
     keys: Collection[str] | None = None,
+    restart_if_needed: bool = False,
     timeline: Timeline | None = None,
 ) -> Prepared:
-    """Observe Docker and plan; raises ImageError when a project's agents disagree on `build`.
+    """Observe Docker and the control plane, and plan; raises ImageError when a project's
+    agents disagree on `build`, ApiError when a running control plane cannot be asked (see
+    `observe_runtime`).
 
     With `keys` (agent keys), plan only those agents: the others are left out of both the
     desired and the observed side, so nothing else is created, changed or pruned (watch mode's
@@ -107,7 +120,7 @@ def prepare_apply(
     with tl.span("observe bases"):
         bases = observe_bases(port, images.values(), allow_pull=settings.allow_pull)
     with tl.span("observe control plane"):
-        firewall = observe_firewall(StatePaths(settings.state_dir))
+        runtime = observe_runtime(settings) if desired else RuntimeObservation({})
     with tl.span("plan"):
         the_plan = plan(
             desired,
@@ -116,7 +129,8 @@ def prepare_apply(
             apply_sets=specset.projects,
             prune=prune,
             host=host,
-            firewall=firewall,
+            runtime=runtime,
+            restart_if_needed=restart_if_needed,
             placement=Placement(settings.network, settings.cgroup_parent),
             bases=bases,
         )
@@ -138,42 +152,28 @@ def observe_bases(
     return choices
 
 
-def observe_firewall(paths: StatePaths) -> FirewallObservation:
-    """The allowlists the control plane enforces; unknown when it does not answer."""
+def observe_runtime(settings: Settings) -> RuntimeObservation:
+    """The control plane's state of every agent it knows: the other half of what `diff`
+    compares. Unknown when it is not running (apply starts it before planning). A control plane
+    that refuses this user, runs other settings or another clawker is an error, each its own
+    (ApiError subclasses): a plan made without its state would be a guess."""
+    cp = ControlPlaneClient(StatePaths(settings.state_dir).socket)
     try:
-        return FirewallObservation(ControlPlaneClient(paths.socket).firewall_allowlists())
-    except ApiError:
-        return FirewallObservation(None)
+        hello = cp.check_agreement(settings.agreement())
+    except ControlPlaneNotRunningError:
+        return RuntimeObservation(None, "control plane not running")
+    if hello.version != code_identity():
+        raise ControlPlaneMismatchError(
+            f"the control plane (pid {hello.pid}) runs clawker {hello.version}, this is "
+            f"{code_identity()}: `clawker apply` restarts it (when no start is in flight), or "
+            "stop it with `clawker controlplane down`"
+        )
+    return RuntimeObservation(cp.runtime_state())
 
 
 def prepare_delete(port: DockerPort, keys: Iterable[str], *, volumes: bool) -> Prepared:
     observed = observe(port)
     return Prepared(observed, plan_delete(keys, observed, volumes=volumes))
-
-
-def runtime_specs(agents: Iterable[DesiredAgent], host: HostContext) -> list[AgentRuntimeSpec]:
-    """What the control plane needs to drive each agent's starts (pushed on every apply),
-    including the host user whose git credentials and ssh/gpg agents it forwards."""
-    return [
-        AgentRuntimeSpec(
-            agent_key=a.key,
-            post_init=a.agent.post_init,
-            pre_run=a.agent.pre_run,
-            workspace=a.workspace.path,
-            snapshot=a.workspace.mode is WorkspaceMode.SNAPSHOT,
-            allow_domains=effective_allowlist(a),
-            forward_https=a.security.git_credentials.forward_https,
-            forward_ssh=a.security.git_credentials.forward_ssh,
-            forward_gpg=a.security.git_credentials.forward_gpg,
-            copy_git_config=a.security.git_credentials.copy_git_config,
-            host_uid=host.uid,
-            host_gid=host.gid,
-            host_home=host.home,
-            ssh_auth_sock=host.ssh_auth_sock,
-            gpg_extra_socket=host.gpg_extra_socket,
-        )
-        for a in agents
-    ]
 
 
 def apply_plan(
@@ -193,9 +193,10 @@ def apply_plan(
 ) -> tuple[ExecutionResult, list[AgentOutcome]]:
     """Execute, then wait until every agent is Ready; one outcome per agent.
 
-    With `controlplane` (its state paths; the CP must be running), agents' runtime specs are
-    pushed first, new containers get bootstrap material the CP issues (the CLI holds no key),
-    and readiness is the CP's verdict on each container's current start. `sleep` paces the
+    With `controlplane` (its state paths; the CP must be running), the plan's control plane
+    steps (UpdateRuntime, UpdateFirewall) go to it, new containers get bootstrap material the
+    CP issues (the CLI holds no key), and readiness is the CP's verdict on each container's
+    current start. Nothing is sent to the control plane outside the plan. `sleep` paces the
     readiness polls (watch mode passes one that raises when it is told to stop).
     """
 
@@ -206,15 +207,18 @@ def apply_plan(
     client: ControlPlaneClient | None = None
     if controlplane is not None:
         client = cp = ControlPlaneClient(controlplane.socket)
-        client.put_runtime(runtime_specs(agents, host_context(dict(settings.host_environment))))
 
         def update_firewall(key: str, domains: Sequence[str]) -> None:
             cp.firewall_set(key, domains)
+
+        def update_runtime(spec: AgentRuntimeSpec, fresh_config: bool) -> None:
+            cp.runtime_put(spec, fresh_config=fresh_config)
 
         tools = StepTools(
             bootstrap=cp.issue_bootstrap,
             on_build_line=on_build_line,
             update_firewall=update_firewall,
+            update_runtime=update_runtime,
             build_image=build_image,
         )
     for step in the_plan.steps:  # a bind mount's source must exist before the create
@@ -282,6 +286,7 @@ class AgentStatus:
     initialized: bool = False
     firewall_enrolled: bool = False
     detail: str = ""
+    pending: tuple[str, ...] = ()  # changes the control plane holds for the next start
 
     @property
     def key(self) -> str:
@@ -294,6 +299,21 @@ class Conditions:
     initialized: bool
     detail: str
     firewall_enrolled: bool = False
+    pending: tuple[str, ...] = ()
+
+
+def pending_at_next_start(
+    used: AgentRuntimeSpec | None, current: AgentRuntimeState | None
+) -> tuple[str, ...]:
+    """What the control plane holds that the running start was not driven with: it takes
+    effect at the next start (a post_init that already ran never does)."""
+    if used is None or current is None or current.spec is None:
+        return ()
+    return tuple(
+        d.label
+        for d in runtime_differences(used, current.spec)
+        if not (d.field == "post_init" and current.post_init_done)
+    )
 
 
 def readiness_conditions(observed: ObservedState, cp: ControlPlaneClient) -> dict[str, Conditions]:
@@ -311,6 +331,7 @@ def readiness_conditions(observed: ObservedState, cp: ControlPlaneClient) -> dic
         return {}
     try:
         reports = cp.start_reports([c.id for c in running])
+        runtimes = cp.runtime_state()
     except ApiError as exc:
         return {c.id: Conditions(False, False, str(exc)) for c in running}
     result = {}
@@ -325,6 +346,7 @@ def readiness_conditions(observed: ObservedState, cp: ControlPlaneClient) -> dic
             report.initialized,
             status.detail,
             report.firewall_enrolled,
+            pending_at_next_start(status.runtime, runtimes.get(status.agent_key)),
         )
     return result
 
@@ -365,6 +387,7 @@ def agent_statuses(
                 initialized=cond.initialized if cond else False,
                 firewall_enrolled=cond.firewall_enrolled if cond else False,
                 detail=cond.detail if cond else "",
+                pending=cond.pending if cond else (),
             )
         )
     return rows

@@ -2,8 +2,11 @@
 
 Steps run on a small thread pool (bounded parallelism: Docker serialises much internally, and
 two cores gain little past four calls in flight). A failed step skips everything that depends on
-it, and the objects its agent created *in this run* are removed again: never anything that
-existed before the run.
+it, and the containers its agent created *in this run* are removed again: never anything that
+existed before the run. Volumes are never rolled back: once a volume exists, another pass (watch
+mode, a second apply) may have planned around it or mounted it, and removing it under that pass
+is how Docker came to auto-create an unlabelled volume in its place. An empty labelled volume
+left behind is harmless: the next apply uses it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from reconciler import naming
+from reconciler.controlplane.api.messages import AgentRuntimeSpec
 from reconciler.docker.engine import DockerError, ObjectPort
 from reconciler.host.config_seed import seed_archive
 from reconciler.host.workspace import snapshot_archive
@@ -65,10 +69,12 @@ class ExecutionResult:
 class StepTools:
     """What some steps need besides the port: kept outside so the executor stays dumb."""
 
-    bootstrap: Callable[[str, str], bytes] | None = None  # (agent key, container name) -> tar
+    bootstrap: Callable[[str, str], bytes] | None = None  # (agent key, container id) -> tar
     on_build_line: Callable[[str], None] = lambda _line: None
     # (agent key, allowlist): the control plane call behind UpdateFirewall
     update_firewall: Callable[[str, tuple[str, ...]], None] | None = None
+    # (runtime spec, fresh config volume): the control plane call behind UpdateRuntime
+    update_runtime: Callable[[AgentRuntimeSpec, bool], None] | None = None
     # BuildImage: (inputs, base to build FROM) -> None; builds go through images/, not here
     build_image: Callable[[ImageInputs, str], None] | None = None
 
@@ -88,7 +94,9 @@ def run_step(port: ObjectPort, step: Step, tools: StepTools = StepTools()) -> No
             if tools.bootstrap is None:
                 raise DockerError("no bootstrap issuer: the control plane's PKI is needed")
             assert step.agent is not None
-            port.put_archive(step.target, "/", tools.bootstrap(step.agent, step.new_name))
+            # The identity is bound to the container's id, which exists only once it is created.
+            created = port.container_id(step.target)
+            port.put_archive(step.target, "/", tools.bootstrap(step.agent, created))
         case Action.CREATE_NETWORK:
             port.create_network(step.target, step.labels)
         case Action.CREATE_VOLUME:
@@ -115,6 +123,10 @@ def run_step(port: ObjectPort, step: Step, tools: StepTools = StepTools()) -> No
             if tools.update_firewall is None:
                 raise DockerError("no control plane to update the firewall allowlist")
             tools.update_firewall(step.target, step.allowlist)
+        case Action.UPDATE_RUNTIME:
+            if tools.update_runtime is None or step.runtime is None:
+                raise DockerError("no control plane to update the agent's runtime")
+            tools.update_runtime(step.runtime, step.fresh_config)
         case Action.REMOVE_VOLUME:
             port.remove_volume(step.target)
 
@@ -219,8 +231,6 @@ def _roll_back(
         try:
             if step.action is Action.CREATE_CONTAINER:
                 port.remove_container(names[step.target])
-            elif step.action is Action.CREATE_VOLUME:
-                port.remove_volume(step.target)
             else:
                 continue
         except DockerError as exc:

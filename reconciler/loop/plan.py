@@ -14,11 +14,13 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler import naming
+from reconciler.controlplane.api.messages import AgentRuntimeSpec, AgentRuntimeState
+from reconciler.controlplane.runtime_spec import Effect, desired_runtime, runtime_differences
 from reconciler.docker.engine import ContainerInfo, ContainerSpec
 from reconciler.errors import UsageError
 from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
 from reconciler.host.config_seed import ConfigSeed
-from reconciler.host.host_state import HostState
+from reconciler.host.host_state import HostContext, HostState
 from reconciler.images import ImageInputs, build_reason
 from reconciler.loop.desired import SPEC_VIEW_LABEL, Placement, desired_container, desired_volumes
 from reconciler.loop.observe import ObservedState
@@ -29,9 +31,9 @@ __all__ = [
     "AgentChange",
     "ChangeKind",
     "FieldChange",
-    "FirewallObservation",
     "Plan",
     "PlanError",
+    "RuntimeObservation",
     "Step",
     "plan",
     "plan_delete",
@@ -56,6 +58,7 @@ class Action(StrEnum):
     BUILD_IMAGE = "BuildImage"
     COPY_BOOTSTRAP = "CopyBootstrap"
     UPDATE_FIREWALL = "UpdateFirewall"  # a control plane call, not a Docker one
+    UPDATE_RUNTIME = "UpdateRuntime"  # a control plane call: what the agent's starts run
 
 
 # Steps whose success leaves something behind that a failed attempt must remove again.
@@ -81,6 +84,8 @@ class Step:
     base_image: str = ""  # BuildImage: the image it builds FROM (chosen by observation)
     allowlist: tuple[str, ...] = ()  # UpdateFirewall: the agent's whole allowlist
     seed: ConfigSeed | None = None  # SeedConfig: what the new config volume starts with
+    runtime: AgentRuntimeSpec | None = None  # UpdateRuntime: the agent's whole runtime spec
+    fresh_config: bool = False  # UpdateRuntime: a new config volume (post_init not run on it)
 
     def __str__(self) -> str:
         deps = " ".join(f"#{d}" for d in self.depends_on)
@@ -105,10 +110,15 @@ class ChangeKind(StrEnum):
 
 @dataclass(frozen=True)
 class FieldChange:
+    """One changed field; `effect` says when the change takes effect. `summary`, when set, is
+    shown instead of old -> new (an allowlist's `+ a, - b`)."""
+
     path: str
     old: Any
     new: Any
     sensitive: bool = False
+    effect: Effect = Effect.REPLACE
+    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -247,16 +257,19 @@ def plan(
     apply_sets: Iterable[str] = (),
     prune: bool = False,
     host: HostState | None = None,
-    firewall: FirewallObservation | None = None,
+    runtime: RuntimeObservation | None = None,
+    restart_if_needed: bool = False,
     placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
     bases: Mapping[str, BaseChoice] | None = None,
 ) -> Plan:
-    """Steps that make Docker match `desired`; `images` holds each project's image inputs.
-    With `prune`, also remove agents applied from one of `apply_sets` (projects) that are no
-    longer declared. `host` is what new containers take from the host (see `observe_host`);
-    `placement` is the network and parent cgroup they go in (from Settings); `bases` is, per
-    declared base image, what a build would start FROM (`observe_bases`), so the plan shows it
-    and an unusable base is an error before anything is touched."""
+    """Steps that make Docker and the control plane match `desired`; `images` holds each
+    project's image inputs. With `prune`, also remove agents applied from one of `apply_sets`
+    (projects) that are no longer declared. `host` is what new containers take from the host
+    (see `observe_host`); `placement` is the network and parent cgroup they go in (from
+    Settings); `bases` is, per declared base image, what a build would start FROM
+    (`observe_bases`), so the plan shows it and an unusable base is an error before anything is
+    touched. `runtime` is the control plane's state of the agents (None: not planned); with
+    `restart_if_needed`, a running agent whose changes wait for its next start is restarted."""
     b = _StepBuilder()
     changes: list[AgentChange] = []
     network = placement.network
@@ -292,10 +305,18 @@ def plan(
         image_plans[project] = _ImagePlan(inputs.ref, step, cause, seen.id if seen else None)
 
     for agent in sorted(desired, key=lambda a: a.key):
+        rt = _plan_runtime(b, agent, observed, runtime, host)
         change = _plan_agent(
-            b, agent, observed, image_plans[agent.project], net_step, host, placement
+            b,
+            agent,
+            observed,
+            image_plans[agent.project],
+            net_step,
+            host,
+            placement,
+            before_start=rt.steps,
         )
-        changes.append(_plan_firewall(b, agent, change, firewall))
+        changes.append(_with_runtime(b, agent, change, rt, observed, restart_if_needed))
 
     if prune:
         changes += _plan_prune(b, desired, observed, set(apply_sets))
@@ -339,7 +360,11 @@ def _plan_agent(
     net_step: int | None,
     host: HostState | None = None,
     placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
+    *,
+    before_start: Sequence[int] = (),
 ) -> AgentChange:
+    """Docker's part of one agent; every start waits for `before_start` (the control plane's
+    steps: a start is driven with what they write)."""
     key = agent.key
     obs = observed.agent(agent.project, agent.name)
     resources: list[str] = []
@@ -390,7 +415,14 @@ def _plan_agent(
             container=spec,
         )
         last = _prepare_container(b, agent, spec.name, create, new_roles, host)
-        b.add(Action.START_CONTAINER, "container", spec.name, "created", [last], agent=key)
+        b.add(
+            Action.START_CONTAINER,
+            "container",
+            spec.name,
+            "created",
+            [last, *before_start],
+            agent=key,
+        )
         resources.append(f"+ container {spec.name}")
         return AgentChange(key, ChangeKind.CREATE, ("not found",), resources=tuple(resources))
 
@@ -441,7 +473,14 @@ def _plan_agent(
             agent=key,
             new_name=final,
         )
-        b.add(Action.START_CONTAINER, "container", final, "created", [rename], agent=key)
+        b.add(
+            Action.START_CONTAINER,
+            "container",
+            final,
+            "created",
+            [rename, *before_start],
+            agent=key,
+        )
         resources.append(f"-/+ container {final}")
         return AgentChange(key, ChangeKind.REPLACE, tuple(reasons), tuple(fields), tuple(resources))
 
@@ -451,7 +490,7 @@ def _plan_agent(
             "container",
             current.name,
             f"container is {current.state}",
-            [*volume_steps, *cleanup],
+            [*volume_steps, *cleanup, *before_start],
             agent=key,
         )
         resources.append(f"~ container {current.name} (start)")
@@ -469,36 +508,145 @@ def _plan_agent(
 
 
 @dataclass(frozen=True)
-class FirewallObservation:
-    """The allowlists the control plane enforces now, by agent key. `allowlists` None: it is
-    not running, so they are unknown and every existing agent's is planned as an update."""
+class RuntimeObservation:
+    """The control plane's state of the agents it knows, by agent key. `agents` None: it does
+    not answer (`unknown` says why), so every agent's runtime is planned as an update."""
 
-    allowlists: Mapping[str, tuple[str, ...]] | None
+    agents: Mapping[str, AgentRuntimeState] | None
+    unknown: str = "control plane not running"
 
 
-def _plan_firewall(
-    b: _StepBuilder, agent: DesiredAgent, change: AgentChange, firewall: FirewallObservation | None
+@dataclass(frozen=True)
+class _RuntimePlan:
+    steps: tuple[int, ...] = ()
+    fields: tuple[FieldChange, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+
+_NO_HOST = HostContext(uid=-1, gid=-1, home="", share_dir="")
+
+
+def _plan_runtime(
+    b: _StepBuilder,
+    agent: DesiredAgent,
+    observed: ObservedState,
+    cp: RuntimeObservation | None,
+    host: HostState | None,
+) -> _RuntimePlan:
+    """The control plane's part of one agent: its runtime spec (what its starts run and wire)
+    and its live allowlist, each one step when the control plane's differs from the spec's."""
+    if cp is None:
+        return _RuntimePlan()
+    key = agent.key
+    spec = desired_runtime(agent, host.context if host else _NO_HOST)
+    allowlist = effective_allowlist(agent)
+    fresh_config = naming.volume_name(agent.project, agent.name, "config") not in observed.volumes
+    if cp.agents is None:
+        why = f"unknown: {cp.unknown}"
+        return _RuntimePlan(
+            steps=(
+                b.add(
+                    Action.UPDATE_RUNTIME,
+                    "runtime",
+                    key,
+                    f"runtime {why}",
+                    agent=key,
+                    runtime=spec,
+                    fresh_config=fresh_config,
+                ),
+                b.add(
+                    Action.UPDATE_FIREWALL,
+                    "firewall",
+                    key,
+                    f"firewall allowlist {why}",
+                    agent=key,
+                    allowlist=allowlist,
+                ),
+            ),
+            fields=(
+                FieldChange("runtime", None, None, effect=Effect.NEXT_START, summary=why),
+                FieldChange("firewall allowlist", None, None, effect=Effect.LIVE, summary=why),
+            ),
+            reasons=(f"runtime {why}",),
+        )
+    state = cp.agents.get(key) or AgentRuntimeState(key)
+    steps: list[int] = []
+    fields: list[FieldChange] = []
+    causes: list[str] = []
+    by_effect: dict[Effect, list[str]] = {}
+    for diff in runtime_differences(state.spec, spec):
+        effect = Effect.NEXT_START
+        if diff.field == "post_init" and diff.new.strip():
+            done = state.post_init_done and not fresh_config
+            effect = Effect.POST_INIT_DONE if done else Effect.POST_INIT_PENDING
+        fields.append(FieldChange(diff.label, diff.old, diff.new, effect=effect))
+        by_effect.setdefault(effect, []).append(diff.label)
+    causes = [f"{', '.join(labels)} changed: {e.when}" for e, labels in by_effect.items()]
+    if state.spec is None:  # a new agent, or the control plane lost its state
+        causes = [f"runtime not held by the control plane: {Effect.NEXT_START.when}"]
+    if fresh_config and state.post_init_done:  # the CP's record belongs to the old volume
+        causes.append("new config volume: post_init not run on it")
+    if causes:
+        cause = "; ".join(causes)
+        steps.append(
+            b.add(
+                Action.UPDATE_RUNTIME,
+                "runtime",
+                key,
+                cause,
+                agent=key,
+                runtime=spec,
+                fresh_config=fresh_config,
+            )
+        )
+    line = allowlist_change(state.allowlist or (), allowlist)
+    if line:
+        cause = f"firewall allowlist changed: {Effect.LIVE.when}"
+        causes.append(cause)
+        steps.append(
+            b.add(Action.UPDATE_FIREWALL, "firewall", key, cause, agent=key, allowlist=allowlist)
+        )
+        fields.append(
+            FieldChange(
+                "firewall allowlist", state.allowlist, allowlist, effect=Effect.LIVE, summary=line
+            )
+        )
+    return _RuntimePlan(tuple(steps), tuple(fields), tuple(causes))
+
+
+def _with_runtime(
+    b: _StepBuilder,
+    agent: DesiredAgent,
+    change: AgentChange,
+    rt: _RuntimePlan,
+    observed: ObservedState,
+    restart_if_needed: bool,
 ) -> AgentChange:
-    """The allowlist is applied live (no recreate): one control plane call when the enforced
-    one differs. A new agent needs none: apply hands its allowlist over before it starts."""
-    if firewall is None or change.kind in (ChangeKind.CREATE, ChangeKind.DELETE):
+    """The agent's change with its control plane part; a restart when asked and needed."""
+    if not rt.steps:
         return change
-    wanted = effective_allowlist(agent)
-    if firewall.allowlists is None:
-        reason = "firewall allowlist unknown: control plane not running"
-        line = "unknown: control plane not running"
-    else:
-        line = allowlist_change(firewall.allowlists.get(agent.key, ()), wanted)
-        if not line:
-            return change
-        reason = "firewall allowlist changed"
-    b.add(Action.UPDATE_FIREWALL, "firewall", agent.key, reason, agent=agent.key, allowlist=wanted)
+    if change.kind is ChangeKind.CREATE:  # the first start runs all of it: no fields to show
+        return replace(change, resources=(*change.resources, "+ control plane runtime"))
+    resources = change.resources
+    current = observed.agent(agent.project, agent.name).container
+    starting = any(s.agent == agent.key and s.action is Action.START_CONTAINER for s in b.steps)
+    waiting = sorted(
+        {f.path for f in rt.fields if f.effect in (Effect.NEXT_START, Effect.POST_INIT_PENDING)}
+    )
+    if restart_if_needed and waiting and current is not None and not starting:
+        cause = f"restart requested, for changes that wait for a start: {', '.join(waiting)}"
+        stop = b.add(
+            Action.STOP_CONTAINER, "container", current.name, cause, rt.steps, agent=agent.key
+        )
+        b.add(Action.START_CONTAINER, "container", current.name, cause, [stop], agent=agent.key)
+        resources = (*resources, f"~ container {current.name} (restart)")
     kind = ChangeKind.UPDATE if change.kind is ChangeKind.NOOP else change.kind
     return replace(
         change,
         kind=kind,
-        reasons=(*change.reasons, reason),
-        resources=(*change.resources, f"~ firewall allowlist ({line})"),
+        reasons=(*change.reasons, *rt.reasons),
+        fields=(*change.fields, *rt.fields),
+        resources=resources,
     )
 
 

@@ -399,7 +399,8 @@ def test_adding_a_domain_in_the_spec_opens_it_without_a_recreate(fw: Firewalled)
 
     spec = fw.write_spec("ok", "new")
     diff = fw.scope.clawker("diff", "-f", str(spec), check=1)
-    assert f"~ firewall allowlist (+ {fw.names['new']})" in diff.stdout
+    assert "~ update in place (live)" in diff.stdout
+    assert f"~ firewall allowlist: + {fw.names['new']}" in diff.stdout
     assert "Plan: 0 to add, 1 to change, 0 to destroy." in diff.stdout
     applied = fw.scope.clawker("apply", "-f", str(spec), check=0)
     assert f"agent/{fw.scope.project}/dev configured" in applied.stdout

@@ -32,7 +32,7 @@ from reconciler.controlplane.identity.pki import ClawkerPKI
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_KEY = "proj/dev"
-CONTAINER_NAME = "clawker.proj.dev"
+CONTAINER_ID = "c0ffee" + "0" * 58  # leaves and tokens are bound to a container id
 DEADLINE_SECONDS = 8.0
 IS_ROOT = os.geteuid() == 0
 # As root the CMD and steps drop to an unprivileged user; otherwise they run as ourselves.
@@ -55,8 +55,8 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLIN
 
 def write_bootstrap(pki: ClawkerPKI, directory: Path) -> str:
     """Fill a bootstrap dir the way the CP does; return the registration JWT."""
-    leaf = pki.issue_leaf(AGENT_KEY, CONTAINER_NAME)
-    token = pki.issue_registration_jwt(AGENT_KEY, CONTAINER_NAME)
+    leaf = pki.issue_leaf(AGENT_KEY, CONTAINER_ID)
+    token = pki.issue_registration_jwt(AGENT_KEY, CONTAINER_ID)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     for name, data in (
         ("cert.pem", leaf.cert_pem),

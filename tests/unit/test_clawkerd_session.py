@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from proto.gen import clawkerd_pb2 as pb
 from reconciler.controlplane.identity.pki import ClawkerPKI
 from tests.unit.test_clawkerd_harness import (
-    CONTAINER_NAME,
+    CONTAINER_ID,
     Clawkerd,
     SessionStream,
     channel_credentials,
@@ -138,7 +138,7 @@ def test_register_required_returns_the_bootstrap_jwt(
 ) -> None:
     token = session.ask(pb.Command(register_required=pb.RegisterRequired())).register_token.jwt
     assert token == (daemon.root / "bootstrap" / "register.jwt").read_text()
-    claims = pki.verify_registration_jwt(token, CONTAINER_NAME, lambda jti: False)
+    claims = pki.verify_registration_jwt(token, CONTAINER_ID, lambda jti: False)
     assert claims.agent_key == "proj/dev"
 
 
@@ -297,7 +297,7 @@ def test_a_client_certificate_with_another_cn_is_refused(daemon: Clawkerd, pki: 
 
 
 def test_another_containers_leaf_is_refused(daemon: Clawkerd, pki: ClawkerPKI) -> None:
-    leaf = pki.issue_leaf("proj/other", "clawker.proj.other")
+    leaf = pki.issue_leaf("proj/other", "0" * 64)
     error = _first_response_error(
         daemon.port, channel_credentials(pki.ca_pem, leaf.cert_pem, leaf.key_pem)
     )

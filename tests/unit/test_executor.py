@@ -69,6 +69,9 @@ class RecordingPort:
     def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None:
         self._record("put_archive", container_id)
 
+    def container_id(self, name: str) -> str:
+        return name
+
     def inspect_state(self, container_id: str) -> Mapping[str, Any]:
         return {}
 
@@ -120,18 +123,18 @@ def test_runs_every_step_in_dependency_order() -> None:
     assert port.calls[-1] == ("start_container", "clawker.p.a")
 
 
-def test_a_failed_start_removes_what_this_run_created_newest_first() -> None:
+def test_a_failed_start_removes_the_container_this_run_created_never_a_volume() -> None:
+    """A volume this run created may already be another pass's (a watch and an apply at
+    once): removing it is how Docker came to auto-create an unlabelled one in its place."""
     port = RecordingPort(fail={("start_container", "clawker.p.a")})
     events: list[tuple[StepStatus, str]] = []
     result = execute(
         port, create_plan("a"), on_event=lambda e: events.append((e.status, e.step.target))
     )
     assert not result.ok
-    assert port.calls[-2:] == [
-        ("remove_container", "clawker.p.a"),
-        ("remove_volume", "clawker.p.a-config"),
-    ]
-    assert result.rolled_back == ["container:clawker.p.a", "volume:clawker.p.a-config"]
+    assert port.calls[-1] == ("remove_container", "clawker.p.a")
+    assert not [c for c in port.calls if c[0] == "remove_volume"]
+    assert result.rolled_back == ["container:clawker.p.a"]
     assert (StepStatus.FAILED, "clawker.p.a") in events
     # The shared network is never undone.
     assert ("remove_network", "net") not in port.calls

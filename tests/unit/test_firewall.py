@@ -36,7 +36,6 @@ from cli.firewall_verbs import (
     render_suggestion,
     status_rows,
 )
-from cli.render import render_plan
 from cli.style import Style
 from reconciler.firewall.allowlist import (
     HARNESS_FLOOR,
@@ -58,10 +57,7 @@ from reconciler.firewall.resolver import (
 )
 from reconciler.firewall.state import AgentFirewall
 from reconciler.firewall.suggest import suggest
-from reconciler.loop.observe import ObservedState
-from reconciler.loop.plan import Action, ChangeKind, FirewallObservation, Plan, plan
 from specs import DesiredAgent, load_specs
-from tests.unit.test_planning import agents, built, images_of, observed_from
 
 # -- allowlists ---------------------------------------------------------------------------------
 
@@ -213,73 +209,6 @@ def test_the_upstream_is_configurable_and_defaults_to_the_hosts_resolver(tmp_pat
     assert host_upstream("", conf) == ("10.0.0.53", 53)
     assert host_upstream("127.0.0.1:5300", conf) == ("127.0.0.1", 5300)
     assert parse_address("10.1.2.3") == ("10.1.2.3", 53)
-
-
-# -- the plan ----------------------------------------------------------------------------------
-
-
-def _plan_with(
-    tmp_path: Path, firewall: FirewallObservation | None, state: str = "running"
-) -> tuple[tuple[DesiredAgent, ...], Plan]:
-    desired = agents(tmp_path, names=("dev",))
-    return desired, plan(
-        desired,
-        observed_from(desired, state=state),
-        images=images_of(desired),
-        firewall=firewall,
-    )
-
-
-def test_a_changed_allowlist_is_one_live_update_and_no_recreate(tmp_path: Path) -> None:
-    desired, before = _plan_with(tmp_path, FirewallObservation({"myapp/dev": ("old.example",)}))
-    assert desired[0].build.harness == "claude"
-    (change,) = before.changes
-    assert change.kind is ChangeKind.UPDATE
-    assert [s.action for s in before.steps] == [Action.UPDATE_FIREWALL]
-    step = before.steps[0]
-    assert step.allowlist == tuple(sorted(HARNESS_FLOOR["claude"]))
-    text = render_plan(before, Style.plain())
-    assert "# agent myapp/dev will be updated in-place (firewall allowlist changed)" in text
-    added = ", ".join(f"+ {d}" for d in sorted(HARNESS_FLOOR["claude"]))
-    assert f"      ~ firewall allowlist ({added}, - old.example)" in text
-    assert str(before) == "[] -> #1 firewall:myapp/dev, UpdateFirewall, firewall allowlist changed"
-    assert before.counts() == (0, 1, 0)
-
-
-def test_an_enforced_allowlist_that_matches_plans_nothing(tmp_path: Path) -> None:
-    same = FirewallObservation({"myapp/dev": tuple(sorted(HARNESS_FLOOR["claude"]))})
-    _, result = _plan_with(tmp_path, same)
-    assert result.empty and result.changes[0].kind is ChangeKind.NOOP
-
-
-def test_with_the_control_plane_down_the_allowlist_is_unknown_and_shown(tmp_path: Path) -> None:
-    _, result = _plan_with(tmp_path, FirewallObservation(None))
-    (change,) = result.changes
-    assert change.resources == ("~ firewall allowlist (unknown: control plane not running)",)
-    assert change.reasons == ("firewall allowlist unknown: control plane not running",)
-
-
-def test_a_new_agent_needs_no_firewall_step_and_unobserved_firewalls_are_not_planned(
-    tmp_path: Path,
-) -> None:
-    desired = agents(tmp_path, names=("dev",))
-    created = plan(
-        desired,
-        ObservedState(images=built(desired)),
-        images=images_of(desired),
-        firewall=FirewallObservation(None),
-    )
-    assert Action.UPDATE_FIREWALL not in {s.action for s in created.steps}
-    _, unobserved = _plan_with(tmp_path, None)
-    assert unobserved.empty
-
-
-def test_a_stopped_agent_is_started_and_its_allowlist_updated(tmp_path: Path) -> None:
-    _, result = _plan_with(tmp_path, FirewallObservation({}), state="exited")
-    (change,) = result.changes
-    assert change.kind is ChangeKind.UPDATE
-    assert change.reasons == ("container is exited", "firewall allowlist changed")
-    assert {s.action for s in result.steps} == {Action.START_CONTAINER, Action.UPDATE_FIREWALL}
 
 
 # -- the CLI's pure parts -----------------------------------------------------------------------

@@ -23,11 +23,13 @@ from reconciler.controlplane.identity.pki import (
     RegistrationTokenError,
     RegistrationTokenExpiredError,
     RegistrationTokenReplayedError,
+    container_tls_name,
     thumbprint,
 )
 
 AGENT_KEY = "myapp/dev"
-CONTAINER = "clawker.myapp.dev"
+CONTAINER = "ab" * 32  # a Docker container id
+OTHER_CONTAINER = "cd" * 32
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def _claims(**overrides: object) -> dict[str, object]:
         "jti": "handmade",
         "iat": now,
         "exp": now + 3600,
-        "cnt": CONTAINER,
+        "cid": CONTAINER,
     }
     claims.update(overrides)
     return claims
@@ -146,16 +148,16 @@ def test_the_leaf_chains_to_the_ca_and_names_agent_and_container(pki: ClawkerPKI
     assert bundle.ca_pem == pki.ca_pem
     leaf = _cert(bundle.cert_pem)
     ca = _cert(pki.ca_pem)
-    # A full path validation with the name the CP dials (ssl_target_name_override "clawkerd").
-    verifier = PolicyBuilder().store(Store([ca])).build_server_verifier(x509.DNSName("clawkerd"))
-    chain = verifier.verify(leaf, [])
+    # A full path validation with the name the CP dials (ssl_target_name_override).
+    name = x509.DNSName(container_tls_name(CONTAINER))
+    chain = PolicyBuilder().store(Store([ca])).build_server_verifier(name).verify(leaf, [])
     assert chain[-1] == ca
     assert _cn(leaf) == "clawker-clawkerd"
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["clawkerd"]
+    assert san.get_values_for_type(x509.DNSName) == [container_tls_name(CONTAINER), "clawkerd"]
     assert sorted(san.get_values_for_type(x509.UniformResourceIdentifier)) == [
         "clawker://agent/myapp/dev",
-        "clawker://container/clawker.myapp.dev",
+        f"clawker://container/{CONTAINER}",
     ]
     usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
@@ -175,6 +177,23 @@ def test_the_leaf_does_not_verify_under_another_name_or_another_ca(
     other = PolicyBuilder().store(Store([other_ca])).build_server_verifier(x509.DNSName("clawkerd"))
     with pytest.raises(x509.verification.VerificationError):
         other.verify(leaf, [])
+
+
+def test_a_leaf_does_not_verify_as_another_container(pki: ClawkerPKI) -> None:
+    """What the CP's TLS checks on every dial: a successor at the same address is refused."""
+    leaf = _cert(pki.issue_leaf(AGENT_KEY, CONTAINER).cert_pem)
+    store = Store([_cert(pki.ca_pem)])
+    other = x509.DNSName(container_tls_name(OTHER_CONTAINER))
+    with pytest.raises(x509.verification.VerificationError):
+        PolicyBuilder().store(store).build_server_verifier(other).verify(leaf, [])
+
+
+@pytest.mark.parametrize("container_id", ["clawker.myapp.dev", "AB" * 32, "ab" * 31, ""])
+def test_leaves_and_tokens_need_a_docker_container_id(pki: ClawkerPKI, container_id: str) -> None:
+    with pytest.raises(ValueError, match="container id"):
+        pki.issue_leaf(AGENT_KEY, container_id)
+    with pytest.raises(ValueError, match="container id"):
+        pki.issue_registration_jwt(AGENT_KEY, container_id)
 
 
 def test_the_controlplane_certificate_is_a_client_cert_with_its_cn(pki: ClawkerPKI) -> None:
@@ -210,13 +229,13 @@ def test_a_registration_token_round_trips(pki: ClawkerPKI) -> None:
     assert jwt.get_unverified_header(token)["alg"] == "ES256"
     claims = pki.verify_registration_jwt(token, CONTAINER, _SeenJti())
     assert claims.agent_key == AGENT_KEY
-    assert claims.container_name == CONTAINER
+    assert claims.container_id == CONTAINER
     assert claims.expires_at - claims.issued_at == dt.timedelta(hours=24)
     raw = jwt.decode(token, options={"verify_signature": False})
     assert raw["iss"] == "clawker-controlplane"
     assert raw["aud"] == "clawker-register"
     assert raw["sub"] == AGENT_KEY
-    assert raw["cnt"] == CONTAINER
+    assert raw["cid"] == CONTAINER
     assert raw["jti"] == claims.jti
     other = pki.issue_registration_jwt(AGENT_KEY, CONTAINER)
     assert jwt.decode(other, options={"verify_signature": False})["jti"] != claims.jti
@@ -241,7 +260,7 @@ def test_a_token_refused_for_another_reason_does_not_burn_its_jti(pki: ClawkerPK
     seen = _SeenJti()
     token = pki.issue_registration_jwt(AGENT_KEY, CONTAINER)
     with pytest.raises(RegistrationTokenError):
-        pki.verify_registration_jwt(token, "clawker.myapp.other", seen)
+        pki.verify_registration_jwt(token, OTHER_CONTAINER, seen)
     assert seen.seen == set()
     pki.verify_registration_jwt(token, CONTAINER, seen)
 
@@ -249,7 +268,7 @@ def test_a_token_refused_for_another_reason_does_not_burn_its_jti(pki: ClawkerPK
 def test_a_token_for_another_container_is_refused(pki: ClawkerPKI) -> None:
     token = pki.issue_registration_jwt(AGENT_KEY, CONTAINER)
     with pytest.raises(RegistrationTokenError, match="names container"):
-        pki.verify_registration_jwt(token, "clawker.myapp.other", _SeenJti())
+        pki.verify_registration_jwt(token, OTHER_CONTAINER, _SeenJti())
 
 
 @pytest.mark.parametrize(
@@ -284,10 +303,10 @@ def test_a_tampered_token_is_refused(pki: ClawkerPKI) -> None:
     with pytest.raises(RegistrationTokenError, match="signature"):
         pki.verify_registration_jwt(f"{header}.{payload}.{forged}", CONTAINER, _SeenJti())
     # A payload swapped under a valid signature (another container's claims) fails the same way.
-    other_payload = pki.issue_registration_jwt(AGENT_KEY, "clawker.myapp.x").split(".")[1]
+    other_payload = pki.issue_registration_jwt(AGENT_KEY, OTHER_CONTAINER).split(".")[1]
     with pytest.raises(RegistrationTokenError, match="signature"):
         pki.verify_registration_jwt(
-            f"{header}.{other_payload}.{signature}", "clawker.myapp.x", _SeenJti()
+            f"{header}.{other_payload}.{signature}", OTHER_CONTAINER, _SeenJti()
         )
 
 

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 from cli.render import render_plan
 from cli.style import Style
+from reconciler.controlplane.api.messages import AgentRuntimeState
+from reconciler.controlplane.runtime_spec import Effect, desired_runtime
 from reconciler.docker.engine import ContainerInfo
+from reconciler.firewall.allowlist import effective_allowlist
+from reconciler.host.host_state import HostContext
 from reconciler.images import ImageInputs, image_inputs
+from reconciler.loop.converge import pending_at_next_start
 from reconciler.loop.desired import desired_container, desired_volumes
 from reconciler.loop.observe import ObservedImage, ObservedState, group_containers
-from reconciler.loop.plan import plan, plan_delete
+from reconciler.loop.plan import Action, ChangeKind, RuntimeObservation, plan, plan_delete
 from specs import DesiredAgent, load_specs
 
 IMAGE = "clawker-myapp:default"
@@ -33,6 +39,8 @@ def agents(
     names: tuple[str, ...] = ("dev", "test"),
     mode: str = "bind",
     packages: str = "[]",
+    steps: str = "",
+    domains: str = "[]",
 ) -> tuple[DesiredAgent, ...]:
     (tmp_path / "ws").mkdir(exist_ok=True)
     docs = [
@@ -42,8 +50,9 @@ def agents(
         metadata: {{name: myapp}}
         spec:
           workspace: {{path: ./ws, mode: {mode}}}
-          agent: {{env: {{GREETING: {env}}}}}
+          agent: {{env: {{GREETING: {env}}}{steps}}}
           build: {{packages: {packages}}}
+          security: {{firewall: {{add_domains: {domains}}}}}
         """)
     ]
     docs += [
@@ -244,3 +253,212 @@ def test_changed_image_inputs_build_once_and_replace_the_agents(tmp_path: Path) 
     )
     assert p.changes[0].kind.value == "replace"
     assert "image rebuilt (inputs changed: packages)" in p.changes[0].reasons
+
+
+# -- the control plane's part: runtime specs and allowlists, each change with when it applies ----
+
+NO_HOST = HostContext(uid=-1, gid=-1, home="", share_dir="")
+
+
+def cp_holding(
+    agents_: tuple[DesiredAgent, ...], *, post_init_done: bool = False, allowlist: bool = True
+) -> RuntimeObservation:
+    """The control plane as an apply of `agents_` left it."""
+    return RuntimeObservation(
+        {
+            a.key: AgentRuntimeState(
+                a.key,
+                desired_runtime(a, NO_HOST),
+                effective_allowlist(a) if allowlist else None,
+                post_init_done,
+            )
+            for a in agents_
+        }
+    )
+
+
+def test_an_unchanged_control_plane_plans_nothing(tmp_path: Path) -> None:
+    desired = agents(tmp_path, names=("dev",), steps=", pre_run: echo hi")
+    p = plan(
+        desired, observed_from(desired), images=images_of(desired), runtime=cp_holding(desired)
+    )
+    assert p.empty and p.changes[0].kind is ChangeKind.NOOP
+
+
+def test_a_changed_pre_run_is_an_update_that_takes_effect_at_next_start(tmp_path: Path) -> None:
+    before = agents(tmp_path, names=("dev",))
+    after = agents(tmp_path, names=("dev",), steps=", pre_run: echo hi")
+    p = plan(after, observed_from(before), images=images_of(after), runtime=cp_holding(before))
+    assert str(p) == (
+        "[] -> #1 runtime:myapp/dev, UpdateRuntime, pre_run changed: takes effect at next start"
+    )
+    assert p.steps[0].runtime == desired_runtime(after[0], NO_HOST)
+    assert render_plan(p, Style.plain()) == textwrap.dedent("""\
+        clawker will perform the following actions:
+
+          # agent myapp/dev will be updated (pre_run changed: takes effect at next start)
+          ~ agent "myapp/dev"
+              ~ update (takes effect at next start)
+                  ~ pre_run: "" -> "echo hi"
+
+        Plan: 0 to add, 1 to change, 0 to destroy.""")
+    assert p.counts() == (0, 1, 0)
+
+
+def test_a_changed_allowlist_is_an_update_in_place_live(tmp_path: Path) -> None:
+    before = agents(tmp_path, names=("dev",))
+    after = agents(tmp_path, names=("dev",), domains="[example.com]")
+    p = plan(after, observed_from(before), images=images_of(after), runtime=cp_holding(before))
+    assert str(p) == (
+        "[] -> #1 firewall:myapp/dev, UpdateFirewall, firewall allowlist changed: live"
+    )
+    assert p.steps[0].allowlist == effective_allowlist(after[0])
+    assert render_plan(p, Style.plain()) == textwrap.dedent("""\
+        clawker will perform the following actions:
+
+          # agent myapp/dev will be updated in-place (firewall allowlist changed: live)
+          ~ agent "myapp/dev"
+              ~ update in place (live)
+                  ~ firewall allowlist: + example.com
+
+        Plan: 0 to add, 1 to change, 0 to destroy.""")
+
+
+def test_a_post_init_that_already_ran_is_not_re_run(tmp_path: Path) -> None:
+    before = agents(tmp_path, names=("dev",), steps=", post_init: npm ci")
+    after = agents(tmp_path, names=("dev",), steps=", post_init: make deps")
+    held = cp_holding(before, post_init_done=True)
+    p = plan(after, observed_from(before), images=images_of(after), runtime=held)
+    assert str(p) == (
+        "[] -> #1 runtime:myapp/dev, UpdateRuntime, post_init changed: already ran — not re-run"
+    )
+    assert render_plan(p, Style.plain()).splitlines()[2:6] == [
+        "  # agent myapp/dev will be updated (post_init changed: already ran — not re-run)",
+        '  ~ agent "myapp/dev"',
+        "      ~ update (post_init: already ran — not re-run)",
+        '          ~ post_init: "npm ci" -> "make deps"',
+    ]
+
+
+def test_a_post_init_not_yet_run_runs_once_at_next_start(tmp_path: Path) -> None:
+    before = agents(tmp_path, names=("dev",))
+    after = agents(tmp_path, names=("dev",), steps=", post_init: npm ci")
+    p = plan(after, observed_from(before), images=images_of(after), runtime=cp_holding(before))
+    assert str(p) == (
+        "[] -> #1 runtime:myapp/dev, UpdateRuntime, post_init changed: runs once at next start"
+    )
+    assert "      ~ update (post_init: not yet run — runs once at next start)" in render_plan(
+        p, Style.plain()
+    )
+
+
+def test_a_replace_carries_the_runtime_change_to_the_new_containers_start(
+    tmp_path: Path,
+) -> None:
+    before = agents(tmp_path, names=("dev",))
+    after = agents(tmp_path, env="bonjour", names=("dev",), steps=", pre_run: echo hi")
+    p = plan(after, observed_from(before), images=images_of(after), runtime=cp_holding(before))
+    assert str(p) == textwrap.dedent("""\
+        [] -> #1 runtime:myapp/dev, UpdateRuntime, pre_run changed: takes effect at next start
+        [] -> #2 container:clawker.myapp.dev--next, CreateContainer, agent.env changed
+        [#2] -> #3 container:clawker.myapp.dev--next, CopyBootstrap, new container identity
+        [#3] -> #4 container:000000000000, StopContainer, replaced: agent.env changed
+        [#4] -> #5 container:000000000000, RemoveContainer, replaced: agent.env changed
+        [#5] -> #6 container:clawker.myapp.dev--next, RenameContainer, replaces clawker.myapp.dev
+        [#1 #6] -> #7 container:clawker.myapp.dev, StartContainer, created""")
+    (change,) = p.changes
+    assert change.kind is ChangeKind.REPLACE
+    assert [(f.path, f.effect) for f in change.fields] == [
+        ("agent.env.GREETING", Effect.REPLACE),
+        ("pre_run", Effect.NEXT_START),
+    ]
+
+
+def test_a_new_agents_first_start_waits_for_its_runtime_and_allowlist(tmp_path: Path) -> None:
+    desired = agents(tmp_path, names=("dev",), steps=", pre_run: echo hi")
+    p = plan(
+        desired,
+        ObservedState(networks=frozenset({"clawker-net"}), images=built(desired)),
+        images=images_of(desired),
+        runtime=RuntimeObservation({}),
+    )
+    assert str(p) == textwrap.dedent("""\
+        [] -> #1 runtime:myapp/dev, UpdateRuntime, \
+runtime not held by the control plane: takes effect at next start
+        [] -> #2 firewall:myapp/dev, UpdateFirewall, firewall allowlist changed: live
+        [] -> #3 volume:clawker.myapp.dev-config, CreateVolume, not found
+        [] -> #4 volume:clawker.myapp.dev-history, CreateVolume, not found
+        [#3 #4] -> #5 container:clawker.myapp.dev, CreateContainer, not found
+        [#5] -> #6 container:clawker.myapp.dev, SeedConfig, new config volume (seed: copy)
+        [#6] -> #7 container:clawker.myapp.dev, CopyBootstrap, new container identity
+        [#1 #2 #7] -> #8 container:clawker.myapp.dev, StartContainer, created""")
+    assert p.steps[0].fresh_config
+    assert "      + control plane runtime" in render_plan(p, Style.plain())
+
+
+def test_with_the_control_plane_down_its_part_is_unknown_and_planned(tmp_path: Path) -> None:
+    desired = agents(tmp_path, names=("dev",))
+    p = plan(
+        desired,
+        observed_from(desired),
+        images=images_of(desired),
+        runtime=RuntimeObservation(None, "control plane not running"),
+    )
+    assert str(p) == textwrap.dedent("""\
+        [] -> #1 runtime:myapp/dev, UpdateRuntime, runtime unknown: control plane not running
+        [] -> #2 firewall:myapp/dev, UpdateFirewall, \
+firewall allowlist unknown: control plane not running""")
+    text = render_plan(p, Style.plain())
+    assert "          ~ runtime: unknown: control plane not running" in text
+    assert "          ~ firewall allowlist: unknown: control plane not running" in text
+
+
+def test_restart_if_needed_restarts_only_for_changes_that_wait_for_a_start(
+    tmp_path: Path,
+) -> None:
+    before = agents(tmp_path, names=("dev",))
+    after = agents(tmp_path, names=("dev",), steps=", pre_run: echo hi", domains="[a.example]")
+    obs, held = observed_from(before), cp_holding(before)
+    p = plan(after, obs, images=images_of(after), runtime=held, restart_if_needed=True)
+    assert str(p).splitlines()[2:] == [
+        "[#1 #2] -> #3 container:clawker.myapp.dev, StopContainer, "
+        "restart requested, for changes that wait for a start: pre_run",
+        "[#3] -> #4 container:clawker.myapp.dev, StartContainer, "
+        "restart requested, for changes that wait for a start: pre_run",
+    ]
+    assert "      ~ container clawker.myapp.dev (restart)" in render_plan(p, Style.plain())
+    live_only = agents(tmp_path, names=("dev",), domains="[a.example]")
+    q = plan(live_only, obs, images=images_of(live_only), runtime=held, restart_if_needed=True)
+    assert [s.action for s in q.steps] == [Action.UPDATE_FIREWALL]
+
+
+def test_a_new_config_volume_forgets_that_post_init_ran(tmp_path: Path) -> None:
+    desired = agents(tmp_path, names=("dev",), steps=", post_init: npm ci")
+    obs = observed_from(desired, state="exited")
+    obs = ObservedState(
+        agents=obs.agents,
+        volumes={k: v for k, v in obs.volumes.items() if not k.endswith("-config")},
+        networks=obs.networks,
+        images=obs.images,
+    )
+    p = plan(
+        desired, obs, images=images_of(desired), runtime=cp_holding(desired, post_init_done=True)
+    )
+    (runtime_step,) = [s for s in p.steps if s.action is Action.UPDATE_RUNTIME]
+    assert runtime_step.cause == "new config volume: post_init not run on it"
+    assert runtime_step.fresh_config
+
+
+def test_pending_at_next_start_is_what_the_running_start_was_not_driven_with(
+    tmp_path: Path,
+) -> None:
+    before = agents(tmp_path, names=("dev",), steps=", post_init: a")
+    after = agents(tmp_path, names=("dev",), steps=", post_init: b, pre_run: echo hi")
+    used = desired_runtime(before[0], NO_HOST)
+    now = AgentRuntimeState("myapp/dev", desired_runtime(after[0], NO_HOST), (), True)
+    assert pending_at_next_start(used, now) == ("pre_run",)
+    assert pending_at_next_start(used, replace(now, post_init_done=False)) == (
+        "post_init",
+        "pre_run",
+    )
+    assert pending_at_next_start(None, now) == ()

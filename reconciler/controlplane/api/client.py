@@ -20,6 +20,7 @@ from reconciler.controlplane.api.channel import (
 )
 from reconciler.controlplane.api.messages import (
     AgentRuntimeSpec,
+    AgentRuntimeState,
     Bootstrap,
     Hello,
     StartReport,
@@ -75,17 +76,24 @@ class ControlPlaneClient:
         return hello
 
     # -- agents ------------------------------------------------------------------------------
-    def put_runtime(self, specs: Sequence[AgentRuntimeSpec]) -> None:
-        self._call("put_runtime", agents=list(specs))
+    def runtime_state(self) -> dict[str, AgentRuntimeState]:
+        """Every agent's runtime as the CP holds it: what the planner compares with the specs."""
+        raw: Mapping[str, Any] = self._call("runtime_state")
+        return {key: from_wire(AgentRuntimeState, data) for key, data in raw.items()}
+
+    def runtime_put(self, spec: AgentRuntimeSpec, *, fresh_config: bool = False) -> None:
+        """apply's UpdateRuntime step; `fresh_config`: a new config volume (post_init not run)."""
+        self._call("runtime_put", spec=spec, fresh_config=fresh_config)
 
     def forget_agents(self, keys: Iterable[str]) -> None:
         """Drop the runtime spec and firewall state of agents that no longer exist."""
         self._call("forget_agents", agents=list(keys))
 
-    def issue_bootstrap(self, agent_key: str, container_name: str) -> bytes:
-        """A new container's bootstrap archive (leaf, key, CA, single-use token) from the CP."""
+    def issue_bootstrap(self, agent_key: str, container_id: str) -> bytes:
+        """A new container's bootstrap archive (leaf, key, CA, single-use token) from the CP,
+        bound to that container's id (its name passes to a recreate's successor)."""
         reply = from_wire(
-            Bootstrap, self._call("issue_bootstrap", agent=agent_key, container=container_name)
+            Bootstrap, self._call("issue_bootstrap", agent=agent_key, container=container_id)
         )
         return base64.b64decode(reply.archive_b64)
 

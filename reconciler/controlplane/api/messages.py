@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "AgentRuntimeSpec",
+    "AgentRuntimeState",
     "Bootstrap",
     "Hello",
     "Phase",
@@ -43,7 +44,9 @@ class Phase(StrEnum):
 
 @dataclass(frozen=True)
 class AgentRuntimeSpec:
-    """What the CP needs to drive an agent's starts, pushed by `apply` and kept across restarts."""
+    """What the CP needs to drive an agent's starts: written only by apply's UpdateRuntime step
+    (a plan step `diff` shows) and kept across restarts. The live allowlist is the firewall's
+    own state (UpdateFirewall), not part of this."""
 
     agent_key: str
     post_init: str = ""
@@ -61,8 +64,17 @@ class AgentRuntimeSpec:
     host_home: str = ""
     ssh_auth_sock: str = ""
     gpg_extra_socket: str = ""
-    # security.firewall: the harness's floor ∪ add_domains; seeds the agent's live allowlist.
-    allow_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentRuntimeState:
+    """One agent's runtime as the control plane holds it (`runtime_state`): what `diff`
+    compares with the specs, like Docker's observed state."""
+
+    agent_key: str
+    spec: AgentRuntimeSpec | None = None  # None: apply never wrote one
+    allowlist: tuple[str, ...] | None = None  # the enforced one; None: the firewall has none
+    post_init_done: bool = False  # post_init succeeded on the agent's current config volume
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,9 @@ class StartStatus:
     steps: tuple[StepRecord, ...] = field(default_factory=tuple)
     timings: Mapping[str, float] = field(default_factory=dict)  # seconds: enrol, dial, session
     initialized: bool = False  # this start's init steps and post_init are done
+    # The runtime spec this start was driven with: `get agents` compares it with the current
+    # one to show what takes effect at the next start. None: not known (an older record).
+    runtime: AgentRuntimeSpec | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -103,6 +118,7 @@ class StartStatus:
             steps=tuple(StepRecord(**s) for s in data.get("steps", ())),
             timings=dict(data.get("timings", {})),
             initialized=bool(data.get("initialized", False)),
+            runtime=from_wire(AgentRuntimeSpec, data["runtime"]) if data.get("runtime") else None,
         )
 
 

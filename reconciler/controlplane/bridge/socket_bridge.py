@@ -340,12 +340,13 @@ def bridge_listeners(
 ) -> list[Listener]:
     """The sockets an agent gets, from its runtime spec: the credential proxy with
     forward_https, the ssh agent with forward_ssh, the gpg agent with forward_gpg, each only
-    when the host has one. The proxy answers for hosts on `allowlist()` (default: the spec's
-    allowlist as last applied)."""
+    when the host has one. The proxy answers for hosts on `allowlist()` (the agent's live
+    firewall allowlist; without one, for no host: the allowlist is the firewall's state, not
+    part of the runtime spec)."""
     listeners = []
     if runtime.forward_https and runtime.host_home:
         git = HostGit(runtime.host_uid, runtime.host_gid, runtime.host_home)
-        hosts = allowlist or (lambda: runtime.allow_domains)
+        hosts: Callable[[], Iterable[str]] = allowlist or (lambda: ())
         listeners.append(
             Listener(naming.CREDENTIAL_SOCKET, CredentialTarget(git, hosts, container))
         )

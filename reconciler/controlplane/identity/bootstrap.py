@@ -14,11 +14,12 @@ __all__ = ["BOOTSTRAP_DIR", "bootstrap_archive"]
 BOOTSTRAP_DIR = "run/clawker/bootstrap"
 
 
-def bootstrap_archive(pki: ClawkerPKI, agent_key: str, container_name: str) -> bytes:
-    """A tar to unpack at `/`: the leaf for `container_name` and a token bound to that leaf."""
-    leaf = pki.issue_leaf(agent_key, container_name)
+def bootstrap_archive(pki: ClawkerPKI, agent_key: str, container_id: str) -> bytes:
+    """A tar to unpack at `/`: the leaf for container `container_id` and a token bound to that
+    container and that leaf (by id, not name: a recreate's successor takes the name)."""
+    leaf = pki.issue_leaf(agent_key, container_id)
     token = pki.issue_registration_jwt(
-        agent_key, container_name, cert_thumbprint=thumbprint(leaf.cert_pem)
+        agent_key, container_id, cert_thumbprint=thumbprint(leaf.cert_pem)
     )
     files = {
         "cert.pem": leaf.cert_pem,

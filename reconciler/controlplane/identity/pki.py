@@ -2,8 +2,10 @@
 container, and single-use registration tokens (DESIGN §6).
 
 Everything lives in one directory (0700, files 0600) that only the CP reads. clawkerd accepts
-only a peer that chains to this CA with CN `clawker-controlplane`; the CP dials clawkerd with
-`ssl_target_name_override="clawkerd"` and checks the leaf's URI SANs name the agent it expects.
+only a peer that chains to this CA with CN `clawker-controlplane`. The CP dials clawkerd with
+`ssl_target_name_override` set to the DNS form of the container id it drives
+(`container_tls_name`), so TLS itself refuses any other container's clawkerd on every connect,
+reconnects included: an IP that Docker handed to a successor never reaches the wrong container.
 A registration JWT is signed with its own key (not the CA key), so a token leak never helps to
 forge certificates. Pure `cryptography` + `pyjwt`: no Docker, no network.
 """
@@ -44,6 +46,7 @@ __all__ = [
     "RegistrationTokenExpiredError",
     "RegistrationTokenReplayedError",
     "agent_uri",
+    "container_tls_name",
     "container_uri",
     "thumbprint",
 ]
@@ -74,6 +77,8 @@ _KEY_FILES = (CA_KEY, CONTROLPLANE_KEY, JWT_SIGNING_KEY)
 
 # Docker's rule for object names; also what keeps our URIs free of reserved characters.
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+# A Docker container id: what leaves and tokens are bound to (a name moves on a recreate).
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
 
 class PKIError(ClawkerError):
@@ -106,7 +111,7 @@ class RegistrationClaims:
     """The verified content of a registration JWT."""
 
     agent_key: str
-    container_name: str
+    container_id: str
     jti: str
     issued_at: dt.datetime
     expires_at: dt.datetime
@@ -119,10 +124,20 @@ def agent_uri(agent_key: str) -> str:
     return f"clawker://agent/{project}/{name}"
 
 
-def container_uri(container_name: str) -> str:
-    """URI SAN naming a container: `clawker://container/<container_name>`."""
-    _check_name(container_name, "container name")
-    return f"clawker://container/{container_name}"
+def container_uri(container_id: str) -> str:
+    """URI SAN naming a container: `clawker://container/<container id>`."""
+    _check_container_id(container_id)
+    return f"clawker://container/{container_id}"
+
+
+def container_tls_name(container_id: str) -> str:
+    """The leaf's DNS SAN for one container, the name the CP verifies on every dial.
+
+    gRPC matches `ssl_target_name_override` against DNS SANs only, and a DNS label holds at
+    most 63 characters, so the 64-hex id is split in two labels.
+    """
+    _check_container_id(container_id)
+    return f"{container_id[:32]}.{container_id[32:]}.container.clawker"
 
 
 def thumbprint(cert_pem: bytes | str) -> str:
@@ -278,19 +293,21 @@ class ClawkerPKI:
         return _key_pem(self._controlplane_key)
 
     def issue_leaf(
-        self, agent_key: str, container_name: str, *, now: dt.datetime | None = None
+        self, agent_key: str, container_id: str, *, now: dt.datetime | None = None
     ) -> LeafBundle:
         """Issue clawkerd's server certificate for one agent container.
 
-        CN `clawker-clawkerd`; SANs: DNS `clawkerd` (the name the CP verifies), URI
-        `clawker://agent/<project>/<name>` and URI `clawker://container/<container_name>`.
+        CN `clawker-clawkerd`; SANs: DNS `container_tls_name(id)` (the name the CP verifies),
+        DNS `clawkerd`, URI `clawker://agent/<project>/<name>` and URI
+        `clawker://container/<container id>`.
         """
         moment = now or _utcnow()
         san = x509.SubjectAlternativeName(
             [
+                x509.DNSName(container_tls_name(container_id)),
                 x509.DNSName(CLAWKERD_DNS_NAME),
                 x509.UniformResourceIdentifier(agent_uri(agent_key)),
-                x509.UniformResourceIdentifier(container_uri(container_name)),
+                x509.UniformResourceIdentifier(container_uri(container_id)),
             ]
         )
         key = ec.generate_private_key(ec.SECP256R1())
@@ -311,15 +328,15 @@ class ClawkerPKI:
     def issue_registration_jwt(
         self,
         agent_key: str,
-        container_name: str,
+        container_id: str,
         ttl: dt.timedelta = DEFAULT_JWT_TTL,
         *,
         now: dt.datetime | None = None,
         cert_thumbprint: str = "",
     ) -> str:
-        """Sign a single-use registration token (ES256) for one agent container."""
+        """Sign a single-use registration token (ES256) bound to one container's id."""
         _split_agent_key(agent_key)
-        _check_name(container_name, "container name")
+        _check_container_id(container_id)
         issued = now or _utcnow()
         claims: dict[str, Any] = {
             "iss": JWT_ISSUER,
@@ -328,7 +345,7 @@ class ClawkerPKI:
             "jti": secrets.token_urlsafe(18),
             "iat": int(issued.timestamp()),
             "exp": int((issued + ttl).timestamp()),
-            "cnt": container_name,
+            "cid": container_id,
         }
         if cert_thumbprint:
             claims["cnf"] = {"x5t#S256": cert_thumbprint}
@@ -337,7 +354,7 @@ class ClawkerPKI:
     def verify_registration_jwt(
         self,
         token: str,
-        expected_container_name: str,
+        expected_container_id: str,
         seen_jti: Callable[[str], bool],
     ) -> RegistrationClaims:
         """Verify signature, expiry, claims and single use; return the claims.
@@ -353,7 +370,7 @@ class ClawkerPKI:
                 algorithms=[JWT_ALGORITHM],
                 audience=JWT_AUDIENCE,
                 issuer=JWT_ISSUER,
-                options={"require": ["iss", "sub", "aud", "jti", "iat", "exp", "cnt"]},
+                options={"require": ["iss", "sub", "aud", "jti", "iat", "exp", "cid"]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise RegistrationTokenExpiredError(
@@ -374,11 +391,11 @@ class ClawkerPKI:
         except jwt.PyJWTError as exc:
             raise RegistrationTokenError(f"registration token refused: {exc}") from exc
 
-        container_name = claims["cnt"]
-        if container_name != expected_container_name:
+        container_id = claims["cid"]
+        if container_id != expected_container_id:
             raise RegistrationTokenError(
-                f"registration token names container {container_name!r}, "
-                f"but it came from {expected_container_name!r}"
+                f"registration token names container {str(container_id)[:12]!r}, "
+                f"but it came from {expected_container_id[:12]!r}"
             )
         agent_key = claims["sub"]
         try:
@@ -394,7 +411,7 @@ class ClawkerPKI:
             )
         return RegistrationClaims(
             agent_key=agent_key,
-            container_name=container_name,
+            container_id=container_id,
             jti=jti,
             issued_at=dt.datetime.fromtimestamp(claims["iat"], dt.UTC),
             expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
@@ -484,6 +501,11 @@ def _split_agent_key(agent_key: str) -> tuple[str, str]:
 def _check_name(value: str, what: str) -> None:
     if not _NAME.fullmatch(value):
         raise ValueError(f"{what} {value!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+
+
+def _check_container_id(value: str) -> None:
+    if not _CONTAINER_ID.fullmatch(value):
+        raise ValueError(f"container id {value!r} must be Docker's 64 lowercase hex digits")
 
 
 def _cert_pem(cert: x509.Certificate) -> bytes:

@@ -8,11 +8,13 @@ so a missed event, a duplicate event or a CP restart all end in the same state.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from dataclasses import replace
 
 import grpc
 from tenacity import (
@@ -29,10 +31,18 @@ from reconciler.controller.controller import Controller
 from reconciler.controller.sources import Cause, DockerEventSource, ResyncTimer, Trigger
 from reconciler.controlplane.bridge.socket_bridge import Bridges
 from reconciler.controlplane.identity.pki import ClawkerPKI, RegistrationTokenError
-from reconciler.controlplane.registry import Phase, Registry, StartStatus, StepRecord
+from reconciler.controlplane.registry import (
+    AgentRuntimeSpec,
+    Phase,
+    Registry,
+    StartStatus,
+    StepRecord,
+)
+from reconciler.controlplane.runtime.cancellation import Cancellation, StartCancelledError
 from reconciler.controlplane.runtime.session import (
     SessionError,
     StartPlan,
+    StartSupersededError,
     StepFailedError,
     close_channel,
     drive_start,
@@ -46,6 +56,8 @@ __all__ = ["RuntimeController"]
 log = logging.getLogger("clawker.controlplane.runtime")
 
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# Docker events that end a container's start: its work is cancelled at once.
+_ENDS_A_START = {"die", "destroy"}
 
 
 # A pass that raised (a bug, a daemon hiccup) is retried apart from the others.
@@ -53,7 +65,12 @@ _RETRY = Backoff(initial=0.5, cap=30.0)
 
 
 class _NotListeningError(Exception):
-    """clawkerd's port did not accept the mTLS handshake yet."""
+    """clawkerd's port did not accept the mTLS handshake yet (or the peer there is not the
+    container we dial: TLS refuses another container's leaf, which looks the same)."""
+
+
+class _StartGoneError(Exception):
+    """Re-read between dial attempts: the container is gone, stopped or in another start."""
 
 
 def _transient(exc: BaseException) -> bool:
@@ -73,7 +90,7 @@ class RuntimeController:
         resync_interval: float = 30.0,
         dial_timeout: float = 60.0,
         workers: int = 4,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,  # None: the real, interruptible sleep
         firewall: Firewall | None = None,
     ) -> None:
         self.port, self.registry, self.pki = port, registry, pki
@@ -88,6 +105,9 @@ class RuntimeController:
         # start (a queued key waits for that pass to end, which may take the dial timeout).
         self.enroller = Controller("cp-enrol", self._reconcile_enrol, workers=1, backoff=_RETRY)
         self._stop = self.controller.stopping
+        # The cancellation switch of each pass in progress, by container id.
+        self._passes: dict[str, tuple[Cancellation, list[str]]] = {}
+        self._passes_lock = threading.Lock()
         self._sleep = sleep
         self.bridges = Bridges(port)  # ssh/gpg agents and git credentials, per container start
 
@@ -141,9 +161,42 @@ class RuntimeController:
         if event.action == "start":
             self.enroller.enqueue(event.id, Trigger(Cause.CONTAINER, "start"))
             self.controller.enqueue(event.id, Trigger(Cause.CONTAINER, "start"))
+        elif event.action in _ENDS_A_START:
+            self._cancel_pass(event)
+            # Re-read: what is left of it, if anything.
+            self.controller.enqueue(event.id, Trigger(Cause.CONTAINER, event.action))
 
     def _lost(self, why: str, delay: float) -> None:
         log.warning("%s; reconnecting in %.1fs", why, delay)
+
+    def _cancel_pass(self, event: ContainerEvent) -> None:
+        """End the work of the start `event` ended: a `destroy`, or a `die` no older than the
+        start the pass drives (a late `die` of the previous start must not end this one)."""
+        with self._passes_lock:
+            current = self._passes.get(event.id)
+        if current is None:
+            return
+        cancellation, started_at = current
+        if event.action == "die":
+            if not started_at:  # the pass has not read its start yet: its inspect will tell
+                return
+            if event.time_nano and event.time_nano < _rfc3339_ns(started_at[0]):
+                return
+        what = "was removed" if event.action == "destroy" else "died"
+        cancellation.cancel(f"the container {what} during its start")
+
+    def _begin_pass(self, container_id: str) -> tuple[Cancellation, list[str]]:
+        # Registered before the pass inspects the container: a death after this is an event
+        # that cancels it, a death before it is what the inspect sees.
+        entry: tuple[Cancellation, list[str]] = (Cancellation(), [])
+        with self._passes_lock:
+            self._passes[container_id] = entry
+        return entry
+
+    def _end_pass(self, container_id: str, entry: tuple[Cancellation, list[str]]) -> None:
+        with self._passes_lock:
+            if self._passes.get(container_id) is entry:
+                del self._passes[container_id]
 
     # -- work ---------------------------------------------------------------------------------
     def _reconcile_enrol(self, cid: str, _triggers: tuple[Trigger, ...]) -> bool:
@@ -172,9 +225,19 @@ class RuntimeController:
 
     def handle(self, container_id: str) -> StartStatus | None:
         """Bring one running container to AgentReady, unless this start was already handled."""
+        entry = self._begin_pass(container_id)
+        try:
+            return self._handle(container_id, *entry)
+        finally:
+            self._end_pass(container_id, entry)
+
+    def _handle(
+        self, container_id: str, cancellation: Cancellation, started_at: list[str]
+    ) -> StartStatus | None:
         info = self.port.inspect_runtime(container_id, self.network)
         if info is None or not info.running:
             return None
+        started_at.append(info.started_at)
         project, agent = info.labels.get(naming.PROJECT), info.labels.get(naming.AGENT)
         if not project or not agent or info.labels.get(naming.PURPOSE) != "agent":
             return None
@@ -188,26 +251,26 @@ class RuntimeController:
         except FirewallError as exc:
             enrol_error = exc
         enrolled_in = time.monotonic() - enrol_began
+        known = self.registry.status(info.id)
+        this_start = known is not None and known.started_at == info.started_at
+        # Read once per start: it runs with it, and its status records it (`get agents` shows
+        # what a later UpdateRuntime changed as pending until the next start).
+        runtime = (known.runtime if this_start and known else None) or self.registry.runtime(key)
         # Before the early return: a CP restart loses its bridges, not the containers' status.
         # The bridge (a `docker exec` of a relay that must listen) comes up while the dial waits
         # for clawkerd's start-up; the Session's steps wait for it, since they may use it.
         bridge_up = _in_background(
             f"bridge-{info.id[:12]}",
             lambda: self.bridges.ensure(
-                info.id,
-                info.started_at,
-                info.name,
-                self.registry.runtime(key),
-                self._allowlist(key),
+                info.id, info.started_at, info.name, runtime, self._allowlist(key)
             ),
         )
-        known = self.registry.status(info.id)
-        if known and known.started_at == info.started_at and known.phase.final:
+        if known and this_start and known.phase.final:
             bridge_up()
             if enrol_error is not None:
                 log.error("%s: re-enrolling in the firewall failed: %s", info.name, enrol_error)
             return known
-        status = StartStatus(info.id, key, info.started_at, Phase.INITIALIZING)
+        status = StartStatus(info.id, key, info.started_at, Phase.INITIALIZING, runtime=runtime)
         self.registry.put_status(status)
         steps: list[StepRecord] = []
 
@@ -223,11 +286,14 @@ class RuntimeController:
                     detail,
                     tuple(steps),
                     initialized=initialized,
+                    runtime=runtime,
                 )
             )
 
         def record_step(record: StepRecord) -> None:
             steps.append(record)
+            if record.name == "post_init" and record.ok:  # its marker is on the volume now
+                self.registry.mark_post_init_done(key)
             put_progress(f"step {record.name} done")
 
         def record_initialized() -> None:
@@ -242,8 +308,17 @@ class RuntimeController:
                 bridge_up()
                 raise enrol_error
             result = self._dial_and_drive(
-                info, key, record_step, record_initialized, timings, bridge_up
+                info,
+                key,
+                runtime,
+                record_step,
+                record_initialized,
+                timings,
+                cancellation,
+                bridge_up,
             )
+        except (StartCancelledError, StartSupersededError, _StartGoneError) as exc:
+            return self._abandon(info, key, tuple(steps), str(exc))
         except StepFailedError as exc:
             final = StartStatus(
                 info.id,
@@ -254,6 +329,8 @@ class RuntimeController:
                 tuple(steps),
             )
         except (SessionError, RegistrationTokenError, grpc.RpcError) as exc:
+            if cancellation.cancelled:  # the stream ended because the start did
+                return self._abandon(info, key, tuple(steps), cancellation.reason)
             final = StartStatus(
                 info.id,
                 key,
@@ -277,7 +354,9 @@ class RuntimeController:
                 key,
                 info.started_at,
                 Phase.FAILED,
-                f"clawkerd did not answer at {info.ip}:7700 within {self.dial_timeout:.0f}s",
+                f"clawkerd of container {info.id[:12]} did not answer at {info.ip}:7700 within "
+                f"{self.dial_timeout:.0f}s (a container bootstrapped by a clawker older than "
+                "its control plane has no id in its certificate: recreate it)",
                 tuple(steps),
             )
         else:
@@ -289,6 +368,7 @@ class RuntimeController:
                 info.id, key, info.started_at, Phase.READY, detail, tuple(steps), timings, True
             )
             self.registry.touch(info.id)
+        final = replace(final, runtime=runtime)
         self.registry.put_status(final)
         log.info("%s %s: %s (%s)", key, info.id[:12], final.phase, final.detail)
         return final
@@ -305,7 +385,6 @@ class RuntimeController:
             pid=info.pid,
             address=info.ip,
             gateway=info.gateway,
-            domains=self.registry.runtime(key).allow_domains,
         )
 
     def _still_current(self, info: RuntimeInfo) -> bool:
@@ -316,35 +395,51 @@ class RuntimeController:
         self,
         info: RuntimeInfo,
         key: str,
+        runtime: AgentRuntimeSpec,
         on_step: Callable[[StepRecord], None],
         on_initialized: Callable[[], None],
         timings: dict[str, float],
+        cancellation: Cancellation,
         bridge_up: Callable[[], None],
     ) -> bool:
-        runtime = self.registry.runtime(key)
         plan = StartPlan(info.id, info.name, key, runtime)
 
         def register(token: str) -> None:
             claims = self.pki.verify_registration_jwt(
-                token, info.name, seen_jti=lambda jti: not self.registry.use_token(jti)
+                token, info.id, seen_jti=lambda jti: not self.registry.use_token(jti)
             )
             self.registry.register(info.id, claims.agent_key, info.name, claims.cert_thumbprint)
 
+        def pause(seconds: float) -> None:
+            if self._sleep is None:
+                cancellation.sleep(seconds)
+            else:
+                self._sleep(seconds)
+                cancellation.check()
+
         dial_began = time.monotonic()
+        address = info.ip
         for attempt in Retrying(
             stop=stop_after_delay(self.dial_timeout),
             wait=wait_exponential_jitter(initial=0.05, max=2.0),
             retry=retry_if_exception(_transient),
-            sleep=self._sleep,
+            sleep=pause,
         ):
             with attempt:
-                channel = open_channel(self.pki, info.ip)
+                if attempt.retry_state.attempt_number > 1:
+                    address = self._current_address(info)
+                channel = open_channel(self.pki, address, info.id)
+                ready = grpc.channel_ready_future(channel)
                 try:
-                    grpc.channel_ready_future(channel).result(timeout=2.0)
+                    with cancellation.interrupting(ready.cancel):
+                        ready.result(timeout=2.0)
                     timings["dial"] = time.monotonic() - dial_began
                 except grpc.FutureTimeoutError as exc:
                     close_channel(channel)
-                    raise _NotListeningError(info.ip) from exc
+                    raise _NotListeningError(address) from exc
+                except grpc.FutureCancelledError as exc:
+                    close_channel(channel)
+                    raise StartCancelledError(cancellation.reason) from exc
                 try:
                     waited = time.monotonic()
                     bridge_up()
@@ -357,11 +452,47 @@ class RuntimeController:
                         on_step=on_step,
                         on_initialized=on_initialized,
                         still_current=lambda: self._still_current(info),
+                        cancellation=cancellation,
                     )
                     return result.readopted
                 finally:
                     close_channel(channel)
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _current_address(self, info: RuntimeInfo) -> str:
+        """Between dial attempts, re-read the container: a failed attempt may mean it is gone
+        (and its address already another container's), so only its same start is dialled."""
+        now = self.port.inspect_runtime(info.id, self.network)
+        if now is None:
+            raise _StartGoneError("the container was removed during its start")
+        if not now.running or now.started_at != info.started_at:
+            raise _StartGoneError("the container stopped or restarted during its start")
+        return now.ip or info.ip
+
+    def _abandon(
+        self, info: RuntimeInfo, key: str, steps: tuple[StepRecord, ...], why: str
+    ) -> StartStatus | None:
+        """This pass's start is over: drop its work, re-read the container, record what is
+        true now. A new start of the container is its own pass's (queued here)."""
+        now = self.port.inspect_runtime(info.id, self.network)
+        if now is None:
+            log.info("%s %s: work dropped: %s", key, info.id[:12], why)
+            return None
+        if now.started_at != info.started_at or now.running:
+            log.info("%s %s: work dropped (%s); re-reading it", key, info.id[:12], why)
+            self.poke(info.id, "re-read")
+            return None
+        final = StartStatus(
+            info.id,
+            key,
+            info.started_at,
+            Phase.FAILED,
+            f"the container stopped (exit code {now.exit_code}) before it was Ready",
+            steps,
+        )
+        self.registry.put_status(final)
+        log.info("%s %s: %s (%s)", key, info.id[:12], final.phase, final.detail)
+        return final
 
 
 def _in_background(name: str, work: Callable[[], None]) -> Callable[[], None]:
@@ -386,6 +517,17 @@ def _is_agent(info: RuntimeInfo) -> bool:
         bool(labels.get(naming.PROJECT) and labels.get(naming.AGENT))
         and labels.get(naming.PURPOSE) == "agent"
     )
+
+
+def _rfc3339_ns(stamp: str) -> int:
+    """Docker's `StartedAt` (RFC 3339, nanoseconds) as ns since the epoch; 0 if unreadable."""
+    head, _, rest = stamp.rstrip("Z").partition(".")
+    try:
+        seconds = dt.datetime.fromisoformat(head).replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return 0
+    fraction = "".join(ch for ch in rest if ch.isdigit())[:9].ljust(9, "0")
+    return int(seconds) * 1_000_000_000 + int(fraction)
 
 
 def _describe(exc: BaseException) -> str:

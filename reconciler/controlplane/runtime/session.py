@@ -14,21 +14,24 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 
-from proto import CLAWKERD_PORT, CLAWKERD_TLS_NAME
+from proto import CLAWKERD_PORT
 from proto.gen import clawkerd_pb2 as pb
 from proto.gen import clawkerd_pb2_grpc as pb_grpc
 from reconciler import naming
-from reconciler.controlplane.identity.pki import ClawkerPKI
+from reconciler.controlplane.identity.pki import ClawkerPKI, container_tls_name
 from reconciler.controlplane.registry import AgentRuntimeSpec, StepRecord
+from reconciler.controlplane.runtime.cancellation import Cancellation
 from reconciler.images.dockerfile import VENV
 from reconciler.in_container import gitconfig_filter
 
 __all__ = [
     "SessionError",
     "StartPlan",
+    "StartSupersededError",
     "StepFailedError",
     "close_channel",
     "drive_start",
@@ -42,6 +45,11 @@ CP_VERSION = "clawker-cp/0.1"
 
 class SessionError(Exception):
     """The session broke off or clawkerd answered out of protocol."""
+
+
+class StartSupersededError(SessionError):
+    """The container is no longer in the start this session was for (it restarted): nothing
+    more is done for that start, and the new one is driven by its own pass."""
 
 
 class StepFailedError(Exception):
@@ -65,7 +73,10 @@ class StartResult:
     steps: tuple[StepRecord, ...]
 
 
-def open_channel(pki: ClawkerPKI, address: str) -> grpc.Channel:
+def open_channel(pki: ClawkerPKI, address: str, container_id: str) -> grpc.Channel:
+    """A channel to clawkerd at `address` that only ever talks to container `container_id`:
+    the TLS handshake (every connect, reconnects too) requires the leaf's DNS SAN for that id,
+    so a successor that inherited the address is refused by TLS, not by our goodwill."""
     credentials = grpc.ssl_channel_credentials(
         root_certificates=pki.ca_pem,
         private_key=pki.controlplane_key_pem,
@@ -75,7 +86,7 @@ def open_channel(pki: ClawkerPKI, address: str) -> grpc.Channel:
         f"{address}:{CLAWKERD_PORT}",
         credentials,
         options=[
-            ("grpc.ssl_target_name_override", CLAWKERD_TLS_NAME),
+            ("grpc.ssl_target_name_override", container_tls_name(container_id)),
             # clawkerd listens within a few hundred ms of the start; gRPC's default 1 s
             # reconnect backoff would add most of a second to every start.
             ("grpc.initial_reconnect_backoff_ms", 50),
@@ -100,9 +111,13 @@ class _Conversation:
 
     def __init__(self, stub: pb_grpc.ClawkerdStub, timeout: float) -> None:
         self._outbox: queue.Queue[pb.Command | None] = queue.Queue()
-        self._responses: Iterator[pb.Response] = iter(
-            stub.Session(self._requests(), timeout=timeout)
-        )
+        call = stub.Session(self._requests(), timeout=timeout)
+        self._call = cast("grpc.Future[pb.Response]", call)  # a streaming call is a Future too
+        self._responses: Iterator[pb.Response] = iter(call)
+
+    def cancel(self) -> None:
+        """End the stream now (a blocked `receive` raises CANCELLED)."""
+        self._call.cancel()
 
     def _requests(self) -> Iterator[pb.Command]:
         while (item := self._outbox.get()) is not None:
@@ -176,9 +191,15 @@ class _Conversation:
                 raise SessionError(f"unexpected {kind} while running step {name}")
 
 
-def _release(talk: _Conversation, still_current: Callable[[], bool]) -> None:
+def _require_current(still_current: Callable[[], bool]) -> None:
     if not still_current():
-        raise SessionError("the container restarted during the session; its new start is next")
+        raise StartSupersededError(
+            "the container restarted during the session; its new start is next"
+        )
+
+
+def _release(talk: _Conversation, still_current: Callable[[], bool]) -> None:
+    _require_current(still_current)
     talk.ask(pb.Command(agent_ready=pb.AgentReady()), "ack")
 
 
@@ -191,17 +212,32 @@ def drive_start(
     on_step: Callable[[StepRecord], None] = lambda _r: None,
     on_initialized: Callable[[], None] = lambda: None,
     still_current: Callable[[], bool] = lambda: True,
+    cancellation: Cancellation | None = None,
     timeout: float = 3600.0,
 ) -> StartResult:
     """Drive one container start to AgentReady; raise StepFailedError when a step fails.
 
     `register(jwt)` verifies and records the registration token (raising to refuse it).
     `on_initialized()` is called once the init steps and post_init are done (Initialized).
-    `still_current()` is asked right before AgentReady: a container restarted during this
-    session has a new clawkerd at the same address, whose own start must be driven (and
-    enrolled) by its own pass, never released by this one.
+    `still_current()` is asked right after Hello (before registration or any step) and right
+    before AgentReady: a container restarted since this pass read it has a new clawkerd at the
+    same address, whose own start must be driven (and enrolled) by its own pass, never by this
+    one. `cancellation` ends the stream at once when Docker says the container died.
     """
     talk = _Conversation(pb_grpc.ClawkerdStub(channel), timeout)
+    with (cancellation or Cancellation()).interrupting(talk.cancel):
+        return _drive(talk, plan, register, is_registered, on_step, on_initialized, still_current)
+
+
+def _drive(
+    talk: _Conversation,
+    plan: StartPlan,
+    register: Callable[[str], None],
+    is_registered: bool,
+    on_step: Callable[[StepRecord], None],
+    on_initialized: Callable[[], None],
+    still_current: Callable[[], bool],
+) -> StartResult:
     steps: list[StepRecord] = []
     uid, gid = naming.AGENT_UID, naming.AGENT_GID
     counter = iter(range(1, 1000))
@@ -223,6 +259,8 @@ def drive_start(
 
     try:
         ack = talk.ask(pb.Command(hello=pb.Hello(cp_version=CP_VERSION)), "hello_ack").hello_ack
+        # TLS proved which container answered; this proves it is still the start we drive.
+        _require_current(still_current)
         registered = False
         if not is_registered:
             token = talk.ask(
