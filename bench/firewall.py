@@ -17,6 +17,10 @@ Timed:
   is the baseline.
 - start → enrolled: `docker restart` of the agent; from the engine's `start` event (its
   timeNano) until the new cgroup id appears in the pinned policy map (polled every 0.5 ms).
+- the packet wall (cgroup_skb/egress): in the same enrolled agent, with the wall's link and
+  without it (its pin removed, then attached again), alternating batch by batch: connect() to
+  the container's own address as above, and a TCP transfer of --transfer-mb MB (default 100) to
+  a listener on that address, timed from connect() until the receiver has every byte.
 Requires root (cgroup-BPF). Everything made carries dev.clawker.test=bench-<id> and is removed
 at the end, with the bench's own parent cgroup and pin directory.
 """
@@ -46,7 +50,7 @@ from dnslib import DNSRecord
 from bench.isolation import REPO, BenchError, BenchScope, clawker_argv
 from bench.measuring import Ratio, Series
 from bench.reporting import ScenarioResult, render_table, write_json
-from bpf.loader import cgroup2_root, cgroup_id, detach_egress
+from bpf.loader import attach_egress, cgroup2_root, cgroup_id, detach_egress
 from bpf.maps import PinnedMaps
 from tests.cleanup import TEST_LABEL
 from tests.integration.testhosts import UpstreamStub
@@ -76,6 +80,33 @@ CONNECT_PROBE = textwrap.dedent("""\
         s.close()
         listener.accept()[0].close()
     print(json.dumps({"target": target, "median_ns": statistics.median(times)}))
+""")
+
+TRANSFER_PROBE = textwrap.dedent("""\
+    import json, socket, sys, threading, time
+    total = int(sys.argv[1]) << 20
+    target = socket.gethostbyname(socket.gethostname())
+    listener = socket.socket()
+    listener.bind((target, 0))
+    listener.listen(1)
+    got = []
+    def receive():
+        conn, _ = listener.accept()
+        n = 0
+        while chunk := conn.recv(1 << 20):
+            n += len(chunk)
+        got.append(n)
+    reader = threading.Thread(target=receive)
+    reader.start()
+    block = b"x" * (1 << 20)
+    start = time.perf_counter_ns()
+    with socket.create_connection((target, listener.getsockname()[1])) as s:
+        for _ in range(total >> 20):
+            s.sendall(block)
+    reader.join()
+    elapsed = time.perf_counter_ns() - start
+    assert got == [total], got
+    print(json.dumps({"ns": elapsed}))
 """)
 
 DNS_PROBE = textwrap.dedent("""\
@@ -140,6 +171,8 @@ def run(
     batch_size: int,
     queries: int,
     restarts: int,
+    transfers: int,
+    transfer_mb: int,
     log: Callable[[str], None],
 ) -> ScenarioResult:
     api = docker.APIClient(version="auto")
@@ -207,6 +240,27 @@ def run(
             series[name] = [t / 1e9 for t in times]
         series["DNS stub upstream, from the host"] = _ask_directly(upstream.address, queries)
 
+        log(f"packet wall: {batches} connect batches and {transfers} transfers, with and without")
+        wall_link = pin_dir / "link_egress_skb"
+        for i in range(max(batches, transfers)):
+            _exec(api, agent, "getent", "hosts", NAME)
+            for on in (True, False) if i % 2 == 0 else (False, True):
+                if on:
+                    attach_egress(cgroup2_root() / parent.strip("/"), pin_dir)
+                else:
+                    wall_link.unlink(missing_ok=True)  # the pin was its only reference
+                label = "wall" if on else "no wall"
+                if i < batches:
+                    series.setdefault(f"connect own address, {label}", []).append(
+                        _connect_batch(api, agent, "self", batch_size)
+                    )
+                if i < transfers:
+                    raw = _exec(api, agent, "python3", "-c", TRANSFER_PROBE, str(transfer_mb))
+                    series.setdefault(f"{transfer_mb} MB TCP, {label}", []).append(
+                        json.loads(raw)["ns"] / 1e9
+                    )
+        attach_egress(cgroup2_root() / parent.strip("/"), pin_dir)
+
         log(f"start -> enrolled: {restarts} restarts")
         series["start event -> enrolled"] = _enrolment_latency(
             api, agent, parent, pin_dir, restarts
@@ -228,6 +282,12 @@ def run(
         "DNS NXDOMAIN via resolver": "UDP query for a name off the allowlist (not forwarded)",
         "DNS stub upstream, from the host": "UDP query from the host straight to the stub",
         "start event -> enrolled": "docker `start` event timeNano -> cgroup id in policy map",
+        "connect own address, wall": f"median connect() of {batch_size} in the agent, with the "
+        "packet wall (all programs)",
+        "connect own address, no wall": "the same, the packet wall detached (other programs on)",
+        f"{transfer_mb} MB TCP, wall": f"one {transfer_mb} MB transfer to the agent's own "
+        "address, connect() to the last byte received, with the packet wall",
+        f"{transfer_mb} MB TCP, no wall": "the same, the packet wall detached",
     }
     result_series = tuple(Series(n, what[n], tuple(v)) for n, v in series.items())
     by_name = {s.name: s for s in result_series}
@@ -235,6 +295,8 @@ def run(
         Ratio.of(by_name, "connect own address, firewall", "connect own address, no firewall"),
         Ratio.of(by_name, "connect 127.0.0.1, firewall", "connect 127.0.0.1, no firewall"),
         Ratio.of(by_name, "DNS allowed name via resolver", "DNS stub upstream, from the host"),
+        Ratio.of(by_name, "connect own address, wall", "connect own address, no wall"),
+        Ratio.of(by_name, f"{transfer_mb} MB TCP, wall", f"{transfer_mb} MB TCP, no wall"),
     )
     return ScenarioResult(
         scenario="firewall",
@@ -245,6 +307,8 @@ def run(
             "batch_size": batch_size,
             "queries": queries,
             "restarts": restarts,
+            "transfers": transfers,
+            "transfer_mb": transfer_mb,
         },
         series=result_series,
         ratios=ratios,
@@ -331,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=500, help="connects per batch")
     parser.add_argument("--queries", type=int, default=500, help="DNS queries per kind")
     parser.add_argument("--restarts", type=int, default=10, help="restarts timed (default 10)")
+    parser.add_argument("--transfers", type=int, default=10, help="transfers timed per side")
+    parser.add_argument("--transfer-mb", type=int, default=100, help="MB per transfer")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS}/")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -352,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             queries=args.queries,
             restarts=args.restarts,
+            transfers=args.transfers,
+            transfer_mb=args.transfer_mb,
             log=log,
         )
     except (BenchError, subprocess.CalledProcessError) as exc:

@@ -20,6 +20,8 @@
 #define ALLOW 1
 #define REDIRECT_DNS 2
 
+#define DOCKER_DNS_IP4 0x7f00000b /* 127.0.0.11, Docker's embedded resolver */
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -126,9 +128,11 @@ static __always_inline void report_denial(const struct policy *p, __u8 hook, __u
 	bpf_ringbuf_submit(d, 0);
 }
 
-static __always_inline int unfiltered(const struct policy *p, __u64 now)
+/* The bypass deadline is on CLOCK_BOOTTIME: nothing in a container can set it (SYS_TIME sets
+ * only the wall clock), and it keeps counting while the host is suspended. */
+static __always_inline int unfiltered(const struct policy *p)
 {
-	return (p->flags & POLICY_DISABLED) || p->bypass_until > now;
+	return (p->flags & POLICY_DISABLED) || p->bypass_until > bpf_ktime_get_boot_ns();
 }
 
 /* The verdict for an IPv4 destination (ip4 and port in network byte order). */
@@ -138,11 +142,13 @@ static __always_inline int decide4(const struct policy *p, __u32 ip4, __u16 port
 	struct allow_key key = {};
 	__u64 *expires;
 
-	if (unfiltered(p, now))
+	if (unfiltered(p))
 		return ALLOW;
 	/* Port 53 first: the resolver at 127.0.0.11 (Docker's) is loopback but must be ours. */
 	if (port == bpf_htons(53))
 		return p->dns_port ? REDIRECT_DNS : DENY;
+	if (ip4 == bpf_htonl(DOCKER_DNS_IP4))
+		return DENY; /* its real (high) ports: dockerd would forward any name */
 	if ((bpf_ntohl(ip4) >> 24) == 127)
 		return ALLOW;
 	key.agent_id = p->agent_id;
@@ -250,7 +256,7 @@ static __always_inline int filter6(struct bpf_sock_addr *ctx, __u8 hook)
 		}
 	} else if (a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1)) {
 		verdict = ALLOW;
-	} else if (unfiltered(p, bpf_ktime_get_ns())) {
+	} else if (unfiltered(p)) {
 		verdict = ALLOW;
 	}
 	count(p, verdict != DENY);
@@ -304,10 +310,172 @@ int clawker_sock_create(struct bpf_sock *sk)
 	if (sk->type == SOCK_DGRAM && sk->protocol == IPPROTO_UDP)
 		return 1;
 	p = current_policy();
-	if (p && unfiltered(p, bpf_ktime_get_ns()))
+	if (p && unfiltered(p))
 		return 1;
 	count(p, 0);
 	report_denial(p, DENIAL_SOCK_CREATE, 0, 0, 0, sk->family, sk->type, sk->protocol);
+	return 0;
+}
+
+/* ---- Routing headers: refused at setsockopt ----------------------------------------------
+ * IPv4 options (LSRR/SSRR source routes) and IPv6 extension headers (routing, segment routing,
+ * hop-by-hop, destination options) let a socket aimed at one address deliver to another. No
+ * agent needs them, so every process under the parent is refused, enrolled or not, bypassed or
+ * not. The same headers sent per message (cmsg) are dropped by the packet wall below. */
+#define SOL_IP 0
+#define SOL_IPV6 41
+#define IP_OPTIONS 4
+#define IPV6_2292HOPOPTS 3
+#define IPV6_2292DSTOPTS 4
+#define IPV6_2292RTHDR 5
+#define IPV6_2292PKTOPTIONS 6
+#define IPV6_HOPOPTS 54
+#define IPV6_RTHDRDSTOPTS 55
+#define IPV6_RTHDR 57
+#define IPV6_DSTOPTS 59
+
+SEC("cgroup/setsockopt")
+int clawker_setsockopt(struct bpf_sockopt *ctx)
+{
+	int name = ctx->optname;
+
+	if (ctx->level == SOL_IP && name == IP_OPTIONS)
+		goto refuse;
+	if (ctx->level == SOL_IPV6 &&
+	    ((name >= IPV6_2292HOPOPTS && name <= IPV6_2292PKTOPTIONS) || name == IPV6_HOPOPTS ||
+	     name == IPV6_RTHDRDSTOPTS || name == IPV6_RTHDR || name == IPV6_DSTOPTS))
+		goto refuse;
+	return 1;
+refuse:
+	count(current_policy(), 0);
+	return 0;
+}
+
+/* ---- The packet wall: every IP packet an agent's socket sends ---------------------------
+ * The hooks above decide once per socket; this one decides per packet, so a socket that was
+ * allowed once (during a bypass, or by a path the socket hooks miss) carries nothing once its
+ * destination is no longer allowed, and a cgroup nobody enrolled sends nothing at all.
+ * Returning 0 from cgroup_skb/egress drops the packet (the sender gets EPERM). */
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+
+/* Sockets the agent accepted (a peer connected in: the control plane dialling clawkerd), marked
+ * by the sockops program when the handshake completes: their replies go back unchecked. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} inbound SEC(".maps");
+
+SEC("sockops")
+int clawker_sockops(struct bpf_sock_ops *ops)
+{
+	struct bpf_sock *sk = ops->sk;
+	__u32 *mark;
+
+	if (ops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB || !sk)
+		return 1;
+	mark = bpf_sk_storage_get(&inbound, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (mark)
+		*mark = 1;
+	return 1;
+}
+
+static __always_inline int accepted_socket(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return 0;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;
+	if (sk->protocol == IPPROTO_TCP_ && sk->state == BPF_TCP_LISTEN)
+		return 1; /* a SYN-ACK: the kernel runs the program with the listener as the socket */
+	return bpf_sk_storage_get(&inbound, sk, 0, 0) != 0;
+}
+
+struct ip4_head {
+	__u8 ver_ihl;
+	__u8 tos;
+	__u16 tot_len;
+	__u16 id;
+	__u16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__u16 check;
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport; /* the first four bytes after the header, when it has no options */
+	__u16 dport;
+};
+
+static __always_inline int packet4_allowed(struct __sk_buff *skb, const struct policy *p)
+{
+	struct allow_key key = {};
+	struct ip4_head ip;
+	__u64 *expires;
+	__u32 dst;
+
+	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
+		return 0;
+	if (ip.ver_ihl != 0x45)
+		return 0; /* IP options: a source route's final hop is not the header's destination */
+	dst = ip.daddr;
+	if (dst == bpf_htonl(DOCKER_DNS_IP4))
+		return 0;
+	if ((bpf_ntohl(dst) >> 24) == 127)
+		return 1;
+	if (dst == p->dns_ip4 && p->dns_port && ip.dport == p->dns_port &&
+	    (ip.protocol == IPPROTO_TCP_ || ip.protocol == IPPROTO_UDP_) &&
+	    !(ip.frag_off & bpf_htons(0x1fff)))
+		return 1;
+	key.agent_id = p->agent_id;
+	key.ip4 = dst;
+	expires = bpf_map_lookup_elem(&allow, &key);
+	return expires && *expires > bpf_ktime_get_ns();
+}
+
+struct ip6_head {
+	__u32 ver_class_flow;
+	__u16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u32 saddr[4];
+	__u32 daddr[4];
+};
+
+/* Only ::1, and only plain TCP or UDP: an extension header (a routing header above all) could
+ * carry the packet past its first destination. */
+static __always_inline int packet6_allowed(struct __sk_buff *skb)
+{
+	struct ip6_head ip;
+
+	if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
+		return 0;
+	if (ip.nexthdr != IPPROTO_TCP_ && ip.nexthdr != IPPROTO_UDP_)
+		return 0;
+	return ip.daddr[0] == 0 && ip.daddr[1] == 0 && ip.daddr[2] == 0 &&
+	       ip.daddr[3] == bpf_htonl(1);
+}
+
+SEC("cgroup_skb/egress")
+int clawker_egress_skb(struct __sk_buff *skb)
+{
+	__u64 cgroup_id = bpf_skb_cgroup_id(skb);
+	struct policy *p = bpf_map_lookup_elem(&policy, &cgroup_id);
+
+	if (!p)
+		return 0;
+	if (unfiltered(p) || accepted_socket(skb))
+		return 1;
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return packet4_allowed(skb, p);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return packet6_allowed(skb);
 	return 0;
 }
 

@@ -15,7 +15,7 @@
 /* Which agent a cgroup belongs to and how it is filtered; keyed by cgroup (v2) id. */
 struct policy {
 	__u64 agent_id;     /* the agent's allow-map namespace (a hash of "project/agent") */
-	__u64 bypass_until; /* CLOCK_MONOTONIC ns; the kernel itself ends a bypass; 0 = none */
+	__u64 bypass_until; /* CLOCK_BOOTTIME ns; the kernel itself ends a bypass; 0 = none */
 	__u32 dns_ip4;      /* the control plane's resolver, network byte order */
 	__u16 dns_port;     /* network byte order; 0 = no resolver yet (DNS is denied) */
 	__u16 flags;

@@ -62,7 +62,14 @@ PROGRAMS: dict[str, str] = {
     "clawker_sendmsg6": "sendmsg6",
     "clawker_recvmsg6": "recvmsg6",
     "clawker_sock_create": "sock_create",
+    "clawker_setsockopt": "setsockopt",
+    "clawker_sockops": "sockops",
+    "clawker_egress_skb": "egress_skb",
 }
+
+# Maps only the programs use (no Python mirror), pinned like the others so that what they hold
+# (which sockets were accepted from outside) survives a control plane restart or an upgrade.
+KERNEL_ONLY_MAPS = ("inbound",)
 
 
 @dataclass(frozen=True)
@@ -191,7 +198,7 @@ def _check_layouts(obj: int) -> dict[str, int]:
                 "egress.h and bpf/maps.py disagree"
             )
         found[name] = m
-    for name in RING_BUFFERS:  # no key or value: the pin check compares type and size
+    for name in (*RING_BUFFERS, *KERNEL_ONLY_MAPS):  # no mirror: the pin check compares types
         found[name] = check_ptr(
             lib.bpf_object__find_map_by_name(obj, name.encode()), f"find map {name}"
         )

@@ -52,7 +52,7 @@ class Policy(ctypes.Structure):
 
     _fields_ = [
         ("agent_id", c_uint64),
-        ("bypass_until", c_uint64),  # CLOCK_MONOTONIC ns; 0: no bypass
+        ("bypass_until", c_uint64),  # CLOCK_BOOTTIME ns; 0: no bypass
         ("dns_ip4", c_uint32),
         ("dns_port", c_uint16),
         ("flags", c_uint16),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -75,8 +76,12 @@ class SessionBackend(Protocol):
         """Run a ShellCommand to its end."""
         ...
 
-    def render_step(self, name: str, ok: bool, detail: str) -> None:
-        """Show a ✓/✗ line for a finished step on the container's TTY."""
+    def render_step_started(self, name: str) -> None:
+        """Show a step's "Active" line on the container's TTY."""
+        ...
+
+    def render_step(self, name: str, ok: bool, detail: str, seconds: float | None = None) -> None:
+        """Show a ✓/✗ line (with its duration) for a finished step on the container's TTY."""
         ...
 
 
@@ -191,6 +196,9 @@ class Session:
             gid=command.gid,
             timeout_seconds=command.timeout_seconds,
         )
+        began = time.monotonic()
+        if command.tty_render:
+            self._backend.render_step_started(command.name or command.id)
         try:
             outcome = await self._backend.run_step(command, self._send)
         except asyncio.CancelledError:
@@ -215,7 +223,12 @@ class Session:
             summary=outcome.summary,
         )
         if command.tty_render:
-            self._backend.render_step(command.name or command.id, outcome.ok, outcome.summary)
+            self._backend.render_step(
+                command.name or command.id,
+                outcome.ok,
+                outcome.summary,
+                time.monotonic() - began,
+            )
         await self._send(outcome.response)
         if command.exit_on_non_zero and not outcome.ok:
             label = command.name or command.id

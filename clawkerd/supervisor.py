@@ -185,10 +185,15 @@ class Supervisor:
             command, reaper=self._reaper, base_env=self._base_env, emit=emit
         )
 
-    def render_step(self, name: str, ok: bool, detail: str) -> None:
+    def render_step_started(self, name: str) -> None:
+        """The "Active" line of a step on the container's TTY, until the CMD owns it."""
+        if self._cmd is None:
+            self._renderer.step_started(name)
+
+    def render_step(self, name: str, ok: bool, detail: str, seconds: float | None = None) -> None:
         """A ✓/✗ line on the container's TTY, until the CMD owns the terminal."""
         if self._cmd is None:
-            self._renderer.step_finished(name, ok, "" if ok else detail)
+            self._renderer.step_finished(name, ok, "" if ok else detail, seconds)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -276,7 +281,7 @@ async def supervise(
         user,
         log=log,
         reaper=reaper,
-        renderer=StepLineRenderer(),
+        renderer=StepLineRenderer(fallback_fd=2),
         base_env=container_environment(environ),
     )
     for signum in FORWARDED_SIGNALS:

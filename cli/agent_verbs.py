@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import cli
@@ -28,18 +29,21 @@ from cli.table import render_table
 from reconciler import naming
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.api.messages import StepRecord
-from reconciler.controlplane.paths import StatePaths
-from reconciler.docker.engine import DockerEngine
+from reconciler.controlplane.paths import StatePaths, protected_paths
+from reconciler.docker.engine import DockerEngine, engine_socket
 from reconciler.errors import UsageError
+from reconciler.loop.apply_lock import ApplyLock
 from reconciler.loop.converge import (
     agent_statuses,
     apply_plan,
+    forget_agents,
     prepare_apply,
     prepare_delete,
     readiness_conditions,
 )
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.observe import observe
+from reconciler.loop.plan import Plan
 from reconciler.loop.timeline import Timeline
 from reconciler.settings import Settings
 from specs import SpecSet, load_specs
@@ -57,10 +61,11 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _load(files: Sequence[str]) -> SpecSet:
+def _load(files: Sequence[str], settings: Settings) -> SpecSet:
     if not files:
         raise UsageError("no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
-    specset = load_specs(files)
+    protected = protected_paths(StatePaths(settings.state_dir), engine_socket())
+    specset = load_specs(files, protected=protected)
     for warning in specset.warnings:
         _err(f"warning: {warning}")
     return specset
@@ -69,7 +74,7 @@ def _load(files: Sequence[str]) -> SpecSet:
 def _confirm(question: str, assume_yes: bool) -> bool:
     if assume_yes:
         return True
-    if not sys.stdin.isatty():
+    if sys.stdin is None or sys.stdin.closed or not sys.stdin.isatty():
         raise UsageError(f"{question} needs confirmation; re-run with -y to confirm")
     answer = input(f"{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ")
     return answer.strip() == "yes"
@@ -83,8 +88,13 @@ def _progress(style: Style, enabled: bool) -> Callable[[StepEvent], None]:
     return on_event
 
 
+def _warn(the_plan: Plan) -> None:
+    for warning in the_plan.warnings:
+        _err(f"warning: {warning}")
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
-    specset = _load(args.filename)
+    specset = _load(args.filename, args.settings)
     prepared = prepare_apply(
         DockerEngine(scope=args.settings),
         specset,
@@ -92,6 +102,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         prune=args.prune,
         restart_if_needed=args.restart_if_needed,
     )
+    _warn(prepared.plan)
     if args.output == "json":
         _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
     else:
@@ -104,11 +115,34 @@ def cmd_apply(args: argparse.Namespace) -> int:
         # Watch mode's modules (file watching, the event stream) load only with --watch.
         from cli.watch_verb import apply_watch  # noqa: PLC0415
 
-        return apply_watch(args, _load)
+        return apply_watch(args, lambda files: _load(files, args.settings))
     timeline = Timeline(origin=cli.STARTED)
     timeline.add("cli start-up and imports", 0.0, timeline.now())
     with timeline.span("load and validate"):
-        specset = _load(args.filename)
+        specset = _load(args.filename, args.settings)
+    if args.dry_run:
+        port = DockerEngine(scope=args.settings)
+        the_plan = prepare_apply(port, specset, settings=args.settings, prune=args.prune).plan
+        if args.output == "json":
+            _out(json.dumps(plan_as_data(the_plan, show_secrets=args.show_secrets), indent=2))
+        else:
+            _out(render_plan(the_plan, Style(sys.stdout), show_secrets=args.show_secrets))
+        return EXIT_OK
+    with apply_lock(args):  # taken before observing: the plan is ours alone
+        return _apply(args, specset, timeline)
+
+
+def apply_lock(args: argparse.Namespace) -> AbstractContextManager[None]:
+    """This scope's apply lock (reconciler.loop.apply_lock), saying whom it waits for."""
+    return ApplyLock(StatePaths(args.settings.state_dir).apply_lock).hold(
+        wait=not args.no_wait_lock,
+        on_wait=lambda who: _err(
+            f"waiting for another apply ({who}) to finish; --no-wait-lock exits instead"
+        ),
+    )
+
+
+def _apply(args: argparse.Namespace, specset: SpecSet, timeline: Timeline) -> int:
     port = DockerEngine(scope=args.settings)
     out_style, err_style = Style(sys.stdout), Style(sys.stderr)
     if not args.dry_run:
@@ -125,13 +159,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         timeline=timeline,
     )
     the_plan = prepared.plan
+    _warn(the_plan)
     json_out = args.output == "json"
-    if args.dry_run:
-        if json_out:
-            _out(json.dumps(plan_as_data(the_plan, show_secrets=args.show_secrets), indent=2))
-        else:
-            _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
-        return EXIT_OK
     changed = not the_plan.empty
     if changed and not json_out:
         _out(render_plan(the_plan, out_style, show_secrets=args.show_secrets))
@@ -207,7 +236,7 @@ def _ensure_controlplane(settings: Settings, style: Style) -> None:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    specset = _load(args.filename) if args.filename else None
+    specset = _load(args.filename, args.settings) if args.filename else None
     port = DockerEngine(scope=args.settings)
     observed = observe(port)
     statuses = agent_statuses(
@@ -228,11 +257,17 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    specset = _load(args.filename)
+    specset = _load(args.filename, args.settings)
+    with apply_lock(args):
+        return _delete(args, specset)
+
+
+def _delete(args: argparse.Namespace, specset: SpecSet) -> int:
     port = DockerEngine(scope=args.settings)
     prepared = prepare_delete(port, [a.key for a in specset.agents], volumes=args.volumes)
     style = Style(sys.stdout)
     if prepared.plan.empty:
+        forget_agents(args.settings, [a.key for a in specset.agents])  # gone by hand
         _out("Nothing to delete.")
         return EXIT_OK
     _out(render_plan(prepared.plan, style))

@@ -90,14 +90,16 @@ def cmd_image_base(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from reconciler.docker.engine import DockerEngine
+    from reconciler.controlplane.paths import StatePaths, protected_paths
+    from reconciler.docker.engine import DockerEngine, engine_socket
     from reconciler.images import ImageError, ensure_project_image, project_image_inputs
     from specs import load_specs
 
     if not args.filename:
         _err("error: no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
         return EXIT_USAGE
-    specset = load_specs(args.filename)
+    paths = StatePaths(args.settings.state_dir)
+    specset = load_specs(args.filename, protected=protected_paths(paths, engine_socket()))
     for warning in specset.warnings:
         _err(f"warning: {warning}")
     try:
@@ -105,6 +107,8 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     except ImageError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
+    for warning in (w for inputs in targets for w in inputs.warnings):
+        _err(f"warning: {warning}")
     if not targets:
         _out("No agents declared; nothing to build.")
         return EXIT_OK

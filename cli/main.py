@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from cli.durations import seconds_flag
 from cli.firewall_verbs import add_firewall_verbs
 from cli.image_verbs import add_image_verbs
+from cli.imperative_parsers import add_imperative_verbs
 from cli.style import Style, fail_mark, ok_mark
 from cli.verify_verb import add_verify_verb
 
@@ -125,6 +126,15 @@ def _add_files(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
+def _add_no_wait_lock(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-wait-lock",
+        action="store_true",
+        help="when another apply or delete is running in this scope, exit at once (exit 1)"
+        " instead of waiting for it",
+    )
+
+
 def _add_restart(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--restart-if-needed",
@@ -139,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="clawker",
         description="Run AI coding agents in Docker containers that are safe to leave alone. "
         "Declare agents in YAML; clawker converges Docker to match.",
-        epilog="Start with: clawker diff -f agents.yaml, then clawker apply -f agents.yaml.",
+        epilog="Start with: clawker run -it --rm --agent dev @ (in a project with a clawker.yaml), "
+        "or clawker diff -f agents.yaml, then clawker apply -f agents.yaml.",
     )
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
 
@@ -181,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--show-secrets", action="store_true", help="show env values unmasked")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    _add_no_wait_lock(p)
     p.add_argument(
         "--watch",
         action="store_true",
@@ -217,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also remove the agents' config, history and workspace volumes",
     )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _add_no_wait_lock(p)
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("image", help="build images")
@@ -237,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_controlplane)
     add_firewall_verbs(sub)
     add_verify_verb(sub)
+    add_imperative_verbs(sub)
     return parser
 
 
@@ -288,6 +302,10 @@ def _report(exc: Exception) -> int | None:
                 _err(f"error: {error}")
             _err(f"{len(exc.errors)} error(s); nothing was changed.")
             return EXIT_USAGE
+    if isinstance(exc, PermissionError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        _err(f"error: {exc.strerror}{where}; clawker's state and the control plane need root")
+        return EXIT_FAIL
     return None
 
 

@@ -129,6 +129,7 @@ def plan_as_data(plan: Plan, *, show_secrets: bool = False) -> dict[str, Any]:
         }
 
     return {
+        "warnings": list(plan.warnings),
         "changes": [
             {
                 "agent": c.key,

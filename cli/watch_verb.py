@@ -21,6 +21,7 @@ from reconciler.controlplane.api.messages import StepRecord
 from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import DockerEngine
 from reconciler.images import is_progress_line
+from reconciler.loop.apply_lock import ApplyLock
 from reconciler.loop.converge import AgentOutcome
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.plan import Plan
@@ -75,7 +76,8 @@ class TextWatchReport:
         who = ", ".join(keys) if keys else "no agents"
         header = self.style(f"pass {number}: {who}", "bold") + f" ({why})"
         body = render_plan(plan, self.style, show_secrets=self.show_secrets)
-        self._print(f"{header}\n{body}", stamp=True)
+        warnings = "".join(f"\n  warning: {w}" for w in plan.warnings)
+        self._print(f"{header}{warnings}\n{body}", stamp=True)
 
     def step_event(self, event: StepEvent) -> None:
         if line := render_event(event, self.style):
@@ -150,9 +152,11 @@ def apply_watch(args: argparse.Namespace, load: Callable[[Sequence[str]], SpecSe
             wait=not args.no_wait,
             timeout=args.timeout,
             resync_interval=args.resync,
+            wait_lock=not args.no_wait_lock,
         ),
         controlplane=StatePaths(args.settings.state_dir),
         settings=args.settings,
+        apply_lock=ApplyLock(StatePaths(args.settings.state_dir).apply_lock),
     )
     interrupts = 0
 

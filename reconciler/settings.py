@@ -43,6 +43,8 @@ ENVIRONMENT = {
     "CLAWKER_CACHE_DIR": "cache_dir",
     "CLAWKER_HARNESS_VERSION": "harness_version",
     "CLAWKER_ALLOW_PULL": "allow_pull",
+    "CLAWKER_API_UPSTREAM": "api_upstream",
+    "CLAWKER_API_UPSTREAM_CA": "api_upstream_ca",
 }
 
 
@@ -79,6 +81,13 @@ class Settings:
     cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/clawker or ~/.cache/clawker
     harness_version: str = ""  # "": the pinned default
     allow_pull: bool = False
+    # Only tests set it (CLAWKER_TEST_KILL_AFTER=CreateContainer): the CLI SIGKILLs itself
+    # right after the first step of that action, as a user's worst day would.
+    test_kill_after: str = ""
+    # Where the API relay forwards the agents' API requests ("": https://api.anthropic.com),
+    # and the CA bundle it trusts there ("": the system's); tests point both at a stub.
+    api_upstream: str = ""
+    api_upstream_ca: str = ""
     # The host user's side (forwarded files and agents): read by host_context from here.
     host_environment: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
@@ -167,6 +176,10 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     resync = number("CLAWKER_RESYNC_SECONDS", 30.0)
     if resync == 0:
         raise SettingsError("CLAWKER_RESYNC_SECONDS must be more than 0")
+    if text("CLAWKER_API_UPSTREAM") and not text("CLAWKER_API_UPSTREAM").startswith("https://"):
+        raise SettingsError(
+            f"CLAWKER_API_UPSTREAM={text('CLAWKER_API_UPSTREAM')!r} is not an https:// URL"
+        )
     return Settings(
         network=text("CLAWKER_NETWORK") or naming.NETWORK_NAME_DEFAULT,
         cgroup_parent=text("CLAWKER_CGROUP_PARENT") or naming.CGROUP_PARENT_DEFAULT,
@@ -181,5 +194,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         cache_dir=Path(cache) if cache else None,
         harness_version=text("CLAWKER_HARNESS_VERSION"),
         allow_pull=text("CLAWKER_ALLOW_PULL") == "1",
+        test_kill_after=text("CLAWKER_TEST_KILL_AFTER"),
+        api_upstream=text("CLAWKER_API_UPSTREAM"),
+        api_upstream_ca=text("CLAWKER_API_UPSTREAM_CA"),
         host_environment=tuple((k, env[k]) for k in _HOST_KEYS if k in env),
     )

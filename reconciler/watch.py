@@ -33,10 +33,11 @@ from reconciler.controller.sources import (
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.api.channel import ApiError
 from reconciler.controlplane.lifecycle import ControlPlaneError
-from reconciler.controlplane.paths import StatePaths
+from reconciler.controlplane.paths import StatePaths, protected_paths
 from reconciler.controlplane.registry import StepRecord
-from reconciler.docker.engine import ContainerEvent, DockerError, DockerPort
+from reconciler.docker.engine import ContainerEvent, DockerError, DockerPort, engine_socket
 from reconciler.images import ImageError
+from reconciler.loop.apply_lock import ApplyLock, ApplyLockError
 from reconciler.loop.converge import AgentOutcome, apply_plan, prepare_apply
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.observe import ObservedState, group_containers
@@ -83,6 +84,7 @@ class WatchOptions:
     workers: int = 4
     backoff: Backoff = AGENT_BACKOFF
     stop_grace: float = 20.0  # how long Ctrl-C waits for Docker steps already under way
+    wait_lock: bool = True  # False: a pass that finds another apply running fails (and retries)
 
 
 class _StoppedError(Exception):
@@ -105,9 +107,12 @@ class Watcher:
         *,
         controlplane: StatePaths | None = None,
         settings: Settings,
+        apply_lock: ApplyLock | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.port = port
+        self.apply_lock = apply_lock
+        self._protected = protected_paths(StatePaths(settings.state_dir), engine_socket())
         self.inputs = list(inputs)
         self.report = report
         self.options = options
@@ -248,7 +253,7 @@ class Watcher:
         """Re-read every input; on success queue the agents whose spec changed, otherwise
         report the errors and keep the last good specs. `quiet`: say nothing if nothing changed."""
         try:
-            new = load_specs(self.inputs)
+            new = load_specs(self.inputs, protected=self._protected)
         except SpecErrors as exc:
             self.report.specs_invalid(exc.errors)
             return
@@ -289,7 +294,25 @@ class Watcher:
             self.report.retry_scheduled(key, *self.work.failed_outside(key))
 
     def converge(self, keys: set[str] | None, triggers: Sequence[Trigger]) -> set[str]:
-        """One pass over `keys` (None: every declared agent); return the keys that failed."""
+        """One pass over `keys` (None: every declared agent); return the keys that failed.
+        The scope's apply lock is held for the pass (only): a concurrent `clawker apply`
+        takes its turn between passes."""
+        if self.apply_lock is None:
+            return self._converge(keys, triggers)
+        scope = sorted(keys) if keys is not None else [a.key for a in self.specset.agents]
+        try:
+            with self.apply_lock.hold(
+                wait=self.options.wait_lock,
+                on_wait=lambda who: self.report.notice(
+                    f"waiting for another apply ({who}) to finish"
+                ),
+            ):
+                return self._converge(keys, triggers)
+        except ApplyLockError as exc:
+            self.report.pass_failed(next(self._numbers), scope, str(exc))
+            return set(scope)
+
+    def _converge(self, keys: set[str] | None, triggers: Sequence[Trigger]) -> set[str]:
         specset = self.specset
         number: int | None = None
         scope = sorted(keys) if keys is not None else [a.key for a in specset.agents]

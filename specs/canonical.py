@@ -42,6 +42,13 @@ RECREATE_FIELDS: tuple[str, ...] = (
     "security.git_credentials",
 )
 
+# Recreate fields added after hash version 1: in the view only when set, so an agent that does
+# not use them keeps the hash it had (and its container) across the clawker upgrade.
+RECREATE_WHEN_SET_FIELDS: tuple[str, ...] = (
+    # Where the API relay finds the key (never the key): it sets the agent's ANTHROPIC_* env.
+    "agent.claude_code.api_key",
+)
+
 LIVE_FIELDS: tuple[str, ...] = (
     # The allowlist lives in BPF maps that the control plane rewrites in place.
     "security.firewall.add_domains",
@@ -51,7 +58,8 @@ LIVE_FIELDS: tuple[str, ...] = (
     "agent.pre_run",
     # Read only when a config volume is created (the SeedConfig step); an existing volume is
     # never seeded again, so a new container would not see a change either.
-    "agent.claude_code",
+    "agent.claude_code.config",
+    "agent.claude_code.use_host_auth",
 )
 
 UNHASHED_FIELDS: tuple[str, ...] = (
@@ -61,13 +69,20 @@ UNHASHED_FIELDS: tuple[str, ...] = (
 
 
 def recreate_view(agent: DesiredAgent) -> dict[str, object]:
-    """The JSON-able values of `RECREATE_FIELDS`, keyed by their dotted names, plus the version."""
+    """The JSON-able values of `RECREATE_FIELDS` (and of the `RECREATE_WHEN_SET_FIELDS` that are
+    set), keyed by their dotted names, plus the version."""
     view: dict[str, object] = {"hash_version": HASH_VERSION}
     for field in RECREATE_FIELDS:
         value: Any = agent
         for part in field.split("."):
             value = getattr(value, part)
         view[field] = _canonical(value)
+    for field in RECREATE_WHEN_SET_FIELDS:
+        value = agent
+        for part in field.split("."):
+            value = getattr(value, part)
+        if isinstance(value, BaseModel):  # only what is written: `{from_env: NAME}`
+            view[field] = value.model_dump(mode="json", exclude_none=True)
     return view
 
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.nodes import Node
+from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from specs.errors import SourceRef, SpecError, SpecErrors
@@ -59,6 +60,15 @@ class Document:
             (line, column), node = found
         return SourceRef(self.name, line, column)
 
+    def has(self, path: Sequence[Any]) -> bool:
+        """Whether this document writes the entry at `path` (a chain of mapping keys)."""
+        data = self.data
+        for part in path:
+            if not isinstance(data, dict) or part not in data:
+                return False
+            data = data[part]
+        return True
+
 
 def read_documents(source: SpecText) -> list[Document]:
     """Parse every document of `source`, skipping empty ones.
@@ -69,6 +79,8 @@ def read_documents(source: SpecText) -> list[Document]:
         parsed = _compose_and_construct(source.text)
     except MarkedYAMLError as error:
         raise SpecErrors([_yaml_error(source.name, error)]) from error
+    except ReaderError as error:  # a character YAML does not allow: point at it
+        raise SpecErrors([_character_error(source, error)]) from error
     except Exception as error:  # a constructor failure such as a malformed tagged scalar
         raise SpecErrors(
             [
@@ -85,8 +97,56 @@ def read_documents(source: SpecText) -> list[Document]:
         if root is None:
             continue  # an empty document between two '---' lines
         start = SourceRef(source.name, node.start_mark.line + 1, node.start_mark.column + 1)
-        documents.append(Document(source.name, source.base_dir, root, _plain(root), start))
+        budget = _Budget(MAX_VALUES)
+        try:
+            data = _plain(root, budget)
+        except _TooManyValuesError:
+            raise SpecErrors(
+                [
+                    SpecError(
+                        start,
+                        "",
+                        f"this document expands to more than {MAX_VALUES} values"
+                        " (each YAML alias repeats everything its anchor holds)",
+                        "write the values out, or use fewer, less nested aliases",
+                    )
+                ]
+            ) from None
+        documents.append(Document(source.name, source.base_dir, root, data, start))
     return documents
+
+
+def _character_error(source: SpecText, error: ReaderError) -> SpecError:
+    before = source.text[: max(0, error.position)]
+    line = before.count("\n") + 1
+    column = error.position - (before.rfind("\n") + 1) + 1
+    code = error.character if isinstance(error.character, int) else ord(str(error.character))
+    return SpecError(
+        SourceRef(source.name, line, column),
+        "",
+        f"control character U+{code:04X} is not allowed in YAML text",
+        'remove it, or write it as an escape inside double quotes (e.g. "\\x07")',
+    )
+
+
+MAX_VALUES = 100_000  # values (after alias expansion) in one document; specs hold hundreds
+
+
+class _TooManyValuesError(Exception):
+    pass
+
+
+class _Budget:
+    """How many more values `_plain` may make: an alias bomb (anchors of anchors) stops here
+    instead of growing to gigabytes."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise _TooManyValuesError
 
 
 def _compose_and_construct(text: str) -> list[tuple[Node, Any]]:
@@ -130,12 +190,30 @@ def _child(node: Any, part: Any, *, key: bool) -> tuple[tuple[int, int], Any] | 
     return None
 
 
-def _plain(value: Any) -> Any:
+_STANDARD_TAGS: dict[str, Any] = {
+    "tag:yaml.org,2002:str": str,
+    "tag:yaml.org,2002:int": int,
+    "tag:yaml.org,2002:float": float,
+}
+
+
+def _plain(value: Any, budget: _Budget) -> Any:
     """Turn ruamel's round-trip types into the builtin types that validation expects."""
+    budget.spend()
     if isinstance(value, dict):
-        return {_plain_key(k): _plain(v) for k, v in value.items()}
+        return {_plain_key(k, budget): _plain(v, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(item) for item in value]
+        return [_plain(item, budget) for item in value]
+    if isinstance(value, TaggedScalar):
+        # `!!str 12` is YAML for the string "12"; another tag stays a TaggedScalar, which
+        # validation reports as the wrong type.
+        convert = _STANDARD_TAGS.get(str(value.tag.value))
+        if convert is not None:
+            try:
+                return convert(value.value)
+            except ValueError:
+                return value
+        return value
     if isinstance(value, bool | ScalarBoolean):
         return bool(value)
     if isinstance(value, str):
@@ -147,8 +225,8 @@ def _plain(value: Any) -> Any:
     return value  # None, or a date, which validation reports as not a string
 
 
-def _plain_key(key: Any) -> Any:
-    plain = _plain(key)
+def _plain_key(key: Any, budget: _Budget) -> Any:
+    plain = _plain(key, budget)
     return tuple(plain) if isinstance(plain, list) else plain
 
 

@@ -8,14 +8,15 @@ the network; the only I/O is reading the inputs and looking at workspace directo
 from __future__ import annotations
 
 import os
+import stat
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from specs.documents import SpecText, read_documents
 from specs.errors import SourceRef, SpecError, SpecErrors
-from specs.merging import desired_agent
+from specs.merging import desired_agent, project_defaults
 from specs.models import DesiredAgent, WorkspaceMode
 from specs.validation import AgentDeclaration, ProjectDeclaration, validate_document
 
@@ -31,14 +32,21 @@ class SpecSet:
     projects: tuple[str, ...]  # the declared project names, sorted
     files: tuple[str, ...]  # absolute paths of the spec files read, in reading order
     warnings: tuple[str, ...]
+    # Per project: the Project's spec alone as an agent named `default`; what `clawker run`
+    # starts from for an agent the project does not declare.
+    defaults: Mapping[str, DesiredAgent] = field(default_factory=dict)
 
 
-def load_specs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> SpecSet:
+def load_specs(
+    inputs: Sequence[str], *, stdin: TextIO | None = None, protected: Sequence[str] = ()
+) -> SpecSet:
     """Load, validate and merge the spec files named by `inputs`.
 
     Each input is a file, a directory (its *.yaml and *.yml files, sorted by name, not recursive)
     or "-" for `stdin` (default: sys.stdin). Every input is validated before anything is returned;
     all problems are raised together as `SpecErrors`. No agents at all is not an error.
+    `protected`: paths no workspace may be, be inside of or contain, besides the built-in ones
+    (clawker's state directory and sockets: see specs.workspace_policy).
     """
     errors: list[SpecError] = []
     warnings: list[str] = []
@@ -71,11 +79,20 @@ def load_specs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> SpecSet
         project = declared[project_name]
         if project.model is None or agent.model is None:
             continue  # its errors are already reported
-        resolved = desired_agent(project, agent, project_name)
+        resolved = desired_agent(project, agent, project_name, protected)
         if isinstance(resolved, SpecError):
             errors.append(resolved)
         else:
             desired.append(resolved)
+
+    defaults: dict[str, DesiredAgent] = {}
+    for project_name, project in declared.items():
+        if project.model is not None:
+            template = project_defaults(project, project_name, protected)
+            if isinstance(template, SpecError):
+                errors.append(template)
+            else:
+                defaults[project_name] = template
 
     if errors:
         raise SpecErrors(_in_reading_order(errors, [text.name for text in texts]))
@@ -86,6 +103,7 @@ def load_specs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> SpecSet
         projects=tuple(sorted(declared)),
         files=files,
         warnings=tuple(warnings),
+        defaults=defaults,
     )
 
 
@@ -109,7 +127,9 @@ def _read_inputs(
             if item not in seen:
                 seen.add(item)
                 stream = stdin if stdin is not None else sys.stdin
-                texts.append(SpecText(STDIN_NAME, None, os.getcwd(), stream.read()))
+                text = _read_stdin(stream, errors)
+                if text is not None:
+                    texts.append(SpecText(STDIN_NAME, None, os.getcwd(), text))
         elif os.path.isdir(item):
             names = sorted(
                 name
@@ -132,11 +152,62 @@ def _read_inputs(
     return texts
 
 
+MAX_SPEC_BYTES = 4 * 1024 * 1024  # a spec is a few KiB; this bounds memory and parse time
+_TOO_BIG_HINT = "a spec file is a few KiB: split it, or check that -f names the right file"
+
+
+def _too_big(name: str) -> SpecError:
+    return SpecError(
+        None, "", f"{name}: larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB", _TOO_BIG_HINT
+    )
+
+
+def _read_stdin(stream: TextIO | None, errors: list[SpecError]) -> str | None:
+    """Standard input, at most MAX_SPEC_BYTES of it (characters, for a text stream)."""
+    if stream is None or stream.closed:
+        errors.append(
+            SpecError(None, "", "-f -: standard input is closed", "pipe a spec in, or pass -f FILE")
+        )
+        return None
+    try:
+        content = stream.read(MAX_SPEC_BYTES + 1)
+    except UnicodeDecodeError:
+        errors.append(SpecError(None, "", f"{STDIN_NAME}: not UTF-8 text", "send UTF-8 text"))
+        return None
+    except OSError as error:
+        errors.append(SpecError(None, "", f"{STDIN_NAME}: cannot read: {error.strerror}", ""))
+        return None
+    if len(content) > MAX_SPEC_BYTES:
+        errors.append(_too_big(STDIN_NAME))
+        return None
+    return content.removeprefix("\ufeff")
+
+
 def _read_file(name: str, errors: list[SpecError]) -> SpecText | None:
     path = os.path.abspath(name)
     try:
-        with open(path, encoding="utf-8-sig") as stream:
-            content = stream.read()
+        # Only regular files: a device (/dev/zero, /dev/urandom) never ends and a FIFO blocks
+        # the open itself, so neither is opened.
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            errors.append(
+                SpecError(
+                    None,
+                    "",
+                    f"{name}: not a regular file (a device, FIFO or socket)",
+                    "name a spec file, or pass -f - to read standard input",
+                )
+            )
+            return None
+        if info.st_size > MAX_SPEC_BYTES:
+            errors.append(_too_big(name))
+            return None
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:  # it grew since the stat
+            errors.append(_too_big(name))
+            return None
+        content = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         errors.append(SpecError(None, "", f"{name}: not UTF-8 text", "save the spec file as UTF-8"))
         return None

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    model_validator,
 )
 
 from specs import values
@@ -85,11 +86,38 @@ class ClaudeCodeConfig(_Model):
     strategy: ConfigStrategy = "copy"  # copy: the host's settings, agents, skills, ...; fresh: none
 
 
+KeyEnvName = Annotated[str, BeforeValidator(values.host_env_name)]
+KeyFilePath = Annotated[str, BeforeValidator(values.key_file_path)]
+
+
+class ApiKeySource(_Model):
+    """`spec.agent.claude_code.api_key`: where the control plane reads the harness's API key on
+    the host. Only the source is written here; the key itself never enters the agent."""
+
+    from_env: KeyEnvName | None = None  # a variable of the control plane's environment
+    from_file: KeyFilePath | None = None  # a file on the host, absolute or under ~/
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ApiKeySource:
+        if (self.from_env is None) == (self.from_file is None):
+            values.fail(
+                "api_key needs exactly one source",
+                "write {from_env: NAME} or {from_file: /path/to/key}",
+            )
+        return self
+
+    def describe(self) -> str:
+        """The source as a user reads it, never the key: `env ANTHROPIC_API_KEY`, `file ~/k`."""
+        return f"env {self.from_env}" if self.from_env is not None else f"file {self.from_file}"
+
+
 class ClaudeCodeSpec(_Model):
-    """`spec.agent.claude_code`: how Claude Code's config volume is seeded when it is created."""
+    """`spec.agent.claude_code`: how Claude Code's config volume is seeded when it is created,
+    and where the control plane finds the API key it adds to the agent's API requests."""
 
     config: ClaudeCodeConfig = Field(default_factory=ClaudeCodeConfig)
     use_host_auth: StrictBool = False  # copy the host's Claude Code credentials in
+    api_key: ApiKeySource | None = None  # read on the host by the control plane's API relay
 
 
 class AgentRuntime(_Model):

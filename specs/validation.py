@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -87,7 +87,7 @@ def validate_document(document: Document) -> tuple[Declaration | None, list[Spec
                 "each document between '---' lines declares one Project or Agent",
             )
         ]
-    errors = _envelope_errors(document, data)
+    errors = _envelope_errors(document, data) + list(_nul_errors(document, data, ()))
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in DOCUMENT_MODELS:
         return None, errors
@@ -104,6 +104,33 @@ def validate_document(document: Document) -> tuple[Declaration | None, list[Spec
         isinstance(metadata, dict) and metadata.get("project") is not None,
         agent,
     ), errors
+
+
+def _nul_errors(document: Document, value: Any, path: tuple[Any, ...]) -> Iterator[SpecError]:
+    """A NUL character (written as an escape, "\\0") ends a C string: Docker and the kernel
+    refuse it in every name, path, label, environment value and argument, so no value may hold
+    one. Refused here, before anything touches Docker."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield SpecError(
+                document.locate(path),
+                render_key_path(path),
+                "a NUL character (\\0) is not allowed in a value",
+                "remove the \\0 or \\x00 escape",
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                yield SpecError(
+                    document.locate((*path, key), key=True),
+                    render_key_path(path),
+                    "a NUL character (\\0) is not allowed in a key",
+                    "remove the \\0 or \\x00 escape",
+                )
+            yield from _nul_errors(document, item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_errors(document, item, (*path, index))
 
 
 def _validated(model: type[_M], document: Document, errors: list[SpecError]) -> _M | None:

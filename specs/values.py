@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import functools
 import ipaddress
 import json
 import re
@@ -16,6 +17,7 @@ import shlex
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
+from publicsuffixlist import PublicSuffixList
 from pydantic_core import PydanticCustomError
 
 ERROR_TYPE = "clawker"
@@ -43,13 +45,41 @@ LINUX_CAPABILITIES = frozenset(
     }
 )  # fmt: skip
 
-# Containers share the host's kernel and capabilities are not namespaced without a user
-# namespace, so each of these would put the firewall's BPF programs within the agent's reach.
+# The one capability policy of agent containers. A container starts from nothing (Docker's
+# cap_drop ALL) and gets AGENT_BASE_CAPABILITIES, which clawkerd needs to drop to the agent user,
+# plus what the spec's cap_add names, which must be in ADDABLE_CAPABILITIES. Capabilities are not
+# namespaced without a user namespace: each one left out acts on the host's kernel, network or
+# clock, or would put the firewall within the agent's reach. The reasons below reach the user.
+AGENT_BASE_CAPABILITIES = frozenset(
+    {
+        "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+        "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+    }
+)  # fmt: skip
+ADDABLE_CAPABILITIES = AGENT_BASE_CAPABILITIES | {
+    "IPC_LOCK", "IPC_OWNER", "LEASE", "LINUX_IMMUTABLE", "SYS_NICE", "SYS_RESOURCE",
+}  # fmt: skip
+_BPF_REACH = "it would let the agent load, detach or rewrite the firewall's BPF programs"
 REFUSED_CAPABILITIES = {
+    "NET_RAW": "it opens packet and raw sockets, which send traffic past the firewall's hooks",
     "NET_ADMIN": "it would let the agent detach the firewall's BPF programs or reroute traffic",
-    "SYS_ADMIN": "it would let the agent load, detach or rewrite the firewall's BPF programs",
-    "BPF": "it would let the agent load, detach or rewrite the firewall's BPF programs",
+    "SYS_ADMIN": _BPF_REACH,
+    "BPF": _BPF_REACH,
+    "PERFMON": "with BPF it loads tracing programs; alone it reads the host kernel's events",
     "SYS_MODULE": "it would let the agent load kernel modules that bypass the firewall",
+    "SYS_RAWIO": "it gives raw access to host devices, I/O ports and kernel memory",
+    "SYS_TIME": "it sets the host's clock (for every container and the host itself)",
+    "SYS_PTRACE": "it lets the agent read and rewrite other processes' memory",
+    "DAC_READ_SEARCH": "it opens host files by handle, outside the container (open_by_handle_at)",
+    "SYSLOG": "it reads the host kernel's log, which shows host and other containers' activity",
+    "SYS_BOOT": "it reboots or kexecs the host",
+    "SYS_PACCT": "it switches process accounting on for the whole host",
+    "AUDIT_CONTROL": "it changes the host's audit rules",
+    "MAC_ADMIN": "it changes the host's mandatory access control policy",
+    "MAC_OVERRIDE": "it overrides the host's mandatory access control policy",
+    "CHECKPOINT_RESTORE": "it reads and sets other processes' state (map_files, last pid)",
+    "WAKE_ALARM": "it sets alarms that wake the host from suspend",
+    "BLOCK_SUSPEND": "it keeps the host from suspending",
 }
 
 
@@ -226,7 +256,19 @@ def domain(value: Any) -> Any:
             f"invalid domain {_quote(value)}",
             "write a host name such as 'github.com', or '.example.com' for it and its subdomains",
         )
+    if subdomains and _public_suffixes().is_public(apex):
+        fail(
+            f"{_quote(value)} would allow every domain under the public suffix '{apex}'",
+            f"name the sites you need, e.g. '.example.{apex}'",
+        )
     return "." + apex if subdomains else apex
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """The Public Suffix List bundled with publicsuffixlist (no network), ICANN and private
+    sections; an unknown top-level name (a home network's `.lan`) is not taken as public."""
+    return PublicSuffixList(accept_unknown=False)
 
 
 def _is_ip_address(text: str) -> bool:
@@ -238,26 +280,32 @@ def _is_ip_address(text: str) -> bool:
 
 
 def capability(value: Any) -> Any:
-    """A Linux capability, written with or without CAP_ in any case, returned as e.g. SYS_PTRACE.
-
-    The ones that would put the firewall within the agent's reach are refused."""
+    """A Linux capability an agent may add, written with or without CAP_ in any case, returned
+    as e.g. SYS_NICE. Only ADDABLE_CAPABILITIES pass; the refusal says why."""
     if not isinstance(value, str):
         return value  # the str type reports it
     name = value.strip().upper().removeprefix("CAP_")
+    addable = ", ".join(sorted(ADDABLE_CAPABILITIES - AGENT_BASE_CAPABILITIES))
     if name == "ALL":
         fail(
-            "capability ALL is refused: it includes NET_ADMIN, SYS_ADMIN and BPF",
-            "name only the capabilities the agent needs",
+            "capability ALL is refused: it includes NET_RAW, NET_ADMIN, SYS_ADMIN and BPF",
+            f"name only the capabilities the agent needs; an agent may add {addable}",
         )
     if name in REFUSED_CAPABILITIES:
         fail(
             f"capability {name} is refused: {REFUSED_CAPABILITIES[name]}",
-            "remove it; the firewall must stay out of the agent's reach",
+            "remove it; agents share the host's kernel, and the firewall must stay out of "
+            "their reach",
         )
     if name not in LINUX_CAPABILITIES:
         guess = closest(name, LINUX_CAPABILITIES)
         hint = f"did you mean '{guess}'?" if guess else "see capabilities(7) for the names"
         fail(f"unknown capability {_quote(value)}", hint)
+    if name not in ADDABLE_CAPABILITIES:
+        fail(
+            f"capability {name} is refused: it is not on the list an agent may add",
+            f"an agent may add {addable}",
+        )
     return name
 
 
@@ -282,6 +330,28 @@ def image(value: str) -> str:
         fail(
             f"invalid image reference {_quote(value)}",
             "use a Docker image name such as 'debian:bookworm'",
+        )
+    return value
+
+
+def host_env_name(value: Any) -> Any:
+    """The name of a host environment variable (clawker's own names are allowed: it is read on
+    the host, never set in the agent)."""
+    if not isinstance(value, str) or not _ENV_NAME.match(value):
+        fail(
+            f"invalid environment variable name {_quote(str(value))}",
+            "use letters, digits and '_', not starting with a digit",
+        )
+    return value
+
+
+def key_file_path(value: Any) -> Any:
+    """A host file holding a key: absolute, or under the host user's home (`~/...`)."""
+    value = text(value)
+    if not isinstance(value, str) or not (value.startswith("/") or value.startswith("~/")):
+        fail(
+            f"key file {_quote(str(value))} is not an absolute path",
+            "write an absolute path, or one under your home such as ~/.config/anthropic/key",
         )
     return value
 

@@ -25,6 +25,7 @@ from reconciler.controlplane.api.messages import (
     from_wire,
     to_wire,
 )
+from reconciler.controlplane.bridge.api_relay import ApiRelayConfig, ApiUpstream, UpstreamError
 from reconciler.controlplane.identity.bootstrap import bootstrap_archive
 from reconciler.controlplane.identity.pki import ClawkerPKI
 from reconciler.controlplane.paths import StatePaths
@@ -65,6 +66,12 @@ def run(
     Docker port's edge (`port`) or to give the controller fewer workers."""
     paths = StatePaths(settings.state_dir)
     paths.ensure()
+    try:
+        # from_env keys are variables of this process's own environment, read when needed.
+        api_relay = ApiRelayConfig(ApiUpstream.from_settings(settings), os.environ)
+    except UpstreamError as exc:
+        log.error("%s", exc)
+        return 1
     pki = ClawkerPKI.load_or_create(paths.pki)
     registry = Registry(paths.registry)
     # No firewall, no control plane: an agent must never start unfiltered.
@@ -83,6 +90,7 @@ def run(
         resync_interval=settings.resync_seconds,
         workers=workers,
         firewall=firewall,
+        api_relay=api_relay,
     )
     started = time.time()
 
@@ -108,6 +116,11 @@ def run(
         registry.put_runtime(spec)
         if params.get("fresh_config"):
             registry.forget_post_init(spec.agent_key)
+
+    def forget_agents(params: dict[str, Any]) -> None:
+        for key in params.get("agents", []):
+            firewall.forget(str(key))
+            registry.forget_runtime(str(key))
 
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
@@ -156,6 +169,7 @@ def run(
             "ping": ping,
             "runtime_state": runtime_state,
             "runtime_put": runtime_put,
+            "forget_agents": forget_agents,
             "status": status,
             "issue_bootstrap": issue_bootstrap,
             "verify": verify,

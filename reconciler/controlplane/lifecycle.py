@@ -120,11 +120,17 @@ def ensure_running(settings: Settings, timeout: float = 20.0) -> int | None:
 
 def stop(paths: StatePaths, timeout: float = 15.0) -> int | None:
     """Stop the CP by its pid file; return the pid that was stopped, or None."""
-    pid = _read_pid(paths.pid_file)
-    if pid is None or not _is_controlplane(pid):
-        paths.pid_file.unlink(missing_ok=True)
-        return None
-    os.kill(pid, signal.SIGTERM)
+    try:
+        pid = _read_pid(paths.pid_file)
+        if pid is None or not _is_controlplane(pid):
+            paths.pid_file.unlink(missing_ok=True)
+            return None
+        os.kill(pid, signal.SIGTERM)
+    except PermissionError as exc:
+        raise ControlPlaneError(
+            f"cannot stop the control plane: {exc.strerror} ({exc.filename or 'its process'});"
+            " it runs as root: run `sudo clawker controlplane down`"
+        ) from exc
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _is_controlplane(pid):
         time.sleep(0.05)

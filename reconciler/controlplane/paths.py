@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reconciler.settings import Settings
 
-__all__ = ["StatePaths", "state_paths"]
+__all__ = ["StatePaths", "protected_paths", "state_paths"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,10 @@ class StatePaths:
         return self.root / "controlplane.pid"
 
     @property
+    def apply_lock(self) -> Path:
+        return self.root / "apply.lock"
+
+    @property
     def log(self) -> Path:
         return self.root / "controlplane.log"
 
@@ -43,3 +47,10 @@ class StatePaths:
 
 def state_paths(settings: Settings) -> StatePaths:
     return StatePaths(settings.state_dir)
+
+
+def protected_paths(paths: StatePaths, docker_socket: str | None) -> tuple[str, ...]:
+    """Paths no agent workspace may be, be inside of or contain (specs.workspace_policy):
+    clawker's state directory (its CA, registry and socket) and the Docker socket in use."""
+    found = [str(paths.root), str(paths.socket)]
+    return (*found, docker_socket) if docker_socket else tuple(found)

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS registrations (
 CREATE TABLE IF NOT EXISTS used_tokens (jti TEXT PRIMARY KEY, used_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS firewall (
     agent_key TEXT PRIMARY KEY, domains TEXT NOT NULL, disabled INTEGER NOT NULL,
-    bypass_until REAL NOT NULL);
+    bypass_until REAL NOT NULL, bypass_boot TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS agent_runtime (agent_key TEXT PRIMARY KEY, spec TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS post_init_done (agent_key TEXT PRIMARY KEY, done_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS start_status (
@@ -50,6 +50,9 @@ class Registry:
             )
         if "runtime" not in columns:  # ... or before each start recorded its runtime spec
             self._db.execute("ALTER TABLE start_status ADD COLUMN runtime TEXT NOT NULL DEFAULT ''")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(firewall)")}
+        if "bypass_boot" not in columns:  # wall-clock deadlines of old: read as no bypass
+            self._db.execute("ALTER TABLE firewall ADD COLUMN bypass_boot TEXT NOT NULL DEFAULT ''")
         path.chmod(0o600)
         self._lock = threading.Lock()
 
@@ -66,14 +69,34 @@ class Registry:
         return row is not None
 
     def register(
-        self, container_id: str, agent_key: str, container_name: str, thumbprint: str
-    ) -> None:
+        self,
+        container_id: str,
+        agent_key: str,
+        container_name: str,
+        thumbprint: str,
+        jti: str = "",
+    ) -> bool:
+        """Record a registration and, with `jti`, its token as used, in one transaction: a CP
+        killed in between never leaves a token burnt without the registration it paid for
+        (which would refuse the container forever). False when the token was used before."""
         now = time.time()
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO registrations VALUES (?,?,?,?,?,?)",
-                (container_id, agent_key, container_name, thumbprint, now, now),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if jti:
+                    self._db.execute("INSERT INTO used_tokens VALUES (?,?)", (jti, now))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO registrations VALUES (?,?,?,?,?,?)",
+                    (container_id, agent_key, container_name, thumbprint, now, now),
+                )
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                return False
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return True
 
     def touch(self, container_id: str) -> None:
         with self._lock:
@@ -146,7 +169,8 @@ class Registry:
     def firewall(self, agent_key: str) -> AgentFirewall | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT agent_key, domains, disabled, bypass_until FROM firewall WHERE agent_key=?",
+                "SELECT agent_key, domains, disabled, bypass_until, bypass_boot FROM firewall "
+                "WHERE agent_key=?",
                 (agent_key,),
             ).fetchone()
         return _firewall_row(row) if row else None
@@ -154,19 +178,30 @@ class Registry:
     def put_firewall(self, state: AgentFirewall) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO firewall VALUES (?,?,?,?)",
+                "INSERT OR REPLACE INTO firewall VALUES (?,?,?,?,?)",
                 (
                     state.agent_key,
                     json.dumps(list(state.domains)),
                     int(state.disabled),
                     state.bypass_until,
+                    state.bypass_boot,
                 ),
             )
+
+    def forget_firewall(self, agent_key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM firewall WHERE agent_key=?", (agent_key,))
+
+    def forget_runtime(self, agent_key: str) -> None:
+        """Drop a deleted agent's runtime spec: the registry follows the objects."""
+        with self._lock:
+            self._db.execute("DELETE FROM agent_runtime WHERE agent_key=?", (agent_key,))
 
     def firewalls(self) -> list[AgentFirewall]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT agent_key, domains, disabled, bypass_until FROM firewall ORDER BY agent_key"
+                "SELECT agent_key, domains, disabled, bypass_until, bypass_boot FROM firewall "
+                "ORDER BY agent_key"
             ).fetchall()
         return [_firewall_row(row) for row in rows]
 
@@ -228,4 +263,6 @@ def _runtime_row(data: dict[str, Any]) -> AgentRuntimeSpec:
 
 
 def _firewall_row(row: tuple[Any, ...]) -> AgentFirewall:
-    return AgentFirewall(str(row[0]), tuple(json.loads(row[1])), bool(row[2]), float(row[3]))
+    return AgentFirewall(
+        str(row[0]), tuple(json.loads(row[1])), bool(row[2]), float(row[3]), str(row[4])
+    )

@@ -75,6 +75,8 @@ _NEXT_START_FIELDS = {
     "forward_ssh": "credentials: forward_ssh",
     "forward_gpg": "credentials: forward_gpg",
     "copy_git_config": "credentials: copy_git_config",
+    "api_key_env": "api key source: environment variable",
+    "api_key_file": "api key source: file",
 }
 
 
@@ -121,4 +123,14 @@ def desired_runtime(agent: DesiredAgent, host: HostContext) -> AgentRuntimeSpec:
         host_home=host.home,
         ssh_auth_sock=host.ssh_auth_sock,
         gpg_extra_socket=host.gpg_extra_socket,
+        api_key_env=_api_key_source(agent)[0],
+        api_key_file=_api_key_source(agent)[1],
     )
+
+
+def _api_key_source(agent: DesiredAgent) -> tuple[str, str]:
+    """(variable, file) the API relay reads the agent's key from; ("", "") without a relay."""
+    source = agent.agent.claude_code.api_key
+    if source is None:
+        return "", ""
+    return source.from_env or "", source.from_file or ""

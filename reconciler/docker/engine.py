@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
+import tarfile
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal, Protocol
@@ -28,10 +31,13 @@ __all__ = [
     "DockerEngine",
     "DockerError",
     "DockerPort",
+    "ExecRequest",
     "ImageInfo",
     "MountSpec",
     "NetworkInfo",
     "NotManagedError",
+    "SessionPort",
+    "TerminalConfig",
     "VolumeInfo",
 ]
 
@@ -55,6 +61,9 @@ class ContainerInfo:
     labels: Mapping[str, str]
     state: str  # created | running | paused | restarting | removing | exited | dead
     image_id: str
+    volumes: tuple[str, ...] = ()  # names of the volumes it mounts
+    status: str = ""  # Docker's human status ("Up 3 minutes", "Exited (0) 2 hours ago")
+    created: int = 0  # seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,28 @@ class RuntimeInfo:
 
 
 @dataclass(frozen=True)
+class TerminalConfig:
+    """How a container's stdio is wired: a TTY (one raw stream) or not (multiplexed frames)."""
+
+    tty: bool
+    stdin_open: bool
+    running: bool
+    auto_remove: bool = False
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    """One `exec`: the process, who runs it, where, and how its stdio is wired."""
+
+    argv: tuple[str, ...]
+    user: str = ""
+    workdir: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    tty: bool = False
+    stdin: bool = False
+
+
+@dataclass(frozen=True)
 class ContainerEvent:
     id: str
     action: str  # start | die | destroy | ...
@@ -123,11 +154,14 @@ class ContainerSpec:
     mounts: tuple[MountSpec, ...] = ()
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
+    sysctls: Mapping[str, str] = field(default_factory=dict)
     cgroup_parent: str = ""
     network: str = ""
     hostname: str = ""
     tty: bool = True
     stdin_open: bool = True
+    auto_remove: bool = False  # Docker removes the container when it exits (`run --rm`)
 
 
 class ListingPort(Protocol):
@@ -138,6 +172,9 @@ class ListingPort(Protocol):
     def list_networks(self) -> list[NetworkInfo]: ...
     def list_images(self) -> list[ImageInfo]: ...
     def image_id(self, ref: str) -> str | None: ...
+    # progress markers inside volumes (reconciler.host.progress)
+    def archive_names(self, container_id: str, path: str) -> frozenset[str] | None: ...
+    def probe_volume(self, volume: str, path: str, image: str) -> frozenset[str] | None: ...
 
 
 class ImagePort(Protocol):
@@ -190,7 +227,26 @@ class RuntimePort(Protocol):
     ) -> tuple[int, str]: ...
 
 
-class DockerPort(ListingPort, ImagePort, ObjectPort, RuntimePort, Protocol):
+class SessionPort(Protocol):
+    """A person at an agent (`run`, `attach`, `exec`, `logs`, `cp`): stdio, waits, archives."""
+
+    def terminal_config(self, container_id: str) -> TerminalConfig: ...
+    def attach_socket(self, container_id: str, *, stdin: bool) -> socket.socket: ...
+    def wait_container(self, container_id: str, condition: str = "not-running") -> int: ...
+    def begin_wait(self, container_id: str, condition: str) -> Callable[[], int]: ...
+    def resize_tty(self, container_id: str, height: int, width: int) -> None: ...
+    def restart_container(self, container_id: str, timeout: int = 10) -> None: ...
+    def open_exec(self, container_id: str, request: ExecRequest) -> tuple[str, socket.socket]: ...
+    def resize_exec(self, exec_id: str, height: int, width: int) -> None: ...
+    def exec_exit_code(self, exec_id: str) -> int: ...
+    def logs_stream(
+        self, container_id: str, *, follow: bool, since: str | None, tail: int | None
+    ) -> Iterator[tuple[int, bytes]]: ...
+    def get_archive(self, container_id: str, path: str) -> Iterator[bytes]: ...
+    def path_stat(self, container_id: str, path: str) -> Mapping[str, Any] | None: ...
+
+
+class DockerPort(ListingPort, ImagePort, ObjectPort, RuntimePort, SessionPort, Protocol):
     """Everything the reconciler needs from Docker, one method per API call. Callers that need
     less take one of the narrow ports above, so a test double implements only those methods."""
 
@@ -203,6 +259,16 @@ def _wrap(exc: docker.errors.APIError, what: str) -> DockerError:
     if isinstance(explanation, bytes):
         explanation = explanation.decode(errors="replace")
     return DockerError(f"{what}: {explanation}", exc.status_code)
+
+
+def engine_socket() -> str | None:
+    """The unix socket of the engine DOCKER_HOST names (docker's default when unset), or None
+    for an engine reached over TCP: a path no agent workspace may hold."""
+    base_url = str(kwargs_from_env().get("base_url") or "unix:///var/run/docker.sock")
+    for prefix in ("unix://", "http+unix://"):
+        if base_url.startswith(prefix):
+            return base_url.removeprefix(prefix)
+    return None
 
 
 class DockerEngine:
@@ -251,6 +317,13 @@ class DockerEngine:
                 labels=c.get("Labels") or {},
                 state=c.get("State", ""),
                 image_id=c.get("ImageID", ""),
+                volumes=tuple(
+                    str(m["Name"])
+                    for m in c.get("Mounts") or []
+                    if m.get("Type") == "volume" and m.get("Name")
+                ),
+                status=str(c.get("Status", "")),
+                created=int(c.get("Created") or 0),
             )
             for c in raw
         ]
@@ -318,8 +391,11 @@ class DockerEngine:
             mounts=mounts,
             cap_add=list(spec.cap_add) or None,
             cap_drop=list(spec.cap_drop) or None,
+            security_opt=list(spec.security_opt) or None,
+            sysctls=dict(spec.sysctls) or None,
             cgroup_parent=spec.cgroup_parent or None,
             network_mode=spec.network or None,
+            auto_remove=spec.auto_remove,
         )
         try:
             result: dict[str, Any] = self._api.create_container(
@@ -332,6 +408,8 @@ class DockerEngine:
                 working_dir=spec.working_dir or None,
                 host_config=host_config,
                 tty=spec.tty,
+                # docker-py also sets StdinOnce with stdin_open: the end of an attached
+                # client's stdin (`echo hi | clawker run -i ... -- cat`) is the CMD's EOF.
                 stdin_open=spec.stdin_open,
             )
         except docker.errors.APIError as exc:
@@ -397,6 +475,44 @@ class DockerEngine:
         )
         if not ok:
             raise DockerError(f"copy into container {container_id[:12]}:{path} was refused")
+
+    def archive_names(self, container_id: str, path: str) -> frozenset[str] | None:
+        """The names of the entries of directory `path` in a container (a stopped or never
+        started one too: Docker mounts its volumes for the copy); None when it is absent."""
+        try:
+            stream, _stat = self._api.get_archive(container_id, path)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"copy from container {container_id[:12]}:{path}") from exc
+        with tempfile.TemporaryFile() as buffer:
+            for chunk in stream:
+                buffer.write(chunk)
+            buffer.seek(0)
+            with tarfile.open(fileobj=buffer, mode="r") as tar:
+                return frozenset(
+                    name.split("/", 1)[1]
+                    for name in tar.getnames()
+                    if "/" in name and name.split("/", 1)[1]
+                )
+
+    def probe_volume(self, volume: str, path: str, image: str) -> frozenset[str] | None:
+        """`archive_names` of `path` inside a volume no container mounts: through a container
+        that is created (never started) for the look and removed again."""
+        name = naming.probe_name(volume)
+        try:
+            self.remove_container(name)  # left by a pass killed during its look
+        except DockerError as exc:
+            if exc.status != 404:
+                raise
+        labels = {naming.PURPOSE: "probe", naming.VOLUME_ROLE: volume}
+        mount = MountSpec("volume", "/probe", volume, read_only=True)
+        spec = ContainerSpec(name, image, ("true",), labels, mounts=(mount,), tty=False)
+        probe = self.create_container(spec)
+        try:
+            return self.archive_names(probe, f"/probe/{path}")
+        finally:
+            self._call(f"remove container {name}", self._api.remove_container, probe, force=True)
 
     def inspect_state(self, container_id: str) -> Mapping[str, Any]:
         info = self._call(
@@ -570,6 +686,195 @@ class DockerEngine:
             for i in raw
         ]
 
+    # -- a person at an agent: attach, exec, logs, copy ----------------------------------------
+    def terminal_config(self, container_id: str) -> TerminalConfig:
+        info = self._call(
+            f"inspect container {container_id[:12]}", self._api.inspect_container, container_id
+        )
+        config, host = info.get("Config", {}), info.get("HostConfig", {})
+        return TerminalConfig(
+            tty=bool(config.get("Tty")),
+            stdin_open=bool(config.get("OpenStdin")),
+            running=bool(info.get("State", {}).get("Running")),
+            auto_remove=bool(host.get("AutoRemove")),
+        )
+
+    def attach_socket(self, container_id: str, *, stdin: bool) -> socket.socket:
+        """Attach to the container's stdio (before its start, nothing it writes is lost).
+
+        The daemon ends the stream on Docker's detach keys, ctrl-p ctrl-q, leaving the
+        container running. A TTY container's stream is raw; any other is multiplexed frames.
+        """
+        self._require_managed_container(container_id)
+        params = {
+            "stdin": int(stdin),
+            "stdout": 1,
+            "stderr": 1,
+            "stream": 1,
+            "detachKeys": "ctrl-p,ctrl-q",
+        }
+        raw = self._call(
+            f"attach to container {container_id[:12]}",
+            self._api.attach_socket,
+            container_id,
+            params=params,
+        )
+        sock: socket.socket = getattr(raw, "_sock", raw)
+        sock.settimeout(None)
+        return sock
+
+    def wait_container(self, container_id: str, condition: str = "not-running") -> int:
+        """Block until the container meets `condition` (not-running | next-exit | removed);
+        its exit code. Asked before a start with `next-exit`, it cannot miss a fast exit."""
+        result = self._call(
+            f"wait for container {container_id[:12]}",
+            self._api.wait,
+            container_id,
+            timeout=None,
+            condition=condition,
+        )
+        return int(result.get("StatusCode", 0))
+
+    def begin_wait(self, container_id: str, condition: str) -> Callable[[], int]:
+        """Register a wait for `condition` (next-exit | removed | not-running) and return what
+        blocks for the exit code. The daemon answers the request's headers once the wait is
+        registered, so a start made after this call cannot exit unseen (as `docker run`)."""
+        api: Any = self._api  # docker-py's wait() blocks for the body: the headers come first
+        try:
+            response = api._post(
+                api._url("/containers/{0}/wait", container_id),
+                params={"condition": condition},
+                timeout=None,
+                stream=True,
+            )
+            api._raise_for_status(response)
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"wait for container {container_id[:12]}") from exc
+
+        def exit_code() -> int:
+            body = json.loads(response.content or b"{}")
+            return int(body.get("StatusCode", 0))
+
+        return exit_code
+
+    def resize_tty(self, container_id: str, height: int, width: int) -> None:
+        self._call(
+            f"resize container {container_id[:12]}",
+            self._api.resize,
+            container_id,
+            height=height,
+            width=width,
+        )
+
+    def restart_container(self, container_id: str, timeout: int = 10) -> None:
+        self._call(
+            f"restart container {container_id[:12]}",
+            self._api.restart,
+            container_id,
+            timeout=timeout,
+        )
+
+    def open_exec(self, container_id: str, request: ExecRequest) -> tuple[str, socket.socket]:
+        """Start `request` in a managed, running container; (exec id, its stdio socket)."""
+        self._require_managed_container(container_id)
+        created = self._call(
+            f"exec in container {container_id[:12]}",
+            self._api.exec_create,
+            container_id,
+            list(request.argv),
+            stdin=request.stdin,
+            tty=request.tty,
+            user=request.user,
+            workdir=request.workdir or None,
+            environment=dict(request.env) or None,
+        )
+        raw = self._call(
+            f"exec in container {container_id[:12]}",
+            self._api.exec_start,
+            created["Id"],
+            socket=True,
+            tty=request.tty,
+        )
+        sock: socket.socket = getattr(raw, "_sock", raw)
+        sock.settimeout(None)
+        return str(created["Id"]), sock
+
+    def resize_exec(self, exec_id: str, height: int, width: int) -> None:
+        self._call("resize exec", self._api.exec_resize, exec_id, height=height, width=width)
+
+    def exec_exit_code(self, exec_id: str) -> int:
+        """The exec's exit code, once Docker has recorded it (its stream ends a little before)."""
+        import time  # noqa: PLC0415
+
+        for _ in range(50):
+            info = self._call("inspect exec", self._api.exec_inspect, exec_id)
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return int(info["ExitCode"])
+            time.sleep(0.05)
+        raise DockerError(f"exec {exec_id[:12]}: no exit code after its output ended")
+
+    def logs_stream(
+        self, container_id: str, *, follow: bool, since: str | None, tail: int | None
+    ) -> Iterator[tuple[int, bytes]]:
+        """(stream, bytes) chunks of the container's output: 1 stdout, 2 stderr (a TTY
+        container's output is all stdout)."""
+        tty = self.terminal_config(container_id).tty
+        params: dict[str, Any] = {
+            "stdout": 1,
+            "stderr": 1,
+            "follow": int(follow),
+            "tail": "all" if tail is None else str(tail),
+        }
+        if since:
+            params["since"] = _since(since)
+        api: Any = self._api  # docker-py's logs() cannot tell stdout from stderr; its parts can
+        try:
+            response = api._get(
+                api._url("/containers/{0}/logs", container_id), params=params, stream=True
+            )
+            api._raise_for_status(response)
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"logs of container {container_id[:12]}") from exc
+        if tty:  # one raw stream: pass it on as it arrives
+            for chunk in response.iter_content(chunk_size=None):
+                yield 1, bytes(chunk)
+            return
+        # Frames (8-byte header: stream, size), read from the de-chunked body.
+        body = response.raw
+        while len(header := _read_exactly(body, 8)) == 8:
+            stream, size = struct.unpack(">BxxxL", header)
+            data = _read_exactly(body, size)
+            if data:
+                yield stream, data
+            if len(data) < size:
+                return
+
+    def get_archive(self, container_id: str, path: str) -> Iterator[bytes]:
+        """A tar stream of `path` in the container (a file or a directory)."""
+        self._require_managed_container(container_id)
+        stream, _stat = self._call(
+            f"copy from container {container_id[:12]}:{path}",
+            self._api.get_archive,
+            container_id,
+            path,
+        )
+        return iter(stream)
+
+    def path_stat(self, container_id: str, path: str) -> Mapping[str, Any] | None:
+        """Docker's stat of `path` in the container (name, size, mode, ...); None if missing."""
+        self._require_managed_container(container_id)
+        try:
+            stream, stat = self._api.get_archive(container_id, path)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise _wrap(exc, f"stat {container_id[:12]}:{path}") from exc
+        close = getattr(stream, "close", None)
+        if callable(close):
+            close()
+        result: Mapping[str, Any] = stat
+        return result
+
 
 def _follow_build(
     chunks: Iterable[Mapping[str, Any]], on_line: Callable[[str], None], keep: int = 20
@@ -601,6 +906,28 @@ def _follow_build(
     if pending.strip():
         emit(pending.rstrip())
     return error, tail
+
+
+def _read_exactly(body: Any, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = body.read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def _since(value: str) -> int | str:
+    """`--since`: seconds since the epoch, or a duration before now (`10m`, `2h`, `30s`)."""
+    import time  # noqa: PLC0415
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return int(time.time() - float(value[:-1]) * units[value[-1]])
+    if value.isdigit():
+        return int(value)
+    raise DockerError(f"--since {value}: give seconds since the epoch or a duration like 10m")
 
 
 def _to_mount(m: MountSpec) -> Mount:

@@ -3,9 +3,9 @@ start, run the resolver, and apply each agent's policy (allowlist, disable, bypa
 
 The kernel holds the decisions (pinned maps, see bpf/); this class only writes them. What must
 survive a restart of the control plane is in the kernel (enrolments, allowed addresses, a
-bypass deadline in CLOCK_MONOTONIC, which the programs compare themselves) or in the registry
-(each agent's allowlist, disable flag and bypass deadline in wall-clock time, re-applied on the
-next enrolment).
+bypass deadline on CLOCK_BOOTTIME, which the programs compare themselves) or in the registry
+(each agent's allowlist, disable flag and bypass deadline, also on CLOCK_BOOTTIME with the boot's
+id, re-applied on the next enrolment of the same boot).
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ from reconciler.firewall.resolver import (
 from reconciler.firewall.state import (
     MAX_BYPASS_SECONDS,
     AgentFirewall,
+    BootInstant,
     FirewallStore,
+    boot_now,
     bypass_seconds,
 )
 from reconciler.settings import Settings
@@ -73,6 +75,17 @@ PIN_DIR_DEFAULT = "/sys/fs/bpf/clawker"
 def monotonic_ns() -> int:
     """CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads."""
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+_U64_NEVER = (1 << 64) - 1
+
+
+def kernel_deadline(seconds: float) -> int:
+    """A CLOCK_BOOTTIME deadline in ns for the policy map: saturated, never wrapped past 2^64."""
+    if not seconds > 0:  # also NaN
+        return 0
+    ns = seconds * 1e9
+    return _U64_NEVER if ns >= _U64_NEVER else int(ns)
 
 
 _FAMILIES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet"}
@@ -136,10 +149,12 @@ class Firewall:
         store: FirewallStore,
         *,
         clock: Callable[[], float] = time.time,
+        boot_clock: Callable[[], BootInstant] = boot_now,
     ) -> None:
         self.config = config
         self._store = store
         self._clock = clock
+        self._boot_clock = boot_clock
         self._lock = threading.RLock()
         self._maps: PinnedMaps | None = None
         self.attachment: Attachment | None = None
@@ -270,12 +285,12 @@ class Firewall:
         return sorted(keys)
 
     def _policy(self, state: AgentFirewall, resolver: tuple[str, int] | None) -> Policy:
-        now = self._clock()
         bypass = 0
-        if state.bypass_until > now:
-            # Capped again here: a deadline stored by a clawker without the cap must not wrap.
-            left = min(state.bypass_until - now, MAX_BYPASS_SECONDS)
-            bypass = monotonic_ns() + int(left * 1e9)
+        now = self._boot_clock()
+        left = state.bypass_left(now)
+        if left > 0:
+            # Capped again here: a deadline stored by a clawker without the cap must not linger.
+            bypass = kernel_deadline(now.seconds + min(left, MAX_BYPASS_SECONDS))
         return Policy(
             agent_id=agent_id(state.agent_key),
             bypass_until=bypass,
@@ -464,6 +479,15 @@ class Firewall:
             self.maps.revoke(agent_id(agent_key))
         return state
 
+    def forget(self, agent_key: str) -> None:
+        """A deleted agent: its stored policy and the addresses it was allowed go, so it is no
+        longer a known agent (`firewall status --agent dev` is not ambiguous with it)."""
+        with self._lock:
+            self._states.pop(agent_key, None)
+            self._store.forget_firewall(agent_key)
+            if self._maps is not None:
+                self._maps.revoke(agent_id(agent_key))
+
     def add_domains(self, agent_key: str, domains: Iterable[str]) -> AgentFirewall:
         state = self.state(agent_key)
         return self.set_allowlist(agent_key, (*state.domains, *domains))
@@ -488,8 +512,11 @@ class Firewall:
             seconds = bypass_seconds(seconds)
         except ValueError as exc:
             raise FirewallError(str(exc)) from exc
-        until = self._clock() + seconds if seconds > 0 else 0.0
-        state = self._save(replace(self.state(agent_key), bypass_until=until))
+        now = self._boot_clock()
+        until = now.seconds + seconds if seconds > 0 else 0.0
+        state = self._save(
+            replace(self.state(agent_key), bypass_until=until, bypass_boot=now.boot_id)
+        )
         self._rewrite_policies(state)
         return state
 
@@ -500,7 +527,7 @@ class Firewall:
     def status(self, agent_key: str | None = None) -> dict[str, Any]:
         keys = [agent_key] if agent_key else self.known_agents()
         policies = self.maps.policies()
-        now = self._clock()
+        now = self._boot_clock()
         mono = monotonic_ns()
         agents = []
         for key in keys:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-__all__ = ["MAX_BYPASS_SECONDS", "AgentFirewall", "FirewallStore", "bypass_seconds"]
+__all__ = [
+    "MAX_BYPASS_SECONDS",
+    "AgentFirewall",
+    "BootInstant",
+    "FirewallStore",
+    "boot_now",
+    "bypass_seconds",
+]
 
 # The longest bypass: long enough for any real job, short enough that the kernel's deadline
-# (CLOCK_MONOTONIC ns in a u64) never comes near wrapping, and a forgotten bypass still ends.
+# (CLOCK_BOOTTIME ns in a u64) never comes near wrapping, and a forgotten bypass still ends.
 MAX_BYPASS_SECONDS = 30 * 24 * 3600
 
 
@@ -32,10 +41,29 @@ class AgentFirewall:
     agent_key: str
     domains: tuple[str, ...] = ()
     disabled: bool = False
-    bypass_until: float = 0.0  # wall-clock seconds; 0: no bypass
+    # A bypass deadline is on CLOCK_BOOTTIME (seconds) of one boot: no agent can set that clock
+    # (SYS_TIME sets the wall clock), and a deadline from an earlier boot is over.
+    bypass_until: float = 0.0  # 0: no bypass
+    bypass_boot: str = ""  # the kernel's boot id when the bypass was set
 
-    def bypass_left(self, now: float) -> float:
-        return max(0.0, self.bypass_until - now)
+    def bypass_left(self, now: BootInstant) -> float:
+        if now.boot_id != self.bypass_boot:
+            return 0.0
+        return max(0.0, self.bypass_until - now.seconds)
+
+
+@dataclass(frozen=True)
+class BootInstant:
+    """A moment on CLOCK_BOOTTIME, with the boot it belongs to."""
+
+    boot_id: str
+    seconds: float
+
+
+def boot_now() -> BootInstant:
+    """Now on CLOCK_BOOTTIME, the clock bpf_ktime_get_boot_ns() reads."""
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return BootInstant(boot_id, time.clock_gettime(time.CLOCK_BOOTTIME))
 
 
 class FirewallStore(Protocol):
@@ -44,3 +72,4 @@ class FirewallStore(Protocol):
     def firewall(self, agent_key: str) -> AgentFirewall | None: ...
     def put_firewall(self, state: AgentFirewall) -> None: ...
     def firewalls(self) -> list[AgentFirewall]: ...
+    def forget_firewall(self, agent_key: str) -> None: ...

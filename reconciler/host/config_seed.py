@@ -12,6 +12,8 @@ built here, on the host, and streamed into the new container before its first st
   JSON files are rewritten to the container's. `fresh` copies none of it.
 - `claude_code.use_host_auth: true`: the host's `.credentials.json` and the account entry of its
   `~/.claude.json`.
+- `claude_code.api_key`: the API relay's placeholder key marked as approved, so an interactive
+  Claude Code does not ask whether to use "the custom API key" it finds in its environment.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from reconciler import naming
+from reconciler.host.progress import marker_member
 
 __all__ = [
     "COPIED_ENTRIES",
@@ -56,6 +59,8 @@ class ConfigSeed:
     workspace: str  # trusted in the seeded state
     host_claude_dir: str = ""  # the host's ~/.claude; "" when there is no host to copy from
     host_claude_json: str = ""  # the host's ~/.claude.json
+    user: naming.AgentUser = naming.DEFAULT_AGENT_USER  # who owns what is seeded
+    api_relay: bool = False  # the agent holds the relay's placeholder key (docs/credentials.md)
 
 
 def rewrite_text(text: str, old: str, new: str) -> str:
@@ -82,14 +87,22 @@ def rewrite_paths(value: Any, old: str, new: str) -> Any:
 
 
 def onboarding_state(
-    workspace: str, host_state: Mapping[str, Any] | None, *, use_host_auth: bool
+    workspace: str,
+    host_state: Mapping[str, Any] | None,
+    *,
+    use_host_auth: bool,
+    api_relay: bool = False,
 ) -> dict[str, Any]:
-    """The seeded `.claude.json`: first-run wizard done, the workspace trusted, and with
-    `use_host_auth` the host's account entry."""
+    """The seeded `.claude.json`: first-run wizard done, the workspace trusted, with
+    `use_host_auth` the host's account entry, and with `api_relay` the placeholder key approved
+    (Claude Code records an approved key by its last 20 characters)."""
     state: dict[str, Any] = {
         "hasCompletedOnboarding": True,
         "projects": {workspace: {"hasTrustDialogAccepted": True}},
     }
+    if api_relay:
+        approved = [naming.API_KEY_PLACEHOLDER[-20:]]
+        state["customApiKeyResponses"] = {"approved": approved, "rejected": []}
     if use_host_auth and host_state:
         for key in ACCOUNT_KEYS:
             if key in host_state:
@@ -107,18 +120,23 @@ def seed_archive(seed: ConfigSeed) -> IO[bytes]:
             seed.workspace,
             host_state if isinstance(host_state, dict) else None,
             use_host_auth=seed.use_host_auth,
+            api_relay=seed.api_relay,
         )
-        _add_bytes(tar, STATE_FILE, json.dumps(state, indent=2).encode() + b"\n", 0o600)
+        state_bytes = json.dumps(state, indent=2).encode() + b"\n"
+        _add_bytes(tar, STATE_FILE, state_bytes, 0o600, seed.user)
         host_dir = seed.host_claude_dir
         if host_dir and os.path.isdir(host_dir):
             if seed.strategy == "copy":
                 olds = {os.path.abspath(host_dir), os.path.realpath(host_dir)}
                 for entry in COPIED_ENTRIES:
-                    _add_tree(tar, os.path.join(host_dir, entry), entry, olds, container_dir)
+                    _add_tree(
+                        tar, os.path.join(host_dir, entry), entry, olds, container_dir, seed.user
+                    )
             credentials = os.path.join(host_dir, CREDENTIALS_FILE)
             if seed.use_host_auth and os.path.isfile(credentials):
                 with open(credentials, "rb") as handle:
-                    _add_bytes(tar, CREDENTIALS_FILE, handle.read(), 0o600)
+                    _add_bytes(tar, CREDENTIALS_FILE, handle.read(), 0o600, seed.user)
+        marker_member(tar, "config", seed.user)  # last: the seed is complete only once it is there
     out.seek(0)
     return out
 
@@ -131,19 +149,28 @@ def _read_json(path: str) -> Any:
         return None
 
 
-def _owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid, info.gid = naming.AGENT_UID, naming.AGENT_GID
+def _owned(info: tarfile.TarInfo, user: naming.AgentUser) -> tarfile.TarInfo:
+    info.uid, info.gid = user.uid, user.gid
     info.uname = info.gname = ""
     return info
 
 
-def _add_bytes(tar: tarfile.TarFile, arcname: str, data: bytes, mode: int) -> None:
-    info = _owned(tarfile.TarInfo(arcname))
+def _add_bytes(
+    tar: tarfile.TarFile, arcname: str, data: bytes, mode: int, user: naming.AgentUser
+) -> None:
+    info = _owned(tarfile.TarInfo(arcname), user)
     info.size, info.mode, info.mtime = len(data), mode, int(time.time())
     tar.addfile(info, io.BytesIO(data))
 
 
-def _add_tree(tar: tarfile.TarFile, source: str, arcname: str, olds: set[str], new: str) -> None:
+def _add_tree(
+    tar: tarfile.TarFile,
+    source: str,
+    arcname: str,
+    olds: set[str],
+    new: str,
+    user: naming.AgentUser,
+) -> None:
     """Copy `source` (a file or a directory) following symlinks: settings are often links into
     a dotfiles repository, which would dangle inside. Each real directory is copied once, so a
     symlink loop ends."""
@@ -160,7 +187,7 @@ def _add_tree(tar: tarfile.TarFile, source: str, arcname: str, olds: set[str], n
             if real in visited:
                 continue
             visited.add(real)
-            entry = _owned(tarfile.TarInfo(arc))
+            entry = _owned(tarfile.TarInfo(arc), user)
             entry.type, entry.mode, entry.mtime = tarfile.DIRTYPE, 0o755, int(info.st_mtime)
             tar.addfile(entry)
             try:
@@ -172,7 +199,7 @@ def _add_tree(tar: tarfile.TarFile, source: str, arcname: str, olds: set[str], n
             data = _file_bytes(path, info.st_size, olds, new)
             if data is None:
                 continue
-            entry = _owned(tarfile.TarInfo(arc))
+            entry = _owned(tarfile.TarInfo(arc), user)
             entry.size, entry.mode, entry.mtime = (
                 len(data),
                 info.st_mode & 0o755 | 0o600,

@@ -15,19 +15,21 @@ from reconciler.host.ignore_rules import IgnoreRules
 __all__ = ["ignored_directories", "snapshot_archive"]
 
 
-def snapshot_archive(root: str) -> IO[bytes]:
+def snapshot_archive(root: str, user: naming.AgentUser | None = None) -> IO[bytes]:
     """A tar (in a temporary file, rewound) of `root` minus `.clawkerignore` patterns.
 
-    Entries are relative to `root` and owned by the agent user, so the agent can write its copy.
+    Entries are relative to `root` and owned by the agent user (`user`, default 1001), so the
+    agent can write its copy.
     Only regular files, directories and symlinks are copied; `.git` is copied like any file.
     """
     base = Path(root)
+    owner = user or naming.DEFAULT_AGENT_USER
     rules = IgnoreRules.for_directory(base)
     out = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
     with tarfile.open(fileobj=out, mode="w") as tar:
 
         def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-            info.uid, info.gid = naming.AGENT_UID, naming.AGENT_GID
+            info.uid, info.gid = owner.uid, owner.gid
             info.uname = info.gname = ""
             return info
 

@@ -25,8 +25,11 @@ mounted at the same absolute path as on their host, and your network is filtered
   `snapshot` means you work on a copy in a volume and the host is untouched (hand work back
   with git).
 - `CLAWKER_CREDENTIAL_PROXY`: set when the host's git credential proxy is reachable.
+- `CLAWKER_FIREWALL_ENABLED`: `true`: your outbound traffic is filtered (see below).
+- `CLAWKER_API_RELAY`: set when your API key is kept on the host (see "Your API key").
 
-You are the user `claude` (uid 1001), home `/home/claude`.
+You are the user `claude`, home `/home/claude`, with the uid and gid of the workspace's
+owner: in bind mode what you make belongs to the user.
 
 ## What you can do
 
@@ -38,6 +41,16 @@ You are the user `claude` (uid 1001), home `/home/claude`.
   and you must not ask the user for tokens or passwords.
 - `~/.claude` (your sessions and settings) and `/commandhistory` (shell history) survive
   restarts and recreation; everything else outside the workspace does not.
+
+## Your API key
+
+When `CLAWKER_API_RELAY` is set, `ANTHROPIC_BASE_URL` points at `$CLAWKER_API_RELAY`, a relay
+on this container's 127.0.0.1, and `ANTHROPIC_API_KEY` is a placeholder, not a key: that is why
+`env` shows it. The real key lives on the user's host, with the clawker control plane, which
+adds it to each API request on its way out and forwards only Anthropic API requests
+(`/v1/messages`, `/v1/models`) to the API; anything else sent to the relay gets a 403 naming
+the rule. There is no key in this container to find, and you must not ask the user for one. If
+API requests fail with "no API key", the user fixes it on the host (docs/credentials.md).
 
 ## What you cannot do
 

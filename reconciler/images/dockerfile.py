@@ -86,17 +86,20 @@ def render_dockerfile(
     base_image: str,
     packages: Sequence[str],
     harness: str,
+    user: naming.AgentUser = naming.DEFAULT_AGENT_USER,
     requirements: Sequence[str] = REQUIREMENTS,
     runtime_packages: Sequence[str] = BASE_PACKAGES,
 ) -> str:
-    """The Dockerfile of a project image; `packages` are installed sorted and de-duplicated."""
+    """The Dockerfile of a project image; `packages` are installed sorted and de-duplicated;
+    the user `claude` gets `user`'s uid and gid (never 0)."""
     wanted = sorted(set(packages))
     bad = [p for p in (*wanted, *runtime_packages) if not _PACKAGE.match(p)]
     if bad:
         raise ValueError(f"not Debian package names: {', '.join(bad)}")
     if harness not in ("claude", "none"):
         raise ValueError(f"unknown harness {harness!r}")
-    uid, gid, home = naming.AGENT_UID, naming.AGENT_GID, naming.AGENT_HOME
+    if user.uid <= 0 or user.gid <= 0:
+        raise ValueError(f"the agent user is never root (uid {user.uid} gid {user.gid})")
     runtime = " ".join(runtime_packages)
     lines = [
         "# Rendered by clawker (reconciler/images/dockerfile.py) for one project; do not edit.",
@@ -127,16 +130,8 @@ def render_dockerfile(
         lines += ["# 2. No build.packages."]
     lines += [
         "",
-        f"# 3. The agent user (uid {uid}) with passwordless sudo, and the directories volumes and",
-        "#    clawkerd use, so a volume mounted there starts with the right owner.",
-        f"RUN groupadd --gid {gid} claude \\",
-        f" && useradd --uid {uid} --gid {gid} --create-home --home-dir {home} "
-        "--shell /bin/bash claude \\",
-        " && printf 'claude ALL=(ALL:ALL) NOPASSWD: ALL\\n' > /etc/sudoers.d/claude \\",
-        " && chmod 0440 /etc/sudoers.d/claude \\",
-        " && install -d -o claude -g claude -m 0755 "
-        f"{naming.CONFIG_MOUNT} {naming.HISTORY_MOUNT} \\",
-        " && install -d -o root -g root -m 0755 /var/log/clawker /run/clawker /etc/claude-code",
+        "# 3. The directories clawkerd uses.",
+        "RUN install -d -o root -g root -m 0755 /var/log/clawker /run/clawker /etc/claude-code",
         "",
         "# 4. clawkerd's Python: a venv of the base's python3, filled from the wheelhouse built on",
         "#    the host (no network); pip runs from its own wheel and is not installed.",
@@ -172,8 +167,46 @@ def render_dockerfile(
         "/usr/local/bin/",
         f"COPY {CONTEXT_FILES}/CLAUDE.md {AGENT_PROMPT_PATH}",
         f"ENV HISTFILE={naming.HISTORY_MOUNT}/.bash_history",
+        "",
+        *_agent_user(user),
         f'ENTRYPOINT ["{ENTRYPOINT}"]',
         'CMD ["claude"]' if harness == "claude" else 'CMD ["bash"]',
         "",
     ]
     return "\n".join(lines)
+
+
+def _agent_user(user: naming.AgentUser) -> list[str]:
+    """The user `claude` with the workspace owner's ids and passwordless sudo, last: a change of
+    owner rebuilds only this layer. A base-image user or group already holding those ids (a
+    `node` or `ubuntu` user at 1000) moves to one free id (a pair stays a pair), with the files
+    it owns. The directories volumes mount on are made here, so a new volume starts owned by
+    the agent user."""
+    uid, gid, home = user.uid, user.gid, naming.AGENT_HOME
+    return [
+        f"# 8. The agent user (uid {uid} gid {gid}: the workspace owner's), moving aside a user",
+        "#    or group of the base image that has those ids.",
+        f"RUN uid={uid} gid={gid}; \\",
+        "    free_id() { n=59999; \\",
+        '      while getent passwd "$n" >/dev/null || getent group "$n" >/dev/null; do \\',
+        '        n=$((n - 1)); done; echo "$n"; }; \\',
+        "    n=$(free_id); \\",
+        '    other=$(getent group "$gid" | cut -d: -f1); \\',
+        '    if [ -n "$other" ]; then \\',
+        '      echo "clawker: moving group $other from gid $gid to $n"; \\',
+        '      groupmod --gid "$n" "$other"; \\',
+        '      find / -xdev -gid "$gid" -exec chgrp -h "$n" {} +; \\',
+        "    fi; \\",
+        '    other=$(getent passwd "$uid" | cut -d: -f1); \\',
+        '    if [ -n "$other" ]; then \\',
+        '      echo "clawker: moving user $other from uid $uid to $n"; \\',
+        '      usermod --uid "$n" "$other"; \\',
+        '      find / -xdev -uid "$uid" -exec chown -h "$n" {} +; \\',
+        "    fi; \\",
+        '    groupadd --gid "$gid" claude; \\',
+        f'    useradd --uid "$uid" --gid "$gid" --create-home --home-dir {home} '
+        "--shell /bin/bash claude; \\",
+        "    printf 'claude ALL=(ALL:ALL) NOPASSWD: ALL\\n' > /etc/sudoers.d/claude; \\",
+        "    chmod 0440 /etc/sudoers.d/claude; \\",
+        f"    install -d -o claude -g claude -m 0755 {naming.CONFIG_MOUNT} {naming.HISTORY_MOUNT}",
+    ]

@@ -20,6 +20,7 @@ from typing import Final
 from reconciler import naming
 from reconciler.errors import UsageError
 from reconciler.images import agent_prompt, dockerfile
+from reconciler.images.agent_user import UserConflictError, project_user
 from reconciler.images.cache import DEFAULTS, cache_root
 from reconciler.images.harness import harness_identity, harness_version
 from reconciler.images.wheelhouse import wheels_identity
@@ -49,12 +50,22 @@ PROJECT_IMAGE_TAG: Final = "default"
 IMAGE_INPUTS_LABEL: Final = "dev.clawker.image-inputs"
 INPUT_LABEL_PREFIX: Final = "dev.clawker.image-input."
 HARNESS_VERSION_LABEL: Final = "dev.clawker.harness-version"
+USER_LABEL: Final = "dev.clawker.image-user"  # `uid:gid` of the user claude, for the reason
 PURPOSE_PROJECT_IMAGE: Final = "agent-image"
 
 # The groups a change is reported by, in the order a reason names them. `dockerfile` is the
 # Dockerfile's template and the files clawker writes into the image (launcher, credential helper,
-# prompt): what changes with a clawker release, not with the spec.
-INPUT_GROUPS: Final = ("base_image", "packages", "harness", "clawkerd", "wheels", "dockerfile")
+# prompt): what changes with a clawker release, not with the spec. `user` is the agent user's
+# uid:gid, the workspace owner's (agent_user.py).
+INPUT_GROUPS: Final = (
+    "base_image",
+    "packages",
+    "harness",
+    "clawkerd",
+    "wheels",
+    "dockerfile",
+    "user",
+)
 
 # Bumped when the way inputs are hashed changes (every image is rebuilt once then).
 _SCHEME: Final = "clawker-image-inputs/1"
@@ -79,6 +90,8 @@ class ImageInputs:
     dockerfile: str
     groups: tuple[tuple[str, str], ...]  # (group, sha256) in INPUT_GROUPS order
     digest: str  # sha256 over every group: the `dev.clawker.image-inputs` label
+    user: naming.AgentUser = naming.DEFAULT_AGENT_USER
+    warnings: tuple[str, ...] = ()  # e.g. a root-owned workspace: the agent keeps uid 1001
 
     @property
     def short_digest(self) -> str:
@@ -91,6 +104,7 @@ class ImageInputs:
             naming.PURPOSE: PURPOSE_PROJECT_IMAGE,
             IMAGE_INPUTS_LABEL: self.digest,
             HARNESS_VERSION_LABEL: self.harness_version,
+            USER_LABEL: self.user.label(),
         }
         labels.update({f"{INPUT_LABEL_PREFIX}{group}": value for group, value in self.groups})
         return labels
@@ -145,7 +159,7 @@ def support_files() -> dict[str, tuple[str, int]]:
 def _template_identity() -> str:
     # The Dockerfile with every spec-dependent value held fixed, plus the files clawker adds.
     skeleton = dockerfile.render_dockerfile(
-        base_image="BASE", packages=("packages",), harness="claude"
+        base_image="BASE", packages=("packages",), harness="claude", user=naming.DEFAULT_AGENT_USER
     )
     files = "".join(
         f"{name}\n{content}\n{mode:o}\n"
@@ -168,12 +182,18 @@ def _hashed_sources(stamps: tuple[tuple[str, int, int], ...], paths: tuple[Path,
     )
 
 
-def _compute(project: str, build: BuildSpec, settings: Settings) -> ImageInputs:
+def _compute(
+    project: str,
+    build: BuildSpec,
+    settings: Settings,
+    user: naming.AgentUser,
+    warnings: tuple[str, ...] = (),
+) -> ImageInputs:
     packages = tuple(sorted(set(build.packages)))
     cache = cache_root(settings)
     version = harness_version(settings) if build.harness == "claude" else ""
     rendered = dockerfile.render_dockerfile(
-        base_image=build.base_image, packages=packages, harness=build.harness
+        base_image=build.base_image, packages=packages, harness=build.harness, user=user
     )
     identities = {
         "base_image": build.base_image,
@@ -182,6 +202,7 @@ def _compute(project: str, build: BuildSpec, settings: Settings) -> ImageInputs:
         "clawkerd": _sources_identity(),
         "wheels": wheels_identity(cache),
         "dockerfile": _template_identity(),
+        "user": user.label(),
     }
     groups = tuple((group, _sha(identities[group])) for group in INPUT_GROUPS)
     digest = _sha(
@@ -197,12 +218,24 @@ def _compute(project: str, build: BuildSpec, settings: Settings) -> ImageInputs:
         dockerfile=rendered,
         groups=groups,
         digest=digest,
+        user=user,
+        warnings=warnings,
     )
 
 
-def image_inputs(agent: DesiredAgent, settings: Settings = DEFAULTS) -> ImageInputs:
-    """The inputs of the image `agent` runs (its project's); cheap, offline, deterministic."""
-    return _compute(agent.project, agent.build, settings)
+def image_inputs(
+    agent: DesiredAgent, settings: Settings = DEFAULTS, user: naming.AgentUser | None = None
+) -> ImageInputs:
+    """The inputs of the image `agent` runs (its project's); cheap, offline, deterministic.
+    The agent user is the owner of the agent's workspace unless `user` names one."""
+    if user is not None:
+        return _compute(agent.project, agent.build, settings, user)
+    found = project_user(agent.project, [agent])
+    return _compute(agent.project, agent.build, settings, found.user, _warned(found.warning))
+
+
+def _warned(warning: str) -> tuple[str, ...]:
+    return (warning,) if warning else ()
 
 
 def refreshed(inputs: ImageInputs, settings: Settings = DEFAULTS) -> ImageInputs:
@@ -210,7 +243,7 @@ def refreshed(inputs: ImageInputs, settings: Settings = DEFAULTS) -> ImageInputs
     build = BuildSpec(
         base_image=inputs.base_image, packages=inputs.packages, harness=inputs.harness
     )
-    return _compute(inputs.project, build, settings)
+    return _compute(inputs.project, build, settings, inputs.user, inputs.warnings)
 
 
 def project_image_inputs(
@@ -218,7 +251,8 @@ def project_image_inputs(
 ) -> list[ImageInputs]:
     """One `ImageInputs` per project, in the order projects first appear.
 
-    An image is per project, so every agent of a project must declare the same `build`.
+    An image is per project, so every agent of a project must declare the same `build`, and
+    their workspaces must have owners that give the same agent user.
     """
     by_project: dict[str, list[DesiredAgent]] = defaultdict(list)
     for agent in agents:
@@ -233,7 +267,11 @@ def project_image_inputs(
                     f"project {project} declare different `build` sections, but a project has "
                     "one image: declare `build` once in the Project document, or make them equal"
                 )
-        result.append(image_inputs(first, settings))
+        try:
+            found = project_user(project, members)
+        except UserConflictError as exc:
+            raise ImageError(str(exc)) from exc
+        result.append(_compute(project, first.build, settings, found.user, _warned(found.warning)))
     return result
 
 
@@ -245,4 +283,17 @@ def build_reason(inputs: ImageInputs, observed_labels: Mapping[str, str] | None)
     if observed_labels.get(IMAGE_INPUTS_LABEL) == inputs.digest:
         return None
     changed = [g for g, h in inputs.groups if observed_labels.get(f"{INPUT_LABEL_PREFIX}{g}") != h]
-    return "inputs changed: " + ", ".join(changed) if changed else "inputs changed"
+    named = [_user_change(inputs.user, observed_labels) if g == "user" else g for g in changed]
+    return "inputs changed: " + ", ".join(named) if named else "inputs changed"
+
+
+def _user_change(user: naming.AgentUser, observed_labels: Mapping[str, str]) -> str:
+    """`user uid 1001 → 1000` (and the gid when it changed too); an image without the label is
+    from before the user followed the workspace owner, when it was always 1001:1001."""
+    old = naming.AgentUser.from_label(observed_labels.get(USER_LABEL))
+    parts = []
+    if old.uid != user.uid:
+        parts.append(f"uid {old.uid} → {user.uid}")
+    if old.gid != user.gid:
+        parts.append(f"gid {old.gid} → {user.gid}")
+    return "user " + ", ".join(parts) if parts else "user"

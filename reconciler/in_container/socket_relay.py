@@ -2,9 +2,10 @@
 
 The control plane runs this file inside an agent container with `docker exec -i`, as root:
 `python -I -c <this file> '<listeners as JSON>'`. It listens on unix sockets inside the container
-(the ssh agent, the gpg agent, the git credential proxy) and carries every connection made to them
-over the exec's stdin and stdout to the host, where `socket_bridge` answers it. No port is opened
-anywhere, and the relay ends with the container (its exec dies) or with the CP (stdin closes).
+(the ssh agent, the gpg agent, the git credential proxy) and on 127.0.0.1 of the container's own
+network namespace (the API relay), and carries every connection made to them over the exec's
+stdin and stdout to the host, where `socket_bridge` answers it. No port is opened on the host or
+any network, and the relay ends with the container (its exec dies) or with the CP (stdin closes).
 
 Frames, both ways: kind (1 byte), channel (4 bytes, big endian), length (4 bytes), payload.
 
@@ -25,6 +26,7 @@ import selectors
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterator
 
 __all__ = [
@@ -85,9 +87,31 @@ def _write(frame: bytes) -> None:
         view = view[written:]
 
 
+def _listen_tcp(port: int, wait: float = 15.0) -> socket.socket:
+    """A listening socket on 127.0.0.1:`port`; the relay of the previous start or of the previous
+    CP may still hold it for a moment (it exits when its stdin closes), so binding retries."""
+    deadline = time.monotonic() + wait
+    while True:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            server.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            server.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    server.listen(64)
+    server.setblocking(False)
+    return server
+
+
 def _listen(spec: dict[str, object]) -> tuple[socket.socket, int]:
     """A listening socket at spec['path'], owned by spec['uid'] with spec['mode'], and the
-    inode of its path."""
+    inode of its path; or, with spec['tcp_port'], one on 127.0.0.1 (inode 0)."""
+    if spec.get("tcp_port"):
+        return _listen_tcp(int(str(spec["tcp_port"]))), 0
     path, uid, gid = str(spec["path"]), int(str(spec["uid"])), int(str(spec["gid"]))
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
@@ -139,6 +163,8 @@ def main(argv: list[str]) -> int:
                         conn.close()
                         continue
                     conn.setblocking(True)
+                    if conn.family == socket.AF_INET:  # small API requests, streamed answers
+                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     channel, next_channel = next_channel, next_channel + 1
                     channels[channel] = conn
                     selector.register(conn, selectors.EVENT_READ, ("client", channel))
@@ -176,7 +202,8 @@ def main(argv: list[str]) -> int:
                             close(channel, tell_host=True)
     finally:
         for spec, (_, inode) in zip(specs, listeners, strict=True):
-            _remove_own_socket(str(spec["path"]), inode)
+            if inode:
+                _remove_own_socket(str(spec["path"]), inode)
 
 
 def _remove_own_socket(path: str, inode: int) -> None:

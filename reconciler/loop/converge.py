@@ -5,6 +5,8 @@ These functions hold the sequencing so that the CLI, watch mode and the control 
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -42,6 +44,7 @@ from reconciler.loop.plan import (
     ChangeKind,
     Plan,
     RuntimeObservation,
+    Step,
     plan,
     plan_delete,
 )
@@ -56,6 +59,7 @@ __all__ = [
     "Prepared",
     "agent_statuses",
     "apply_plan",
+    "forget_agents",
     "prepare_apply",
     "prepare_delete",
 ]
@@ -176,6 +180,30 @@ def prepare_delete(port: DockerPort, keys: Iterable[str], *, volumes: bool) -> P
     return Prepared(observed, plan_delete(keys, observed, volumes=volumes))
 
 
+def _fault_hook(settings: Settings) -> Callable[[Step], None]:
+    """The fault-injection tests' kill point (Settings.test_kill_after); a no-op otherwise."""
+    if not settings.test_kill_after:
+        return lambda _step: None
+
+    def kill(step: Step) -> None:
+        if step.action.value == settings.test_kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return kill
+
+
+def forget_agents(settings: Settings, keys: Sequence[str]) -> bool:
+    """Tell the control plane these agents are gone (their runtime spec and firewall state
+    follow their containers); False when it is not running to be told."""
+    if not keys:
+        return True
+    try:
+        ControlPlaneClient(StatePaths(settings.state_dir).socket).forget_agents(keys)
+    except ApiError:
+        return False
+    return True
+
+
 def apply_plan(
     port: DockerPort,
     the_plan: Plan,
@@ -190,6 +218,7 @@ def apply_plan(
     on_step: Callable[[str, StepRecord], None] = lambda _c, _s: None,
     sleep: Callable[[float], None] = time.sleep,
     timeline: Timeline | None = None,
+    before_start: Callable[[str], None] | None = None,
 ) -> tuple[ExecutionResult, list[AgentOutcome]]:
     """Execute, then wait until every agent is Ready; one outcome per agent.
 
@@ -203,7 +232,12 @@ def apply_plan(
     def build_image(inputs: ImageInputs, base: str) -> None:
         build_project_image(port, inputs, on_build_line, settings=settings, base=base or None)
 
-    tools = StepTools(on_build_line=on_build_line, build_image=build_image)
+    tools = StepTools(
+        on_build_line=on_build_line,
+        build_image=build_image,
+        before_start=before_start,
+        after_step=_fault_hook(settings),
+    )
     client: ControlPlaneClient | None = None
     if controlplane is not None:
         client = cp = ControlPlaneClient(controlplane.socket)
@@ -220,6 +254,8 @@ def apply_plan(
             update_firewall=update_firewall,
             update_runtime=update_runtime,
             build_image=build_image,
+            before_start=before_start,
+            after_step=_fault_hook(settings),
         )
     for step in the_plan.steps:  # a bind mount's source must exist before the create
         if step.container is not None:
@@ -237,6 +273,8 @@ def apply_plan(
     with tl.span("execute"):
         result = execute(port, the_plan, tools=tools, on_event=timed_event)
     errors = result.agent_errors(the_plan)
+    deleted = [c.key for c in the_plan.changes if c.kind is ChangeKind.DELETE]
+    forget_agents(settings, [key for key in deleted if key not in errors])
     names = {a.key: naming.container_name(a.project, a.name) for a in agents if a.key not in errors}
     # Steps are shown for the starts this apply made; an agent already Ready was reported then.
     started = {

@@ -8,14 +8,18 @@ from dataclasses import dataclass
 
 from reconciler import naming
 from reconciler.docker.engine import ContainerSpec, MountSpec
+from reconciler.docker.seccomp import agent_seccomp_profile
 from reconciler.host.git_layout import GitLayout
 from reconciler.host.host_state import HostState
+from reconciler.host.progress import PROGRESS_LABEL, PROGRESS_MARKER, STEP_MARKERS
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
+from specs.values import AGENT_BASE_CAPABILITIES
 
 __all__ = [
     "SPEC_VIEW_LABEL",
     "DesiredVolume",
     "Placement",
+    "RunOptions",
     "desired_container",
     "desired_volumes",
 ]
@@ -32,6 +36,16 @@ class Placement:
 
 # The recreate view is recorded on the container so a later diff can say *which* field changed.
 SPEC_VIEW_LABEL = "dev.clawker.spec-view"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `clawker run`/`create` wire a new container's stdio; none of it is hashed (a later
+    apply does not recreate an agent for it). `apply` makes a TTY with stdin open, always."""
+
+    tty: bool = True
+    stdin_open: bool = True
+    auto_remove: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,8 @@ def desired_volumes(agent: DesiredAgent) -> list[DesiredVolume]:
                 naming.AGENT: agent.name,
                 naming.PURPOSE: "agent",
                 naming.VOLUME_ROLE: role,
+                # filled by a step: complete only once that step's marker is written
+                **({PROGRESS_LABEL: PROGRESS_MARKER} if role in STEP_MARKERS else {}),
             },
         )
         for role in roles
@@ -68,13 +84,16 @@ def desired_container(
     name: str | None = None,
     apply_set: str | None = None,
     host: HostState | None = None,
+    user: naming.AgentUser | None = None,
     placement: Placement = Placement(),
+    run: RunOptions | None = None,
 ) -> ContainerSpec:
     """The container of an agent: workspace at its host path, volumes, env, capabilities.
 
     `host` adds what comes from the host's files (docs/workspace.md): tmpfs masks over ignored
     directories and the git layout of a bind-mode workspace, the host's ~/.gitconfig and the
     shared directory. Without it the container gets none of them (the planner's unit tests).
+    `user` is the image's agent user, recorded as a label for the control plane's steps.
     """
     ws = agent.workspace
     if ws.mode is WorkspaceMode.SNAPSHOT:
@@ -109,9 +128,19 @@ def desired_container(
         CLAWKER_AGENT=agent.name,
         CLAWKER_WORKSPACE_MODE=ws.mode.value,
         CLAWKER_WORKSPACE=ws.path,
+        # Egress is always filtered from outside (a host-side `firewall disable` is live and
+        # temporary; this says what the agent should expect).
+        CLAWKER_FIREWALL_ENABLED="true",
     )
     if git.forward_https:
         env["CLAWKER_CREDENTIAL_PROXY"] = naming.CREDENTIAL_SOCKET
+    if agent.agent.claude_code.api_key is not None:
+        # The relay adds the real key on the host; Claude Code starts with a placeholder.
+        env.update(
+            ANTHROPIC_BASE_URL=naming.API_RELAY_URL,
+            ANTHROPIC_API_KEY=naming.API_KEY_PLACEHOLDER,
+            CLAWKER_API_RELAY=naming.API_RELAY_URL,
+        )
     labels = {k: v for k, v in agent.labels.items() if not k.startswith("dev.clawker.")}
     labels.update(
         {
@@ -121,13 +150,16 @@ def desired_container(
             naming.SPEC_HASH: spec_hash(agent),
             naming.HASH_VERSION: HASH_VERSION,
             naming.WORKSPACE_PATH: ws.path,
+            naming.AGENT_USER: (user or naming.DEFAULT_AGENT_USER).label(),
             SPEC_VIEW_LABEL: json.dumps(
                 recreate_view(agent), sort_keys=True, separators=(",", ":")
             ),
         }
     )
-    if apply_set:
+    if apply_set and run is None:
         labels[naming.APPLY_SET] = apply_set
+    if run is not None:  # made by `clawker run`/`create`: in no apply set, never pruned
+        labels[naming.MADE_BY] = "run"
     return ContainerSpec(
         name=name or naming.container_name(agent.project, agent.name),
         image=image,
@@ -136,11 +168,18 @@ def desired_container(
         env=env,
         working_dir=ws.path,
         mounts=mounts,
-        cap_add=tuple(agent.security.cap_add),
-        cap_drop=("NET_RAW",),
+        # The one capability policy (specs.values): nothing but the base set and the spec's adds.
+        cap_add=tuple(sorted(AGENT_BASE_CAPABILITIES | set(agent.security.cap_add))),
+        cap_drop=("ALL",),
+        security_opt=(f"seccomp={agent_seccomp_profile()}",),
+        # No ICMP "ping" sockets for any group (Docker's default opens them to everyone).
+        sysctls={"net.ipv4.ping_group_range": "1 0"},
         cgroup_parent=placement.cgroup_parent,
         network=placement.network,
         hostname=agent.name,
+        tty=run.tty if run else True,
+        stdin_open=run.stdin_open if run else True,
+        auto_remove=run.auto_remove if run else False,
     )
 
 

@@ -20,6 +20,7 @@ from reconciler import naming
 from reconciler.controlplane.api.messages import AgentRuntimeSpec
 from reconciler.docker.engine import DockerError, ObjectPort
 from reconciler.host.config_seed import seed_archive
+from reconciler.host.progress import marker_archive
 from reconciler.host.workspace import snapshot_archive
 from reconciler.images import ImageError, ImageInputs
 from reconciler.loop.plan import Action, Plan, Step
@@ -77,10 +78,20 @@ class StepTools:
     update_runtime: Callable[[AgentRuntimeSpec, bool], None] | None = None
     # BuildImage: (inputs, base to build FROM) -> None; builds go through images/, not here
     build_image: Callable[[ImageInputs, str], None] | None = None
+    # (container name): right before a start, e.g. `run -it` attaching so nothing is lost
+    before_start: Callable[[str], None] | None = None
+    # Called once a step's call has returned: the fault-injection tests kill the process
+    # here (Settings.test_kill_after), to show that a pass killed anywhere resumes.
+    after_step: Callable[[Step], None] = lambda _step: None
 
 
 def run_step(port: ObjectPort, step: Step, tools: StepTools = StepTools()) -> None:
     """The one Docker call a step stands for."""
+    _call(port, step, tools)
+    tools.after_step(step)
+
+
+def _call(port: ObjectPort, step: Step, tools: StepTools) -> None:
     match step.action:
         case Action.BUILD_IMAGE:
             assert step.image_inputs is not None
@@ -105,13 +116,19 @@ def run_step(port: ObjectPort, step: Step, tools: StepTools = StepTools()) -> No
             assert step.container is not None
             port.create_container(step.container)
         case Action.COPY_WORKSPACE:
-            with snapshot_archive(step.source_dir) as archive:
+            with snapshot_archive(step.source_dir, step.user) as archive:
                 port.put_archive(step.target, step.source_dir, archive)
+            # the marker goes last, once the whole copy is in (reconciler.host.progress)
+            port.put_archive(
+                step.target, naming.CONFIG_MOUNT, marker_archive("workspace", step.user)
+            )
         case Action.SEED_CONFIG:
             assert step.seed is not None
-            with seed_archive(step.seed) as archive:
+            with seed_archive(step.seed) as archive:  # ends with its marker
                 port.put_archive(step.target, naming.CONFIG_MOUNT, archive)
         case Action.START_CONTAINER:
+            if tools.before_start is not None:
+                tools.before_start(step.target)
             port.start_container(step.target)
         case Action.STOP_CONTAINER:
             port.stop_container(step.target)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from reconciler import naming
 from reconciler.docker.engine import ContainerInfo, ListingPort
+from reconciler.host.progress import MARKER_DIR, PROGRESS_LABEL, PROGRESS_MARKER, STEP_MARKERS
 
 __all__ = ["ObservedAgent", "ObservedImage", "ObservedState", "observe"]
 
@@ -41,6 +42,8 @@ class ObservedState:
     volumes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     networks: frozenset[str] = frozenset()
     images: Mapping[str, ObservedImage] = field(default_factory=dict)  # managed images by ref
+    # agent key -> volume roles (config, workspace) whose fill is known not to be complete
+    unfinished: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def agent(self, project: str, name: str) -> ObservedAgent:
         return self.agents.get(
@@ -69,14 +72,62 @@ def group_containers(containers: Iterable[ContainerInfo]) -> dict[str, ObservedA
 
 
 def observe(port: ListingPort) -> ObservedState:
-    """List managed containers, volumes, networks and images: four calls, filtered by label."""
+    """List managed containers, volumes, networks and images: four calls, filtered by label;
+    then read the progress markers of the agents whose fills may be unfinished."""
+    agents = group_containers(port.list_containers())
+    volumes = {v.name: v.labels for v in port.list_volumes()}
+    images = {
+        ref: ObservedImage(image.id, image.labels)
+        for image in port.list_images()
+        for ref in image.refs
+    }
     return ObservedState(
-        agents=group_containers(port.list_containers()),
-        volumes={v.name: v.labels for v in port.list_volumes()},
+        agents=agents,
+        volumes=volumes,
         networks=frozenset(n.name for n in port.list_networks()),
-        images={
-            ref: ObservedImage(image.id, image.labels)
-            for image in port.list_images()
-            for ref in image.refs
-        },
+        images=images,
+        unfinished=_unfinished_fills(port, agents, volumes, images),
     )
+
+
+def _unfinished_fills(
+    port: ListingPort,
+    agents: Mapping[str, ObservedAgent],
+    volumes: Mapping[str, Mapping[str, str]],
+    images: Mapping[str, ObservedImage],
+) -> dict[str, frozenset[str]]:
+    """Which marker-tracked fills of each agent's volumes are missing.
+
+    A container is started only after its fills, so an agent with a container that has ever
+    started (any state but `created`) is complete and costs no look: only a pass killed
+    mid-way, or volumes kept by `delete`, are read."""
+    tracked: dict[str, dict[str, str]] = {}  # agent key -> role -> volume name
+    for name, labels in volumes.items():
+        role = labels.get(naming.VOLUME_ROLE, "")
+        if labels.get(PROGRESS_LABEL) != PROGRESS_MARKER or role not in STEP_MARKERS:
+            continue
+        project, agent = labels.get(naming.PROJECT), labels.get(naming.AGENT)
+        if project and agent:
+            tracked.setdefault(naming.agent_key(project, agent), {})[role] = name
+    result: dict[str, frozenset[str]] = {}
+    for key, roles in sorted(tracked.items()):
+        obs = agents.get(key)
+        members = [c for c in ((obs.container, *obs.leftovers) if obs else ()) if c is not None]
+        if any(c.state != "created" for c in members):
+            continue
+        path = f"{naming.CONFIG_MOUNT}/{MARKER_DIR}"
+        if members:
+            done = port.archive_names(members[0].id, path)
+        elif "config" in roles and images:
+            # No container mounts the volume: look through one made for the look, from any
+            # image clawker has (volumes are created only after their project's image).
+            project = key.split("/", 1)[0]
+            ref = next((r for r in images if r.startswith(f"clawker-{project}:")), min(images))
+            done = port.probe_volume(roles["config"], MARKER_DIR, ref)
+        else:
+            continue  # nothing to look through: never refill what may hold user data
+        finished = {role for role, marker in STEP_MARKERS.items() if marker in (done or ())}
+        missing = frozenset(roles) - finished
+        if missing:
+            result[key] = missing
+    return result

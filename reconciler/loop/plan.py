@@ -22,7 +22,13 @@ from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
 from reconciler.host.config_seed import ConfigSeed
 from reconciler.host.host_state import HostContext, HostState
 from reconciler.images import ImageInputs, build_reason
-from reconciler.loop.desired import SPEC_VIEW_LABEL, Placement, desired_container, desired_volumes
+from reconciler.loop.desired import (
+    SPEC_VIEW_LABEL,
+    Placement,
+    RunOptions,
+    desired_container,
+    desired_volumes,
+)
 from reconciler.loop.observe import ObservedState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
@@ -37,6 +43,8 @@ __all__ = [
     "Step",
     "plan",
     "plan_delete",
+    "plan_start",
+    "plan_volume_prune",
 ]
 
 
@@ -84,6 +92,7 @@ class Step:
     base_image: str = ""  # BuildImage: the image it builds FROM (chosen by observation)
     allowlist: tuple[str, ...] = ()  # UpdateFirewall: the agent's whole allowlist
     seed: ConfigSeed | None = None  # SeedConfig: what the new config volume starts with
+    user: naming.AgentUser = naming.DEFAULT_AGENT_USER  # CopyWorkspace: who owns the copy
     runtime: AgentRuntimeSpec | None = None  # UpdateRuntime: the agent's whole runtime spec
     fresh_config: bool = False  # UpdateRuntime: a new config volume (post_init not run on it)
 
@@ -134,6 +143,7 @@ class AgentChange:
 class Plan:
     steps: tuple[Step, ...]
     changes: tuple[AgentChange, ...]
+    warnings: tuple[str, ...] = ()  # said by diff and apply, whether or not anything changes
 
     @property
     def empty(self) -> bool:
@@ -247,6 +257,7 @@ class _ImagePlan:
     build_step: int | None
     build_cause: str | None
     current_id: str | None
+    user: naming.AgentUser = naming.DEFAULT_AGENT_USER
 
 
 def plan(
@@ -261,6 +272,7 @@ def plan(
     restart_if_needed: bool = False,
     placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
     bases: Mapping[str, BaseChoice] | None = None,
+    run: Mapping[str, RunOptions] | None = None,
 ) -> Plan:
     """Steps that make Docker and the control plane match `desired`; `images` holds each
     project's image inputs. With `prune`, also remove agents applied from one of `apply_sets`
@@ -269,7 +281,9 @@ def plan(
     Settings); `bases` is, per declared base image, what a build would start FROM
     (`observe_bases`), so the plan shows it and an unusable base is an error before anything is
     touched. `runtime` is the control plane's state of the agents (None: not planned); with
-    `restart_if_needed`, a running agent whose changes wait for its next start is restarted."""
+    `restart_if_needed`, a running agent whose changes wait for its next start is restarted.
+    `run` names the agents `clawker run`/`create` make (by key): their containers are labelled
+    as made by run and join no apply set, so no `apply --prune` removes them."""
     b = _StepBuilder()
     changes: list[AgentChange] = []
     network = placement.network
@@ -283,10 +297,12 @@ def plan(
             labels={naming.PURPOSE: "network"},
         )
     image_plans: dict[str, _ImagePlan] = {}
+    warnings: list[str] = []
     for project in sorted({a.project for a in desired}):
         if project not in images:
             raise PlanError(f"no image inputs for project {project}")
         inputs = images[project]
+        warnings += inputs.warnings
         seen = observed.images.get(inputs.ref)
         cause = build_reason(inputs, seen.labels if seen else None)
         step = None
@@ -302,7 +318,9 @@ def plan(
                 image_inputs=inputs,
                 base_image=choice.ref,
             )
-        image_plans[project] = _ImagePlan(inputs.ref, step, cause, seen.id if seen else None)
+        image_plans[project] = _ImagePlan(
+            inputs.ref, step, cause, seen.id if seen else None, inputs.user
+        )
 
     for agent in sorted(desired, key=lambda a: a.key):
         rt = _plan_runtime(b, agent, observed, runtime, host)
@@ -315,12 +333,13 @@ def plan(
             host,
             placement,
             before_start=rt.steps,
+            run=(run or {}).get(agent.key),
         )
         changes.append(_with_runtime(b, agent, change, rt, observed, restart_if_needed))
 
     if prune:
         changes += _plan_prune(b, desired, observed, set(apply_sets))
-    return Plan(tuple(b.steps), tuple(changes))
+    return Plan(tuple(b.steps), tuple(changes), tuple(warnings))
 
 
 def _plan_prune(
@@ -362,6 +381,7 @@ def _plan_agent(
     placement: Placement = Placement(),  # noqa: B008 - frozen, so a shared default is safe
     *,
     before_start: Sequence[int] = (),
+    run: RunOptions | None = None,
 ) -> AgentChange:
     """Docker's part of one agent; every start waits for `before_start` (the control plane's
     steps: a start is driven with what they write)."""
@@ -381,7 +401,9 @@ def _plan_agent(
     resources += [f"- container {c.name}" for c in obs.leftovers]
 
     volume_steps: list[int] = []
-    new_roles: set[str] = set()
+    # Roles whose fill (seed, snapshot copy) this plan makes: new volumes, and volumes whose
+    # marker says an earlier, interrupted pass never finished filling them.
+    fill_roles = dict.fromkeys(observed.unfinished.get(key, ()), "unfinished")
     for vol in desired_volumes(agent):
         if vol.name not in observed.volumes:
             volume_steps.append(
@@ -390,12 +412,14 @@ def _plan_agent(
                     "volume",
                     vol.name,
                     "not found",
+                    # after the image: a volume's marker is read through a container of it
+                    [image.build_step],
                     agent=key,
                     labels=vol.labels,
                 )
             )
             resources.append(f"+ volume {vol.name}")
-            new_roles.add(vol.role)
+            fill_roles[vol.role] = "new"
 
     apply_set = agent.project
     final = naming.container_name(agent.project, agent.name)
@@ -403,7 +427,13 @@ def _plan_agent(
     current = obs.container
     if current is None:
         spec = desired_container(
-            agent, image=image.ref, apply_set=apply_set, host=host, placement=placement
+            agent,
+            image=image.ref,
+            apply_set=apply_set,
+            host=host,
+            placement=placement,
+            run=run,
+            user=image.user,
         )
         create = b.add(
             Action.CREATE_CONTAINER,
@@ -414,7 +444,7 @@ def _plan_agent(
             agent=key,
             container=spec,
         )
-        last = _prepare_container(b, agent, spec.name, create, new_roles, host)
+        last = _prepare_container(b, agent, spec.name, create, fill_roles, host, image.user)
         b.add(
             Action.START_CONTAINER,
             "container",
@@ -436,6 +466,8 @@ def _plan_agent(
             apply_set=apply_set,
             host=host,
             placement=placement,
+            run=run,
+            user=image.user,
         )
         cause = "; ".join(reasons)
         create = b.add(
@@ -447,7 +479,7 @@ def _plan_agent(
             agent=key,
             container=spec,
         )
-        last = _prepare_container(b, agent, temp, create, new_roles, host)
+        last = _prepare_container(b, agent, temp, create, fill_roles, host, image.user)
         stop = b.add(
             Action.STOP_CONTAINER,
             "container",
@@ -484,6 +516,16 @@ def _plan_agent(
         resources.append(f"-/+ container {final}")
         return AgentChange(key, ChangeKind.REPLACE, tuple(reasons), tuple(fields), tuple(resources))
 
+    if current.state == "created":
+        # Never started: whatever preparation an interrupted pass did is redone (fresh
+        # bootstrap material, the fills its markers do not show) before the first start.
+        cause = "never started: prepared again"
+        last = _prepare_container(
+            b, agent, current.name, None, fill_roles, host, image.user, [*volume_steps, *cleanup]
+        )
+        b.add(Action.START_CONTAINER, "container", current.name, cause, [last], agent=key)
+        resources.append(f"~ container {current.name} (prepare, start)")
+        return AgentChange(key, ChangeKind.UPDATE, (cause,), resources=tuple(resources))
     if current.state != "running":
         b.add(
             Action.START_CONTAINER,
@@ -654,48 +696,67 @@ def _prepare_container(
     b: _StepBuilder,
     agent: DesiredAgent,
     container: str,
-    after: int,
-    new_roles: set[str],
+    after: int | None,
+    fill_roles: Mapping[str, str],
     host: HostState | None,
+    user: naming.AgentUser,
+    also_after: Iterable[int] = (),
 ) -> int:
-    """Before a new container's first start: its workspace copy (snapshot mode, new volume
-    only), its config seed (new config volume only) and its bootstrap material (always: a new
+    """Before a container's first start: its workspace copy (snapshot mode, when the volume
+    is not filled yet), its config seed (likewise) and its bootstrap material (always: a new
     container is a new identity)."""
-    last = _copy_workspace(b, agent, container, after, "workspace" in new_roles)
-    if "config" in new_roles:
-        last = _seed_config(b, agent, container, last, host)
+    last = _copy_workspace(
+        b, agent, container, [after, *also_after], fill_roles.get("workspace"), user
+    )
+    if "config" in fill_roles:
+        last = [_seed_config(b, agent, container, last, host, fill_roles["config"], user)]
     return b.add(
         Action.COPY_BOOTSTRAP,
         "container",
         container,
         "new container identity",
-        [last],
+        last,
         agent=agent.key,
         new_name=naming.container_name(agent.project, agent.name),
     )
 
 
 def _copy_workspace(
-    b: _StepBuilder, agent: DesiredAgent, container: str, after: int, new_volume: bool
-) -> int:
-    """A snapshot workspace is copied once: into the volume this plan creates, never again."""
-    if agent.workspace.mode is not WorkspaceMode.SNAPSHOT or not new_volume:
+    b: _StepBuilder,
+    agent: DesiredAgent,
+    container: str,
+    after: list[int | None],
+    volume: str | None,
+    user: naming.AgentUser,
+) -> list[int | None]:
+    """A snapshot workspace is copied once: into a volume not filled yet, never again.
+    `volume` is "new" or "unfinished" when the workspace volume needs its copy."""
+    if agent.workspace.mode is not WorkspaceMode.SNAPSHOT or volume is None:
         return after
-    return b.add(
-        Action.COPY_WORKSPACE,
-        "container",
-        container,
-        f"new workspace volume: snapshot of {agent.workspace.path}",
-        [after],
-        agent=agent.key,
-        source_dir=agent.workspace.path,
-    )
+    return [
+        b.add(
+            Action.COPY_WORKSPACE,
+            "container",
+            container,
+            f"{volume} workspace volume: snapshot of {agent.workspace.path}",
+            after,
+            agent=agent.key,
+            source_dir=agent.workspace.path,
+            user=user,
+        )
+    ]
 
 
 def _seed_config(
-    b: _StepBuilder, agent: DesiredAgent, container: str, after: int, host: HostState | None
+    b: _StepBuilder,
+    agent: DesiredAgent,
+    container: str,
+    after: list[int | None],
+    host: HostState | None,
+    volume: str,
+    user: naming.AgentUser,
 ) -> int:
-    """A config volume is seeded once: the one this plan creates, never an existing one."""
+    """A config volume is seeded once: a new one, or one whose seed never finished."""
     claude = agent.agent.claude_code
     seed = ConfigSeed(
         strategy=claude.config.strategy,
@@ -703,14 +764,16 @@ def _seed_config(
         workspace=agent.workspace.path,
         host_claude_dir=host.context.claude_dir if host else "",
         host_claude_json=host.context.claude_json if host else "",
+        user=user,
+        api_relay=claude.api_key is not None,
     )
     what = seed.strategy + (", host auth" if seed.use_host_auth else "")
     return b.add(
         Action.SEED_CONFIG,
         "container",
         container,
-        f"new config volume (seed: {what})",
-        [after],
+        f"{volume} config volume (seed: {what})",
+        after,
         agent=agent.key,
         seed=seed,
     )
@@ -748,4 +811,50 @@ def plan_delete(keys: Iterable[str], observed: ObservedState, *, volumes: bool) 
                     key, ChangeKind.DELETE, ("delete requested",), resources=tuple(resources)
                 )
             )
+    return Plan(tuple(b.steps), tuple(changes))
+
+
+def plan_start(key: str, container: str, state: str) -> Plan:
+    """Start an agent's existing container (`clawker start`); the control plane drives the
+    start to Ready as for any start (DESIGN §6)."""
+    b = _StepBuilder()
+    b.add(Action.START_CONTAINER, "container", container, f"start requested ({state})", agent=key)
+    return Plan(
+        tuple(b.steps),
+        (AgentChange(key, ChangeKind.UPDATE, (f"container is {state}",)),),
+    )
+
+
+# Volumes that hold a person's logins, sessions and shell history.
+KEEPSAKE_ROLES = frozenset({"config", "history"})
+
+
+def plan_volume_prune(observed: ObservedState, *, all_roles: bool) -> Plan:
+    """Remove the volumes of agents that have no container any more. Config and history
+    volumes (logins, sessions, history) only with `all_roles` (`volume prune --all`)."""
+    b = _StepBuilder()
+    changes: list[AgentChange] = []
+    by_agent: dict[str, list[str]] = {}
+    for name, labels in sorted(observed.volumes.items()):
+        project, agent = labels.get(naming.PROJECT), labels.get(naming.AGENT)
+        if not project or not agent:
+            continue
+        key = naming.agent_key(project, agent)
+        obs = observed.agents.get(key)
+        if obs is not None and (obs.container is not None or obs.leftovers):
+            continue
+        if labels.get(naming.VOLUME_ROLE) in KEEPSAKE_ROLES and not all_roles:
+            continue
+        cause = "its agent has no container"
+        b.add(Action.REMOVE_VOLUME, "volume", name, cause, agent=key)
+        by_agent.setdefault(key, []).append(name)
+    for key, names in by_agent.items():
+        changes.append(
+            AgentChange(
+                key,
+                ChangeKind.DELETE,
+                ("volume prune requested",),
+                resources=tuple(f"- volume {n}" for n in names),
+            )
+        )
     return Plan(tuple(b.steps), tuple(changes))

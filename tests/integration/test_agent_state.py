@@ -165,6 +165,6 @@ def test_the_fresh_strategy_seeds_only_the_onboarding_state(scope: Scope) -> Non
 
     code, out = agent_exec(scope, _name(scope), "ls", "-A", CONFIG)
     assert code == 0
-    assert sorted(out.split()) == [".claude.json"]
+    assert sorted(out.split()) == [".claude.json", ".clawker-progress"]  # + the seed's marker
     state = json.loads(_read(scope, f"{CONFIG}/.claude.json"))
     assert state["hasCompletedOnboarding"] is True and "oauthAccount" not in state

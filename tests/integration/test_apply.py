@@ -59,7 +59,8 @@ def test_apply_creates_everything_with_the_right_names_labels_and_mounts(scope: 
     assert env["CLAWKER_AGENT"] == "dev"
     assert env["CLAWKER_WORKSPACE_MODE"] == "bind"
     assert env["GREETING"] == "hello"
-    assert info["HostConfig"]["CapDrop"] == ["NET_RAW"]
+    assert info["HostConfig"]["CapDrop"] == ["ALL"]  # and the base set added (desired.py)
+    assert "NET_RAW" not in info["HostConfig"]["CapAdd"]
     assert info["HostConfig"]["CgroupParent"] == scope.env["CLAWKER_CGROUP_PARENT"]
     assert scope.env["CLAWKER_NETWORK"] in info["NetworkSettings"]["Networks"]
 
@@ -184,7 +185,7 @@ def test_a_replace_whose_new_container_fails_to_create_leaves_the_old_one(scope:
     scope.write_spec(SPEC.replace("[sleep, infinity]", "[sleep, '1000']"))
     scope.api.create_container(
         "clawker-base:bookworm",
-        name=f"{_name(scope)}--next",
+        name=f"{_name(scope)}.next",
         labels={"dev.clawker.test": scope.run_id},
     )
     proc = scope.clawker("apply", "-f", str(spec), check=1)

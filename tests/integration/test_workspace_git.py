@@ -115,6 +115,7 @@ def test_a_bind_mode_agent_sees_the_repository_at_the_host_path(scope: Scope) ->
         "CLAWKER_WORKSPACE": str(ws),
         "CLAWKER_WORKSPACE_MODE": "bind",
         "CLAWKER_CREDENTIAL_PROXY": "/run/clawker/git-credential.sock",
+        "CLAWKER_FIREWALL_ENABLED": "true",
     }
     assert agent_exec(scope, name, "sh", "-c", 'test -S "$CLAWKER_CREDENTIAL_PROXY"')[0] == 0
     assert agent_exec(scope, name, "git", "log", "--format=%s") == (0, "first commit\n")

@@ -20,6 +20,7 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from pyroute2 import IPRoute, NetNS, netns
 
 LISTEN_PORT = 8080
+SINK_PORT = 8081  # TCP and UDP: keeps connections open and records every byte that arrives
 _SUBNET_LOCK = Path("/run/lock/clawker-test-subnets.lock")
 
 
@@ -38,8 +39,12 @@ class HostNamespace:
     host_if: str
     addresses: dict[str, str]  # role -> address
     accepted: list[Accepted] = field(default_factory=list)
+    sunk: list[tuple[str, bytes]] = field(default_factory=list)  # (tcp|udp, data) on SINK_PORT
     _stop: threading.Event = field(default_factory=threading.Event)
     _sockets: list[socket.socket] = field(default_factory=list)
+
+    def sunk_bytes(self) -> bytes:
+        return b"".join(data for _, data in list(self.sunk))
 
     def reached(self, role: str) -> list[Accepted]:
         return [a for a in self.accepted if a.local == self.addresses[role]]
@@ -117,7 +122,55 @@ def make_test_hosts(run_id: str, roles: tuple[str, ...]) -> HostNamespace:
                 conn.close()
 
     threading.Thread(target=serve, name=f"testhosts-{run_id}", daemon=True).start()
+    _start_sink(hosts, name)
     return hosts
+
+
+def _start_sink(hosts: HostNamespace, name: str) -> None:
+    """SINK_PORT on every address: TCP connections are read until they close, UDP datagrams
+    are recorded as they come."""
+    tcp = netns.create_socket(name, socket.AF_INET, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind(("0.0.0.0", SINK_PORT))
+    tcp.listen(16)
+    tcp.settimeout(0.2)
+    udp = netns.create_socket(name, socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", SINK_PORT))
+    udp.settimeout(0.2)
+    hosts._sockets += [tcp, udp]
+
+    def read(conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        with conn:
+            while not hosts._stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                hosts.sunk.append(("tcp", data))
+
+    def accept() -> None:
+        while not hosts._stop.is_set():
+            try:
+                conn, _ = tcp.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=read, args=(conn,), daemon=True).start()
+
+    def receive() -> None:
+        while not hosts._stop.is_set():
+            try:
+                data, _ = udp.recvfrom(65536)
+            except (TimeoutError, OSError):
+                continue
+            hosts.sunk.append(("udp", data))
+
+    threading.Thread(target=accept, name="testhosts-sink-tcp", daemon=True).start()
+    threading.Thread(target=receive, name="testhosts-sink-udp", daemon=True).start()
 
 
 class UpstreamStub:

@@ -14,7 +14,7 @@ from cli.durations import MAX_BYPASS_SECONDS, bypass_duration, seconds_flag
 from cli.main import build_parser
 from reconciler.firewall import state as firewall_state
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
-from reconciler.firewall.state import AgentFirewall, bypass_seconds
+from reconciler.firewall.state import AgentFirewall, BootInstant, bypass_seconds
 from tests.unit.test_firewall import MemoryStore
 
 U64_MAX = 2**64 - 1
@@ -64,12 +64,12 @@ def test_the_control_plane_refuses_a_bypass_out_of_bounds(value: float) -> None:
 def test_a_stored_deadline_beyond_the_limit_never_wraps_the_kernels_u64() -> None:
     """A registry written before the limit existed may hold any deadline: it is capped."""
     config = FirewallConfig("/clawker", Path("/sys/fs/bpf/unused"), ("127.0.0.1", 53))
-    fw = Firewall(config, MemoryStore(), clock=lambda: 1000.0)
-    policy = fw._policy(AgentFirewall("p/dev", bypass_until=1e30), None)
+    fw = Firewall(config, MemoryStore(), boot_clock=lambda: BootInstant("b1", 1000.0))
+    policy = fw._policy(AgentFirewall("p/dev", bypass_until=1e30, bypass_boot="b1"), None)
     packed = Policy(bypass_until=policy.bypass_until).bypass_until
     assert packed == policy.bypass_until  # what the kernel reads is what was meant
     assert 0 < policy.bypass_until < U64_MAX
-    assert policy.bypass_until >= MAX_BYPASS_SECONDS * 10**9
+    assert policy.bypass_until == (1000 + MAX_BYPASS_SECONDS) * 10**9  # on CLOCK_BOOTTIME
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "-inf", "-5", "0", "86401", "soon"])

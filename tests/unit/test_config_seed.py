@@ -76,8 +76,17 @@ def host_claude(tmp_path: Path) -> Path:
 
 
 def members(seed: ConfigSeed) -> dict[str, tarfile.TarInfo]:
+    """The seed's content, without its progress marker."""
     with seed_archive(seed) as archive, tarfile.open(fileobj=archive) as tar:
-        return {m.name: m for m in tar.getmembers()}
+        return {m.name: m for m in tar.getmembers() if not m.name.startswith(".clawker-progress")}
+
+
+def test_the_seed_ends_with_its_progress_marker(tmp_path: Path) -> None:
+    claude = host_claude(tmp_path)
+    seed = ConfigSeed("copy", True, "/ws", str(claude), str(claude.parent / ".claude.json"))
+    with seed_archive(seed) as archive, tarfile.open(fileobj=archive) as tar:
+        names = tar.getnames()
+    assert names[-1] == ".clawker-progress/config-seeded"
 
 
 def content(seed: ConfigSeed, name: str) -> bytes:

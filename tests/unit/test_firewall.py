@@ -37,6 +37,7 @@ from cli.firewall_verbs import (
     status_rows,
 )
 from cli.style import Style
+from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
 from reconciler.firewall.allowlist import (
     HARNESS_FLOOR,
     agent_id,
@@ -45,7 +46,12 @@ from reconciler.firewall.allowlist import (
     effective_allowlist,
     matching_entry,
 )
-from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
+from reconciler.firewall.enforcement import (
+    Firewall,
+    FirewallConfig,
+    FirewallError,
+    kernel_deadline,
+)
 from reconciler.firewall.journal import FirewallJournal
 from reconciler.firewall.resolver import (
     Answerer,
@@ -55,7 +61,7 @@ from reconciler.firewall.resolver import (
     host_upstream,
     parse_address,
 )
-from reconciler.firewall.state import AgentFirewall
+from reconciler.firewall.state import AgentFirewall, BootInstant
 from reconciler.firewall.suggest import suggest
 from specs import DesiredAgent, load_specs
 
@@ -295,6 +301,9 @@ class MemoryStore:
     def firewalls(self) -> list[AgentFirewall]:
         return [self.states[k] for k in sorted(self.states)]
 
+    def forget_firewall(self, agent_key: str) -> None:
+        self.states.pop(agent_key, None)
+
 
 def _firewall(store: MemoryStore) -> Firewall:
     config = FirewallConfig("/clawker", Path("/sys/fs/bpf/unused"), ("127.0.0.1", 53))
@@ -313,13 +322,42 @@ def test_an_agent_is_named_by_key_or_by_a_unique_name() -> None:
         fw.resolve_agent("nope")
 
 
+def test_a_deleted_agent_is_forgotten_so_its_name_is_no_longer_ambiguous(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.sqlite")
+    registry.put_runtime(AgentRuntimeSpec("demo/dev", pre_run="true"))
+    config = FirewallConfig("/clawker", Path("/sys/fs/bpf/unused"), ("127.0.0.1", 53))
+    fw = Firewall(config, registry)
+    fw.state("demo/dev", ["a.com"])
+    fw.state("uxp/dev", ["b.com"])
+    with pytest.raises(FirewallError, match="ambiguous: demo/dev, uxp/dev"):
+        fw.resolve_agent("dev")
+
+    fw.forget("demo/dev")
+    registry.forget_runtime("demo/dev")
+
+    assert fw.resolve_agent("dev") == "uxp/dev"
+    assert registry.firewall("demo/dev") is None
+    assert registry.runtime("demo/dev") == AgentRuntimeSpec("demo/dev")  # the empty default
+    assert Registry(tmp_path / "registry.sqlite").firewalls() == [
+        AgentFirewall("uxp/dev", ("b.com",))
+    ]
+
+
 def test_the_first_enrolment_seeds_the_allowlist_and_later_ones_keep_it() -> None:
     store = MemoryStore()
     fw = _firewall(store)
     assert fw.state("p/dev", ["B.com.", "a.com"]).domains == ("a.com", "b.com")
     assert fw.state("p/dev", ["other.com"]).domains == ("a.com", "b.com")
     assert store.firewalls() == [AgentFirewall("p/dev", ("a.com", "b.com"))]
-    assert AgentFirewall("p/dev", bypass_until=1030.0).bypass_left(1000.0) == 30.0
+    bypassed = AgentFirewall("p/dev", bypass_until=1030.0, bypass_boot="b1")
+    assert bypassed.bypass_left(BootInstant("b1", 1000.0)) == 30.0
+    assert bypassed.bypass_left(BootInstant("b2", 1000.0)) == 0.0  # a deadline of another boot
+
+
+def test_a_kernel_deadline_saturates_instead_of_wrapping() -> None:
+    assert kernel_deadline(1.5) == 1_500_000_000
+    assert kernel_deadline(0) == kernel_deadline(-3) == kernel_deadline(float("nan")) == 0
+    assert kernel_deadline(1e30) == kernel_deadline(float("inf")) == (1 << 64) - 1
 
 
 # -- the resolver's weaker spots (issue 14) -----------------------------------------------------
@@ -512,3 +550,12 @@ def test_log_lines_say_what_was_refused_and_by_whom() -> None:
     assert lines[1].endswith("denied     198.18.3.2:8080 tcp  connect4  uid 1001 curl")
     assert lines[5].endswith("denied     socket packet/raw/768  sock_create  uid 0 python3")
     assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)  # newest last
+
+
+def test_a_registration_and_its_token_are_recorded_together(tmp_path: Path) -> None:
+    """One transaction: a replayed token records no registration, a first one both."""
+    registry = Registry(tmp_path / "registry.sqlite")
+    assert registry.register("c1", "p/dev", "clawker.p.dev", "thumb", jti="j1")
+    assert registry.token_used("j1") and registry.is_registered("c1")
+    assert not registry.register("c2", "p/dev", "clawker.p.dev", "thumb", jti="j1")
+    assert not registry.is_registered("c2")

@@ -105,7 +105,8 @@ def test_python_dependencies_come_from_the_wheelhouse_only() -> None:
 def test_the_image_runs_clawkerd_and_makes_the_claude_user() -> None:
     text = render_dockerfile(base_image="b", packages=[], harness="claude")
     assert 'ENTRYPOINT ["/usr/local/bin/clawkerd"]' in text
-    assert "useradd --uid 1001 --gid 1001 --create-home --home-dir /home/claude" in text
+    assert 'useradd --uid "$uid" --gid "$gid" --create-home --home-dir /home/claude' in text
+    assert "RUN uid=1001 gid=1001;" in text
     assert "NOPASSWD: ALL" in text
     assert "install -d -o claude -g claude -m 0755 /home/claude/.claude /commandhistory" in text
     assert "/var/log/clawker /run/clawker" in text

@@ -96,14 +96,14 @@ def test_create_from_nothing(tmp_path: Path) -> None:
     assert str(p) == textwrap.dedent("""\
         [] -> #1 network:clawker-net, CreateNetwork, not found
         [] -> #2 image:clawker-myapp:default, BuildImage, not found
-        [] -> #3 volume:clawker.myapp.dev-config, CreateVolume, not found
-        [] -> #4 volume:clawker.myapp.dev-history, CreateVolume, not found
+        [#2] -> #3 volume:clawker.myapp.dev-config, CreateVolume, not found
+        [#2] -> #4 volume:clawker.myapp.dev-history, CreateVolume, not found
         [#1 #2 #3 #4] -> #5 container:clawker.myapp.dev, CreateContainer, not found
         [#5] -> #6 container:clawker.myapp.dev, SeedConfig, new config volume (seed: copy)
         [#6] -> #7 container:clawker.myapp.dev, CopyBootstrap, new container identity
         [#7] -> #8 container:clawker.myapp.dev, StartContainer, created
-        [] -> #9 volume:clawker.myapp.test-config, CreateVolume, not found
-        [] -> #10 volume:clawker.myapp.test-history, CreateVolume, not found
+        [#2] -> #9 volume:clawker.myapp.test-config, CreateVolume, not found
+        [#2] -> #10 volume:clawker.myapp.test-history, CreateVolume, not found
         [#1 #2 #9 #10] -> #11 container:clawker.myapp.test, CreateContainer, not found
         [#11] -> #12 container:clawker.myapp.test, SeedConfig, new config volume (seed: copy)
         [#12] -> #13 container:clawker.myapp.test, CopyBootstrap, new container identity
@@ -147,11 +147,11 @@ def test_env_change_replaces_with_its_cause_and_masks_the_value(tmp_path: Path) 
     after = agents(tmp_path, env="bonjour", names=("dev",))
     p = plan(after, observed_from(before), images=images_of(after))
     assert str(p) == textwrap.dedent("""\
-        [] -> #1 container:clawker.myapp.dev--next, CreateContainer, agent.env changed
-        [#1] -> #2 container:clawker.myapp.dev--next, CopyBootstrap, new container identity
+        [] -> #1 container:clawker.myapp.dev.next, CreateContainer, agent.env changed
+        [#1] -> #2 container:clawker.myapp.dev.next, CopyBootstrap, new container identity
         [#2] -> #3 container:000000000000, StopContainer, replaced: agent.env changed
         [#3] -> #4 container:000000000000, RemoveContainer, replaced: agent.env changed
-        [#4] -> #5 container:clawker.myapp.dev--next, RenameContainer, replaces clawker.myapp.dev
+        [#4] -> #5 container:clawker.myapp.dev.next, RenameContainer, replaces clawker.myapp.dev
         [#5] -> #6 container:clawker.myapp.dev, StartContainer, created""")
     rendered = render_plan(p, Style.plain())
     assert '-/+ agent "myapp/dev"' in rendered
@@ -253,6 +253,61 @@ def test_changed_image_inputs_build_once_and_replace_the_agents(tmp_path: Path) 
     )
     assert p.changes[0].kind.value == "replace"
     assert "image rebuilt (inputs changed: packages)" in p.changes[0].reasons
+
+
+def test_a_container_that_never_started_gets_its_preparation_again(tmp_path: Path) -> None:
+    """A pass killed after `create container` resumes: the unfinished seed (its marker is
+    missing) and fresh bootstrap material, then the first start."""
+    desired = agents(tmp_path, names=("dev",))
+    observed = observed_from(desired, state="created")
+    observed = ObservedState(
+        agents=observed.agents,
+        volumes=observed.volumes,
+        networks=observed.networks,
+        images=observed.images,
+        unfinished={"myapp/dev": frozenset({"config"})},
+    )
+    p = plan(desired, observed, images=images_of(desired))
+    assert str(p) == textwrap.dedent("""\
+        [] -> #1 container:clawker.myapp.dev, SeedConfig, unfinished config volume (seed: copy)
+        [#1] -> #2 container:clawker.myapp.dev, CopyBootstrap, new container identity
+        [#2] -> #3 container:clawker.myapp.dev, StartContainer, never started: prepared again""")
+
+
+def test_kept_volumes_are_filled_only_when_their_marker_is_missing(tmp_path: Path) -> None:
+    """Volumes without a container: a finished fill is never repeated, an unfinished one is."""
+    desired = agents(tmp_path, names=("dev",), mode="snapshot")
+    kept = observed_from(desired)
+    kept = ObservedState(volumes=kept.volumes, networks=kept.networks, images=kept.images)
+    finished = plan(desired, kept, images=images_of(desired))
+    assert [s.action.value for s in finished.steps] == [
+        "CreateContainer",
+        "CopyBootstrap",
+        "StartContainer",
+    ]
+    resumed = plan(
+        desired,
+        ObservedState(
+            volumes=kept.volumes,
+            networks=kept.networks,
+            images=kept.images,
+            unfinished={"myapp/dev": frozenset({"config", "workspace"})},
+        ),
+        images=images_of(desired),
+    )
+    assert [str(s).split(", ", 1)[1] for s in resumed.steps[1:3]] == [
+        f"CopyWorkspace, unfinished workspace volume: snapshot of {tmp_path / 'ws'}",
+        "SeedConfig, unfinished config volume (seed: copy)",
+    ]
+
+
+def test_a_replacement_name_is_outside_every_agent_name(tmp_path: Path) -> None:
+    """`x.next` cannot be an agent's container name: agent names hold no dot."""
+    before = agents(tmp_path, names=("x", "x--next"))
+    after = agents(tmp_path, env="changed", names=("x", "x--next"))
+    p = plan(after, observed_from(before), images=images_of(after))
+    created = {s.target for s in p.steps if s.action.value == "CreateContainer"}
+    assert created == {"clawker.myapp.x.next", "clawker.myapp.x--next.next"}
 
 
 # -- the control plane's part: runtime specs and allowlists, each change with when it applies ----
@@ -360,11 +415,11 @@ def test_a_replace_carries_the_runtime_change_to_the_new_containers_start(
     p = plan(after, observed_from(before), images=images_of(after), runtime=cp_holding(before))
     assert str(p) == textwrap.dedent("""\
         [] -> #1 runtime:myapp/dev, UpdateRuntime, pre_run changed: takes effect at next start
-        [] -> #2 container:clawker.myapp.dev--next, CreateContainer, agent.env changed
-        [#2] -> #3 container:clawker.myapp.dev--next, CopyBootstrap, new container identity
+        [] -> #2 container:clawker.myapp.dev.next, CreateContainer, agent.env changed
+        [#2] -> #3 container:clawker.myapp.dev.next, CopyBootstrap, new container identity
         [#3] -> #4 container:000000000000, StopContainer, replaced: agent.env changed
         [#4] -> #5 container:000000000000, RemoveContainer, replaced: agent.env changed
-        [#5] -> #6 container:clawker.myapp.dev--next, RenameContainer, replaces clawker.myapp.dev
+        [#5] -> #6 container:clawker.myapp.dev.next, RenameContainer, replaces clawker.myapp.dev
         [#1 #6] -> #7 container:clawker.myapp.dev, StartContainer, created""")
     (change,) = p.changes
     assert change.kind is ChangeKind.REPLACE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,8 +229,8 @@ BAD_INPUTS: dict[str, Bad] = {
         "invalid environment variable name 'MY-VAR' (use letters, digits and '_'",
     ),
     "cap_add NET_ADMIN": Bad(
-        agent_spec("  security:\n    cap_add: [SYS_PTRACE, NET_ADMIN]\n"),
-        "a.yaml:10:27",
+        agent_spec("  security:\n    cap_add: [SYS_NICE, NET_ADMIN]\n"),
+        "a.yaml:10:25",
         "spec.security.cap_add[1]: capability NET_ADMIN is refused:"
         " it would let the agent detach the firewall's BPF programs",
     ),
@@ -241,6 +243,37 @@ BAD_INPUTS: dict[str, Bad] = {
         agent_spec("  security:\n    cap_add:\n      - BPF\n"),
         "a.yaml:11:9",
         "capability BPF is refused",
+    ),
+    "cap_add NET_RAW (packet sockets)": Bad(
+        agent_spec("  security:\n    cap_add: [NET_RAW]\n"),
+        "a.yaml:10:15",
+        "capability NET_RAW is refused: it opens packet and raw sockets",
+    ),
+    "cap_add SYS_TIME (the host's clock)": Bad(
+        agent_spec("  security:\n    cap_add: [SYS_TIME]\n"),
+        "a.yaml:10:15",
+        "capability SYS_TIME is refused: it sets the host's clock",
+    ),
+    "cap_add DAC_READ_SEARCH (Shocker)": Bad(
+        agent_spec("  security:\n    cap_add: [DAC_READ_SEARCH]\n"),
+        "a.yaml:10:15",
+        "capability DAC_READ_SEARCH is refused: it opens host files by handle",
+    ),
+    "cap_add SYSLOG": Bad(
+        agent_spec("  security:\n    cap_add: [SYSLOG]\n"),
+        "a.yaml:10:15",
+        "capability SYSLOG is refused: it reads the host kernel's log",
+    ),
+    "cap_add ALL": Bad(
+        agent_spec("  security:\n    cap_add: [ALL]\n"),
+        "a.yaml:10:15",
+        "capability ALL is refused: it includes NET_RAW, NET_ADMIN, SYS_ADMIN and BPF",
+    ),
+    "cap_add off the allowlist": Bad(
+        agent_spec("  security:\n    cap_add: [SYS_TTY_CONFIG]\n"),
+        "a.yaml:10:15",
+        "capability SYS_TTY_CONFIG is refused: it is not on the list an agent may add"
+        " (an agent may add IPC_LOCK, IPC_OWNER, LEASE, LINUX_IMMUTABLE, SYS_NICE, SYS_RESOURCE)",
     ),
     "unknown capability": Bad(
         agent_spec("  security:\n    cap_add: [SYS_PTRAC]\n"),
@@ -321,6 +354,132 @@ BAD_INPUTS: dict[str, Bad] = {
         agent_spec("  security:\n"),
         "a.yaml:9:3",
         "spec.security: expected a mapping, got null (an empty value) (write {} or remove the key)",
+    ),
+    "a NUL in an env value": Bad(
+        agent_spec('  agent: {env: {A: "x\\0y"}}\n'),
+        "a.yaml:9:20",
+        "spec.agent.env.A: a NUL character (\\0) is not allowed in a value",
+    ),
+    "a NUL in a command argument": Bad(
+        agent_spec('  command: [sh, "a\\x00b"]\n'),
+        "a.yaml:9:17",
+        "spec.command[1]: a NUL character (\\0) is not allowed in a value",
+    ),
+    "a NUL in post_init": Bad(
+        agent_spec('  agent:\n    post_init: "make\\0"\n'),
+        "a.yaml:10:16",
+        "spec.agent.post_init: a NUL character (\\0) is not allowed in a value",
+    ),
+    "a raw BEL is reported at its own line and column": Bad(
+        agent_spec("  agent: {env: {A: a\x07b}}\n"),
+        "a.yaml:9:21",
+        "control character U+0007 is not allowed in YAML text",
+    ),
+    "a raw ESC is reported at its own line and column": Bad(
+        agent_spec("  command: [sh,\n    \x1b[31m]\n"),
+        "a.yaml:10:5",
+        "control character U+001B is not allowed in YAML text",
+    ),
+    "a raw NUL is reported at its own line and column": Bad(
+        agent_spec("  agent: {env: {A: x\x00}}\n"),
+        "a.yaml:9:21",
+        "control character U+0000 is not allowed in YAML text",
+    ),
+    "an alias bomb": Bad(
+        {
+            "a.yaml": "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n"
+                for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+            )
+        },
+        "a.yaml:1:1",
+        "this document expands to more than 100000 values",
+    ),
+    "a spec file over 4 MiB": Bad(
+        {"a.yaml": PROJECT + "# " + "x" * (4 * 1024 * 1024) + "\n"},
+        "None",
+        "a.yaml: larger than 4 MiB",
+    ),
+    "a workspace of /": Bad(
+        agent_spec("  workspace:\n    path: /\n"),
+        "a.yaml:10:11",
+        "spec.workspace.path: workspace / is the whole filesystem",
+    ),
+    "a workspace of /run": Bad(
+        agent_spec("  workspace:\n    path: /run\n"),
+        "a.yaml:10:11",
+        "workspace /run is inside the system directory /run",
+    ),
+    "a workspace of /etc": Bad(
+        agent_spec("  workspace:\n    path: /etc\n"),
+        "a.yaml:10:11",
+        "is inside the system directory /etc",
+    ),
+    "a workspace of /proc": Bad(
+        agent_spec("  workspace:\n    path: /proc\n"),
+        "a.yaml:10:11",
+        "is inside the system directory /proc",
+    ),
+    "a workspace of /sys": Bad(
+        agent_spec("  workspace:\n    path: /sys\n"),
+        "a.yaml:10:11",
+        "is inside the system directory /sys",
+    ),
+    "a workspace of /dev": Bad(
+        agent_spec("  workspace:\n    path: /dev\n"),
+        "a.yaml:10:11",
+        "is inside the system directory /dev",
+    ),
+    "a workspace of /usr/lib": Bad(
+        agent_spec("  workspace:\n    path: /usr/lib\n"),
+        "a.yaml:10:11",
+        "is inside the system directory /usr",
+    ),
+    "a workspace of /root": Bad(
+        agent_spec("  workspace:\n    path: /root\n"),
+        "a.yaml:10:11",
+        "workspace /root is a whole home directory",
+    ),
+    "a workspace of ~": Bad(
+        agent_spec('  workspace:\n    path: "~"\n'),
+        "a.yaml:10:11",
+        "is a whole home directory",
+    ),
+    "a workspace of /home": Bad(
+        agent_spec("  workspace:\n    path: /home\n"),
+        "a.yaml:10:11",
+        "workspace /home is a shared system directory",
+    ),
+    "a workspace of /var/lib/docker": Bad(
+        agent_spec("  workspace:\n    path: /var/lib/docker\n"),
+        "a.yaml:10:11",
+        "is inside /var/lib/docker, the state or socket of Docker",
+    ),
+    "a workspace of /var/lib": Bad(
+        agent_spec("  workspace:\n    path: /var/lib\n"),
+        "a.yaml:10:11",
+        "workspace /var/lib contains /var/lib/",
+    ),
+    "a workspace of /var": Bad(
+        agent_spec("  workspace:\n    path: /var\n"),
+        "a.yaml:10:11",
+        "workspace /var is a shared system directory",
+    ),
+    "an allowlist entry of the public suffix .com": Bad(
+        agent_spec("  security:\n    firewall: {add_domains: [github.com, .com]}\n"),
+        "a.yaml:10:42",
+        "'.com' would allow every domain under the public suffix 'com'",
+    ),
+    "an allowlist entry of the public suffix .co.uk": Bad(
+        agent_spec("  security:\n    firewall: {add_domains: [github.com, .co.uk]}\n"),
+        "a.yaml:10:42",
+        "'.co.uk' would allow every domain under the public suffix 'co.uk'",
+    ),
+    "an allowlist entry of the public suffix .github.io": Bad(
+        agent_spec("  security:\n    firewall: {add_domains: [github.com, .github.io]}\n"),
+        "a.yaml:10:42",
+        "'.github.io' would allow every domain under the public suffix 'github.io'",
     ),
 }
 
@@ -459,3 +618,50 @@ def test_spec_errors_survive_pickling() -> None:
 
     assert copy.errors == [error]
     assert str(copy) == str(error)
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
+def test_a_device_is_refused_without_reading_it(device: str) -> None:
+    with pytest.raises(SpecErrors) as raised:
+        load_specs([device])
+    assert [e.message for e in raised.value.errors] == [
+        f"{device}: not a regular file (a device, FIFO or socket)"
+    ]
+
+
+def test_a_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:
+    """Opening a FIFO would block until a writer came: it is never opened."""
+    fifo = tmp_path / "agents.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(SpecErrors) as raised:
+        load_specs([str(fifo)])
+    assert "not a regular file" in str(raised.value)
+
+
+def test_stdin_is_read_up_to_the_cap_only() -> None:
+    class Endless(io.StringIO):
+        def read(self, size: int | None = -1) -> str:
+            assert size is not None and size > 0  # never "read everything"
+            return "#" * size
+
+    with pytest.raises(SpecErrors) as raised:
+        load_specs(["-"], stdin=Endless())
+    assert [e.message for e in raised.value.errors] == ["<stdin>: larger than 4 MiB"]
+
+
+def test_a_closed_stdin_is_an_error_not_a_traceback() -> None:
+    closed = io.StringIO()
+    closed.close()
+    with pytest.raises(SpecErrors) as raised:
+        load_specs(["-"], stdin=closed)
+    assert "standard input is closed" in str(raised.value)
+
+
+def test_a_standard_tag_gives_its_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`!!str 12` is YAML for the string "12"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text(
+        AGENT_HEAD + "metadata: {name: dev}\nspec:\n  agent: {env: {A: !!str 12}}\n"
+    )
+    (agent,) = load_specs(["a.yaml"]).agents
+    assert agent.agent.env == {"A": "12"}

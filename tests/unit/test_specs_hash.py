@@ -12,7 +12,12 @@ import pytest
 from pydantic import BaseModel
 
 from specs import HASH_VERSION, DesiredAgent, load_specs, recreate_view, spec_hash
-from specs.canonical import LIVE_FIELDS, RECREATE_FIELDS, UNHASHED_FIELDS
+from specs.canonical import (
+    LIVE_FIELDS,
+    RECREATE_FIELDS,
+    RECREATE_WHEN_SET_FIELDS,
+    UNHASHED_FIELDS,
+)
 
 BASE_SPEC: dict[str, Any] = {
     "build": {"packages": ["ripgrep"]},
@@ -88,7 +93,7 @@ def test_equal_specs_hash_equal_whatever_the_order_they_are_written_in(tmp_path:
         ("build.packages", ["ripgrep", "jq"]),
         ("build.base_image", "debian:bookworm"),
         ("build.harness", "none"),
-        ("security.cap_add", ["SYS_PTRACE"]),
+        ("security.cap_add", ["SYS_NICE"]),
         ("security.git_credentials.forward_ssh", False),
         ("agent.enable_shared_dir", True),
     ],
@@ -141,9 +146,29 @@ def leaf_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def test_every_field_of_an_agent_is_classified_exactly_once() -> None:
     """A new field must be placed on purpose: recreate, live, or not part of the spec at all."""
-    groups = [*RECREATE_FIELDS, *LIVE_FIELDS, *UNHASHED_FIELDS]
+    groups = [*RECREATE_FIELDS, *RECREATE_WHEN_SET_FIELDS, *LIVE_FIELDS, *UNHASHED_FIELDS]
 
     for leaf in leaf_fields(DesiredAgent):
         covering = [g for g in groups if leaf == g or leaf.startswith(g + ".")]
         assert len(covering) == 1, (leaf, covering)
     assert len(groups) == len(set(groups))
+
+
+def test_an_agent_without_an_api_key_keeps_the_hash_it_had_before_the_field_existed(
+    tmp_path: Path,
+) -> None:
+    view = recreate_view(load_agent(tmp_path, BASE_SPEC))
+
+    assert "agent.claude_code.api_key" not in view  # version 1's view, unchanged
+
+
+def test_the_api_key_source_is_hashed_and_named_but_no_key_is_in_the_view(tmp_path: Path) -> None:
+    before = load_agent(tmp_path, BASE_SPEC, "a.yaml")
+    from_env = changed(BASE_SPEC, "agent.claude_code", {"api_key": {"from_env": "MY_KEY"}})
+    with_env = load_agent(tmp_path, from_env, "b.yaml")
+    from_file = changed(BASE_SPEC, "agent.claude_code", {"api_key": {"from_file": "~/k"}})
+    with_file = load_agent(tmp_path, from_file, "c.yaml")
+
+    assert len({spec_hash(before), spec_hash(with_env), spec_hash(with_file)}) == 3
+    assert recreate_view(with_env)["agent.claude_code.api_key"] == {"from_env": "MY_KEY"}
+    assert recreate_view(with_file)["agent.claude_code.api_key"] == {"from_file": "~/k"}

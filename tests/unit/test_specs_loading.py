@@ -117,7 +117,7 @@ def test_maps_deep_merge_lists_replace_and_domains_unite(tmp_path: Path) -> None
       agent: {env: {A: "1", B: "2"}, post_init: make, pre_run: "echo hi"}
       security:
         firewall: {add_domains: [github.com, pypi.org]}
-        cap_add: [SYS_PTRACE]
+        cap_add: [SYS_NICE]
         git_credentials: {forward_gpg: false}
     """
     agent_spec = """
@@ -140,7 +140,7 @@ def test_maps_deep_merge_lists_replace_and_domains_unite(tmp_path: Path) -> None
     assert dev.agent.env == {"A": "1", "B": "3", "C": "4"}
     assert (dev.agent.post_init, dev.agent.pre_run) == ("make", "")
     assert dev.security.firewall.add_domains == (".example.com", "github.com", "pypi.org")
-    assert dev.security.cap_add == ("SYS_PTRACE",)
+    assert dev.security.cap_add == ("SYS_NICE",)
     assert dev.security.git_credentials == GitCredentials(forward_ssh=False, forward_gpg=False)
 
 
@@ -162,7 +162,7 @@ def test_an_agent_that_overrides_nothing_inherits_its_project(tmp_path: Path) ->
 def test_values_are_normalised(tmp_path: Path) -> None:
     spec = """{
       agent: {env: {PORT: 8080, RATIO: 1.5, NAME: x}},
-      security: {cap_add: [cap_sys_ptrace, KILL, SYS_PTRACE],
+      security: {cap_add: [cap_sys_nice, KILL, SYS_NICE],
                  firewall: {add_domains: [GitHub.COM, github.com, "docs.python.org."]}},
       command: [sleep, 10]}"""
     spec_file = write(tmp_path / "a.yaml", project() + "---\n" + agent("dev", spec=spec))
@@ -170,7 +170,7 @@ def test_values_are_normalised(tmp_path: Path) -> None:
     (dev,) = load_specs([str(spec_file)]).agents
 
     assert dev.agent.env == {"PORT": "8080", "RATIO": "1.5", "NAME": "x"}
-    assert dev.security.cap_add == ("KILL", "SYS_PTRACE")
+    assert dev.security.cap_add == ("KILL", "SYS_NICE")
     assert dev.security.firewall.add_domains == ("docs.python.org", "github.com")
     assert dev.command == ("sleep", "10")
 

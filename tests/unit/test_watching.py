@@ -454,3 +454,31 @@ def test_a_pass_header_names_the_agent_and_what_triggered_it(
         No changes. Docker matches the specs.
         """
     )
+
+
+def test_a_pass_that_finds_another_apply_running_fails_and_backs_off(
+    spec_file: Path, tmp_path: Path
+) -> None:
+    """Watch mode takes the scope's apply lock per pass; with --no-wait-lock a pass that
+    finds another apply holding it fails (and is retried) instead of planning beside it."""
+    from reconciler.loop.apply_lock import ApplyLock  # noqa: PLC0415
+    from tests.unit.test_apply_lock import hold_in_another_process  # noqa: PLC0415
+
+    report, port = RecordingReport(), InspectOnlyPort()
+    watcher = Watcher(
+        port,  # type: ignore[arg-type]
+        [str(spec_file)],
+        load_specs([str(spec_file)]),
+        report,
+        WatchOptions(wait_lock=False),
+        settings=Settings(),
+        apply_lock=ApplyLock(tmp_path / "apply.lock"),
+    )
+    holder = hold_in_another_process(tmp_path / "apply.lock")
+    try:
+        failed = watcher.converge(None, [Trigger(Cause.RESYNC)])
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert failed == {a.key for a in watcher.specset.agents}
+    (call,) = [c for c in report.calls if c[0] == "pass_failed"]
+    assert f"another apply (pid {holder.pid}) is running" in str(call[1])

@@ -201,6 +201,7 @@ def test_host_files_and_sockets_become_mounts_and_environment(tmp_path: Path) ->
         "CLAWKER_WORKSPACE": str(ws.resolve()),
         "CLAWKER_WORKSPACE_MODE": "bind",
         "CLAWKER_CREDENTIAL_PROXY": "/run/clawker/git-credential.sock",
+        "CLAWKER_FIREWALL_ENABLED": "true",
     }
     assert spec.env["SSH_AUTH_SOCK"] == "/run/clawker/ssh-agent.sock"
     assert spec.env["CLAUDE_CONFIG_DIR"] == "/home/claude/.claude"

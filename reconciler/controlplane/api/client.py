@@ -27,6 +27,7 @@ from reconciler.controlplane.api.messages import (
     from_wire,
     to_wire,
 )
+from reconciler.settings import code_identity
 
 __all__ = [
     "ApiError",
@@ -63,6 +64,12 @@ class ControlPlaneClient:
     def check_agreement(self, settings: Mapping[str, str]) -> Hello:
         """Refuse a CP whose settings differ from this CLI's (`Settings.agreement()`)."""
         hello = self.ping()
+        if hello.version != code_identity():
+            raise ControlPlaneMismatchError(
+                f"the control plane (pid {hello.pid}) runs clawker {hello.version or '(older)'}, "
+                f"this is {code_identity()}: `sudo clawker controlplane up` restarts it when no "
+                "start is in flight (the firewall stays enforced meanwhile)"
+            )
         differ = sorted(k for k in settings if hello.settings.get(k) != settings[k])
         if differ:
             lines = ", ".join(

@@ -64,6 +64,14 @@ class AgentRuntimeSpec:
     host_home: str = ""
     ssh_auth_sock: str = ""
     gpg_extra_socket: str = ""
+    # agent.claude_code.api_key: where the API relay reads the key (a name or a path, never
+    # the key itself, which is read on the host when it is needed and kept nowhere).
+    api_key_env: str = ""
+    api_key_file: str = ""
+
+    @property
+    def api_relay(self) -> bool:
+        return bool(self.api_key_env or self.api_key_file)
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,7 @@ class StepRecord:
     ok: bool
     exit_code: int
     output_tail: str = ""
+    seconds: float = 0.0  # how long the step ran in the container
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,9 @@ class Hello:
 
     pid: int
     uptime: float
-    version: str  # clawker's version and where its code lives (one checkout vs another)
+    # clawker's version and where its code lives (one checkout vs another); a control plane
+    # older than this field sends none, and is restarted like any other version
+    version: str = ""
     settings: Mapping[str, str] = field(default_factory=dict)  # Settings.agreement()
     busy: int = 0  # starts in flight: a restart for a new version waits for 0
 

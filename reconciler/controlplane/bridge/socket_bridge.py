@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from reconciler import naming
+from reconciler.controlplane.bridge.api_relay import ApiKeySource, ApiRelayConfig, ApiRelayTarget
 from reconciler.controlplane.bridge.credentials import CredentialRequestError, HostGit, answer
 from reconciler.controlplane.registry import AgentRuntimeSpec
 from reconciler.docker.engine import DockerError, DockerPort
@@ -83,13 +84,21 @@ class Target(Protocol):
 
 @dataclass(frozen=True)
 class Listener:
-    """A unix socket the relay opens inside the container, and its host-side target."""
+    """A unix socket the relay opens inside the container (or, with `tcp_port`, a port on the
+    container's own 127.0.0.1), and its host-side target."""
 
     path: str
     target: Target
     uid: int = naming.AGENT_UID
     gid: int = naming.AGENT_GID
     mode: int = 0o600
+    tcp_port: int = 0
+
+    def config(self) -> dict[str, object]:
+        """What the in-container relay is told to listen on."""
+        if self.tcp_port:
+            return {"tcp_port": self.tcp_port}
+        return {"path": self.path, "uid": self.uid, "gid": self.gid, "mode": self.mode}
 
 
 @dataclass(frozen=True)
@@ -223,10 +232,7 @@ class SocketBridge:
 
     def start(self, timeout: float = 20.0) -> None:
         """Run the relay inside the container and wait until its sockets listen."""
-        config = [
-            {"path": item.path, "uid": item.uid, "gid": item.gid, "mode": item.mode}
-            for item in self._listeners
-        ]
+        config = [item.config() for item in self._listeners]
         source = Path(socket_relay.__file__).read_text(encoding="utf-8")
         self._sock = self._port.exec_socket(
             self.container_id, [RELAY_PYTHON, "-I", "-c", source, json.dumps(config)], user="0"
@@ -337,31 +343,38 @@ def bridge_listeners(
     runtime: AgentRuntimeSpec,
     container: str = "",
     allowlist: Callable[[], Iterable[str]] | None = None,
+    user: naming.AgentUser | None = None,
+    api_relay: ApiRelayConfig | None = None,
 ) -> list[Listener]:
-    """The sockets an agent gets, from its runtime spec: the credential proxy with
-    forward_https, the ssh agent with forward_ssh, the gpg agent with forward_gpg, each only
-    when the host has one. The proxy answers for hosts on `allowlist()` (the agent's live
-    firewall allowlist; without one, for no host: the allowlist is the firewall's state, not
-    part of the runtime spec)."""
-    listeners = []
+    """The sockets an agent gets, from its runtime spec: the API relay with
+    agent.claude_code.api_key, the credential proxy with forward_https, the ssh agent with
+    forward_ssh, the gpg agent with forward_gpg, each only when the host has one, owned by the
+    container's agent user `user`. The proxy answers for hosts on `allowlist()` (the agent's
+    live firewall allowlist; without one, for no host: the allowlist is the firewall's state,
+    not part of the runtime spec)."""
+    owner = user or naming.DEFAULT_AGENT_USER
+    listeners: list[Listener] = []
+    targets: list[tuple[str, Target]] = []
+    if runtime.api_relay:  # agent.claude_code.api_key: the API relay's port (api_relay.py)
+        relay = ApiRelayTarget(api_relay or ApiRelayConfig(), ApiKeySource.of(runtime), container)
+        listeners.append(Listener(naming.API_RELAY_URL, relay, tcp_port=naming.API_RELAY_PORT))
     if runtime.forward_https and runtime.host_home:
         git = HostGit(runtime.host_uid, runtime.host_gid, runtime.host_home)
         hosts: Callable[[], Iterable[str]] = allowlist or (lambda: ())
-        listeners.append(
-            Listener(naming.CREDENTIAL_SOCKET, CredentialTarget(git, hosts, container))
-        )
+        targets.append((naming.CREDENTIAL_SOCKET, CredentialTarget(git, hosts, container)))
     if runtime.forward_ssh and runtime.ssh_auth_sock:
-        listeners.append(Listener(naming.SSH_AGENT_SOCKET, UnixTarget(runtime.ssh_auth_sock)))
+        targets.append((naming.SSH_AGENT_SOCKET, UnixTarget(runtime.ssh_auth_sock)))
     if runtime.forward_gpg and runtime.gpg_extra_socket:
-        listeners.append(Listener(naming.GPG_AGENT_SOCKET, UnixTarget(runtime.gpg_extra_socket)))
-    return listeners
+        targets.append((naming.GPG_AGENT_SOCKET, UnixTarget(runtime.gpg_extra_socket)))
+    return listeners + [Listener(path, target, owner.uid, owner.gid) for path, target in targets]
 
 
 class Bridges:
     """The CP's bridges, one per running agent container start."""
 
-    def __init__(self, port: DockerPort) -> None:
+    def __init__(self, port: DockerPort, api_relay: ApiRelayConfig | None = None) -> None:
         self._port = port
+        self._api_relay = api_relay or ApiRelayConfig()
         self._lock = threading.Lock()
         self._bridges: dict[str, tuple[str, SocketBridge]] = {}
 
@@ -372,6 +385,7 @@ class Bridges:
         name: str,
         runtime: AgentRuntimeSpec,
         allowlist: Callable[[], Iterable[str]] | None = None,
+        user: naming.AgentUser | None = None,
     ) -> None:
         """A live bridge for this start of the container (a no-op when it already has one)."""
         with self._lock:
@@ -381,7 +395,7 @@ class Bridges:
             if current is not None:
                 current[1].close()
                 del self._bridges[container_id]
-        listeners = bridge_listeners(runtime, name, allowlist)
+        listeners = bridge_listeners(runtime, name, allowlist, user, self._api_relay)
         if not listeners:
             return
         bridge = SocketBridge(self._port, container_id, listeners)

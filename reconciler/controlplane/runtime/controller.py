@@ -29,8 +29,13 @@ from reconciler import naming
 from reconciler.controller.backoff import Backoff
 from reconciler.controller.controller import Controller
 from reconciler.controller.sources import Cause, DockerEventSource, ResyncTimer, Trigger
+from reconciler.controlplane.bridge.api_relay import ApiKeyError, ApiKeySource, ApiRelayConfig
 from reconciler.controlplane.bridge.socket_bridge import Bridges
-from reconciler.controlplane.identity.pki import ClawkerPKI, RegistrationTokenError
+from reconciler.controlplane.identity.pki import (
+    ClawkerPKI,
+    RegistrationTokenError,
+    RegistrationTokenReplayedError,
+)
 from reconciler.controlplane.registry import (
     AgentRuntimeSpec,
     Phase,
@@ -92,6 +97,7 @@ class RuntimeController:
         workers: int = 4,
         sleep: Callable[[float], None] | None = None,  # None: the real, interruptible sleep
         firewall: Firewall | None = None,
+        api_relay: ApiRelayConfig | None = None,
     ) -> None:
         self.port, self.registry, self.pki = port, registry, pki
         self.firewall = firewall  # None only where no container may start (unit tests)
@@ -109,7 +115,9 @@ class RuntimeController:
         self._passes: dict[str, tuple[Cancellation, list[str]]] = {}
         self._passes_lock = threading.Lock()
         self._sleep = sleep
-        self.bridges = Bridges(port)  # ssh/gpg agents and git credentials, per container start
+        # ssh/gpg agents, git credentials and the API relay, per container start
+        self.api_relay = api_relay or ApiRelayConfig()
+        self.bridges = Bridges(port, self.api_relay)
 
     def _allowlist(self, key: str) -> Callable[[], Iterable[str]] | None:
         """The agent's live firewall allowlist, read each time (`firewall add` changes it)."""
@@ -259,10 +267,11 @@ class RuntimeController:
         # Before the early return: a CP restart loses its bridges, not the containers' status.
         # The bridge (a `docker exec` of a relay that must listen) comes up while the dial waits
         # for clawkerd's start-up; the Session's steps wait for it, since they may use it.
+        user = naming.AgentUser.from_label(info.labels.get(naming.AGENT_USER))
         bridge_up = _in_background(
             f"bridge-{info.id[:12]}",
             lambda: self.bridges.ensure(
-                info.id, info.started_at, info.name, runtime, self._allowlist(key)
+                info.id, info.started_at, info.name, runtime, self._allowlist(key), user
             ),
         )
         if known and this_start and known.phase.final:
@@ -273,6 +282,7 @@ class RuntimeController:
         status = StartStatus(info.id, key, info.started_at, Phase.INITIALIZING, runtime=runtime)
         self.registry.put_status(status)
         steps: list[StepRecord] = []
+        key_error = _api_key_problem(runtime, self.api_relay)
 
         initialized = False
 
@@ -307,6 +317,8 @@ class RuntimeController:
             if enrol_error is not None:
                 bridge_up()
                 raise enrol_error
+            if key_error is not None:
+                raise key_error
             result = self._dial_and_drive(
                 info,
                 key,
@@ -337,6 +349,15 @@ class RuntimeController:
                 info.started_at,
                 Phase.FAILED,
                 f"session with clawkerd failed: {_describe(exc)}",
+                tuple(steps),
+            )
+        except ApiKeyError as exc:
+            final = StartStatus(
+                info.id,
+                key,
+                info.started_at,
+                Phase.FAILED,
+                f"the API key for agent.claude_code.api_key cannot be read: {exc}",
                 tuple(steps),
             )
         except FirewallError as exc:
@@ -402,13 +423,20 @@ class RuntimeController:
         cancellation: Cancellation,
         bridge_up: Callable[[], None],
     ) -> bool:
-        plan = StartPlan(info.id, info.name, key, runtime)
+        user = naming.AgentUser.from_label(info.labels.get(naming.AGENT_USER))
+        plan = StartPlan(info.id, info.name, key, runtime, user)
 
         def register(token: str) -> None:
+            # The token is burnt in the same transaction as the registration it pays for.
             claims = self.pki.verify_registration_jwt(
-                token, info.id, seen_jti=lambda jti: not self.registry.use_token(jti)
+                token, info.id, seen_jti=self.registry.token_used
             )
-            self.registry.register(info.id, claims.agent_key, info.name, claims.cert_thumbprint)
+            if not self.registry.register(
+                info.id, claims.agent_key, info.name, claims.cert_thumbprint, jti=claims.jti
+            ):
+                raise RegistrationTokenReplayedError(
+                    f"registration token was already used (jti {claims.jti}); tokens are single use"
+                )
 
         def pause(seconds: float) -> None:
             if self._sleep is None:
@@ -509,6 +537,18 @@ def _in_background(name: str, work: Callable[[], None]) -> Callable[[], None]:
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return done.result
+
+
+def _api_key_problem(runtime: AgentRuntimeSpec, relay: ApiRelayConfig) -> ApiKeyError | None:
+    """Read the key once at the start (and forget it): a start whose key cannot be read fails
+    loudly here, not at the agent's first API request."""
+    if not runtime.api_relay:
+        return None
+    try:
+        ApiKeySource.of(runtime).read(relay.environ)
+    except ApiKeyError as exc:
+        return exc
+    return None
 
 
 def _is_agent(info: RuntimeInfo) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import shlex
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,30 @@ __all__ = [
     "StepFailedError",
     "close_channel",
     "drive_start",
+    "once_script",
     "open_channel",
 ]
 
 POST_INIT_MARKER = f"{naming.CONFIG_MOUNT}/post-initialized"
+
+# Hands each volume's root to the agent user and, when the volume was last handed to another
+# uid/gid (its root's owner: a change of workspace owner), what that one owned in it too; what
+# root or anyone else owns stays theirs. Nothing is removed or re-seeded.
+PREPARE_VOLUMES = """\
+uid=$1 gid=$2; shift 2
+for dir in "$@"; do
+  old_uid=$(stat -c %u "$dir"); old_gid=$(stat -c %g "$dir")
+  if [ "$old_uid" != 0 ] && [ "$old_uid" != "$uid" ]; then
+    echo "clawker: $dir: files of uid $old_uid now belong to uid $uid"
+    find "$dir" -xdev -uid "$old_uid" -exec chown -h "$uid" {} +
+  fi
+  if [ "$old_gid" != 0 ] && [ "$old_gid" != "$gid" ]; then
+    echo "clawker: $dir: files of gid $old_gid now belong to gid $gid"
+    find "$dir" -xdev -gid "$old_gid" -exec chgrp -h "$gid" {} +
+  fi
+  chown "$uid:$gid" "$dir"
+done
+"""
 OUTPUT_TAIL_BYTES = 4000
 CP_VERSION = "clawker-cp/0.1"
 
@@ -64,6 +85,7 @@ class StartPlan:
     container_name: str
     agent_key: str
     runtime: AgentRuntimeSpec
+    user: naming.AgentUser = naming.DEFAULT_AGENT_USER  # the container's agent user (its label)
 
 
 @dataclass(frozen=True)
@@ -173,6 +195,7 @@ class _Conversation:
             )
         )
         output = bytearray()
+        began = time.monotonic()
         while True:
             reply = self.receive()
             kind = reply.WhichOneof("kind")
@@ -182,11 +205,17 @@ class _Conversation:
                 del output[:-OUTPUT_TAIL_BYTES]
             elif kind == "done" and reply.done.id == step_id:
                 tail = output.decode(errors="replace")
-                return StepRecord(name, reply.done.exit_code == 0, reply.done.exit_code, tail)
+                return StepRecord(
+                    name,
+                    reply.done.exit_code == 0,
+                    reply.done.exit_code,
+                    tail,
+                    time.monotonic() - began,
+                )
             elif kind == "error" and reply.error.id == step_id:
                 code = 124 if reply.error.code == pb.ERROR_CODE_TIMEOUT else 127
                 tail = (output.decode(errors="replace") + reply.error.message)[-OUTPUT_TAIL_BYTES:]
-                return StepRecord(name, False, code, tail)
+                return StepRecord(name, False, code, tail, time.monotonic() - began)
             else:
                 raise SessionError(f"unexpected {kind} while running step {name}")
 
@@ -239,7 +268,7 @@ def _drive(
     still_current: Callable[[], bool],
 ) -> StartResult:
     steps: list[StepRecord] = []
-    uid, gid = naming.AGENT_UID, naming.AGENT_GID
+    uid, gid = plan.user.uid, plan.user.gid
     counter = iter(range(1, 1000))
 
     def step(name: str, argv: list[str], *, as_root: bool = False, cwd: str = "") -> StepRecord:
@@ -276,7 +305,11 @@ def _drive(
             owned = [naming.CONFIG_MOUNT, naming.HISTORY_MOUNT]
             if plan.runtime.snapshot and plan.runtime.workspace:
                 owned.append(plan.runtime.workspace)
-            step("prepare-volumes", ["chown", f"{uid}:{gid}", *owned], as_root=True)
+            step(
+                "prepare-volumes",
+                ["sh", "-ec", PREPARE_VOLUMES, "prepare-volumes", str(uid), str(gid), *owned],
+                as_root=True,
+            )
             step("git-setup", ["sh", "-ec", git_setup_script(plan.runtime)], as_root=True)
             if plan.runtime.copy_git_config:
                 step("git-config", git_config_argv())
@@ -284,12 +317,8 @@ def _drive(
 
         workdir = plan.runtime.workspace
         if plan.runtime.post_init.strip():
-            script = (
-                f"if [ -e {shlex.quote(POST_INIT_MARKER)} ]; then exit 0; fi\n"
-                f"{plan.runtime.post_init}\n"
-                f"touch {shlex.quote(POST_INIT_MARKER)}"
-            )
-            step("post_init", ["sh", "-ec", script], cwd=workdir)
+            script = once_script(POST_INIT_MARKER, plan.runtime.post_init)
+            step("post_init", ["sh", "-c", script], cwd=workdir)
         on_initialized()
         if plan.runtime.pre_run.strip():
             step("pre_run", ["sh", "-ec", plan.runtime.pre_run], cwd=workdir)
@@ -299,9 +328,37 @@ def _drive(
         talk.close()
 
 
+# The user's script runs as a process of its own (whatever it does, `exit 0` included, the
+# marker is written after its exit status is known) in a session of its own, so a vanished CP,
+# which kills the step's process group, does not cut it short: it finishes and writes the
+# marker. It holds a lock while it runs, so a dispatch by the next CP waits for it and then
+# finds the marker instead of running the script a second time.
+_ONCE = r"""marker=$1 script=$2
+[ -e "$marker" ] && exit 0
+log=$(mktemp)
+setsid sh -c '
+  exec 9>"$1.lock"; flock 9
+  [ -e "$1" ] && exit 0
+  sh -ec "$2"; rc=$?
+  if [ "$rc" -eq 0 ]; then touch "$1"; fi
+  exit "$rc"' once "$marker" "$script" >"$log" 2>&1 </dev/null &
+pid=$!
+tail -n +1 -s 0.1 --pid="$pid" -f "$log"
+wait "$pid"; rc=$?
+rm -f "$log"
+exit "$rc"
+"""
+
+
+def once_script(marker: str, script: str) -> str:
+    """A `sh -c` program that runs `script` unless `marker` exists, and creates `marker`
+    once `script` has exited 0 (see _ONCE)."""
+    return f"set -- {shlex.quote(marker)} {shlex.quote(script)}\n{_ONCE}"
+
+
 def git_setup_script(runtime: AgentRuntimeSpec) -> str:
     """The container's system git config (/etc/gitconfig, in its writable layer): any owner's
-    repository is safe (a bind-mounted workspace belongs to the host user, not to uid 1001), and
+    repository is safe (a bind-mounted worktree's main repository may have another owner), and
     with forward_https git asks git-credential-clawker, which asks the host."""
     lines = ["git config --system --replace-all safe.directory '*'"]
     if runtime.forward_https:

@@ -1,0 +1,289 @@
+"""The five escapes of issue 14, each tried from inside a live agent as an attacker would,
+against test hosts in a network namespace the test makes (tests/integration/testhosts.py).
+
+Each was reproduced against the code before its fix (docs/firewall.md, "What is covered"), and
+each test fails if the escape comes back. Fixtures and probes are test_firewall.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dnslib import RCODE, DNSRecord
+
+from bpf.loader import attach_egress, cgroup_id
+from bpf.maps import PinnedMaps, Policy
+from reconciler.docker.seccomp import agent_seccomp_profile
+from tests.cleanup import TEST_LABEL
+from tests.integration.dockerexec import exec_id, exec_in
+from tests.integration.test_firewall import (
+    EPERM,
+    Firewalled,
+    dns_query,
+    fw,
+    kernel_scope,
+    wait_for,
+)
+from tests.integration.testhosts import SINK_PORT
+
+__all__ = ["fw", "kernel_scope"]  # test_firewall's fixtures, used here too
+
+pytestmark = [pytest.mark.docker, pytest.mark.root]
+
+AF_INET, AF_INET6, AF_PACKET = 2, 10, 17
+SOCK_DGRAM, SOCK_RAW = 2, 3
+ETH_P_ALL = 0x0003
+
+
+def _docker_dns_ports(fw: Firewalled) -> dict[str, int]:
+    """The real ports of Docker's embedded resolver in the agent's network namespace (dockerd
+    listens on 127.0.0.11:<high port> and NATs port 53 there)."""
+    pid = fw.scope.inspect(fw.container)["State"]["Pid"]
+    ports = {}
+    for proto in ("udp", "tcp"):
+        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
+            local = line.split()[1]
+            address, port = local.split(":")
+            if address == "0B00007F":  # 127.0.0.11, little-endian hex
+                ports[proto] = int(port, 16)
+    assert set(ports) == {"udp", "tcp"}, ports
+    return ports
+
+
+def test_dockers_embedded_resolver_is_refused_on_its_real_ports(fw: Firewalled) -> None:
+    """Escape 1: dockerd forwards any name, from outside the agent's cgroup."""
+    fw.apply("ok")
+    ports = _docker_dns_ports(fw)
+    # The container's own name: dockerd answers it itself, so even the old, open path would
+    # send nothing off this machine.
+    udp = dns_query(fw.container, "A") | {"port": ports["udp"]}
+    tcp = dns_query(fw.container, "A", tcp=True) | {"port": ports["tcp"]}
+    for user in ("root", "claude"):
+        assert fw.probe(udp, tcp, user=user) == [EPERM, EPERM], user
+    # Port 53 of the same address is still clawker's resolver, which does not know the name.
+    (ours,) = fw.probe(dns_query(fw.container, "A"))
+    assert DNSRecord.parse(bytes.fromhex(ours["reply"])).header.rcode == RCODE.NXDOMAIN
+
+
+def test_packet_raw_and_ping_sockets_are_refused_whatever_the_user(fw: Firewalled) -> None:
+    """Escape 2: packet and raw sockets (seccomp and no NET_RAW), ping sockets (the sysctl)."""
+    fw.apply("ok")
+    for user in ("root", "claude"):
+        results = fw.probe(
+            {"op": "socket", "family": AF_PACKET, "type": SOCK_RAW, "proto": ETH_P_ALL},
+            {"op": "socket", "family": AF_PACKET, "type": SOCK_DGRAM, "proto": ETH_P_ALL},
+            {"op": "socket", "family": AF_INET, "type": SOCK_RAW, "proto": 255},
+            {"op": "socket", "family": AF_INET6, "type": SOCK_RAW, "proto": 255},
+            {"op": "socket", "family": AF_INET, "type": SOCK_DGRAM, "proto": 1},
+            user=user,
+        )
+        assert results[:4] == [EPERM] * 4, user
+        assert results[4] == {"ok": False, "errno": "EACCES"}, user
+    info = fw.scope.inspect(fw.container)
+    assert info["HostConfig"]["CapDrop"] == ["ALL"]
+    assert "NET_RAW" not in info["HostConfig"]["CapAdd"]
+    assert info["HostConfig"]["Sysctls"] == {"net.ipv4.ping_group_range": "1 0"}
+
+
+PACKET_SOCKET = "import socket; socket.socket(17, 3, 0x0300).close(); print('made')"
+
+
+def test_the_seccomp_profile_refuses_a_packet_socket_even_with_net_raw(fw: Firewalled) -> None:
+    """Escape 2, belt and braces: were NET_RAW ever granted, the profile still refuses. Two
+    plain containers of the agent's image with NET_RAW, one with the profile, one without (so
+    the test shows it can fail); both on no network."""
+    fw.apply("ok")
+    api = fw.scope.api
+    image = fw.scope.inspect(fw.container)["Config"]["Image"]
+    labels = {"dev.clawker.managed": "true", TEST_LABEL: fw.scope.run_id}
+    made = {}
+    for name, options in (("profile", [f"seccomp={agent_seccomp_profile()}"]), ("none", [])):
+        container = api.create_container(
+            image,
+            ["python3", "-c", PACKET_SOCKET],
+            entrypoint=[],
+            labels=labels,
+            host_config=api.create_host_config(
+                network_mode="none", cap_add=["NET_RAW"], security_opt=options or None
+            ),
+        )
+        api.start(container)
+        assert api.wait(container, timeout=60)["StatusCode"] in (0, 1)
+        made[name] = api.logs(container).decode(errors="replace")
+    assert "PermissionError" in made["profile"] and "made" not in made["profile"]
+    assert made["none"].strip() == "made"
+
+
+def test_a_spec_asking_for_net_raw_is_refused_before_docker_is_touched(fw: Firewalled) -> None:
+    """Escape 2, at its root: `cap_add: [NET_RAW]` was accepted."""
+    spec = fw.write_spec("ok")
+    text = spec.read_text().replace("firewall: {", "cap_add: [NET_RAW, SYS_TIME]\n    firewall: {")
+    spec.write_text(text)
+    failed = fw.scope.clawker("apply", "-f", str(spec), check=2)
+    assert "capability NET_RAW is refused" in failed.stderr
+    assert "capability SYS_TIME is refused" in failed.stderr
+    assert fw.scope.api.containers(all=True, filters={"name": fw.container}) == []
+
+
+HOLD = textwrap.dedent("""\
+    import json, os, socket, sys, time
+    ip, port = sys.argv[1], int(sys.argv[2])
+    t = socket.create_connection((ip, port), timeout=5)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.connect((ip, port))
+    t.sendall(b"tcp-before;"); u.send(b"udp-before;")
+    open("/tmp/held", "w").close()
+    while not os.path.exists("/tmp/go"):
+        time.sleep(0.05)
+    result = {}
+    for name, sock in (("tcp", t), ("udp", u)):
+        try:
+            for _ in range(20):
+                sock.send(name.encode() + b"-after;")
+                time.sleep(0.05)
+            result[name] = "sent"
+        except OSError as e:
+            result[name] = os.strerror(e.errno)
+    json.dump(result, open("/tmp/result.json", "w"))
+""")
+
+
+def _exec(fw: Firewalled, *argv: str, detach: bool = False) -> str:
+    if detach:
+        api = fw.scope.api
+        api.exec_start(exec_id(api, fw.container, argv, user="claude"), detach=True)
+        return ""
+    return exec_in(fw.scope.api, fw.container, argv, user="claude")[1]
+
+
+def _file(fw: Firewalled, path: str) -> str:
+    return _exec(fw, "sh", "-c", f"cat {path} 2>/dev/null || true")
+
+
+def test_sockets_opened_during_a_bypass_carry_nothing_after_it(fw: Firewalled) -> None:
+    """Escape 4: addresses were checked only at connect/sendmsg, so a socket outlived a bypass."""
+    fw.apply("ok")
+    blocked = fw.ip("blocked")
+    fw.scope.clawker("firewall", "bypass", "5m", "--agent", "dev", check=0)
+    _exec(fw, "python3", "-c", HOLD, blocked, str(SINK_PORT), detach=True)
+    wait_for(lambda: _file(fw, "/tmp/held") == "" and b"udp-before" in fw.hosts.sunk_bytes(),
+             20, "the held sockets to reach the test host during the bypass")  # fmt: skip
+    assert b"tcp-before;" in fw.hosts.sunk_bytes()
+
+    fw.scope.clawker("firewall", "bypass", "0", "--agent", "dev", check=0)
+    _exec(fw, "touch", "/tmp/go")
+    result: dict[str, Any] = wait_for(
+        lambda: json.loads(_file(fw, "/tmp/result.json") or "null"), 30, "the held sockets"
+    )
+    time.sleep(1)  # anything that got out has arrived by now
+    assert b"after" not in fw.hosts.sunk_bytes()
+    assert result["udp"] == "Operation not permitted"  # the packet wall's drop, at once
+
+
+SOURCE_ROUTE = textwrap.dedent("""\
+    import json, socket, struct, sys
+    ok, blocked, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # IPv4 loose source route: NOP, LSRR (type 131), length 7, pointer 4, one hop.
+    lsrr = bytes([1, 131, 7, 4]) + socket.inet_aton(blocked)
+    out = {}
+    def attempt(name, fn):
+        try:
+            fn(); out[name] = "ok"
+        except OSError as e:
+            out[name] = e.errno
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    attempt("setsockopt IP_OPTIONS", lambda: s.setsockopt(socket.IPPROTO_IP, 4, lsrr))
+    attempt("sendmsg IP_RETOPTS", lambda: s.sendmsg(
+        [b"routed;"], [(socket.IPPROTO_IP, 7, lsrr)], 0, (ok, port)))
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    srh = bytes([17, 2, 4, 0, 0, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, "::1")
+    attempt("setsockopt IPV6_RTHDR", lambda: s6.setsockopt(socket.IPPROTO_IPV6, 57, srh))
+    print(json.dumps(out))
+""")
+
+
+def test_source_routes_and_routing_headers_are_refused(fw: Firewalled) -> None:
+    """Escape 5: a socket aimed at an allowed address delivered to another one."""
+    fw.apply("ok")
+    ok, blocked = fw.ip("ok"), fw.ip("blocked")
+    assert fw.probe({"op": "resolve", "name": fw.names["ok"]})[0]["ok"]  # ok is allowed
+    for user in ("root", "claude"):
+        argv = ["python3", "-c", SOURCE_ROUTE, ok, blocked, str(SINK_PORT)]
+        code, text = exec_in(fw.scope.api, fw.container, argv, user=user)
+        assert code == 0, text
+        out = json.loads(text.strip().splitlines()[-1])
+        assert out == {
+            "setsockopt IP_OPTIONS": 1,  # EPERM from cgroup/setsockopt
+            "sendmsg IP_RETOPTS": 1,  # EPERM: the packet wall drops a packet with options
+            "setsockopt IPV6_RTHDR": 1,
+        }, user
+    time.sleep(0.5)
+    assert b"routed" not in fw.hosts.sunk_bytes()
+
+
+HELD_IN_CGROUP = textwrap.dedent("""\
+    import os, socket, sys
+    open(sys.argv[1] + "/cgroup.procs", "w").write(str(os.getpid()))
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=5)
+    s.sendall(b"enrolled;")
+    print("sent", flush=True)
+    sys.stdin.readline()
+    try:
+        s.sendall(b"unknown;")
+        print("sent", flush=True)
+    except OSError as e:
+        print(os.strerror(e.errno), flush=True)
+""")
+
+
+def test_the_packet_wall_drops_every_packet_of_a_cgroup_nobody_enrolled(
+    kernel_scope: tuple[Path, Path],
+) -> None:
+    """Escape 3, the IP half: a socket that got out once carries nothing once its cgroup is
+    unknown, loopback included (what a container under the parent that clawker did not enrol
+    is from its first packet)."""
+    cgroup, pin_dir = kernel_scope
+    attach_egress(cgroup, pin_dir)
+    child = cgroup / "agent"
+    child.mkdir()
+    maps = PinnedMaps(pin_dir)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    proc = subprocess.Popen(
+        ["python3", "-c", HELD_IN_CGROUP, str(child), str(listener.getsockname()[1])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        maps.put_policy(cgroup_id(child), Policy(agent_id=9))
+        conn, _ = listener.accept()
+        conn.settimeout(0.5)
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "sent"
+        assert conn.recv(100) == b"enrolled;"
+        maps.delete_policy(cgroup_id(child))
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        proc.stdout.readline()  # the send may be buffered: what matters is what arrives
+        received = b""
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                received += conn.recv(100)
+            except TimeoutError:
+                continue
+        assert received == b""
+        conn.close()
+    finally:
+        proc.kill()
+        proc.wait()
+        listener.close()
+        maps.close()
