@@ -17,6 +17,6 @@ CONTAINER_ENVIRONMENT = dict(os.environ)
 os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
 
 # pyproject.toml's version (a unit test keeps them equal). Not importlib.metadata: importing it
-# cost clawkerd ~0.1 s before its listener answered (a third of its imports), and in an agent
+# was about a quarter of clawkerd's imports before its listener answered, and in an agent
 # image, where the sources are on a .pth and no distribution is installed, it found nothing.
 __version__ = "0.1.0"
