@@ -155,7 +155,7 @@ def breakdown(profiles: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
         for name, seconds in totals.items():
             if name.startswith("step:"):
                 summed.setdefault(name, []).append(seconds)
-        for key in ("enrol", "dial", "session"):
+        for key in ("enrol", "dial", "bridge", "session"):
             values = [float(t.get(key, 0.0)) for t in data.get("controlplane", {}).values()]
             summed.setdefault(f"controlplane:{key}", []).append(sum(values))
     return {

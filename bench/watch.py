@@ -38,6 +38,7 @@ import docker
 from bench.isolation import REPO, BenchError, BenchScope, clawker_argv
 from bench.measuring import Series
 from bench.reporting import ScenarioResult, render_table, write_json
+from reconciler.controller.sources import Debouncer
 from tests.cleanup import TEST_LABEL
 
 __all__ = ["run"]
@@ -200,7 +201,7 @@ def run(
         parameters={"runs": runs, "agents": 2},
         series=series,
         ratios=(),
-        notes={"debounce_quiet_s": 0.3, "resync_s": 600},
+        notes={"debounce_quiet_s": Debouncer().quiet, "resync_s": 600},
     )
 
 

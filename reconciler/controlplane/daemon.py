@@ -124,15 +124,19 @@ def run(
 
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
-        for cid in ids:  # asking about a container is also a trigger: no waiting for an event
-            controller.poke(cid)
+        with_firewall = bool(params.get("firewall", True))
         reports = {}
         for cid in ids:
             start = registry.status(cid)
+            # Asking is also a trigger (no waiting for an event), except about a start a worker
+            # is driving now: the readiness wait polls, and each poke costs a pass (an inspect,
+            # an enrolment) that competes with the starts being driven.
+            if start is None or start.phase.final:
+                controller.poke(cid)
             reports[cid] = StartReport(
                 cid,
                 start,
-                firewall_enrolled=controller.firewall_enrolled(cid),
+                firewall_enrolled=with_firewall and controller.firewall_enrolled(cid),
                 initialized=bool(start and start.initialized),
             )
         return to_wire(reports)  # type: ignore[no-any-return]

@@ -174,18 +174,27 @@ def execute(
                 on_event(StepEvent(steps[dep_id], StepStatus.SKIPPED))
                 skip_dependents(dep_id)
 
+    # Depth first: a free slot goes to the ready step of the agent that comes first in the plan,
+    # so agents reach StartContainer one after another while later agents are still being
+    # created, and the control plane's per-start work runs in the shadow of Docker's.
+    rank: dict[str | None, int] = {}
+    for s in plan.steps:
+        rank.setdefault(s.agent, len(rank))
+
     def ready() -> list[Step]:
-        return [
+        found = [
             s
             for s in pending.values()
             if all(d in result.done for d in s.depends_on)
             and not (s.agent and s.agent in failed_agents)
         ]
+        return sorted(found, key=lambda s: rank[s.agent])
 
-    with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
+    slots = max(1, parallelism)
+    with ThreadPoolExecutor(max_workers=slots) as pool:
         running: dict[Future[None], Step] = {}
         while pending or running:
-            for step in ready():
+            for step in ready()[: slots - len(running)]:
                 del pending[step.id]
                 on_event(StepEvent(step, StepStatus.STARTED))
                 running[pool.submit(run_step, port, step, tools)] = step

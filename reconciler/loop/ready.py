@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 from reconciler.controlplane.api.client import ApiError, ControlPlaneClient
 from reconciler.controlplane.api.messages import Phase, StartStatus, StepRecord
-from reconciler.docker.engine import DockerError, DockerPort
+from reconciler.docker.engine import DockerError, DockerPort, RuntimeInfo
 
 __all__ = ["Readiness", "wait_ready"]
+
+POLL = 0.05  # seconds between asking the CP (a local socket and its registry: cheap)
+RECHECK = 1.0  # seconds between inspects of one container while it is not Ready yet
 
 
 @dataclass(frozen=True)
@@ -48,17 +51,33 @@ def wait_ready(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Readiness]:
-    """Poll until every container is Ready or has failed, or the timeout passes."""
+    """Poll until every container is Ready or has failed, or the timeout passes.
+
+    Each poll is one call to the CP (which does not inspect anything for it); a container is
+    inspected when first seen, at most every `RECHECK` seconds after (to notice an exit), and
+    once more before a final verdict (that it is still the same start). Inspecting every
+    container on every poll loaded dockerd while it was still starting the rest.
+    """
     deadline = clock() + timeout
     waiting = list(dict.fromkeys(containers))
     verdicts: dict[str, Readiness] = {}
     shown: dict[str, int] = {}
     exited_at: dict[str, float] = {}
+    infos: dict[str, RuntimeInfo | None] = {}
+    seen_at: dict[str, float] = {}
+
+    def inspect(name: str) -> RuntimeInfo | None:
+        infos[name], seen_at[name] = port.inspect_runtime(name, network), clock()
+        return infos[name]
+
     while waiting:
-        infos = {name: port.inspect_runtime(name, network) for name in waiting}
-        ids = [i.id for i in infos.values() if i is not None]
+        poll_began = clock()
+        for name in waiting:
+            if name not in infos or clock() - seen_at[name] >= RECHECK:
+                inspect(name)
+        ids = [i.id for i in (infos[n] for n in waiting) if i is not None]
         try:
-            reports = cp.start_reports(ids) if ids else {}
+            reports = cp.start_reports(ids, firewall=False) if ids else {}
         except ApiError as exc:
             raise DockerError(f"cannot ask the control plane about readiness: {exc}") from exc
         still = []
@@ -69,6 +88,11 @@ def wait_ready(
                 continue
             report = reports.get(info.id)
             status = report.status if report else None
+            if status and status.phase.final and seen_at[name] < poll_began:
+                info = inspect(name)  # the verdict must be about the start running now
+                if info is None:
+                    verdicts[name] = Readiness(name, False, "the container is gone")
+                    continue
             current = status if status and status.started_at == info.started_at else None
             if current:
                 for record in current.steps[shown.get(name, 0) :]:
@@ -97,5 +121,5 @@ def wait_ready(
                 )
             break
         if waiting:
-            sleep(0.1)
+            sleep(POLL)
     return verdicts

@@ -6,10 +6,14 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
+import clawkerd
 from clawkerd.bootstrap import BootError, read_bootstrap, settings_from_env
 from clawkerd.exit_status import exit_code_from_wait_status
 from clawkerd.identity import (
@@ -204,3 +208,19 @@ def test_the_log_is_json_lines_and_rotates(tmp_path: Path) -> None:
     finally:
         for handler in logging.getLogger("clawkerd").handlers:
             handler.close()
+
+
+# -- start-up --------------------------------------------------------------------------------
+
+
+def test_clawkerd_version_is_pyprojects_and_costs_no_metadata_scan() -> None:
+    """The CP's dial waits for clawkerd's imports: importlib.metadata is not one of them."""
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    assert clawkerd.__version__ == tomllib.loads(pyproject.read_text())["project"]["version"]
+    probe = (
+        "import sys, clawkerd.__main__, clawkerd.server; print('importlib.metadata' in sys.modules)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "False"

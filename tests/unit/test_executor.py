@@ -167,3 +167,45 @@ def test_a_failure_skips_dependents_and_leaves_other_agents_alone() -> None:
     assert ("start_container", "clawker.p.a") not in port.calls
     assert ("start_container", "clawker.p.b") in port.calls
     assert result.agent_errors(plan) == {"p/a": "create_container clawker.p.a: injected failure"}
+
+
+def fleet_plan(agents: Sequence[str]) -> Plan:
+    """One network, then per agent: volume → container → start (ids in plan order)."""
+    steps = [Step(1, Action.CREATE_NETWORK, "network", "net", "not found")]
+    for agent in agents:
+        c, key, n = f"clawker.p.{agent}", f"p/{agent}", len(steps)
+        steps += [
+            Step(n + 1, Action.CREATE_VOLUME, "volume", f"{c}-config", "not found", agent=key),
+            Step(
+                n + 2,
+                Action.CREATE_CONTAINER,
+                "container",
+                c,
+                "not found",
+                (1, n + 1),
+                agent=key,
+                container=_spec(c),
+            ),
+            Step(n + 3, Action.START_CONTAINER, "container", c, "created", (n + 2,), agent=key),
+        ]
+    return Plan(tuple(steps), tuple(AgentChange(f"p/{a}", ChangeKind.CREATE) for a in agents))
+
+
+def test_a_free_slot_goes_to_the_first_agent_so_starts_begin_before_the_last_create() -> None:
+    port = RecordingPort()
+    result = execute(port, fleet_plan(["a0", "a1", "a2"]), parallelism=1)
+    assert result.ok
+    # Depth first: each agent from volume to start before the next. (Queueing every ready step
+    # at once ran all the volumes, then all the creates, and every start came last.)
+    assert port.calls == [
+        ("create_network", "net"),
+        *(
+            call
+            for a in ("a0", "a1", "a2")
+            for call in (
+                ("create_volume", f"clawker.p.{a}-config"),
+                ("create_container", f"clawker.p.{a}"),
+                ("start_container", f"clawker.p.{a}"),
+            )
+        ),
+    ]

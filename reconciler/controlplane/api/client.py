@@ -104,9 +104,15 @@ class ControlPlaneClient:
         )
         return base64.b64decode(reply.archive_b64)
 
-    def start_reports(self, container_ids: Sequence[str]) -> dict[str, StartReport]:
-        """The CP's verdict on each container's latest start (asking is also a trigger)."""
-        raw: Mapping[str, Any] = self._call("status", containers=list(container_ids))
+    def start_reports(
+        self, container_ids: Sequence[str], *, firewall: bool = True
+    ) -> dict[str, StartReport]:
+        """The CP's verdict on each container's latest start (asking is also a trigger, unless
+        the CP is driving that start already). `firewall=False` (the readiness wait, which
+        polls) leaves `firewall_enrolled` False rather than inspect each container for it."""
+        raw: Mapping[str, Any] = self._call(
+            "status", containers=list(container_ids), firewall=firewall
+        )
         return {cid: from_wire(StartReport, data) for cid, data in raw.items()}
 
     # -- firewall ----------------------------------------------------------------------------

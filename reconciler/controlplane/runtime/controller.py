@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import replace
 
 import grpc
@@ -264,11 +265,17 @@ class RuntimeController:
         # what a later UpdateRuntime changed as pending until the next start).
         runtime = (known.runtime if this_start and known else None) or self.registry.runtime(key)
         # Before the early return: a CP restart loses its bridges, not the containers' status.
+        # The bridge (a `docker exec` of a relay that must listen) comes up while the dial waits
+        # for clawkerd's start-up; the Session's steps wait for it, since they may use it.
         user = naming.AgentUser.from_label(info.labels.get(naming.AGENT_USER))
-        self.bridges.ensure(
-            info.id, info.started_at, info.name, runtime, self._allowlist(key), user
+        bridge_up = _in_background(
+            f"bridge-{info.id[:12]}",
+            lambda: self.bridges.ensure(
+                info.id, info.started_at, info.name, runtime, self._allowlist(key), user
+            ),
         )
         if known and this_start and known.phase.final:
+            bridge_up()
             if enrol_error is not None:
                 log.error("%s: re-enrolling in the firewall failed: %s", info.name, enrol_error)
             return known
@@ -308,11 +315,19 @@ class RuntimeController:
         timings: dict[str, float] = {"enrol": enrolled_in}
         try:
             if enrol_error is not None:
+                bridge_up()
                 raise enrol_error
             if key_error is not None:
                 raise key_error
             result = self._dial_and_drive(
-                info, key, runtime, record_step, record_initialized, timings, cancellation
+                info,
+                key,
+                runtime,
+                record_step,
+                record_initialized,
+                timings,
+                cancellation,
+                bridge_up,
             )
         except (StartCancelledError, StartSupersededError, _StartGoneError) as exc:
             return self._abandon(info, key, tuple(steps), str(exc))
@@ -366,7 +381,9 @@ class RuntimeController:
                 tuple(steps),
             )
         else:
-            timings["session"] = time.monotonic() - began - timings["dial"]
+            timings["session"] = (
+                time.monotonic() - began - timings["dial"] - timings.get("bridge", 0.0)
+            )
             detail = "re-adopted: the agent was already running" if result else "ready"
             final = StartStatus(
                 info.id, key, info.started_at, Phase.READY, detail, tuple(steps), timings, True
@@ -404,6 +421,7 @@ class RuntimeController:
         on_initialized: Callable[[], None],
         timings: dict[str, float],
         cancellation: Cancellation,
+        bridge_up: Callable[[], None],
     ) -> bool:
         user = naming.AgentUser.from_label(info.labels.get(naming.AGENT_USER))
         plan = StartPlan(info.id, info.name, key, runtime, user)
@@ -451,6 +469,9 @@ class RuntimeController:
                     close_channel(channel)
                     raise StartCancelledError(cancellation.reason) from exc
                 try:
+                    waited = time.monotonic()
+                    bridge_up()
+                    timings["bridge"] = time.monotonic() - waited  # beyond the dial
                     result = drive_start(
                         channel,
                         plan,
@@ -500,6 +521,22 @@ class RuntimeController:
         self.registry.put_status(final)
         log.info("%s %s: %s (%s)", key, info.id[:12], final.phase, final.detail)
         return final
+
+
+def _in_background(name: str, work: Callable[[], None]) -> Callable[[], None]:
+    """Run `work` on a thread of its own; the returned call waits for it (and re-raises)."""
+    done: Future[None] = Future()
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the waiter, which raises it on its thread
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done.result
 
 
 def _api_key_problem(runtime: AgentRuntimeSpec, relay: ApiRelayConfig) -> ApiKeyError | None:
