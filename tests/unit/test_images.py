@@ -33,6 +33,7 @@ from reconciler.images import harness as harness_module
 from reconciler.images import wheelhouse as wheelhouse_module
 from reconciler.images.agent_prompt import AGENT_PROMPT
 from reconciler.images.base import BASE_PACKAGES, base_image_is_current
+from reconciler.images.building import _lost_cache_layer
 from reconciler.images.inputs import clawkerd_sources
 from reconciler.settings import Settings
 from specs import BuildSpec, DesiredAgent, ResolvedWorkspace, SourceRef
@@ -367,8 +368,6 @@ def test_unknown_operations_are_ignored() -> None:
 
 
 def test_a_build_is_retried_only_when_dockerd_lost_a_cached_layer_under_it() -> None:
-    from reconciler.images.building import _lost_cache_layer
-
     assert _lost_cache_layer(
         "build image x: failed to get digest sha256:ab: open /var/lib/docker/...: no such file"
     )
