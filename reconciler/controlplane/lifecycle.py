@@ -93,7 +93,7 @@ def ensure_running(settings: Settings, timeout: float = 20.0) -> int | None:
         stop(paths)
         hello = None
     if hello is not None:
-        cp.check_agreement(settings.agreement())
+        cp.check_agreement(settings.agreement(), hello)  # the ping above is the check's
         return None
     _require_root()
     paths.ensure()

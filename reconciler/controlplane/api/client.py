@@ -61,9 +61,10 @@ class ControlPlaneClient:
             return False
         return True
 
-    def check_agreement(self, settings: Mapping[str, str]) -> Hello:
-        """Refuse a CP whose settings differ from this CLI's (`Settings.agreement()`)."""
-        hello = self.ping()
+    def check_agreement(self, settings: Mapping[str, str], hello: Hello | None = None) -> Hello:
+        """Refuse a CP whose settings differ from this CLI's (`Settings.agreement()`); `hello`:
+        its answer to a ping the caller already made (else one is made here)."""
+        hello = hello or self.ping()
         if hello.version != code_identity():
             raise ControlPlaneMismatchError(
                 f"the control plane (pid {hello.pid}) runs clawker {hello.version or '(older)'}, "
