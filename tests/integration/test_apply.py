@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import docker.errors
 import pytest
@@ -311,6 +312,21 @@ def test_get_agents_shows_desired_against_observed(scope: Scope) -> None:
     scope.clawker("apply", "-f", str(spec), check=0)
     table = scope.clawker("get", "agents", check=0).stdout
     assert "UP-TO-DATE" in table and scope.project in table and "running" in table
+    # Without -f, the project file found here or in a parent says which agents are declared.
+    inside = scope.workdir / "src" / "deep"
+    inside.mkdir(parents=True)
+    found = json.loads(scope.clawker("get", "agents", "-o", "json", check=0, cwd=inside).stdout)
+    assert [(i["agent"], i["desired"]["declared"]) for i in found["items"]] == [
+        (f"{scope.project}/dev", True)
+    ]
+    elsewhere = json.loads(scope.clawker("get", "agents", "-o", "json", check=0).stdout)
+    assert [i["desired"]["declared"] for i in elsewhere["items"]] == [False]
+    # A project file that does not load is a warning: the listing still works.
+    spec.write_text(spec.read_text() + "\n  bogus: [\n")
+    broken = scope.clawker("get", "agents", "-o", "json", check=0, cwd=inside)
+    assert "warning:" in broken.stderr and "DECLARED is shown as no" in broken.stderr
+    assert [i["desired"]["declared"] for i in json.loads(broken.stdout)["items"]] == [False]
+    spec.write_text(textwrap.dedent(SPEC).replace("PROJECT", scope.project))
     after = json.loads(
         scope.clawker("get", "agents", "-f", str(spec), "-o", "json", check=0).stdout
     )
