@@ -1,50 +1,49 @@
-"""The host half of the socket bridge: the agent's ssh agent, gpg agent and git credential
-proxy, reached through `docker exec` with no port and no shared socket file.
+"""The host half of the socket bridge: the agent's ssh agent, gpg agent, git credential proxy
+and API relay, reached over the CP's own mTLS connection to clawkerd, with no port on the host
+and no shared socket file.
 
-On every start of an agent container the CP runs `socket_relay` inside it (`docker exec -i`, as
-root); the relay listens on the agent's sockets and sends each connection here as frames over the
-exec's stdin/stdout. Here a connection is answered by connecting to the host user's
-`SSH_AUTH_SOCK` or gpg-agent extra socket, or by the credential proxy (`credentials.py`).
+On every start of an agent container (and after a CP restart) the CP opens a `Bridge` stream
+(proto/clawkerd.proto) to the container's clawkerd, already PID 1 and root, and tells it which
+sockets to listen on; clawkerd sends each connection made to them here as frames on that stream.
+Here a connection is answered by connecting to the host user's `SSH_AUTH_SOCK` or gpg-agent
+extra socket, by the credential proxy (`credentials.py`) or by the API relay (`api_relay.py`).
 
-Who is asking is known by construction: the CP opened the exec into one container that it
-inspected and found managed, so nothing else on the host or the network can reach these
-answers. The bridge ends with the container (its exec dies, the stream ends) and its relay ends
-with the CP (stdin closes).
+Who is asking is known by construction: the CP's channel only ever talks to the container it
+was opened for (TLS requires the leaf issued for that container id), so nothing else on the host
+or the network can reach these answers. The bridge ends with the container (clawkerd exits, the
+stream ends) and with the CP (its connection closes, clawkerd closes the listeners).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import queue
 import socket
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
+import grpc
+
+from proto.gen import clawkerd_pb2 as pb
+from proto.gen import clawkerd_pb2_grpc as pb_grpc
 from reconciler import naming
 from reconciler.controlplane.bridge.api_relay import ApiKeySource, ApiRelayConfig, ApiRelayTarget
 from reconciler.controlplane.bridge.credentials import CredentialRequestError, HostGit, answer
-from reconciler.controlplane.registry import AgentRuntimeSpec
-from reconciler.docker.engine import DockerError, DockerPort
-from reconciler.errors import ClawkerError
-from reconciler.images.dockerfile import VENV
-from reconciler.in_container import socket_relay
-from reconciler.in_container.socket_relay import (
+from reconciler.controlplane.bridge.frames import (
     CLOSE,
     DATA,
     EOF,
     MAX_PAYLOAD,
     OPEN,
-    READY,
-    FrameError,
-    FrameReader,
-    encode_frame,
+    FrameKind,
+    Send,
 )
+from reconciler.controlplane.registry import AgentRuntimeSpec
+from reconciler.errors import ClawkerError
 
 __all__ = [
     "BridgeError",
@@ -58,16 +57,17 @@ __all__ = [
 
 log = logging.getLogger("clawker.controlplane.bridge")
 
-RELAY_PYTHON = f"{VENV}/bin/python"
-_DOCKER_HEADER = struct.Struct(">BxxxI")  # docker's stream multiplexing: stream id, length
-_STDOUT, _STDERR = 1, 2
 MAX_CREDENTIAL_REQUEST = 64 * 1024
+# Frames on their way to clawkerd; bounded, so a client that reads slowly slows its host side
+# (an upstream answer, the ssh agent) down instead of growing the CP's memory.
+OUTBOX_SIZE = 64
 
-Send = Callable[[bytes, int, bytes], None]
+# Opens a channel to one container's clawkerd, ready for calls (raises when it cannot).
+Dial = Callable[[], grpc.Channel]
 
 
 class BridgeError(ClawkerError):
-    """The relay did not come up inside the container."""
+    """clawkerd did not bring the bridge's listeners up."""
 
 
 class _Channel(Protocol):
@@ -84,7 +84,7 @@ class Target(Protocol):
 
 @dataclass(frozen=True)
 class Listener:
-    """A unix socket the relay opens inside the container (or, with `tcp_port`, a port on the
+    """A unix socket clawkerd opens inside the container (or, with `tcp_port`, a port on the
     container's own 127.0.0.1), and its host-side target."""
 
     path: str
@@ -94,11 +94,11 @@ class Listener:
     mode: int = 0o600
     tcp_port: int = 0
 
-    def config(self) -> dict[str, object]:
-        """What the in-container relay is told to listen on."""
+    def message(self) -> pb.BridgeListener:
+        """What clawkerd is told to listen on."""
         if self.tcp_port:
-            return {"tcp_port": self.tcp_port}
-        return {"path": self.path, "uid": self.uid, "gid": self.gid, "mode": self.mode}
+            return pb.BridgeListener(tcp_port=self.tcp_port)
+        return pb.BridgeListener(path=self.path, uid=self.uid, gid=self.gid, mode=self.mode)
 
 
 @dataclass(frozen=True)
@@ -212,18 +212,20 @@ class _CredentialChannel:
 
 
 class SocketBridge:
-    """One container's relay, and the channels open through it."""
+    """One container start's Bridge stream, and the channels open through it. It owns
+    `channel` from `start()` on, and closes it when the bridge ends."""
 
-    def __init__(self, port: DockerPort, container_id: str, listeners: Sequence[Listener]):
+    def __init__(self, channel: grpc.Channel, container_id: str, listeners: Sequence[Listener]):
         self.container_id = container_id
-        self._port = port
+        self._channel = channel
         self._listeners = tuple(listeners)
-        self._sock: socket.socket | None = None
-        self._write_lock = threading.Lock()
+        self._outbox: queue.Queue[pb.Frame | None] = queue.Queue(maxsize=OUTBOX_SIZE)
+        self._call: grpc.Future[pb.Frame] | None = None
         self._lock = threading.Lock()
         self._channels: dict[int, _Channel] = {}
         self._ready = threading.Event()
-        self._stderr = bytearray()
+        self._refused = ""
+        self._ended = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
@@ -231,94 +233,82 @@ class SocketBridge:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self, timeout: float = 20.0) -> None:
-        """Run the relay inside the container and wait until its sockets listen."""
-        config = [item.config() for item in self._listeners]
-        source = Path(socket_relay.__file__).read_text(encoding="utf-8")
-        self._sock = self._port.exec_socket(
-            self.container_id, [RELAY_PYTHON, "-I", "-c", source, json.dumps(config)], user="0"
-        )
+        """Open the stream and wait until clawkerd's listeners are up."""
+        listeners = [item.message() for item in self._listeners]
+        self._outbox.put(pb.Frame(kind=pb.FRAME_KIND_LISTEN, listeners=listeners))
+        stub = pb_grpc.ClawkerdStub(self._channel)
+        call = stub.Bridge(self._requests())  # no deadline: it lives as long as the start
+        self._call = call  # type: ignore[assignment]  # a streaming call is a Future too
         self._thread = threading.Thread(
-            target=self._read, name=f"bridge-{self.container_id[:12]}", daemon=True
+            target=self._read, args=(call,), name=f"bridge-{self.container_id[:12]}", daemon=True
         )
         self._thread.start()
         deadline = time.monotonic() + timeout
-        # Ready, or the relay already gave up (no python in the image, say): no need to wait on.
+        # Ready, or the stream already ended (clawkerd refused, or went away): no need to wait on.
         while not self._ready.wait(0.05) and self.alive and time.monotonic() < deadline:
             pass
-        if not self._ready.is_set():
+        if not self._ready.is_set() or self._refused:
             self.close()
-            said = self._stderr.decode(errors="replace").strip().splitlines()
-            detail = said[-1][-300:] if said else ""  # a traceback's last line names the error
-            raise BridgeError(
-                f"the socket relay in {self.container_id[:12]} did not start"
-                + (f": {detail}" if detail else f" within {timeout:.0f}s")
-            )
+            detail = self._refused or f"no answer within {timeout:.0f}s"
+            raise BridgeError(f"the bridge of {self.container_id[:12]} did not start: {detail}")
 
     def close(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
+        self._ended.set()
+        if self._call is not None:
+            self._call.cancel()
+        with contextlib.suppress(queue.Full):
+            self._outbox.put_nowait(None)
+        threading.Thread(target=self._channel.close, name="bridge-close", daemon=True).start()
 
     # -- the stream ------------------------------------------------------------------------
-    def _send(self, kind: bytes, channel: int, payload: bytes = b"") -> None:
-        assert self._sock is not None
-        frame = encode_frame(kind, channel, payload)
-        # On failure the reader sees the end of the stream and closes everything.
-        with self._write_lock, contextlib.suppress(OSError):
-            self._sock.sendall(frame)
+    def _requests(self) -> Iterator[pb.Frame]:
+        while (frame := self._outbox.get()) is not None:
+            yield frame
+
+    def _send(self, kind: FrameKind, channel: int, payload: bytes = b"") -> None:
+        frame = pb.Frame(kind=kind, channel=channel, data=payload)
+        while not self._ended.is_set():  # a full outbox waits for gRPC, unless the bridge ended
+            try:
+                self._outbox.put(frame, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def _drop(self, channel: int) -> None:
-        """Close a channel from the host side and tell the relay."""
+        """Close a channel from the host side and tell clawkerd."""
         with self._lock:
             relayed = self._channels.pop(channel, None)
         if relayed is not None:
             relayed.close()
             self._send(CLOSE, channel)
 
-    def _read(self) -> None:
-        assert self._sock is not None
-        frames = FrameReader()
-        pending = bytearray()
+    def _read(self, call: Iterator[pb.Frame]) -> None:
         try:
-            while chunk := self._sock.recv(65536):
-                pending += chunk
-                while len(pending) >= _DOCKER_HEADER.size:
-                    stream, length = _DOCKER_HEADER.unpack_from(pending)
-                    if len(pending) < _DOCKER_HEADER.size + length:
-                        break
-                    body = bytes(pending[_DOCKER_HEADER.size : _DOCKER_HEADER.size + length])
-                    del pending[: _DOCKER_HEADER.size + length]
-                    if stream == _STDOUT:
-                        for kind, channel, payload in frames.feed(body):
-                            self._handle(kind, channel, payload)
-                    elif stream == _STDERR:
-                        self._stderr += body
-                        del self._stderr[:-4000]
-        except (OSError, FrameError) as exc:
-            log.warning("bridge of %s broke: %s", self.container_id[:12], exc)
+            for frame in call:
+                self._handle(frame)
+        except grpc.RpcError as exc:
+            if not self._ended.is_set():
+                log.info("bridge of %s ended: %s", self.container_id[:12], exc.code().name)
         finally:
+            self._ended.set()
             with self._lock:
                 channels, self._channels = self._channels, {}
             for relayed in channels.values():
                 relayed.close()
-            if self._sock is not None:
-                self._sock.close()
-            if self._stderr:
-                log.info(
-                    "relay of %s said: %s",
-                    self.container_id[:12],
-                    self._stderr.decode(errors="replace").strip()[-500:],
-                )
+            self.close()
 
-    def _handle(self, kind: bytes, channel: int, payload: bytes) -> None:
-        if kind == READY:
+    def _handle(self, frame: pb.Frame) -> None:
+        kind, channel = frame.kind, frame.channel
+        if kind == pb.FRAME_KIND_READY:
+            self._refused = frame.error
             self._ready.set()
             return
         if kind == OPEN:
-            index = payload[0] if payload else len(self._listeners)
             opened = None
-            if index < len(self._listeners):
-                opened = self._listeners[index].target.open(channel, self._send, self._drop)
+            if frame.listener < len(self._listeners):
+                opened = self._listeners[frame.listener].target.open(
+                    channel, self._send, self._drop
+                )
             if opened is None:
                 self._send(CLOSE, channel)
                 return
@@ -332,7 +322,7 @@ class SocketBridge:
         if relayed is None:
             return
         if kind == DATA:
-            relayed.data(payload)
+            relayed.data(frame.data)
         elif kind == EOF:
             relayed.eof()
         elif kind == CLOSE:
@@ -372,8 +362,7 @@ def bridge_listeners(
 class Bridges:
     """The CP's bridges, one per running agent container start."""
 
-    def __init__(self, port: DockerPort, api_relay: ApiRelayConfig | None = None) -> None:
-        self._port = port
+    def __init__(self, api_relay: ApiRelayConfig | None = None) -> None:
         self._api_relay = api_relay or ApiRelayConfig()
         self._lock = threading.Lock()
         self._bridges: dict[str, tuple[str, SocketBridge]] = {}
@@ -386,27 +375,38 @@ class Bridges:
         runtime: AgentRuntimeSpec,
         allowlist: Callable[[], Iterable[str]] | None = None,
         user: naming.AgentUser | None = None,
-    ) -> None:
-        """A live bridge for this start of the container (a no-op when it already has one)."""
+        *,
+        channel: grpc.Channel | None = None,
+        dial: Dial | None = None,
+    ) -> bool:
+        """A live bridge for this start of the container (a no-op when it already has one),
+        on `channel` (a ready channel to its clawkerd, handed over) or else on one `dial()`
+        opens. True if the bridge took `channel`: the caller must not close it then."""
         with self._lock:
             current = self._bridges.get(container_id)
             if current is not None and current[0] == started_at and current[1].alive:
-                return
+                return False
             if current is not None:
                 current[1].close()
                 del self._bridges[container_id]
         listeners = bridge_listeners(runtime, name, allowlist, user, self._api_relay)
         if not listeners:
-            return
-        bridge = SocketBridge(self._port, container_id, listeners)
+            return False
+        took = channel is not None
         try:
+            if channel is None:
+                if dial is None:
+                    return False
+                channel = dial()
+            bridge = SocketBridge(channel, container_id, listeners)
             bridge.start()
-        except (BridgeError, DockerError) as exc:
-            log.warning("no ssh/gpg/credential forwarding for %s: %s", name, exc)
-            return
+        except (BridgeError, grpc.RpcError, grpc.FutureTimeoutError, OSError) as exc:
+            log.warning("no ssh/gpg/credential/API forwarding for %s: %s", name, exc)
+            return took  # a failed bridge closed the channel it took
         with self._lock:
             self._bridges[container_id] = (started_at, bridge)
         log.info("bridge up for %s: %s", name, ", ".join(item.path for item in listeners))
+        return took
 
     def close_all(self) -> None:
         with self._lock:
