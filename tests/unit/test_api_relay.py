@@ -143,7 +143,8 @@ def test_an_agent_with_an_api_key_gets_the_relay_port_and_one_without_does_not()
 
     (listener,) = bridge_listeners(with_key)
 
-    assert listener.config() == {"tcp_port": naming.API_RELAY_PORT}
+    assert listener.message().tcp_port == naming.API_RELAY_PORT
+    assert not listener.message().path
     assert bridge_listeners(AgentRuntimeSpec("p/a")) == []
 
 
