@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import docker.errors
 import pytest
 
+from reconciler.controlplane.api.client import ControlPlaneClient
+from reconciler.controlplane.paths import StatePaths
 from tests.integration.conftest import Scope
 
 pytestmark = pytest.mark.docker
@@ -344,3 +347,28 @@ def test_get_agents_shows_desired_against_observed(scope: Scope) -> None:
         scope.clawker("get", "agents", "-f", str(spec), "-o", "json", check=0).stdout
     )["items"][0]["conditions"]
     assert [c["status"] for c in stale] == [False, False, False]
+
+
+def test_agents_deleted_while_the_control_plane_is_down_are_forgotten_at_its_next_start(
+    scope: Scope,
+) -> None:
+    paths = StatePaths(Path(scope.env["CLAWKER_STATE_DIR"]))
+    spec = str(scope.write_spec(SPEC))
+    key = f"{scope.project}/dev"
+    scope.clawker("apply", "-f", spec, check=0)
+    assert key in ControlPlaneClient(paths.socket).runtime_state()
+
+    scope.clawker("controlplane", "down", check=0)
+    scope.clawker("delete", "-f", spec, "-y", check=0)
+    assert paths.forget_pending.read_text() == f"{key}\n"
+    scope.clawker("controlplane", "up", check=0)
+    assert key not in ControlPlaneClient(paths.socket).runtime_state()
+    assert not paths.forget_pending.exists()
+
+    scope.clawker("apply", "-f", spec, check=0)
+    scope.clawker("controlplane", "down", check=0)
+    # A stale key (its agent was made again since) is alive at the next start: it is kept.
+    paths.forget_pending.write_text(f"{key}\n")
+    scope.clawker("controlplane", "up", check=0)
+    assert key in ControlPlaneClient(paths.socket).runtime_state()
+    assert not paths.forget_pending.exists()

@@ -121,8 +121,14 @@ def test_run_d_then_exec_logs_ps_stop_start_attached_and_rm(scope: Scope) -> Non
     scope.clawker("apply", "-f", str(project_only), "--prune", "-y", check=0)
     assert scope.inspect(name)["State"]["Running"]
 
+    assert "cmd_started" in scope.clawker("logs", "--clawkerd", "bg", check=0).stdout
+    follower = _spawn(scope, "logs", "--clawkerd", "-f", "bg")  # what is there, then live lines
+    follower.expect_exact("cmd_started")
     scope.clawker("stop", "-f", spec, "bg", check=0)
     assert not scope.inspect(name)["State"]["Running"]
+    follower.expect_exact("signal_forwarded")  # written after the follow began
+    follower.expect_exact("cmd_exited")
+    assert _finish(follower) == 0  # the follow ends with the container
     child = _spawn(scope, "start", "-a", "bg")
     child.expect_exact("✓ container")
     child.expect_exact("✓ pre_run")  # the per-start steps again (clawkerd's lines), then the CMD
