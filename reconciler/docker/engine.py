@@ -220,6 +220,9 @@ class RuntimePort(Protocol):
     def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
     def inspect_runtime(self, container_id: str, network: str) -> RuntimeInfo | None: ...
     def container_events(self) -> Iterator[ContainerEvent]: ...
+    def exec_socket(
+        self, container_id: str, argv: Sequence[str], *, user: str = ""
+    ) -> socket.socket: ...
     def exec_output(
         self, container_id: str, argv: Sequence[str], *, user: str = ""
     ) -> tuple[int, str]: ...
@@ -655,6 +658,32 @@ class DockerEngine:
         if image is None:
             raise DockerError(f"build image {ref}: the image is missing after the build")
         return image
+
+    def exec_socket(
+        self, container_id: str, argv: Sequence[str], *, user: str = ""
+    ) -> socket.socket:
+        """Run `argv` in a managed, running container with stdin attached; the returned socket
+        carries stdin raw and stdout/stderr in Docker's multiplexed frames, and ends when the
+        process does (or the container stops)."""
+        self._require_managed_container(container_id)
+        created = self._call(
+            f"exec in container {container_id[:12]}",
+            self._api.exec_create,
+            container_id,
+            list(argv),
+            stdin=True,
+            tty=False,
+            user=user,
+        )
+        raw = self._call(
+            f"exec in container {container_id[:12]}",
+            self._api.exec_start,
+            created["Id"],
+            socket=True,
+        )
+        sock: socket.socket = getattr(raw, "_sock", raw)
+        sock.settimeout(None)  # the stream is long-lived: idle is normal, not a failure
+        return sock
 
     def exec_output(
         self, container_id: str, argv: Sequence[str], *, user: str = ""

@@ -22,15 +22,14 @@ from reconciler.controlplane.bridge.credentials import (
 )
 from reconciler.controlplane.bridge.frames import MAX_CHANNELS, MAX_PAYLOAD
 from reconciler.controlplane.bridge.socket_bridge import (
-    BridgeError,
     CredentialTarget,
     Listener,
-    SocketBridge,
     UnixTarget,
     bridge_listeners,
 )
 from reconciler.controlplane.identity.pki import ClawkerPKI, container_tls_name
 from reconciler.controlplane.registry import AgentRuntimeSpec
+from reconciler.controlplane.runtime.bridge_stream import BridgeError, SocketBridge
 from reconciler.in_container.git_credential_clawker import ask_proxy
 from tests.unit.test_clawkerd_harness import (
     CONTAINER_ID,

@@ -1,6 +1,7 @@
-"""The host half of the socket bridge: the agent's ssh agent, gpg agent, git credential proxy
-and API relay, reached over the CP's own mTLS connection to clawkerd, with no port on the host
-and no shared socket file.
+"""The host half of the socket bridge: what answers the agent's ssh agent, gpg agent, git
+credential proxy and API relay sockets, reached over the CP's own mTLS connection to clawkerd,
+with no port on the host and no shared socket file. (The Bridge stream itself, the gRPC part,
+is runtime/bridge_stream.py.)
 
 On every start of an agent container (and after a CP restart) the CP opens a `Bridge` stream
 (proto/clawkerd.proto) to the container's clawkerd, already PID 1 and root, and tells it which
@@ -18,39 +19,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-import grpc
-
 from proto.gen import clawkerd_pb2 as pb
-from proto.gen import clawkerd_pb2_grpc as pb_grpc
 from reconciler import naming
 from reconciler.controlplane.bridge.api_relay import ApiKeySource, ApiRelayConfig, ApiRelayTarget
 from reconciler.controlplane.bridge.credentials import CredentialRequestError, HostGit, answer
-from reconciler.controlplane.bridge.frames import (
-    CLOSE,
-    DATA,
-    EOF,
-    MAX_PAYLOAD,
-    OPEN,
-    FrameKind,
-    Send,
-)
+from reconciler.controlplane.bridge.frames import DATA, MAX_PAYLOAD, Send
 from reconciler.controlplane.registry import AgentRuntimeSpec
-from reconciler.errors import ClawkerError
 
 __all__ = [
-    "BridgeError",
-    "Bridges",
+    "MAX_CREDENTIAL_REQUEST",
     "CredentialTarget",
     "Listener",
-    "SocketBridge",
+    "Target",
     "UnixTarget",
     "bridge_listeners",
 ]
@@ -58,19 +44,11 @@ __all__ = [
 log = logging.getLogger("clawker.controlplane.bridge")
 
 MAX_CREDENTIAL_REQUEST = 64 * 1024
-# Frames on their way to clawkerd; bounded, so a client that reads slowly slows its host side
-# (an upstream answer, the ssh agent) down instead of growing the CP's memory.
-OUTBOX_SIZE = 64
-
-# Opens a channel to one container's clawkerd, ready for calls (raises when it cannot).
-Dial = Callable[[], grpc.Channel]
 
 
-class BridgeError(ClawkerError):
-    """clawkerd did not bring the bridge's listeners up."""
+class Channel(Protocol):
+    """One connection through the bridge, as its host side sees frames for it."""
 
-
-class _Channel(Protocol):
     def data(self, payload: bytes) -> None: ...
     def eof(self) -> None: ...
     def close(self) -> None: ...
@@ -79,7 +57,7 @@ class _Channel(Protocol):
 class Target(Protocol):
     """What answers connections to one listener on the host side."""
 
-    def open(self, channel: int, send: Send, drop: Callable[[int], None]) -> _Channel | None: ...
+    def open(self, channel: int, send: Send, drop: Callable[[int], None]) -> Channel | None: ...
 
 
 @dataclass(frozen=True)
@@ -107,7 +85,7 @@ class UnixTarget:
 
     path: str
 
-    def open(self, channel: int, send: Send, drop: Callable[[int], None]) -> _Channel | None:
+    def open(self, channel: int, send: Send, drop: Callable[[int], None]) -> Channel | None:
         host = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             host.settimeout(5.0)
@@ -161,7 +139,7 @@ class CredentialTarget:
     allowlist: Callable[[], Iterable[str]]  # the agent's live firewall allowlist
     container: str = ""  # for the log
 
-    def open(self, channel: int, send: Send, drop: Callable[[int], None]) -> _Channel | None:
+    def open(self, channel: int, send: Send, drop: Callable[[int], None]) -> Channel | None:
         return _CredentialChannel(self, channel, send, drop)
 
 
@@ -211,124 +189,6 @@ class _CredentialChannel:
         self._answered = True
 
 
-class SocketBridge:
-    """One container start's Bridge stream, and the channels open through it. It owns
-    `channel` from `start()` on, and closes it when the bridge ends."""
-
-    def __init__(self, channel: grpc.Channel, container_id: str, listeners: Sequence[Listener]):
-        self.container_id = container_id
-        self._channel = channel
-        self._listeners = tuple(listeners)
-        self._outbox: queue.Queue[pb.Frame | None] = queue.Queue(maxsize=OUTBOX_SIZE)
-        self._call: grpc.Future[pb.Frame] | None = None
-        self._lock = threading.Lock()
-        self._channels: dict[int, _Channel] = {}
-        self._ready = threading.Event()
-        self._refused = ""
-        self._ended = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self, timeout: float = 20.0) -> None:
-        """Open the stream and wait until clawkerd's listeners are up."""
-        listeners = [item.message() for item in self._listeners]
-        self._outbox.put(pb.Frame(kind=pb.FRAME_KIND_LISTEN, listeners=listeners))
-        stub = pb_grpc.ClawkerdStub(self._channel)
-        call = stub.Bridge(self._requests())  # no deadline: it lives as long as the start
-        self._call = call  # type: ignore[assignment]  # a streaming call is a Future too
-        self._thread = threading.Thread(
-            target=self._read, args=(call,), name=f"bridge-{self.container_id[:12]}", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        # Ready, or the stream already ended (clawkerd refused, or went away): no need to wait on.
-        while not self._ready.wait(0.05) and self.alive and time.monotonic() < deadline:
-            pass
-        if not self._ready.is_set() or self._refused:
-            self.close()
-            detail = self._refused or f"no answer within {timeout:.0f}s"
-            raise BridgeError(f"the bridge of {self.container_id[:12]} did not start: {detail}")
-
-    def close(self) -> None:
-        self._ended.set()
-        if self._call is not None:
-            self._call.cancel()
-        with contextlib.suppress(queue.Full):
-            self._outbox.put_nowait(None)
-        threading.Thread(target=self._channel.close, name="bridge-close", daemon=True).start()
-
-    # -- the stream ------------------------------------------------------------------------
-    def _requests(self) -> Iterator[pb.Frame]:
-        while (frame := self._outbox.get()) is not None:
-            yield frame
-
-    def _send(self, kind: FrameKind, channel: int, payload: bytes = b"") -> None:
-        frame = pb.Frame(kind=kind, channel=channel, data=payload)
-        while not self._ended.is_set():  # a full outbox waits for gRPC, unless the bridge ended
-            try:
-                self._outbox.put(frame, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def _drop(self, channel: int) -> None:
-        """Close a channel from the host side and tell clawkerd."""
-        with self._lock:
-            relayed = self._channels.pop(channel, None)
-        if relayed is not None:
-            relayed.close()
-            self._send(CLOSE, channel)
-
-    def _read(self, call: Iterator[pb.Frame]) -> None:
-        try:
-            for frame in call:
-                self._handle(frame)
-        except grpc.RpcError as exc:
-            if not self._ended.is_set():
-                log.info("bridge of %s ended: %s", self.container_id[:12], exc.code().name)
-        finally:
-            self._ended.set()
-            with self._lock:
-                channels, self._channels = self._channels, {}
-            for relayed in channels.values():
-                relayed.close()
-            self.close()
-
-    def _handle(self, frame: pb.Frame) -> None:
-        kind, channel = frame.kind, frame.channel
-        if kind == pb.FRAME_KIND_READY:
-            self._refused = frame.error
-            self._ready.set()
-            return
-        if kind == OPEN:
-            opened = None
-            if frame.listener < len(self._listeners):
-                opened = self._listeners[frame.listener].target.open(
-                    channel, self._send, self._drop
-                )
-            if opened is None:
-                self._send(CLOSE, channel)
-                return
-            with self._lock:
-                self._channels[channel] = opened
-            return
-        with self._lock:
-            relayed = self._channels.get(channel)
-            if kind == CLOSE:
-                self._channels.pop(channel, None)
-        if relayed is None:
-            return
-        if kind == DATA:
-            relayed.data(frame.data)
-        elif kind == EOF:
-            relayed.eof()
-        elif kind == CLOSE:
-            relayed.close()
-
-
 def bridge_listeners(
     runtime: AgentRuntimeSpec,
     container: str = "",
@@ -357,59 +217,3 @@ def bridge_listeners(
     if runtime.forward_gpg and runtime.gpg_extra_socket:
         targets.append((naming.GPG_AGENT_SOCKET, UnixTarget(runtime.gpg_extra_socket)))
     return listeners + [Listener(path, target, owner.uid, owner.gid) for path, target in targets]
-
-
-class Bridges:
-    """The CP's bridges, one per running agent container start."""
-
-    def __init__(self, api_relay: ApiRelayConfig | None = None) -> None:
-        self._api_relay = api_relay or ApiRelayConfig()
-        self._lock = threading.Lock()
-        self._bridges: dict[str, tuple[str, SocketBridge]] = {}
-
-    def ensure(
-        self,
-        container_id: str,
-        started_at: str,
-        name: str,
-        runtime: AgentRuntimeSpec,
-        allowlist: Callable[[], Iterable[str]] | None = None,
-        user: naming.AgentUser | None = None,
-        *,
-        channel: grpc.Channel | None = None,
-        dial: Dial | None = None,
-    ) -> bool:
-        """A live bridge for this start of the container (a no-op when it already has one),
-        on `channel` (a ready channel to its clawkerd, handed over) or else on one `dial()`
-        opens. True if the bridge took `channel`: the caller must not close it then."""
-        with self._lock:
-            current = self._bridges.get(container_id)
-            if current is not None and current[0] == started_at and current[1].alive:
-                return False
-            if current is not None:
-                current[1].close()
-                del self._bridges[container_id]
-        listeners = bridge_listeners(runtime, name, allowlist, user, self._api_relay)
-        if not listeners:
-            return False
-        took = channel is not None
-        try:
-            if channel is None:
-                if dial is None:
-                    return False
-                channel = dial()
-            bridge = SocketBridge(channel, container_id, listeners)
-            bridge.start()
-        except (BridgeError, grpc.RpcError, grpc.FutureTimeoutError, OSError) as exc:
-            log.warning("no ssh/gpg/credential/API forwarding for %s: %s", name, exc)
-            return took  # a failed bridge closed the channel it took
-        with self._lock:
-            self._bridges[container_id] = (started_at, bridge)
-        log.info("bridge up for %s: %s", name, ", ".join(item.path for item in listeners))
-        return took
-
-    def close_all(self) -> None:
-        with self._lock:
-            bridges, self._bridges = self._bridges, {}
-        for _, bridge in bridges.values():
-            bridge.close()

@@ -29,7 +29,6 @@ from reconciler.controller.backoff import Backoff
 from reconciler.controller.controller import Controller
 from reconciler.controller.sources import Cause, DockerEventSource, ResyncTimer, Trigger
 from reconciler.controlplane.bridge.api_relay import ApiKeyError, ApiKeySource, ApiRelayConfig
-from reconciler.controlplane.bridge.socket_bridge import Bridges
 from reconciler.controlplane.identity.pki import (
     ClawkerPKI,
     RegistrationTokenError,
@@ -42,6 +41,7 @@ from reconciler.controlplane.registry import (
     StartStatus,
     StepRecord,
 )
+from reconciler.controlplane.runtime.bridge_stream import Bridges
 from reconciler.controlplane.runtime.cancellation import Cancellation, StartCancelledError
 from reconciler.controlplane.runtime.session import (
     SessionError,
