@@ -88,6 +88,8 @@ class _Bridge:
             await self.outbox.put(pb.Frame(kind=pb.FRAME_KIND_OPEN, channel=number, listener=index))
             while data := await reader.read(BRIDGE_MAX_PAYLOAD):
                 await self.outbox.put(pb.Frame(kind=pb.FRAME_KIND_DATA, channel=number, data=data))
+            if channel.closed.is_set():  # the CP closed it (closing the writer ended the read)
+                return
             # The client is done sending; it may still read the answer.
             await self.outbox.put(pb.Frame(kind=pb.FRAME_KIND_EOF, channel=number))
             await channel.closed.wait()
@@ -110,9 +112,10 @@ class _Bridge:
             elif frame.kind == pb.FRAME_KIND_EOF:
                 if channel.writer.can_write_eof():
                     channel.writer.write_eof()
-            elif frame.kind == pb.FRAME_KIND_CLOSE:
+            elif frame.kind == pb.FRAME_KIND_CLOSE:  # the client sees the end at once
                 self._channels.pop(frame.channel, None)
                 channel.closed.set()
+                channel.writer.close()
         except OSError:  # the client went away: tell the CP
             if self._channels.pop(frame.channel, None) is not None:
                 channel.closed.set()

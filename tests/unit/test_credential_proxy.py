@@ -211,7 +211,45 @@ def test_the_bridge_carries_credential_requests_and_agent_connections(
         agent.close()
     # clawkerd closes the listeners and removes its sockets when the stream ends.
     wait_until(lambda: not (inside / "agent.sock").exists(), "the socket to be removed")
-    assert not bridge.alive or wait_until(lambda: not bridge.alive, "the bridge to end")
+    wait_until(lambda: not bridge.alive, "the bridge to end")
+
+
+def test_a_connection_the_host_side_closes_ends_inside_at_once(
+    tmp_path: Path, pki: ClawkerPKI, clawkerd: Clawkerd
+) -> None:
+    """An answer that ends with its connection (the API relay's `Connection: close`): the
+    client, which never half-closed, sees the answer and then the end."""
+    me = {"uid": os.getuid(), "gid": os.getgid()}
+    host = socket.socket(socket.AF_UNIX)
+    host.bind(str(tmp_path / "host.sock"))
+    host.listen()
+
+    def answer_once() -> None:
+        conn, _ = host.accept()
+        with conn:
+            conn.recv(100)
+            conn.sendall(b"answer")
+
+    threading.Thread(target=answer_once, daemon=True).start()
+    path = tmp_path / "in" / "relay.sock"
+    bridge = SocketBridge(
+        dial(pki, clawkerd),
+        CONTAINER_ID,
+        [Listener(str(path), UnixTarget(str(tmp_path / "host.sock")), **me)],
+    )
+    bridge.start(timeout=10)
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(10)
+            client.connect(str(path))
+            client.sendall(b"request")
+            got = b""
+            while chunk := client.recv(100):
+                got += chunk
+        assert got == b"answer"
+    finally:
+        bridge.close()
+        host.close()
 
 
 def test_a_listener_that_cannot_be_made_fails_the_bridge_at_once_with_its_reason(
