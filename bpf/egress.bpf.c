@@ -582,13 +582,13 @@ int clawker_egress_skb(struct __sk_buff *skb)
  * frame still carries the socket that sent it (veth keeps skb->sk; the host's IP stack drops
  * it later), so a packet socket is seen here, which no cgroup-BPF hook ever sees:
  * - a frame from a socket whose cgroup is under the parent: passed only when that cgroup is
- *   enrolled and the socket is an inet one (TCP and UDP, which the packet wall above judges
+ *   enrolled and the socket is an inet one (or a TCP request or time-wait socket) (TCP and UDP, which the packet wall above judges
  *   per packet), or the agent is unfiltered; a packet socket's frames are dropped, enrolled
  *   or not;
- * - a frame with no socket, or a socket of no cgroup under the parent (the kernel's own: ARP,
- *   neighbour discovery, ICMP errors, resets): passed when it is ARP, IPv4 or IPv6, which no
- *   process in the container can author without a socket; anything else is dropped. */
-#define ETH_P_ARP 0x0806
+ * - any other frame passes: one with no socket (the kernel's own: ARP, neighbour discovery,
+ *   ICMP errors, resets, which no process can author without a socket) or with a socket of a
+ *   cgroup outside the parent (the wall is attached to every veth on clawker's network, and
+ *   is nothing to a container that is not under the parent). */
 #define AF_INET_ 2
 #define AF_INET6_ 10
 #define ETH_HLEN_ 14
@@ -596,13 +596,12 @@ int clawker_egress_skb(struct __sk_buff *skb)
 SEC("tc")
 int clawker_veth_wall(struct __sk_buff *skb)
 {
+	struct bpf_sock *any = skb->sk;
 	struct wall_config *cfg;
 	struct bpf_sock *sk;
 	struct policy *p;
 	__u32 zero = 0;
 	__u64 cgroup_id;
-
-	struct bpf_sock *any = skb->sk;
 
 	cfg = bpf_map_lookup_elem(&wall_config, &zero);
 	if (!cfg || !cfg->parent_cgroup_id)
@@ -614,18 +613,16 @@ int clawker_veth_wall(struct __sk_buff *skb)
 		sk = bpf_sk_fullsock(any);
 		if (p && unfiltered(p))
 			return TC_ACT_OK;
-		if (p && sk && (sk->family == AF_INET_ || sk->family == AF_INET6_))
+		/* No full socket: a TCP request or time-wait socket, inet by construction (a
+		 * SYN-ACK's is the request socket; its cgroup is the listener's). */
+		if (p && (!sk || sk->family == AF_INET_ || sk->family == AF_INET6_))
 			return TC_ACT_OK;
 		report_packet(skb, cgroup_id, p ? p->agent_id : 0, DENIAL_VETH, ETH_HLEN_,
 			      (__u16)skb->protocol, sk ? sk->family : 0, sk ? sk->type : 0,
 			      sk ? sk->protocol : 0);
 		return TC_ACT_SHOT;
 	}
-	if (skb->protocol == bpf_htons(ETH_P_ARP) || skb->protocol == bpf_htons(ETH_P_IP) ||
-	    skb->protocol == bpf_htons(ETH_P_IPV6))
-		return TC_ACT_OK;
-	report_packet(skb, 0, 0, DENIAL_VETH, ETH_HLEN_, (__u16)skb->protocol, 0, 0, 0);
-	return TC_ACT_SHOT;
+	return TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "Proprietary";

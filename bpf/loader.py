@@ -285,20 +285,29 @@ def attach_egress(cgroup: Path, pin_dir: Path, object_path: Path | None = None) 
     return Attachment(cgroup, target_id, pin_dir, done, bool(stale))
 
 
-def _configure_veth_wall(obj: int, config_map: int, cgroup: Path, parent: int, pin_dir: Path) -> None:
+def _configure_veth_wall(
+    obj: int, config_map: int, cgroup: Path, parent: int, pin_dir: Path
+) -> None:
     """Tell the veth wall which cgroup is the parent, and pin this object's veth wall program
     (filters attached earlier keep running the program they hold until they are re-attached)."""
     lib = libbpf()
     level = len(cgroup.resolve().relative_to(cgroup2_root()).parts)
     key, value = ctypes.c_uint32(0), WallConfig(parent_cgroup_id=parent, parent_level=level)
     check(
-        lib.bpf_map_update_elem(lib.bpf_map__fd(config_map), ctypes.byref(key), ctypes.byref(value), 0),
+        lib.bpf_map_update_elem(
+            lib.bpf_map__fd(config_map), ctypes.byref(key), ctypes.byref(value), 0
+        ),
         "configure the veth wall",
     )
-    prog = check_ptr(lib.bpf_object__find_program_by_name(obj, VETH_WALL.encode()), "find the veth wall")
+    prog = check_ptr(
+        lib.bpf_object__find_program_by_name(obj, VETH_WALL.encode()), "find the veth wall"
+    )
     path = pin_dir / VETH_WALL_PIN
     path.unlink(missing_ok=True)
-    check(lib.bpf_obj_pin(check(lib.bpf_program__fd(prog), VETH_WALL), str(path).encode()), f"pin {path}")
+    check(
+        lib.bpf_obj_pin(check(lib.bpf_program__fd(prog), VETH_WALL), str(path).encode()),
+        f"pin {path}",
+    )
 
 
 def _ensure_link(path: Path, prog: int, prog_fd: int, cg_fd: int, cgroup: int) -> str:

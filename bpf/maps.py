@@ -28,8 +28,8 @@ from bpf.libbpf import (
 
 __all__ = [
     "DENIAL_HOOKS",
-    "PACKET_HOOKS",
     "MAP_LAYOUTS",
+    "PACKET_HOOKS",
     "POLICY_DISABLED",
     "RING_BUFFERS",
     "AllowKey",
@@ -105,7 +105,7 @@ class Denial(ctypes.Structure):
 
 
 class WallConfig(ctypes.Structure):
-    """`struct wall_config`: the agents' parent cgroup, for the veth wall (written by the loader)."""
+    """`struct wall_config`: the agents' parent cgroup, for the veth wall (the loader's)."""
 
     _fields_ = [("parent_cgroup_id", c_uint64), ("parent_level", c_uint32), ("pad", c_uint32)]
 

@@ -20,9 +20,11 @@ from bpf.libbpf import BpfError, ProgInfo, check, libbpf, obj_info
 
 __all__ = [
     "VETH_WALL_PIN",
+    "LinkMonitor",
     "attach_veth_wall",
     "host_veths_of",
     "veth_wall_program_id",
+    "veths_on",
 ]
 
 VETH_WALL_PIN = "prog_veth_wall"
@@ -110,7 +112,8 @@ def attach_veth_wall(pin_dir: Path, ifindex: int) -> str:
 _RTM_GETLINK, _RTM_NEWLINK, _RTM_GETNSID, _RTM_NEWNSID = 18, 16, 90, 88
 _NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_IFLA_LINKINFO, _IFLA_LINK_NETNSID, _IFLA_INFO_KIND = 18, 37, 1
+_IFLA_MASTER, _IFLA_LINKINFO, _IFLA_LINK_NETNSID, _IFLA_INFO_KIND = 10, 18, 37, 1
+_RTMGRP_LINK = 1
 _NETNSA_NSID, _NETNSA_FD = 1, 3
 
 
@@ -166,20 +169,74 @@ def _nsid_of(netns: Path) -> int | None:
     return None
 
 
+def _veth(payload: bytes) -> tuple[int, int, int | None] | None:
+    """(ifindex, master ifindex or 0, peer's namespace id) of a veth's RTM_NEWLINK payload."""
+    ifindex = struct.unpack_from("=i", payload, 4)[0]
+    attrs = _attrs(payload, 16)
+    kind = _attrs(attrs.get(_IFLA_LINKINFO, b""), 0).get(_IFLA_INFO_KIND, b"")
+    if kind.rstrip(b"\0") != b"veth":
+        return None
+    master = attrs.get(_IFLA_MASTER)
+    peer_ns = attrs.get(_IFLA_LINK_NETNSID)
+    return (
+        ifindex,
+        struct.unpack("=i", master)[0] if master else 0,
+        struct.unpack("=i", peer_ns)[0] if peer_ns is not None else None,
+    )
+
+
+def _all_veths() -> list[tuple[int, int, int | None]]:
+    body = struct.pack("=BxHiII", 0, 0, 0, 0, 0)
+    found = []
+    for mtype, payload in _request(_RTM_GETLINK, _NLM_F_DUMP, body):
+        veth = _veth(payload) if mtype == _RTM_NEWLINK else None
+        if veth is not None:
+            found.append(veth)
+    return found
+
+
+def veths_on(master: int) -> list[int]:
+    """The veths of this namespace enslaved to the bridge `master` (an ifindex)."""
+    return [ifindex for ifindex, m, _ in _all_veths() if m == master]
+
+
+class LinkMonitor:
+    """rtnetlink's link notifications: every veth that gets (or has) a master, as it happens."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self._sock.bind((0, _RTMGRP_LINK))
+        self._sock.settimeout(0.5)
+
+    def next_batch(self) -> list[tuple[int, int]]:
+        """(ifindex, master) of the veths named in the next notifications ([] on a timeout).
+        An overrun (ENOBUFS) raises OSError: the caller rescans."""
+        try:
+            data = self._sock.recv(1 << 16)
+        except TimeoutError:
+            return []
+        found = []
+        offset = 0
+        while offset + 16 <= len(data):
+            length, mtype = struct.unpack_from("=IH", data, offset)
+            if length < 16:
+                break
+            if mtype == _RTM_NEWLINK:
+                veth = _veth(data[offset + 16 : offset + length])
+                if veth is not None and veth[1]:
+                    found.append((veth[0], veth[1]))
+            offset += (length + 3) & ~3
+        return found
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 def host_veths_of(netns: Path) -> list[int]:
     """The interfaces (ifindex) of this network namespace that are veths whose other end is in
     the namespace at `netns` (a container's: Docker's SandboxKey, or /proc/PID/ns/net)."""
-    links = []
-    body = struct.pack("=BxHiII", 0, 0, 0, 0, 0)
-    for mtype, payload in _request(_RTM_GETLINK, _NLM_F_DUMP, body):
-        if mtype != _RTM_NEWLINK:
-            continue
-        ifindex = struct.unpack_from("=i", payload, 4)[0]
-        attrs = _attrs(payload, 16)
-        kind = _attrs(attrs.get(_IFLA_LINKINFO, b""), 0).get(_IFLA_INFO_KIND, b"")
-        peer_ns = attrs.get(_IFLA_LINK_NETNSID)
-        if kind.rstrip(b"\0") == b"veth" and peer_ns is not None:
-            links.append((ifindex, struct.unpack("=i", peer_ns)[0]))
+    links = [(ifindex, peer) for ifindex, _, peer in _all_veths() if peer is not None]
     nsid = _nsid_of(netns)  # after the dump: a dump assigns ids to the peers' namespaces
     if nsid is None:
         return []

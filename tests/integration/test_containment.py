@@ -22,6 +22,7 @@ from bpf.loader import attach_egress, cgroup_id
 from bpf.maps import PinnedMaps, Policy
 from reconciler.docker.seccomp import agent_seccomp_profile
 from tests.cleanup import TEST_LABEL
+from tests.integration.conftest import remove_cgroup_parent
 from tests.integration.dockerexec import exec_id, exec_in
 from tests.integration.test_firewall import (
     EPERM,
@@ -31,7 +32,7 @@ from tests.integration.test_firewall import (
     kernel_scope,
     wait_for,
 )
-from tests.integration.testhosts import SINK_PORT
+from tests.integration.testhosts import LISTEN_PORT, SINK_PORT
 
 __all__ = ["fw", "kernel_scope"]  # test_firewall's fixtures, used here too
 
@@ -287,3 +288,100 @@ def test_the_packet_wall_drops_every_packet_of_a_cgroup_nobody_enrolled(
         proc.wait()
         listener.close()
         maps.close()
+
+
+# A container nobody enrolled writes UDP datagrams to the test host as whole Ethernet frames
+# through a packet socket (Docker's default NET_RAW, no seccomp profile of clawker's), from its
+# process's first instruction, every 5 ms for 3 s; argv: gateway MAC, destination, port, tag.
+RAW_FRAMES = textwrap.dedent("""
+    import fcntl, socket, struct, sys, time
+    gw_mac = bytes.fromhex(sys.argv[1].replace(":", ""))
+    dst, port, tag = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind(("eth0", 0))
+    src_mac = s.getsockname()[4]
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    src = fcntl.ioctl(probe, 0x8915, struct.pack("256s", b"eth0"))[20:24]  # SIOCGIFADDR
+    def csum(data):
+        total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+        while total >> 16:
+            total = (total & 0xffff) + (total >> 16)
+        return ~total & 0xffff
+    end, i = time.monotonic() + 3, 0
+    while time.monotonic() < end:
+        payload = f"{tag}-{i}".encode()
+        udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xffff, 0, 64, 17, 0,
+                         src, socket.inet_aton(dst))
+        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+        try:
+            s.send(gw_mac + src_mac + b"\\x08\\x00" + ip + udp)
+        except OSError as e:
+            print(e.strerror, flush=True)
+        i += 1
+        time.sleep(0.005)
+    print("sent", i, flush=True)
+""")
+
+
+def _run_foreign(fw: Firewalled, cgroup_parent: str, tag: str) -> str:
+    """A container clawker did not make (no clawker labels but the test's own), with Docker's
+    defaults, placed under `cgroup_parent` on the agents' network; what it printed."""
+    api = fw.scope.api
+    network = api.inspect_network(fw.scope.env["CLAWKER_NETWORK"])
+    bridge = network["Options"].get("com.docker.network.bridge.name") or f"br-{network['Id'][:12]}"
+    gateway_mac = Path(f"/sys/class/net/{bridge}/address").read_text().strip()
+    container = api.create_container(
+        "clawker-base:bookworm",
+        ["python3", "-c", RAW_FRAMES, gateway_mac, fw.ip("blocked"), str(SINK_PORT), tag],
+        entrypoint=[],
+        labels={TEST_LABEL: fw.scope.run_id},
+        host_config=api.create_host_config(
+            cgroup_parent=cgroup_parent, network_mode=fw.scope.env["CLAWKER_NETWORK"]
+        ),
+    )["Id"]
+    try:
+        api.start(container)
+        assert api.wait(container, timeout=60)["StatusCode"] == 0
+        return bytes(api.logs(container)).decode()
+    finally:
+        api.remove_container(container, force=True)
+
+
+def _sunk(fw: Firewalled, tag: str) -> list[bytes]:
+    return [
+        data for proto, data in fw.hosts.sunk if proto == "udp" and data.startswith(tag.encode())
+    ]
+
+
+def test_a_foreign_containers_packet_socket_gets_no_frame_out_from_its_first_millisecond(
+    fw: Firewalled,
+) -> None:
+    """Escape 3, the packet-socket half: the control plane puts the veth wall on the host end
+    of every container under its parent on the network `connect` event, before the
+    container's process runs, so not one frame of a foreign container's leaves; enrolled
+    agents (on the wall too) still resolve, ARP and connect."""
+    fw.apply("ok")
+    fw.wait_enrolled()
+    # The same container under another parent (no wall, no cgroup programs): its frames
+    # arrive, so the test can see one.
+    control = f"{fw.cgroup_parent}-control"
+    try:
+        assert "sent" in _run_foreign(fw, control, "control")
+        wait_for(lambda: _sunk(fw, "control"), 10, "the control container's frames")
+    finally:
+        remove_cgroup_parent(control)
+
+    out = _run_foreign(fw, fw.cgroup_parent, "foreign")
+    assert "sent" in out, out  # the frames were written...
+    time.sleep(1)
+    assert _sunk(fw, "foreign") == []  # ...and none left its veth
+    # The agent's own traffic passes the wall on its veth: DNS, ARP, TCP to an allowed host.
+    results = fw.probe(
+        {"op": "resolve", "name": fw.names["ok"]},
+        {"op": "connect", "ip": fw.ip("ok"), "port": LISTEN_PORT},
+    )
+    assert results == [
+        {"ok": True, "addresses": [fw.ip("ok")]},
+        {"ok": True, "data": f"hello from {fw.ip('ok')}\n"},
+    ]

@@ -43,6 +43,7 @@ class Pair:
             capture_output=True,
             text=True,
             timeout=30,
+            check=False,
         )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.strip()
@@ -66,7 +67,10 @@ class Pair:
 def pair() -> Iterator[Pair]:
     run = uuid.uuid4().hex[:8]
     p = Pair(f"cvw-{run}-c", f"cvw-{run}-h", f"vw{run}c", f"vw{run}h")
-    sh = lambda *cmd: subprocess.run(cmd, check=True)  # noqa: E731
+
+    def sh(*cmd: str) -> None:
+        subprocess.run(cmd, check=True)
+
     try:
         sh("ip", "netns", "add", p.c)
         sh("ip", "netns", "add", p.h)
@@ -116,7 +120,8 @@ class Listener:
 # on the sender's side: the wall must not be there). Also ARP-resolves H with a plain socket.
 RAW_SENDER = textwrap.dedent("""
     import fcntl, socket, struct, sys
-    ifname, src, dst, port, tag = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+    ifname, src, dst, tag = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5]
+    port = int(sys.argv[4])
     def csum(data):
         data += b"\\0" * (len(data) % 2)
         total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
