@@ -385,3 +385,71 @@ def test_a_foreign_containers_packet_socket_gets_no_frame_out_from_its_first_mil
         {"ok": True, "addresses": [fw.ip("ok")]},
         {"ok": True, "data": f"hello from {fw.ip('ok')}\n"},
     ]
+
+
+# IPv6 extension headers passed per message (sendmsg ancillary data), which cgroup/setsockopt
+# never sees, on a UDP socket aimed at ::1 (allowed), from a process in `argv[1]` with every
+# capability (the test runs as root, so the kernel's own CAP_NET_RAW checks do not help): a
+# segment-routing header (type 4), a type 2 routing header, hop-by-hop and destination
+# options. A listener on [::1] shows what got through; a plain datagram is the control.
+RTHDR_CMSG = textwrap.dedent("""\
+    import errno, json, os, socket, sys
+    open(sys.argv[1] + "/cgroup.procs", "w").write(str(os.getpid()))
+    rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    rx.bind(("::1", 0))
+    rx.settimeout(0.5)
+    dst = ("::1", rx.getsockname()[1])
+    loop = socket.inet_pton(socket.AF_INET6, "::1")
+    pad = bytes([1, 4, 0, 0, 0, 0])  # a PadN option: 8 bytes of options header in all
+    headers = {
+        "IPV6_RTHDR type 4": (57, bytes([17, 2, 4, 0, 0, 0, 0, 0]) + loop),
+        "IPV6_RTHDR type 2": (57, bytes([17, 2, 2, 1, 0, 0, 0, 0]) + loop),
+        "IPV6_HOPOPTS": (54, bytes([17, 0]) + pad),
+        "IPV6_DSTOPTS": (59, bytes([17, 0]) + pad),
+    }
+    out = {}
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    for name, (kind, data) in headers.items():
+        try:
+            s.sendmsg([name.encode()], [(socket.IPPROTO_IPV6, kind, data)], 0, dst)
+            out[name] = "sent"
+        except OSError as e:
+            out[name] = errno.errorcode[e.errno]
+    s.sendto(b"plain", dst)
+    got = []
+    try:
+        while True:
+            got.append(rx.recv(100).decode())
+    except TimeoutError:
+        pass
+    print(json.dumps({"results": out, "received": got}))
+""")
+
+
+def test_ipv6_extension_headers_sent_per_message_are_refused_or_dropped(
+    kernel_scope: tuple[Path, Path],
+) -> None:
+    """Escape 5, the cmsg path: setsockopt is refused by cgroup/setsockopt (the test above);
+    the same headers as sendmsg ancillary data are refused by the kernel or dropped by the
+    packet wall, never delivered, even with CAP_NET_RAW."""
+    cgroup, pin_dir = kernel_scope
+    attach_egress(cgroup, pin_dir)
+    child = cgroup / "agent"
+    child.mkdir()
+    maps = PinnedMaps(pin_dir)
+    try:
+        maps.put_policy(cgroup_id(child), Policy(agent_id=11))
+        proc = subprocess.run(
+            ["python3", "-c", RTHDR_CMSG, str(child)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        maps.close()
+    assert out["received"] == ["plain"]  # ::1 is allowed: only the header-less datagram
+    for name, result in out["results"].items():
+        # EINVAL: the kernel refuses the header from a cmsg; EPERM: the wall dropped it.
+        assert result in ("EINVAL", "EPERM"), (name, result)
