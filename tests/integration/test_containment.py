@@ -186,6 +186,13 @@ def test_sockets_opened_during_a_bypass_carry_nothing_after_it(fw: Firewalled) -
     time.sleep(1)  # anything that got out has arrived by now
     assert b"after" not in fw.hosts.sunk_bytes()
     assert result["udp"] == "Operation not permitted"  # the packet wall's drop, at once
+    # The wall's drops reach `firewall log` (rate-limited in the kernel), with the address.
+    log = json.loads(
+        fw.scope.clawker("firewall", "log", "--agent", "dev", "-o", "json", check=0).stdout
+    )
+    walled = [e for e in log if e["hook"] == "wall" and e["address"] == blocked]
+    assert walled and walled[0]["port"] == SINK_PORT and walled[0]["uid"] == -1, log
+    assert {e["protocol"] for e in walled} <= {"tcp", "udp"}, walled
 
 
 SOURCE_ROUTE = textwrap.dedent("""\
