@@ -39,6 +39,8 @@ from cli.firewall_verbs import (
     status_rows,
 )
 from cli.style import Style
+from reconciler.docker.placement import under_parent
+from reconciler.firewall.enforcement import _protocol
 from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
 from reconciler.firewall.allowlist import (
     HARNESS_FLOOR,
@@ -564,8 +566,6 @@ def test_a_registration_and_its_token_are_recorded_together(tmp_path: Path) -> N
 
 
 def test_packet_and_setsockopt_denials_are_named_for_the_log() -> None:
-    from reconciler.firewall.enforcement import _protocol
-
     wall = Denial(hook=7, family=2, type=1, protocol=6, ip4=ip4_key("198.18.3.2"))
     assert _protocol(wall) == "tcp"
     assert _protocol(Denial(hook=8, family=17, type=3, protocol=768)) == "socket packet/raw/768"
@@ -586,8 +586,6 @@ def test_packet_and_setsockopt_denials_are_named_for_the_log() -> None:
 
 
 def test_a_cgroup_parent_is_ours_when_it_is_the_parent_or_under_it() -> None:
-    from reconciler.docker.placement import under_parent
-
     assert under_parent("/clawker", "/clawker") and under_parent("clawker/x", "/clawker")
     assert not under_parent("/clawker-other", "/clawker") and not under_parent("", "/clawker")
     assert not under_parent("/", "/clawker")
