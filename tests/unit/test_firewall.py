@@ -39,9 +39,8 @@ from cli.firewall_verbs import (
     status_rows,
 )
 from cli.style import Style
-from reconciler.docker.placement import under_parent
-from reconciler.firewall.enforcement import _protocol
 from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
+from reconciler.docker.placement import under_parent
 from reconciler.firewall.allowlist import (
     HARNESS_FLOOR,
     agent_id,
@@ -54,6 +53,7 @@ from reconciler.firewall.enforcement import (
     Firewall,
     FirewallConfig,
     FirewallError,
+    _protocol,
     kernel_deadline,
 )
 from reconciler.firewall.journal import FirewallJournal
