@@ -9,6 +9,7 @@ network `connect` events that announce a container's network before its process 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,20 @@ from docker.utils import kwargs_from_env
 
 from reconciler.docker.engine import DockerError
 
-__all__ = ["PlacementWatch", "Sandbox", "under_parent"]
+__all__ = ["NetworkEvent", "PlacementWatch", "Sandbox", "default_bridge_name", "under_parent"]
+
+
+@dataclass(frozen=True)
+class NetworkEvent:
+    action: str  # create | connect
+    network_id: str
+    network: str
+    container_id: str  # connect only
+
+
+def default_bridge_name(network_id: str) -> str:
+    """The Linux bridge Docker makes for a bridge network without a bridge.name option."""
+    return f"br-{network_id[:12]}"
 
 
 @dataclass(frozen=True)
@@ -46,11 +60,13 @@ class PlacementWatch:
             self._api = client or docker.APIClient(version="auto", **kwargs_from_env())
         except docker.errors.DockerException as exc:
             raise DockerError(f"cannot reach the Docker engine ({exc})") from exc
+        self._lock = threading.Lock()  # one request at a time on the shared client
 
     def sandbox(self, container_id: str) -> Sandbox | None:
         """The container's placement (None: it is gone)."""
         try:
-            info: dict[str, Any] = self._api.inspect_container(container_id)
+            with self._lock:
+                info: dict[str, Any] = self._api.inspect_container(container_id)
         except docker.errors.NotFound:
             return None
         except (docker.errors.APIError, OSError) as exc:
@@ -68,13 +84,16 @@ class PlacementWatch:
     def _bridges(self) -> dict[str, str]:
         """Linux bridge name -> Docker network name, for every bridge network."""
         try:
-            networks: list[dict[str, Any]] = self._api.networks(filters={"driver": "bridge"})
+            with self._lock:
+                networks: list[dict[str, Any]] = self._api.networks(filters={"driver": "bridge"})
         except (docker.errors.APIError, OSError) as exc:
             raise DockerError(f"list networks: {exc}") from exc
         found = {}
         for network in networks:
             options = network.get("Options") or {}
-            name = options.get("com.docker.network.bridge.name") or f"br-{network['Id'][:12]}"
+            name = options.get("com.docker.network.bridge.name") or default_bridge_name(
+                network["Id"]
+            )
             found[str(name)] = str(network.get("Name", ""))
         return found
 
@@ -89,29 +108,39 @@ class PlacementWatch:
     def running(self) -> list[str]:
         """The ids of every running container (all of them: see the module's docstring)."""
         try:
-            return [str(c["Id"]) for c in self._api.containers()]
+            with self._lock:
+                return [str(c["Id"]) for c in self._api.containers()]
         except (docker.errors.APIError, OSError) as exc:
             raise DockerError(f"list containers: {exc}") from exc
 
-    def connects(self) -> Iterator[str]:
-        """Container ids from network `connect` events, until the stream ends. Subscribed
-        before it returns, so a listing made right after misses nothing."""
-        filters = {"type": ["network"], "event": ["connect"]}
+    def network_events(self) -> Iterator[NetworkEvent]:
+        """Network `create` and `connect` events, until the stream ends, on a client of their
+        own (the stream holds its connection). Subscribed before it returns, so a listing made
+        right after misses nothing."""
+        filters = {"type": ["network"], "event": ["connect", "create"]}
         try:
-            stream = self._api.events(decode=True, filters=filters)
-        except (docker.errors.APIError, OSError) as exc:
+            api = docker.APIClient(version="auto", **kwargs_from_env())
+            stream = api.events(decode=True, filters=filters)
+        except (docker.errors.DockerException, OSError) as exc:
             raise DockerError(f"cannot subscribe to docker events: {exc}") from exc
-        return self._ids(stream)
+        return self._events(api, stream)
 
     @staticmethod
-    def _ids(stream: Iterator[dict[str, Any]]) -> Iterator[str]:
+    def _events(api: docker.APIClient, stream: Iterator[dict[str, Any]]) -> Iterator[NetworkEvent]:
         try:
             for event in stream:
-                container = ((event.get("Actor") or {}).get("Attributes") or {}).get("container")
-                if container:
-                    yield str(container)
+                actor = event.get("Actor") or {}
+                attributes = actor.get("Attributes") or {}
+                yield NetworkEvent(
+                    action=str(event.get("Action", "")),
+                    network_id=str(actor.get("ID", "")),
+                    network=str(attributes.get("name", "")),
+                    container_id=str(attributes.get("container", "")),
+                )
         except (docker.errors.APIError, OSError) as exc:
             raise DockerError(f"docker event stream broke: {exc}") from exc
+        finally:
+            api.close()
 
     def close(self) -> None:
         self._api.close()

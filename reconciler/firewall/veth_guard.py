@@ -32,7 +32,12 @@ from pathlib import Path
 from bpf.libbpf import BpfError
 from bpf.tc import LinkMonitor, attach_veth_wall, host_veths_of, veths_on
 from reconciler.docker.engine import DockerError
-from reconciler.docker.placement import PlacementWatch, Sandbox, under_parent
+from reconciler.docker.placement import (
+    PlacementWatch,
+    Sandbox,
+    default_bridge_name,
+    under_parent,
+)
 
 __all__ = ["VethGuard"]
 
@@ -51,6 +56,7 @@ class VethGuard:
         self._watch = watch
         self._network = network
         self._bridges: dict[str, bool] = {}  # bridge name -> whether it is clawker's network's
+        self._checked: dict[str, float] = {}  # bridge name -> when Docker was last asked
         self._parent = cgroup_parent
         self._pin_dir = pin_dir
         self._resync = resync_seconds
@@ -113,9 +119,14 @@ class VethGuard:
             name = socket.if_indextoname(master)
         except OSError:
             return False
-        if name not in self._bridges:
-            self._bridges[name] = self._watch.network_of_bridge(name) == self._network
-        return self._bridges[name]
+        known = self._bridges.get(name)
+        if known is None or (not known and time.monotonic() - self._checked.get(name, 0) > 2):
+            # Not cached, or found not ours over 2 s ago (Docker may not have recorded a new
+            # network yet when its bridge's first port joins).
+            known = self._watch.network_of_bridge(name) == self._network
+            self._bridges[name] = known
+            self._checked[name] = time.monotonic()
+        return known
 
     def _attach_port(self, ifindex: int, started: float) -> None:
         try:
@@ -175,10 +186,14 @@ class VethGuard:
     def _follow_events(self) -> None:
         while not self._stop.is_set():
             try:
-                for container_id in self._watch.connects():
+                for event in self._watch.network_events():
                     if self._stop.is_set():
                         return
-                    self._try(container_id, "its network connect")
+                    if event.action == "create" and event.network == self._network:
+                        # Known before its first port joins: the link path asks Docker nothing.
+                        self._bridges[default_bridge_name(event.network_id)] = True
+                    elif event.action == "connect" and event.container_id:
+                        self._try(event.container_id, "its network connect")
             except DockerError as exc:
                 log.warning("%s; following network events again in 1 s", exc)
             self._stop.wait(1.0)
