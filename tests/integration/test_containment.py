@@ -20,6 +20,7 @@ from dnslib import RCODE, DNSRecord
 
 from bpf.loader import attach_egress, cgroup_id
 from bpf.maps import PinnedMaps, Policy
+from bpf.tc import host_veths_of, veth_wall_program_id
 from reconciler.docker.seccomp import agent_seccomp_profile
 from tests.cleanup import TEST_LABEL
 from tests.integration.conftest import remove_cgroup_parent
@@ -299,7 +300,7 @@ def test_the_packet_wall_drops_every_packet_of_a_cgroup_nobody_enrolled(
 
 # A container nobody enrolled writes UDP datagrams to the test host as whole Ethernet frames
 # through a packet socket (Docker's default NET_RAW, no seccomp profile of clawker's), from its
-# process's first instruction, every 5 ms for 3 s; argv: gateway MAC, destination, port, tag.
+# process's first instruction, every 5 ms; argv: gateway MAC, destination, port, tag, seconds.
 RAW_FRAMES = textwrap.dedent("""
     import fcntl, socket, struct, sys, time
     gw_mac = bytes.fromhex(sys.argv[1].replace(":", ""))
@@ -314,7 +315,7 @@ RAW_FRAMES = textwrap.dedent("""
         while total >> 16:
             total = (total & 0xffff) + (total >> 16)
         return ~total & 0xffff
-    end, i = time.monotonic() + 3, 0
+    end, i = time.monotonic() + float(sys.argv[5]), 0
     while time.monotonic() < end:
         payload = f"{tag}-{i}".encode()
         udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
@@ -331,24 +332,40 @@ RAW_FRAMES = textwrap.dedent("""
 """)
 
 
-def _run_foreign(fw: Firewalled, cgroup_parent: str, tag: str) -> str:
+def _start_foreign(fw: Firewalled, cgroup_parent: str, tag: str, seconds: float) -> str:
     """A container clawker did not make (no clawker labels but the test's own), with Docker's
-    defaults, placed under `cgroup_parent` on the agents' network; what it printed."""
+    defaults, placed under `cgroup_parent` on the agents' network, sending for `seconds`."""
     api = fw.scope.api
     network = api.inspect_network(fw.scope.env["CLAWKER_NETWORK"])
     bridge = network["Options"].get("com.docker.network.bridge.name") or f"br-{network['Id'][:12]}"
     gateway_mac = Path(f"/sys/class/net/{bridge}/address").read_text().strip()
     container = api.create_container(
         "clawker-base:bookworm",
-        ["python3", "-c", RAW_FRAMES, gateway_mac, fw.ip("blocked"), str(SINK_PORT), tag],
+        [
+            "python3",
+            "-c",
+            RAW_FRAMES,
+            gateway_mac,
+            fw.ip("blocked"),
+            str(SINK_PORT),
+            tag,
+            str(seconds),
+        ],
         entrypoint=[],
         labels={TEST_LABEL: fw.scope.run_id},
         host_config=api.create_host_config(
             cgroup_parent=cgroup_parent, network_mode=fw.scope.env["CLAWKER_NETWORK"]
         ),
     )["Id"]
+    api.start(container)
+    return str(container)
+
+
+def _run_foreign(fw: Firewalled, cgroup_parent: str, tag: str) -> str:
+    """_start_foreign for 3 s; what it printed."""
+    api = fw.scope.api
+    container = _start_foreign(fw, cgroup_parent, tag, 3)
     try:
-        api.start(container)
         assert api.wait(container, timeout=60)["StatusCode"] == 0
         return bytes(api.logs(container)).decode()
     finally:
@@ -460,3 +477,31 @@ def test_ipv6_extension_headers_sent_per_message_are_refused_or_dropped(
     for name, result in out["results"].items():
         # EINVAL: the kernel refuses the header from a cmsg; EPERM: the wall dropped it.
         assert result in ("EINVAL", "EPERM"), (name, result)
+
+
+def test_a_foreign_container_started_while_the_cp_is_down_is_walled_by_its_restart(
+    fw: Firewalled,
+) -> None:
+    """The window left (docs/firewall.md, Limits): with no control plane, nothing attaches
+    the veth wall, so a foreign container started then gets its frames out; the restarted
+    control plane's start-up scan finds it and not one frame more leaves."""
+    fw.apply("ok")
+    fw.kill_controlplane()
+    api = fw.scope.api
+    container = _start_foreign(fw, fw.cgroup_parent, "late", 120)
+    try:
+        wait_for(lambda: _sunk(fw, "late"), 30, "the frames sent while no CP runs")
+        fw.scope.clawker("controlplane", "up", check=0)
+        netns = Path(api.inspect_container(container)["NetworkSettings"]["SandboxKey"])
+        wait_for(
+            lambda: all(veth_wall_program_id(i) for i in host_veths_of(netns) or [0]),
+            60,
+            "the restarted CP to put the veth wall on the container",
+        )
+        time.sleep(0.2)  # a frame written just before the attach has arrived by now
+        before = len(_sunk(fw, "late"))
+        time.sleep(2)
+        assert api.inspect_container(container)["State"]["Running"]  # still sending
+        assert len(_sunk(fw, "late")) == before
+    finally:
+        api.remove_container(container, force=True)
