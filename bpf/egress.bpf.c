@@ -617,6 +617,7 @@ int clawker_veth_wall(struct __sk_buff *skb)
 		 * SYN-ACK's is the request socket; its cgroup is the listener's). */
 		if (p && (!sk || sk->family == AF_INET_ || sk->family == AF_INET6_))
 			return TC_ACT_OK;
+		count(p, 0); /* a frame is a discrete act (no retransmission): counted in DENIED */
 		report_packet(skb, cgroup_id, p ? p->agent_id : 0, DENIAL_VETH, ETH_HLEN_,
 			      (__u16)skb->protocol, sk ? sk->family : 0, sk ? sk->type : 0,
 			      sk ? sk->protocol : 0);

@@ -187,6 +187,7 @@ def test_the_veth_wall_drops_packet_socket_frames_of_unenrolled_cgroups(
         assert pair.attach(pin_dir) == "attached"
         assert pair.attach(pin_dir) == "kept"
         maps.put_policy(cgroup_id(agent), Policy(agent_id=7))
+        maps.ensure_counters(7)
         maps.allow(7, H_ADDR, 2**63)
         listener = Listener(pair)
         assert _raw(pair, foreign, "foreign") == "sent sent"  # the frames are written...
@@ -195,6 +196,8 @@ def test_the_veth_wall_drops_packet_socket_frames_of_unenrolled_cgroups(
         got = listener.received()
         assert inet == "sent"
         assert not [line for line in got if "-raw" in line]  # ...and none left the veth
+        # Each dropped frame is a denial: the agent's count and the unenrolled one.
+        assert maps.counters(7).denied >= 40 and maps.unenrolled().denied >= 40
         # The enrolled agent's own socket works, ARP included (the namespaces start with
         # empty neighbour tables).
         assert [line for line in got if line.startswith("agent-inet")]
