@@ -21,7 +21,15 @@ import docker
 
 from bench.fleet import Fleet
 from bench.isolation import REPO, BenchError, BenchScope, clawker_argv, scoped_environ
-from bench.measuring import Ratio, Series, interleaved, time_call, time_command
+from bench.measuring import (
+    Ratio,
+    Series,
+    interleaved,
+    output_tails,
+    run_command,
+    time_call,
+    time_command,
+)
 from bench.reporting import ScenarioResult
 from reconciler.docker.engine import DockerEngine, DockerPort
 from reconciler.loop.converge import prepare_apply
@@ -78,6 +86,23 @@ class TimedPort:
         return timed
 
 
+def _not_running(api: docker.APIClient, scope: BenchScope, shown: int = 5) -> str:
+    """The scope's containers that are not running: state, exit code and the last log lines of
+    the first `shown` of them."""
+    lines = []
+    others = [
+        c
+        for c in api.containers(all=True, filters={"label": [scope.label_selector]})
+        if c["State"] != "running"
+    ]
+    for c in others[:shown]:
+        logs = api.logs(c["Id"], tail=5).decode(errors="replace").strip()
+        lines.append(f"--- {c['Names'][0].lstrip('/')}: {c['Status']}\n{logs}")
+    if len(others) > shown:
+        lines.append(f"--- and {len(others) - shown} more not running")
+    return "".join(f"{line}\n" for line in lines)
+
+
 def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]) -> ScenarioResult:
     api = docker.APIClient(version="auto")
     with tempfile.TemporaryDirectory(prefix="clawker-bench-") as tmp:
@@ -89,9 +114,13 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
         env = scope.clawker_env()
 
         log(f"diff_noop: applying {agents} agents once (untimed)")
-        setup_seconds = time_command(clawker_argv("apply", "-f", str(spec), "-y"), env=env)
-        if scope.running_containers(api) != agents:
-            raise BenchError(f"the setup apply did not leave {agents} containers running")
+        setup_seconds, setup = run_command(clawker_argv("apply", "-f", str(spec), "-y"), env=env)
+        running = scope.running_containers(api)
+        if running != agents:
+            raise BenchError(
+                f"the setup apply ({setup_seconds:.1f} s, exit 0) left {running} of {agents}"
+                f" containers running\n{_not_running(api, scope)}{output_tails(setup)}"
+            )
 
         filters = [f"{k}={v}" for k, v in scope.labels("container").items()]
         docker_ps = ["docker", "ps", "-a", "-q", *(f"--filter=label={f}" for f in filters)]
