@@ -11,7 +11,6 @@ so the CP never depends on what survived `sudo`.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import os
@@ -51,6 +50,10 @@ ENVIRONMENT = {
 def code_identity() -> str:
     """This clawker: its version and where its code lives. A control plane started from one
     checkout must not keep serving the CLI of another (they may disagree on every message)."""
+    # Imported here: importlib.metadata (and the email package it loads) costs the verbs that
+    # never talk to the control plane ~15 ms of start-up.
+    import importlib.metadata  # noqa: PLC0415
+
     try:
         version = importlib.metadata.version("clawker")
     except importlib.metadata.PackageNotFoundError:
