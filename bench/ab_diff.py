@@ -71,12 +71,10 @@ def main() -> None:
             envs[label] = scope.clawker_env() | {"PYTHONPATH": str(trees[label])}
         samples: dict[str, list[float]] = {}
         try:
-            for label in trees:
+            for label, tree in trees.items():
                 print(f"{label}: applying {args.agents} agents (untimed)", flush=True)
                 time_command(
-                    clawker_argv("apply", "-f", str(specs[label]), "-y"),
-                    env=envs[label],
-                    cwd=trees[label],
+                    clawker_argv("apply", "-f", str(specs[label]), "-y"), env=envs[label], cwd=tree
                 )
             floor = [sys.executable, "-c", floor_program(scopes["A"].label_selector)]
             contenders: dict[str, tuple[list[str], dict[str, str] | None, Path | None]] = {

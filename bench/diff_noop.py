@@ -31,6 +31,7 @@ from bench.measuring import (
     time_command,
 )
 from bench.reporting import ScenarioResult
+from bench.scaling import floor_program
 from reconciler.docker.engine import DockerEngine, DockerPort
 from reconciler.loop.converge import prepare_apply
 from reconciler.settings import settings_from_env
@@ -45,6 +46,7 @@ PREPARE = "prepare_apply (in-process)"
 WAITING = "  waiting on Docker"
 OWN_WORK = "  the rest (plan)"
 DOCKER_PS = "docker ps -a --filter (CLI)"
+FLOOR = "floor: python + docker-py + 4 lists"
 RAW_LIST = "docker-py: 1 list call"
 
 _WHAT = {
@@ -56,6 +58,7 @@ _WHAT = {
     OWN_WORK: "inside prepare_apply: everything else (grouping, hashing, planning)",
     DOCKER_PS: "`docker ps -a -q` filtered by the same three labels, in a subprocess",
     RAW_LIST: "one label-filtered containers(all=True) call, bare docker-py",
+    FLOOR: "a fresh `python` importing docker-py and making observe's 4 label-filtered lists",
 }
 
 
@@ -89,12 +92,9 @@ class TimedPort:
 def _not_running(api: docker.APIClient, scope: BenchScope, shown: int = 5) -> str:
     """The scope's containers that are not running: state, exit code and the last log lines of
     the first `shown` of them."""
-    lines = []
-    others = [
-        c
-        for c in api.containers(all=True, filters={"label": [scope.label_selector]})
-        if c["State"] != "running"
-    ]
+    every = api.containers(all=True, filters={"label": [scope.label_selector]})
+    lines = [f"--- {len(every)} containers of the scope exist (running or not)"]
+    others = [c for c in every if c["State"] != "running"]
     for c in others[:shown]:
         logs = api.logs(c["Id"], tail=5).decode(errors="replace").strip()
         lines.append(f"--- {c['Names'][0].lstrip('/')}: {c['Status']}\n{logs}")
@@ -149,6 +149,9 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
                     time_command([sys.executable, "-c", "import cli.main"], cwd=REPO)
                 ),
                 DOCKER_PS: lambda: samples[DOCKER_PS].append(time_command(docker_ps)),
+                FLOOR: lambda: samples[FLOOR].append(
+                    time_command([sys.executable, "-c", floor_program(scope.label_selector)])
+                ),
                 LOAD: lambda: samples[LOAD].append(time_call(lambda: load_specs([str(spec)]))[0]),
                 PREPARE: prepare,
                 RAW_LIST: lambda: samples[RAW_LIST].append(
@@ -168,6 +171,7 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
         parameters={"runs": runs, "agents": agents},
         series=tuple(series.values()),
         ratios=(
+            Ratio.of(series, DIFF, FLOOR),
             Ratio.of(series, DIFF, DOCKER_PS),
             Ratio.of(series, PREPARE, RAW_LIST),
             Ratio.of(series, STARTUP, DIFF),

@@ -1,0 +1,138 @@
+"""The parse cache of spec texts (specs.documents): a text read from the cache gives the same
+documents, the same positions and therefore the same errors as parsing it; what cannot be kept
+exactly (invalid YAML, dates) is parsed every time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import specs.documents as documents
+from specs import SpecErrors, load_specs
+from specs.documents import SpecText, read_documents
+from tests.unit.test_specs_errors import BAD_INPUTS, Bad
+
+VARIED = """\
+list: [x, {y: 1}, 2.5, true, null]
+---
+apiVersion: clawker.dev/v1alpha1
+kind: Agent
+defaults: &defaults
+  env: {A: "1", B: two}
+metadata:
+  name: dev
+  labels: {team: core}
+spec:
+  <<: *defaults
+  empty:
+  command:
+    - sleep
+    - infinity
+---
+"""
+
+PATHS = [
+    ("defaults",),
+    ("defaults", "env", "B"),
+    ("list", 1, "y"),
+    ("list", 4),
+    ("metadata", "labels", "team"),
+    ("spec", "env"),
+    ("spec", "empty"),
+    ("spec", "command", 1),
+    ("spec", "missing", "deeper"),
+    ("kind",),
+]
+
+
+def _text(content: str) -> SpecText:
+    return SpecText("a.yaml", "/x/a.yaml", "/x", content)
+
+
+def _never_parse(_source: SpecText) -> None:
+    raise AssertionError("parsed although the text is cached")
+
+
+def test_a_cached_text_gives_the_same_documents_and_positions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed = read_documents(_text(VARIED))
+    first = read_documents(_text(VARIED), str(tmp_path))  # a miss: parsed, then kept
+    assert len(os.listdir(tmp_path)) == 1
+    monkeypatch.setattr(documents, "_parse", _never_parse)
+    cached = read_documents(_text(VARIED), str(tmp_path))
+    assert [d.data for d in cached] == [d.data for d in parsed] == [d.data for d in first]
+    assert [d.start for d in cached] == [d.start for d in parsed]
+    for got, want in zip(cached, parsed, strict=True):
+        for path in PATHS:
+            for key in (False, True):
+                assert got.locate(path, key=key) == want.locate(path, key=key), path
+
+
+def test_another_text_is_another_entry(tmp_path: Path) -> None:
+    read_documents(_text("a: 1\n"), str(tmp_path))
+    read_documents(_text("a: 2\n"), str(tmp_path))
+    assert len(os.listdir(tmp_path)) == 2
+    assert read_documents(_text("a: 2\n"), str(tmp_path))[0].data == {"a": 2}
+
+
+def test_invalid_yaml_is_never_cached_and_fails_the_same_each_time(tmp_path: Path) -> None:
+    messages = []
+    for _ in range(2):
+        with pytest.raises(SpecErrors) as raised:
+            read_documents(_text("a: [1, 2\n"), str(tmp_path))
+        messages.append(str(raised.value))
+    assert messages[0] == messages[1]
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_date_is_not_kept_but_still_read(tmp_path: Path) -> None:
+    (doc,) = read_documents(_text("when: 2026-12-02\n"), str(tmp_path))
+    assert str(doc.data["when"]) == "2026-12-02"
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_unreadable_entry_means_parsing_again(tmp_path: Path) -> None:
+    read_documents(_text("a: 1\n"), str(tmp_path))
+    (entry,) = os.listdir(tmp_path)
+    (tmp_path / entry).write_bytes(b"not marshal")
+    assert read_documents(_text("a: 1\n"), str(tmp_path))[0].data == {"a": 1}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_errors_of_a_cached_text_are_the_same(
+    case: Bad, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for name, text in case.files.items():
+        (work / name).write_text(text)
+    cache = str(tmp_path / "cache")
+    failures = []
+    for use in (None, cache, cache):  # uncached, a miss, a hit
+        with pytest.raises(SpecErrors) as raised:
+            load_specs(sorted(case.files), cache_dir=use)
+        failures.append([str(e) for e in raised.value.errors])
+    assert failures[0] == failures[1] == failures[2]
+
+
+def test_a_valid_spec_set_is_the_same_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    spec = tmp_path / "agents.yaml"
+    spec.write_text(
+        "apiVersion: clawker.dev/v1alpha1\nkind: Project\nmetadata: {name: p}\n"
+        f"spec:\n  workspace: {{path: {ws}}}\n  agent: {{env: {{A: b}}}}\n---\n"
+        "apiVersion: clawker.dev/v1alpha1\nkind: Agent\nmetadata: {name: a1}\n"
+        "spec: {command: [sleep, infinity]}\n"
+    )
+    cache = str(tmp_path / "cache")
+    plain = load_specs([str(spec)])
+    load_specs([str(spec)], cache_dir=cache)
+    monkeypatch.setattr(documents, "_parse", _never_parse)
+    assert load_specs([str(spec)], cache_dir=cache) == plain
