@@ -5,12 +5,13 @@ exactly (invalid YAML, dates) is parsed every time."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-import specs.documents as documents
-from specs import SpecErrors, load_specs
+from specs import SpecErrors, documents, load_specs
 from specs.documents import SpecText, read_documents
 from tests.unit.test_specs_errors import BAD_INPUTS, Bad
 
@@ -136,3 +137,26 @@ def test_a_valid_spec_set_is_the_same_from_the_cache(
     load_specs([str(spec)], cache_dir=cache)
     monkeypatch.setattr(documents, "_parse", _never_parse)
     assert load_specs([str(spec)], cache_dir=cache) == plain
+
+
+def test_a_cached_text_loads_without_importing_ruamel(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    spec = tmp_path / "agents.yaml"
+    spec.write_text(
+        "apiVersion: clawker.dev/v1alpha1\nkind: Project\nmetadata: {name: p}\n"
+        f"spec: {{workspace: {{path: {ws}}}}}\n---\n"
+        "apiVersion: clawker.dev/v1alpha1\nkind: Agent\nmetadata: {name: a1}\n"
+    )
+    code = (
+        "import sys\nfrom specs import load_specs\n"
+        f"s = load_specs([{str(spec)!r}], cache_dir={str(tmp_path / 'cache')!r})\n"
+        "print(len(s.agents), 'ruamel.yaml' in sys.modules)"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert runs == [["1", "True"], ["1", "False"]]  # a miss parses; a hit needs no parser
