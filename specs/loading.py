@@ -16,7 +16,7 @@ from typing import TextIO
 
 from specs.documents import SpecText, read_documents
 from specs.errors import SourceRef, SpecError, SpecErrors
-from specs.merging import desired_agent, project_defaults
+from specs.merging import desired_agent, project_defaults, workspace_facts_once
 from specs.models import DesiredAgent, WorkspaceMode
 from specs.validation import AgentDeclaration, ProjectDeclaration, validate_document
 
@@ -53,6 +53,16 @@ def load_specs(
     (clawker's state directory and sockets: see specs.workspace_policy). `cache_dir`: where
     parsed texts are kept (specs.documents); validation and merging always run.
     """
+    with workspace_facts_once():
+        return _load_specs(inputs, stdin, protected, cache_dir)
+
+
+def _load_specs(
+    inputs: Sequence[str],
+    stdin: TextIO | None,
+    protected: Sequence[str],
+    cache_dir: str | None,
+) -> SpecSet:
     errors: list[SpecError] = []
     warnings: list[str] = []
     texts = _read_inputs(inputs, stdin, errors, warnings)
