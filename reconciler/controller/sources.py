@@ -150,8 +150,10 @@ class SpecFileSource:
         *,
         debouncer: Debouncer | None = None,
         clock: Callable[[], float] = time.monotonic,
+        yield_every_ms: int = 20,
     ) -> None:
         self.dirs, self._relevant = watched_paths(inputs)
+        self._yield_every_ms = yield_every_ms
         self._on_change = on_change
         self._stop = stop
         self._debouncer = debouncer or Debouncer()
@@ -167,7 +169,7 @@ class SpecFileSource:
             debounce=200,
             step=20,
             stop_event=self._stop,
-            rust_timeout=20,  # a due reload waits for the next yield: at most this long
+            rust_timeout=self._yield_every_ms,  # a due reload waits for the next yield
             yield_on_timeout=True,
             recursive=False,
             raise_interrupt=False,
