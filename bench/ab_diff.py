@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def main() -> None:
             specs[label].write_text(fleet.clawker_spec())
             envs[label] = scope.clawker_env() | {"PYTHONPATH": str(trees[label])}
         samples: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
         try:
             for label, tree in trees.items():
                 print(f"{label}: applying {args.agents} agents (untimed)", flush=True)
@@ -92,11 +94,17 @@ def main() -> None:
                     tree,
                 )
             samples = {name: [] for name in contenders}
+            cpu = {name: [] for name in contenders}
             load_before = os.getloadavg()
             for i in range(args.runs):
                 for name in interleaved(list(contenders), i):
                     argv, env, cwd = contenders[name]
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
                     samples[name].append(time_command(argv, env=env, cwd=cwd))
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu[name].append(
+                        after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+                    )
                 print(f"run {i + 1}/{args.runs}", flush=True)
             load_after = os.getloadavg()
         finally:
@@ -115,6 +123,15 @@ def main() -> None:
     for what in ("diff", "get agents"):
         ratio = medians[f"B {what}"] / medians[f"A {what}"]
         print(f"B / A, {what}: {ratio:.2f}")
+    # CPU seconds of the process itself (user + system): what this machine's load disturbs
+    # least. Waiting on dockerd and the CP is not in it.
+    cpu_medians = {name: statistics.median(v) for name, v in cpu.items()}
+    print(f"\nCPU (user + system) of the command{'median':>12}{'/ floor':>9}")
+    for name, m in cpu_medians.items():
+        print(f"{name:36}{m:9.3f}{m / cpu_medians[FLOOR]:9.2f}")
+    for what in ("diff", "get agents"):
+        ratio = cpu_medians[f"B {what}"] / cpu_medians[f"A {what}"]
+        print(f"B / A, {what} CPU: {ratio:.2f}")
 
 
 if __name__ == "__main__":
