@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from specs import SpecErrors, documents, load_specs
 from specs.documents import SpecText, read_documents
+from specs.workspace_policy import WorkspaceRefusal, workspace_refusal
 from tests.unit.test_specs_errors import BAD_INPUTS, Bad
 
 VARIED = """\
@@ -160,3 +162,31 @@ def test_a_cached_text_loads_without_importing_ruamel(tmp_path: Path) -> None:
         for _ in range(2)
     ]
     assert runs == [["1", "True"], ["1", "False"]]  # a miss parses; a hit needs no parser
+
+
+def test_one_load_looks_a_shared_workspace_up_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    spec = tmp_path / "agents.yaml"
+    agents = "".join(
+        f"---\napiVersion: clawker.dev/v1alpha1\nkind: Agent\nmetadata: {{name: a{i}}}\n"
+        for i in range(3)
+    )
+    spec.write_text(
+        "apiVersion: clawker.dev/v1alpha1\nkind: Project\nmetadata: {name: p}\n"
+        f"spec: {{workspace: {{path: {ws}}}}}\n" + agents
+    )
+    asked: list[str] = []
+
+    def counting(path: str, protected: Sequence[str] = ()) -> WorkspaceRefusal | None:
+        asked.append(path)
+        return workspace_refusal(path, protected)
+
+    monkeypatch.setattr("specs.merging.workspace_refusal", counting)
+    specset = load_specs([str(spec)])
+    assert len(specset.agents) == 3
+    assert asked == [str(ws)]  # three agents and the project's defaults share one look
+    load_specs([str(spec)])
+    assert len(asked) == 2  # a new load looks again: the directory may have changed
