@@ -209,6 +209,11 @@ class _Cache:
     def read(self) -> _Parsed | None:
         try:
             with open(self.path, "rb") as stream:
+                # Only an entry this user wrote: a cache another account can write to (a
+                # user's ~/.cache under `sudo -E`) must not decide what root applies.
+                info = os.fstat(stream.fileno())
+                if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+                    return None
                 loaded = marshal.loads(stream.read())
         except (OSError, EOFError, ValueError, TypeError):
             return None

@@ -190,3 +190,21 @@ def test_one_load_looks_a_shared_workspace_up_once(
     assert asked == [str(ws)]  # three agents and the project's defaults share one look
     load_specs([str(spec)])
     assert len(asked) == 2  # a new load looks again: the directory may have changed
+
+
+def test_an_entry_others_can_write_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_documents(_text("a: 1\n"), str(tmp_path))
+    (entry,) = os.listdir(tmp_path)
+    (tmp_path / entry).chmod(0o666)
+    parsed: list[str] = []
+    real = documents._parse
+
+    def counting(source: SpecText) -> list[tuple[int, int, object, object]]:
+        parsed.append(source.name)
+        return real(source)
+
+    monkeypatch.setattr(documents, "_parse", counting)
+    assert read_documents(_text("a: 1\n"), str(tmp_path))[0].data == {"a": 1}
+    assert parsed == ["a.yaml"]  # parsed again, not taken from the entry
