@@ -143,9 +143,10 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
                         {"model": "m", "max_tokens": 8, "stream": True, "messages": []}
                     ),
                 }
-                exec_id = api.exec_create(
+                created = api.exec_create(
                     name, [f"{VENV}/bin/python", "-c", CLIENT, json.dumps(config)], user="claude"
                 )
+                exec_id = str(created["Id"])
                 out = api.exec_start(exec_id).decode(errors="replace")
                 if api.exec_inspect(exec_id)["ExitCode"] != 0:
                     raise BenchError(f"the client inside {name} failed:\n{out[-2000:]}")

@@ -142,7 +142,7 @@ spec:
 
 
 def _exec(api: docker.APIClient, container: str, *argv: str) -> str:
-    exec_id = api.exec_create(container, list(argv))
+    exec_id = str(api.exec_create(container, list(argv))["Id"])
     out: bytes = api.exec_start(exec_id)
     if api.exec_inspect(exec_id)["ExitCode"] != 0:
         raise BenchError(f"{argv[0]} in {container} failed: {out.decode(errors='replace')}")
@@ -389,6 +389,10 @@ def _remove_cgroup_parent(parent: str) -> None:
             path.rmdir()
 
 
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time the egress firewall.")
     parser.add_argument("--batches", type=int, default=20, help="connect batches (default 20)")
@@ -402,8 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("needs root (cgroup-BPF)")
     scope = BenchScope.new()
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"bench scope: {TEST_LABEL}={scope.run_id}")
+    _log(f"bench scope: {TEST_LABEL}={scope.run_id}")
     host = {
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
@@ -420,10 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             restarts=args.restarts,
             transfers=args.transfers,
             transfer_mb=args.transfer_mb,
-            log=log,
+            log=_log,
         )
     except (BenchError, subprocess.CalledProcessError) as exc:
-        log(f"error: {exc}")
+        _log(f"error: {exc}")
         return 1
     finally:
         scope.remove_everything()
@@ -432,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_table(result, unit="us"), flush=True)
     if not args.no_write:
         host["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
-        log(f"wrote {write_json(result, host, RESULTS, unit='us')}")
+        _log(f"wrote {write_json(result, host, RESULTS, unit='us')}")
     return 0
 
 

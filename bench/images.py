@@ -23,6 +23,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 # Run as a script (`python bench/images.py`): make the repository root importable.
@@ -37,6 +38,7 @@ from bench.reporting import ScenarioResult, render_table, write_json
 from reconciler.docker.engine import DockerEngine
 from reconciler.images import build_project_image, ensure_project_image, image_inputs
 from reconciler.images.base import build_base_image
+from reconciler.images.cache import cache_root
 from reconciler.images.harness import fetch_harness, harness_version
 from reconciler.images.wheelhouse import fetch_wheelhouse
 from reconciler.settings import settings_from_env
@@ -101,21 +103,26 @@ def run(
             NOOP,
         )
     }
-    notes: dict[str, object] = {"harness_version": harness_version(), "from": IMAGE}
     with scoped_environ(scope.clawker_env()):
-        port = DockerEngine(scope=settings_from_env())
+        # Read once, as the CLI does, and handed to every call: the host caches filled here are
+        # the ones the builds below read (Settings.cache_dir, Settings.harness_version).
+        settings = settings_from_env()
+        version = harness_version(settings)
+        cache = cache_root(settings)
+        notes: dict[str, object] = {"harness_version": version, "from": IMAGE}
+        port = DockerEngine(scope=settings)
         if port.image_id(IMAGE) is None:
             raise BenchError(f"{IMAGE} is missing; run `make setup`")
-        fetched = {}
-        seconds, _ = time_call(fetch_wheelhouse)
+        fetched: dict[str, float] = {}
+        seconds, _ = time_call(partial(fetch_wheelhouse, cache))
         fetched["wheelhouse_s"] = round(seconds, 2)
-        seconds, _ = time_call(lambda: fetch_harness(harness_version()))
+        seconds, _ = time_call(partial(fetch_harness, version, cache))
         fetched["harness_s"] = round(seconds, 2)
         notes["host_cache_fill_s (0 when already cached)"] = fetched
 
         for i in range(runs):
             ref = f"clawker-base:{scope.run_id}-{i}"
-            seconds, _ = time_call(lambda ref=ref: build_base_image(port, ref=ref))
+            seconds, _ = time_call(partial(build_base_image, port, ref=ref))
             samples[BASE_COLD].append(seconds)
             log(f"  base cold #{i + 1}: {seconds:.1f}s")
         for _ in range(cached_runs):
@@ -126,19 +133,21 @@ def run(
             ("none", NONE_COLD, NONE_CACHED),
             ("claude", CLAUDE_COLD, CLAUDE_CACHED),
         ):
-            inputs = image_inputs(_agent(scope, harness))
+            inputs = image_inputs(_agent(scope, harness), settings)
             for i in range(runs):
                 seconds, _ = time_call(
-                    lambda inputs=inputs: build_project_image(port, inputs, no_cache=True)
+                    partial(build_project_image, port, inputs, settings=settings, no_cache=True)
                 )
                 samples[cold].append(seconds)
                 log(f"  {harness} cold #{i + 1}: {seconds:.1f}s")
             for _ in range(cached_runs):
-                seconds, _ = time_call(lambda inputs=inputs: build_project_image(port, inputs))
+                seconds, _ = time_call(
+                    partial(build_project_image, port, inputs, settings=settings)
+                )
                 samples[cached].append(seconds)
             for _ in range(cached_runs):
                 seconds, result = time_call(
-                    lambda inputs=inputs: ensure_project_image(port, inputs)
+                    partial(ensure_project_image, port, inputs, settings=settings)
                 )
                 if result.built:
                     raise BenchError(f"{inputs.ref} was rebuilt ({result.reason}): not a no-op")
@@ -173,6 +182,10 @@ def run(
     )
 
 
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time base and project image builds.")
     parser.add_argument("--runs", type=int, default=3, help="cold runs (default 3)")
@@ -182,8 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs < 1 or args.cached_runs < 1:
         parser.error("--runs and --cached-runs must be at least 1")
     scope = BenchScope.new()
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"bench scope: {TEST_LABEL}={scope.run_id}")
+    _log(f"bench scope: {TEST_LABEL}={scope.run_id}")
     host = {
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
@@ -191,16 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "docker_engine": docker.APIClient(version="auto").version().get("Version", "?"),
     }
     try:
-        result = run(scope, runs=args.runs, log=log, cached_runs=args.cached_runs)
+        result = run(scope, runs=args.runs, log=_log, cached_runs=args.cached_runs)
     except BenchError as exc:
-        log(f"error: {exc}")
+        _log(f"error: {exc}")
         return 1
     finally:
         _remove_images(scope)
         scope.remove_everything()
     print(render_table(result), flush=True)
     if not args.no_write:
-        log(f"wrote {write_json(result, host, RESULTS)}")
+        _log(f"wrote {write_json(result, host, RESULTS)}")
     return 0
 
 

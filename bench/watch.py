@@ -206,6 +206,10 @@ def run(
     )
 
 
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time watch mode's reaction to edits and drift.")
     parser.add_argument("--runs", type=int, default=10, help="runs of each (default 10)")
@@ -214,8 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     scope = BenchScope.new()
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"bench scope: {TEST_LABEL}={scope.run_id}")
+    _log(f"bench scope: {TEST_LABEL}={scope.run_id}")
     api = docker.APIClient(version="auto")
     host = {
         "cpus": os.cpu_count(),
@@ -225,17 +228,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
     }
     try:
-        result = run(scope, runs=args.runs, log=log)
+        result = run(scope, runs=args.runs, log=_log)
     except BenchError as exc:
-        log(f"error: {exc}")
+        _log(f"error: {exc}")
         return 1
     finally:
         removed = scope.remove_everything()
-        log(f"removed {len(removed)} objects labelled {TEST_LABEL}={scope.run_id}")
+        _log(f"removed {len(removed)} objects labelled {TEST_LABEL}={scope.run_id}")
     print(render_table(result), flush=True)
     if not args.no_write:
         host["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
-        log(f"wrote {write_json(result, host, RESULTS)}")
+        _log(f"wrote {write_json(result, host, RESULTS)}")
     return 0
 
 
