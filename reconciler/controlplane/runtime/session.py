@@ -13,6 +13,7 @@ import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -227,6 +228,22 @@ def _require_current(still_current: Callable[[], bool]) -> None:
         )
 
 
+def _current_in_background(still_current: Callable[[], bool]) -> Callable[[], None]:
+    """Ask `still_current()` on a thread of its own from now; the returned call waits for the
+    answer and raises StartSupersededError if it is no. (It is a Docker inspect: its round trip
+    then overlaps the Session's own instead of adding to it.)"""
+    answer: Future[bool] = Future()
+
+    def ask() -> None:
+        try:
+            answer.set_result(still_current())
+        except BaseException as exc:  # handed to the waiter, which raises it on its thread
+            answer.set_exception(exc)
+
+    threading.Thread(target=ask, name="start-current", daemon=True).start()
+    return lambda: _require_current(answer.result)
+
+
 def _release(talk: _Conversation, still_current: Callable[[], bool]) -> None:
     _require_current(still_current)
     talk.ask(pb.Command(agent_ready=pb.AgentReady()), "ack")
@@ -248,10 +265,10 @@ def drive_start(
 
     `register(jwt)` verifies and records the registration token (raising to refuse it).
     `on_initialized()` is called once the init steps and post_init are done (Initialized).
-    `still_current()` is asked right after Hello (before registration or any step) and right
-    before AgentReady: a container restarted since this pass read it has a new clawkerd at the
-    same address, whose own start must be driven (and enrolled) by its own pass, never by this
-    one. `cancellation` ends the stream at once when Docker says the container died.
+    `still_current()` is asked as Hello is sent (answered before registration or any step)
+    and again right before AgentReady: a container restarted since this pass read it has a new
+    clawkerd at the same address, whose own start must be driven (and enrolled) by its own pass,
+    never by this one. `cancellation` ends the stream at once when Docker says the container died.
     """
     talk = _Conversation(pb_grpc.ClawkerdStub(channel), timeout)
     with (cancellation or Cancellation()).interrupting(talk.cancel):
@@ -286,10 +303,14 @@ def _drive(
             raise StepFailedError(record)
         return record
 
+    # The connection is up (the dial waited for it), so an inspect from now on that still
+    # shows this start proves the clawkerd at the other end is this start's; it runs while Hello
+    # makes its round trip, and nothing (registration, a step) happens before its answer.
+    current = _current_in_background(still_current)
     try:
         ack = talk.ask(pb.Command(hello=pb.Hello(cp_version=CP_VERSION)), "hello_ack").hello_ack
         # TLS proved which container answered; this proves it is still the start we drive.
-        _require_current(still_current)
+        current()
         registered = False
         if not is_registered:
             token = talk.ask(
