@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -42,11 +43,12 @@ from reconciler.loop.converge import (
     readiness_conditions,
 )
 from reconciler.loop.execute import StepEvent
+from reconciler.loop.imperative import find_project_file
 from reconciler.loop.observe import observe
 from reconciler.loop.plan import Plan
 from reconciler.loop.timeline import Timeline
 from reconciler.settings import Settings
-from specs import SpecSet, load_specs
+from specs import SpecErrors, SpecSet, load_specs
 
 __all__ = ["UsageError", "cmd_apply", "cmd_delete", "cmd_diff", "cmd_get"]
 
@@ -237,11 +239,12 @@ def _ensure_controlplane(settings: Settings, style: Style) -> None:
 
 def cmd_get(args: argparse.Namespace) -> int:
     specset = _load(args.filename, args.settings) if args.filename else None
+    declared = specset or _discovered_project(args.settings)
     port = DockerEngine(scope=args.settings)
     observed = observe(port)
     statuses = agent_statuses(
         observed,
-        specset.agents if specset else (),
+        declared.agents if declared else (),
         only_desired=specset is not None,
         conditions=readiness_conditions(
             observed, lifecycle.client(StatePaths(args.settings.state_dir))
@@ -254,6 +257,22 @@ def cmd_get(args: argparse.Namespace) -> int:
     else:
         _err("No agents found.")
     return EXIT_OK
+
+
+def _discovered_project(settings: Settings) -> SpecSet | None:
+    """Without -f, `get` lists every agent in scope and marks DECLARED those of the project
+    file found here or in a parent directory (as `run` finds it); a project file that does not
+    load is a warning, not a failure: listing must work while a spec is being edited."""
+    found = find_project_file(os.getcwd())
+    if found is None:
+        return None
+    try:
+        return _load([found], settings)
+    except SpecErrors as exc:
+        for error in exc.errors:
+            _err(f"warning: {error}")
+        _err("warning: DECLARED is shown as no for every agent; fix the file or pass -f")
+        return None
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

@@ -7,15 +7,17 @@ only on what clawker made (the Docker port filters by label).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import io
 import json
 import os
 import shutil
+import socket
+import struct
 import sys
 import tarfile
 import tempfile
-import time
 
 from cli.agent_verbs import UsageError, _confirm
 from cli.render import render_event, render_outcomes, render_plan
@@ -108,22 +110,49 @@ def _clawkerd_log(
     except DockerError as exc:
         raise UsageError(f"{container.name} has no clawkerd log yet ({exc})") from exc
     lines = text.splitlines()
-    shown = len(lines)
+    if follow and container.state == "running":
+        return _follow_clawkerd_log(port, container, skip=len(lines), shown=lines, tail=tail)
     for line in lines[-tail:] if tail is not None else lines:
         _out(render_clawkerd_line(line))
-    while follow:
-        time.sleep(1.0)
-        try:
-            lines = (
-                _read_container_file(port, container.id, CLAWKERD_LOG)
-                .decode(errors="replace")
-                .splitlines()
-            )
-        except DockerError:
-            return EXIT_OK  # the container is gone
-        for line in lines[shown:]:
+    return EXIT_OK
+
+
+def _follow_clawkerd_log(
+    port: DockerEngine, container: ContainerInfo, *, skip: int, shown: list[str], tail: int | None
+) -> int:
+    """`logs --clawkerd -f`: what the log holds now, then each line as clawkerd writes it, through
+    `tail -F` inside the container (rotation at 50 MB is followed; nothing is re-read), until
+    the container stops or the person presses ctrl-c."""
+    for line in shown[-tail:] if tail is not None else shown:
+        _out(render_clawkerd_line(line))
+    try:
+        sock = port.exec_socket(
+            container.id, ["tail", "-F", "-q", "-n", f"+{skip + 1}", CLAWKERD_LOG], user="root"
+        )
+    except DockerError:
+        return EXIT_OK  # it stopped between the read and the follow
+    pending, text = b"", b""
+    with sock:
+        sock.shutdown(socket.SHUT_WR)
+        while chunk := sock.recv(65536):
+            pending += chunk
+            while len(pending) >= 8:
+                stream, size = struct.unpack(">BxxxL", pending[:8])
+                if len(pending) < 8 + size:
+                    break
+                payload, pending = pending[8 : 8 + size], pending[8 + size :]
+                if stream != 1:
+                    continue  # tail's own notes ("has been replaced"): rotation is not news
+                text += payload
+                *complete, text = text.split(b"\n")
+                for raw in complete:
+                    _out(render_clawkerd_line(raw.decode(errors="replace")))
+                skip += len(complete)
+    # The container's end kills `tail` too, maybe before it read clawkerd's last lines.
+    with contextlib.suppress(DockerError):
+        last = _read_container_file(port, container.id, CLAWKERD_LOG).decode(errors="replace")
+        for line in last.splitlines()[skip:]:
             _out(render_clawkerd_line(line))
-        shown = len(lines)
     return EXIT_OK
 
 

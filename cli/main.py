@@ -215,7 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_apply)
 
-    p = sub.add_parser("get", help="list agents: desired vs observed")
+    p = sub.add_parser(
+        "get",
+        help="list agents: desired vs observed",
+        description="List agents: desired (the specs) against observed (Docker and the control "
+        "plane). With -f, only the declared agents; without it, every agent in scope, DECLARED "
+        "marking those of the project file (clawker.yaml, .clawker.yaml or agents.yaml) found "
+        "in the current directory or a parent.",
+    )
     p.add_argument("resource", choices=["agents"], help="what to list")
     _add_files(p, required=False)
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")

@@ -88,6 +88,7 @@ def validate_document(document: Document) -> tuple[Declaration | None, list[Spec
             )
         ]
     errors = _envelope_errors(document, data) + list(_nul_errors(document, data, ()))
+    errors += _size_errors(document, data)
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in DOCUMENT_MODELS:
         return None, errors
@@ -131,6 +132,63 @@ def _nul_errors(document: Document, value: Any, path: tuple[Any, ...]) -> Iterat
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _nul_errors(document, item, (*path, index))
+
+
+# Linux refuses an argument or an environment entry ("NAME=value") longer than MAX_ARG_STRLEN
+# (32 pages: 131072 bytes with its NUL), and an exec whose arguments and environment together
+# pass ARG_MAX (a quarter of the stack limit: 2 MiB by default) with E2BIG. A document may use
+# half of that, leaving the rest to the other documents merged in and to clawker's own variables.
+MAX_ENTRY_BYTES = 131071
+MAX_EXEC_BYTES = 1024 * 1024
+
+
+def _size_errors(document: Document, data: dict[Any, Any]) -> list[SpecError]:
+    """Values the kernel would refuse when clawkerd runs a step or the agent's command: found
+    here, at their line, rather than as E2BIG inside a started container."""
+    errors: list[SpecError] = []
+    spec = data.get("spec")
+    if not isinstance(spec, dict):
+        return errors
+    entries: list[tuple[tuple[Any, ...], int]] = []
+    agent = spec.get("agent")
+    if isinstance(agent, dict):
+        env = agent.get("env")
+        if isinstance(env, dict):
+            for name, value in env.items():
+                if isinstance(name, str) and isinstance(value, str):
+                    size = len(name.encode()) + 1 + len(value.encode())
+                    entries.append((("spec", "agent", "env", name), size))
+        for script in ("post_init", "pre_run"):
+            if isinstance(agent.get(script), str):
+                entries.append((("spec", "agent", script), len(agent[script].encode())))
+    command = spec.get("command")
+    if isinstance(command, list):
+        for index, arg in enumerate(command):
+            if isinstance(arg, str):
+                entries.append((("spec", "command", index), len(arg.encode())))
+    for path, size in entries:
+        if size > MAX_ENTRY_BYTES:
+            errors.append(
+                SpecError(
+                    document.locate(path),
+                    render_key_path(path),
+                    f"{size} bytes is longer than Linux allows for one argument or environment "
+                    f"entry ({MAX_ENTRY_BYTES} bytes)",
+                    "put the text in a file in the workspace and read it from there",
+                )
+            )
+    total = sum(size + 8 for _, size in entries)  # each string and its pointer
+    if not errors and total > MAX_EXEC_BYTES:
+        errors.append(
+            SpecError(
+                document.locate(("spec",)),
+                "spec",
+                f"the environment, scripts and command of this document take {total} bytes; "
+                f"an exec allows about 2 MiB in all, and a document may use {MAX_EXEC_BYTES}",
+                "move large values into files in the workspace",
+            )
+        )
+    return errors
 
 
 def _validated(model: type[_M], document: Document, errors: list[SpecError]) -> _M | None:

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from reconciler import naming
 from reconciler.controlplane.api.channel import ApiServer
 from reconciler.controlplane.api.firewall_handlers import firewall_handlers
 from reconciler.controlplane.api.messages import (
@@ -121,6 +122,27 @@ def run(
         for key in params.get("agents", []):
             firewall.forget(str(key))
             registry.forget_runtime(str(key))
+        forget_pending()
+
+    def forget_pending() -> None:
+        """Agents deleted while the CP was down: the CLI left their keys in forget.pending.
+        A key that has a container again (made since) is alive and kept."""
+        taking = paths.forget_pending.with_suffix(".taking")
+        try:
+            os.replace(paths.forget_pending, taking)  # an append from now on makes a new file
+        except FileNotFoundError:
+            return
+        keys = {line.strip() for line in taking.read_text().splitlines() if line.strip()}
+        alive = {
+            naming.agent_key(c.labels[naming.PROJECT], c.labels[naming.AGENT])
+            for c in controller.port.list_containers()
+            if naming.PROJECT in c.labels and naming.AGENT in c.labels
+        }
+        for key in sorted(keys - alive):
+            log.info("forgetting agent %s (deleted while the control plane was down)", key)
+            firewall.forget(key)
+            registry.forget_runtime(key)
+        taking.unlink(missing_ok=True)
 
     def status(params: dict[str, Any]) -> dict[str, Any]:
         ids = params.get("containers", [])
@@ -176,6 +198,7 @@ def run(
             **firewall_handlers(firewall),
         },
     )
+    forget_pending()  # before the API answers: an apply's runtime_put must come after it
     controller.start()
     api.start()
     paths.pid_file.write_text(f"{os.getpid()}\n")

@@ -40,6 +40,11 @@ class StatePaths:
     def log(self) -> Path:
         return self.root / "controlplane.log"
 
+    @property
+    def forget_pending(self) -> Path:
+        """Agents deleted while the CP was not running: one key per line, for its next start."""
+        return self.root / "forget.pending"
+
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)

@@ -14,6 +14,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
 import docker
@@ -498,7 +499,12 @@ class DockerEngine:
 
     def probe_volume(self, volume: str, path: str, image: str) -> frozenset[str] | None:
         """`archive_names` of `path` inside a volume no container mounts: through a container
-        that is created (never started) for the look and removed again."""
+        that is created (never started) for the look and removed again — unless the engine is
+        local and the volume's directory readable here (root with the local driver: the case
+        clawker is built for), which is read directly, so that `diff` makes no container."""
+        seen = self._local_volume_names(volume, path)
+        if seen is not False:
+            return seen
         name = naming.probe_name(volume)
         try:
             self.remove_container(name)  # left by a pass killed during its look
@@ -513,6 +519,25 @@ class DockerEngine:
             return self.archive_names(probe, f"/probe/{path}")
         finally:
             self._call(f"remove container {name}", self._api.remove_container, probe, force=True)
+
+    def _local_volume_names(self, volume: str, path: str) -> frozenset[str] | Literal[False] | None:
+        """The entries directly in `path` of a local-driver volume, read on this host's
+        filesystem (None when it is absent); False when that cannot be done here (another
+        driver, a remote engine, no permission)."""
+        info = self._call(f"inspect volume {volume}", self._api.inspect_volume, volume)
+        mountpoint = info.get("Mountpoint") or ""
+        if info.get("Driver") != "local" or not mountpoint:
+            return False
+        root = Path(mountpoint)
+        try:
+            if not root.is_dir():
+                return False  # not this host's filesystem
+            base = root / path
+            if not base.is_dir():
+                return None
+            return frozenset(entry.name for entry in base.iterdir())  # links never followed
+        except PermissionError:
+            return False
 
     def inspect_state(self, container_id: str) -> Mapping[str, Any]:
         info = self._call(

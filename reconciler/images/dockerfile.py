@@ -180,8 +180,10 @@ def _agent_user(user: naming.AgentUser) -> list[str]:
     """The user `claude` with the workspace owner's ids and passwordless sudo, last: a change of
     owner rebuilds only this layer. A base-image user or group already holding those ids (a
     `node` or `ubuntu` user at 1000) moves to one free id (a pair stays a pair), with the files
-    it owns. The directories volumes mount on are made here, so a new volume starts owned by
-    the agent user."""
+    it owns. A base image that already has a user or group named `claude` keeps it, moved to
+    those ids with its files, its home and primary group set as clawker's agent user needs. The
+    directories volumes mount on are made here, so a new volume starts owned by the agent
+    user."""
     uid, gid, home = user.uid, user.gid, naming.AGENT_HOME
     return [
         f"# 8. The agent user (uid {uid} gid {gid}: the workspace owner's), moving aside a user",
@@ -192,21 +194,45 @@ def _agent_user(user: naming.AgentUser) -> list[str]:
         '        n=$((n - 1)); done; echo "$n"; }; \\',
         "    n=$(free_id); \\",
         '    other=$(getent group "$gid" | cut -d: -f1); \\',
-        '    if [ -n "$other" ]; then \\',
+        '    if [ -n "$other" ] && [ "$other" != claude ]; then \\',
         '      echo "clawker: moving group $other from gid $gid to $n"; \\',
         '      groupmod --gid "$n" "$other"; \\',
         '      find / -xdev -gid "$gid" -exec chgrp -h "$n" {} +; \\',
         "    fi; \\",
         '    other=$(getent passwd "$uid" | cut -d: -f1); \\',
-        '    if [ -n "$other" ]; then \\',
+        '    if [ -n "$other" ] && [ "$other" != claude ]; then \\',
         '      echo "clawker: moving user $other from uid $uid to $n"; \\',
         '      usermod --uid "$n" "$other"; \\',
         '      find / -xdev -uid "$uid" -exec chown -h "$n" {} +; \\',
         "    fi; \\",
-        '    groupadd --gid "$gid" claude; \\',
-        f'    useradd --uid "$uid" --gid "$gid" --create-home --home-dir {home} '
+        "    old=$(getent group claude | cut -d: -f3); \\",
+        '    if [ -z "$old" ]; then groupadd --gid "$gid" claude; \\',
+        '    elif [ "$old" != "$gid" ]; then \\',
+        '      echo "clawker: moving the base image\'s group claude from gid $old to $gid"; \\',
+        '      groupmod --gid "$gid" claude; \\',
+        '      find / -xdev -gid "$old" -exec chgrp -h "$gid" {} +; \\',
+        "    fi; \\",
+        "    old=$(getent passwd claude | cut -d: -f3); \\",
+        '    if [ -z "$old" ]; then \\',
+        f'      useradd --uid "$uid" --gid "$gid" --create-home --home-dir {home} '
         "--shell /bin/bash claude; \\",
+        "    else \\",
+        '      if [ "$old" != "$uid" ]; then \\',
+        '        echo "clawker: moving the base image\'s user claude from uid $old to $uid"; \\',
+        '        usermod --uid "$uid" claude; \\',
+        '        find / -xdev -uid "$old" -exec chown -h "$uid" {} +; \\',
+        "      fi; \\",
+        '      usermod --gid "$gid" --shell /bin/bash claude; \\',
+        f'      if [ "$(getent passwd claude | cut -d: -f6)" != {home} ]; then \\',
+        f"        if [ -e {home} ]; then usermod --home {home} claude; \\",
+        f"          chown -R claude:claude {home}; \\",
+        f"        else usermod --home {home} --move-home claude; fi; \\",
+        "      fi; \\",
+        f"      install -d -o claude -g claude {home}; \\",
+        "    fi; \\",
         "    printf 'claude ALL=(ALL:ALL) NOPASSWD: ALL\\n' > /etc/sudoers.d/claude; \\",
         "    chmod 0440 /etc/sudoers.d/claude; \\",
-        f"    install -d -o claude -g claude -m 0755 {naming.CONFIG_MOUNT} {naming.HISTORY_MOUNT}",
+        f"    install -d -o claude -g claude -m 0755 {naming.CONFIG_MOUNT} {naming.HISTORY_MOUNT}"
+        "; \\",
+        '    [ "$(id -u claude):$(id -g claude)" = "$uid:$gid" ]',
     ]

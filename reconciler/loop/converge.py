@@ -5,6 +5,7 @@ These functions hold the sequencing so that the CLI, watch mode and the control 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -197,9 +198,15 @@ def forget_agents(settings: Settings, keys: Sequence[str]) -> bool:
     follow their containers); False when it is not running to be told."""
     if not keys:
         return True
+    paths = StatePaths(settings.state_dir)
     try:
-        ControlPlaneClient(StatePaths(settings.state_dir).socket).forget_agents(keys)
+        ControlPlaneClient(paths.socket).forget_agents(keys)
     except ApiError:
+        # Told at its next start instead, if it ever ran here (its state dir exists).
+        with contextlib.suppress(OSError):
+            fd = os.open(paths.forget_pending, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as pending:
+                pending.write("".join(f"{key}\n" for key in keys))
         return False
     return True
 

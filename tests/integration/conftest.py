@@ -38,7 +38,11 @@ class Scope:
     workdir: Path
 
     def clawker(
-        self, *args: str, stdin: str | None = None, check: int | None = None
+        self,
+        *args: str,
+        stdin: str | None = None,
+        check: int | None = None,
+        cwd: Path = REPO,
     ) -> subprocess.CompletedProcess[str]:
         """Run the real CLI in a subprocess, inside this test's scope."""
         proc = subprocess.run(
@@ -47,7 +51,7 @@ class Scope:
             capture_output=True,
             text=True,
             env=self.env,
-            cwd=REPO,
+            cwd=cwd,
             timeout=300,
             check=False,
         )

@@ -124,12 +124,17 @@ def expected(uid: int, gid: int, pre_run: str = "") -> dict[str, str]:
 
 def base_with_a_user_at_1000(scope: Scope) -> str:
     """clawker-base with a `node` user and group at 1000 owning a file, as node images have."""
-    ref = f"clawker-test-nodebase:{scope.run_id}"
-    dockerfile = (
-        "FROM clawker-base:bookworm\n"
+    return _base(
+        scope,
+        "nodebase",
         "RUN groupadd --gid 1000 node && useradd --uid 1000 --gid 1000 -m node"
-        " && install -o node -g node -d /opt/node-owned\n"
+        " && install -o node -g node -d /opt/node-owned\n",
     )
+
+
+def _base(scope: Scope, what: str, run: str) -> str:
+    ref = f"clawker-test-{what}:{scope.run_id}"
+    dockerfile = "FROM clawker-base:bookworm\n" + run
     for _ in scope.api.build(
         fileobj=io.BytesIO(dockerfile.encode()),
         tag=ref,
@@ -191,6 +196,29 @@ def test_a_checkout_owned_by_1000_is_the_agents_to_edit_and_commit_in(scope: Sco
         check=True,
     ).stdout
     assert stray == ""  # nothing the agent made in the repository belongs to anyone else
+
+
+def test_a_base_image_that_already_has_a_claude_user_keeps_it_at_the_owners_ids(
+    scope: Scope,
+) -> None:
+    ws = (scope.workdir / "repo").resolve()
+    checkout(ws)
+    give(4242, 4343, ws)
+    write_host_gitconfig(scope)
+    base = _base(
+        scope,
+        "claudebase",
+        "RUN groupadd --gid 1500 claude && useradd --uid 1500 --gid 1500 -m claude"
+        " && install -o claude -g claude -d /opt/claude-owned"
+        " && su claude -c 'echo from-the-base > /home/claude/.base-file'\n",
+    )
+    proc = scope.clawker("apply", "-f", str(_spec(scope, ws, base)), check=0)
+    assert "moving the base image's user claude from uid 1500 to 4242" in proc.stderr
+    assert "moving the base image's group claude from gid 1500 to 4343" in proc.stderr
+    assert ids_in(scope) == expected(4242, 4343)
+    assert as_root(scope, "stat", "-c", "%u:%g", "/opt/claude-owned").strip() == "4242:4343"
+    code, out = agent_exec(scope, _name(scope), "cat", "/home/claude/.base-file")
+    assert (code, out) == (0, "from-the-base\n")  # its home and what was in it are kept
 
 
 def test_an_odd_owner_and_then_a_change_of_owner(scope: Scope) -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import textwrap
+from pathlib import Path
 
 import docker.errors
 import pytest
 
+from reconciler.controlplane.api.client import ControlPlaneClient
+from reconciler.controlplane.paths import StatePaths
 from tests.integration.conftest import Scope
 
 pytestmark = pytest.mark.docker
@@ -311,6 +315,21 @@ def test_get_agents_shows_desired_against_observed(scope: Scope) -> None:
     scope.clawker("apply", "-f", str(spec), check=0)
     table = scope.clawker("get", "agents", check=0).stdout
     assert "UP-TO-DATE" in table and scope.project in table and "running" in table
+    # Without -f, the project file found here or in a parent says which agents are declared.
+    inside = scope.workdir / "src" / "deep"
+    inside.mkdir(parents=True)
+    found = json.loads(scope.clawker("get", "agents", "-o", "json", check=0, cwd=inside).stdout)
+    assert [(i["agent"], i["desired"]["declared"]) for i in found["items"]] == [
+        (f"{scope.project}/dev", True)
+    ]
+    elsewhere = json.loads(scope.clawker("get", "agents", "-o", "json", check=0).stdout)
+    assert [i["desired"]["declared"] for i in elsewhere["items"]] == [False]
+    # A project file that does not load is a warning: the listing still works.
+    spec.write_text(spec.read_text() + "\n  bogus: [\n")
+    broken = scope.clawker("get", "agents", "-o", "json", check=0, cwd=inside)
+    assert "warning:" in broken.stderr and "DECLARED is shown as no" in broken.stderr
+    assert [i["desired"]["declared"] for i in json.loads(broken.stdout)["items"]] == [False]
+    spec.write_text(textwrap.dedent(SPEC).replace("PROJECT", scope.project))
     after = json.loads(
         scope.clawker("get", "agents", "-f", str(spec), "-o", "json", check=0).stdout
     )
@@ -328,3 +347,28 @@ def test_get_agents_shows_desired_against_observed(scope: Scope) -> None:
         scope.clawker("get", "agents", "-f", str(spec), "-o", "json", check=0).stdout
     )["items"][0]["conditions"]
     assert [c["status"] for c in stale] == [False, False, False]
+
+
+def test_agents_deleted_while_the_control_plane_is_down_are_forgotten_at_its_next_start(
+    scope: Scope,
+) -> None:
+    paths = StatePaths(Path(scope.env["CLAWKER_STATE_DIR"]))
+    spec = str(scope.write_spec(SPEC))
+    key = f"{scope.project}/dev"
+    scope.clawker("apply", "-f", spec, check=0)
+    assert key in ControlPlaneClient(paths.socket).runtime_state()
+
+    scope.clawker("controlplane", "down", check=0)
+    scope.clawker("delete", "-f", spec, "-y", check=0)
+    assert paths.forget_pending.read_text() == f"{key}\n"
+    scope.clawker("controlplane", "up", check=0)
+    assert key not in ControlPlaneClient(paths.socket).runtime_state()
+    assert not paths.forget_pending.exists()
+
+    scope.clawker("apply", "-f", spec, check=0)
+    scope.clawker("controlplane", "down", check=0)
+    # A stale key (its agent was made again since) is alive at the next start: it is kept.
+    paths.forget_pending.write_text(f"{key}\n")
+    scope.clawker("controlplane", "up", check=0)
+    assert key in ControlPlaneClient(paths.socket).runtime_state()
+    assert not paths.forget_pending.exists()

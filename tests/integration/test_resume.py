@@ -21,6 +21,7 @@ from pathlib import Path
 import docker.errors
 import pytest
 
+from tests.cleanup import TEST_LABEL
 from tests.integration.conftest import REPO, Scope
 
 pytestmark = pytest.mark.docker
@@ -235,3 +236,34 @@ def test_two_applies_at_once_one_waits_and_both_succeed(scope: Scope) -> None:
     assert (first.returncode, second.returncode) == (0, 0), (out1, err1, out2, err2)
     assert "Conflict" not in err1 + err2 + out1 + out2
     assert "No changes." in out2
+
+
+def test_diff_reads_the_progress_of_kept_volumes_without_making_a_container(
+    scope: Scope,
+) -> None:
+    spec = str(_spec(scope))
+    scope.clawker("apply", "-f", spec, check=0)
+    scope.clawker("delete", "-f", spec, "-y", check=0)  # the volumes stay, their markers too
+    config = scope.api.inspect_volume(f"{_name(scope)}-config")["Mountpoint"]
+    markers = Path(config) / ".clawker-progress"
+    assert (markers / "config-seeded").exists()
+
+    def diff_without_a_container() -> str:
+        since = int(time.time()) - 1
+        out = scope.clawker("diff", "-f", spec, "-o", "json", check=1).stdout
+        created = scope.api.events(
+            since=since,
+            until=int(time.time()) + 1,
+            filters={
+                "type": "container",
+                "event": "create",
+                "label": f"{TEST_LABEL}={scope.run_id}",
+            },
+            decode=True,
+        )
+        assert list(created) == []  # no probe container, not even for a moment
+        return " ".join(step["cause"] for step in json.loads(out)["steps"])
+
+    assert "unfinished config volume" not in diff_without_a_container()
+    (markers / "config-seeded").unlink()  # as if a pass had died before its seed finished
+    assert "unfinished config volume" in diff_without_a_container()

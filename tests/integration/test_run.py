@@ -121,8 +121,14 @@ def test_run_d_then_exec_logs_ps_stop_start_attached_and_rm(scope: Scope) -> Non
     scope.clawker("apply", "-f", str(project_only), "--prune", "-y", check=0)
     assert scope.inspect(name)["State"]["Running"]
 
+    assert "cmd_started" in scope.clawker("logs", "--clawkerd", "bg", check=0).stdout
+    follower = _spawn(scope, "logs", "--clawkerd", "-f", "bg")  # what is there, then live lines
+    follower.expect_exact("cmd_started")
     scope.clawker("stop", "-f", spec, "bg", check=0)
     assert not scope.inspect(name)["State"]["Running"]
+    follower.expect_exact("signal_forwarded")  # written after the follow began
+    follower.expect_exact("cmd_exited")
+    assert _finish(follower) == 0  # the follow ends with the container
     child = _spawn(scope, "start", "-a", "bg")
     child.expect_exact("✓ container")
     child.expect_exact("✓ pre_run")  # the per-start steps again (clawkerd's lines), then the CMD
@@ -134,6 +140,25 @@ def test_run_d_then_exec_logs_ps_stop_start_attached_and_rm(scope: Scope) -> Non
     scope.clawker("rm", "-y", "bg", check=0)
     assert _gone(scope, name, timeout=5)
     assert f"{name}-config" in scope.volumes()
+
+
+def test_attach_detach_with_ctrl_p_ctrl_q_and_attach_again(scope: Scope) -> None:
+    spec = str(scope.write_spec(SPEC, "clawker.yaml"))
+    name = f"clawker.{scope.project}.tty"
+    proc = scope.clawker("run", "-dit", "-f", spec, "--agent", "tty", "@", "--", "bash", check=0)
+    assert proc.stdout.strip() == name
+    child = _spawn(scope, "attach", "tty")
+    child.sendline("echo attached-$((6*7))")
+    child.expect_exact("attached-42")
+    child.send("\x10\x11")  # Docker's detach keys: the CMD keeps running
+    child.expect_exact(f"detached from {name} (still running)")
+    assert _finish(child) == 0
+    assert scope.inspect(name)["State"]["Running"]
+    again = _spawn(scope, "attach", "tty")
+    again.sendline("echo back-$((6*7)); exit 3")
+    again.expect_exact("back-42")
+    assert _finish(again) == 3  # attach ends with the CMD, with its status
+    assert not scope.inspect(name)["State"]["Running"]
 
 
 def test_cp_takes_work_out_of_a_snapshot_agent_and_volume_prune_keeps_logins(

@@ -370,6 +370,25 @@ BAD_INPUTS: dict[str, Bad] = {
         "a.yaml:10:16",
         "spec.agent.post_init: a NUL character (\\0) is not allowed in a value",
     ),
+    "an env entry longer than Linux takes": Bad(
+        agent_spec("  agent: {env: {BIG: " + "x" * 131068 + "}}\n"),
+        "a.yaml:9:22",
+        "spec.agent.env.BIG: 131072 bytes is longer than Linux allows for one argument or "
+        "environment entry (131071 bytes)",
+    ),
+    "a command argument longer than Linux takes": Bad(
+        agent_spec("  command: [sh, " + "a" * 131072 + "]\n"),
+        "a.yaml:9:17",
+        "spec.command[1]: 131072 bytes is longer than Linux allows",
+    ),
+    "more environment than an exec takes": Bad(
+        agent_spec(
+            "  agent:\n    env:\n"
+            + "".join(f"      V{i}: {'y' * 100000}\n" for i in range(11))
+        ),
+        "a.yaml:9:3",
+        "spec: the environment, scripts and command of this document take 1100122 bytes",
+    ),
     "a raw BEL is reported at its own line and column": Bad(
         agent_spec("  agent: {env: {A: a\x07b}}\n"),
         "a.yaml:9:21",
