@@ -383,8 +383,7 @@ BAD_INPUTS: dict[str, Bad] = {
     ),
     "more environment than an exec takes": Bad(
         agent_spec(
-            "  agent:\n    env:\n"
-            + "".join(f"      V{i}: {'y' * 100000}\n" for i in range(11))
+            "  agent:\n    env:\n" + "".join(f"      V{i}: {'y' * 100000}\n" for i in range(11))
         ),
         "a.yaml:9:3",
         "spec: the environment, scripts and command of this document take 1100122 bytes",

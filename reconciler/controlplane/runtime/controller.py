@@ -534,7 +534,9 @@ class RuntimeController:
         return final
 
 
-def _accepting(address: str, within: float, pause: Callable[[float], None]) -> bool:
+def _accepting(
+    address: str, within: float, pause: Callable[[float], None], port: int = CLAWKERD_PORT
+) -> bool:
     """Whether clawkerd's port at `address` accepts a TCP connect within `within` seconds,
     trying every PROBE_INTERVAL (`pause` sleeps, and raises if the start was cancelled).
 
@@ -545,7 +547,7 @@ def _accepting(address: str, within: float, pause: Callable[[float], None]) -> b
     deadline = time.monotonic() + within
     while True:
         try:
-            with socket.create_connection((address, CLAWKERD_PORT), timeout=PROBE_CONNECT_TIMEOUT):
+            with socket.create_connection((address, port), timeout=PROBE_CONNECT_TIMEOUT):
                 return True
         except OSError:  # refused (not listening yet), unreachable, timed out
             pass

@@ -45,11 +45,12 @@ POST_INIT_MARKER = f"{naming.CONFIG_MOUNT}/post-initialized"
 
 # Hands each volume's root to the agent user and, when the volume was last handed to another
 # uid/gid (its root's owner: a change of workspace owner), what that one owned in it too; what
-# root or anyone else owns stays theirs. Nothing is removed or re-seeded.
+# root or anyone else owns stays theirs. Nothing is removed or re-seeded. One `stat` and one
+# `chown` for all the volumes (each is a process in the container, on every new container's
+# first start); a missing volume root fails the `chown`, and so the step.
 PREPARE_VOLUMES = """\
 uid=$1 gid=$2; shift 2
-for dir in "$@"; do
-  old_uid=$(stat -c %u "$dir"); old_gid=$(stat -c %g "$dir")
+stat -c '%u %g %n' -- "$@" | while read -r old_uid old_gid dir; do
   if [ "$old_uid" != 0 ] && [ "$old_uid" != "$uid" ]; then
     echo "clawker: $dir: files of uid $old_uid now belong to uid $uid"
     find "$dir" -xdev -uid "$old_uid" -exec chown -h "$uid" {} +
@@ -58,8 +59,8 @@ for dir in "$@"; do
     echo "clawker: $dir: files of gid $old_gid now belong to gid $gid"
     find "$dir" -xdev -gid "$old_gid" -exec chgrp -h "$gid" {} +
   fi
-  chown "$uid:$gid" "$dir"
 done
+chown "$uid:$gid" -- "$@"
 """
 OUTPUT_TAIL_BYTES = 4000
 CP_VERSION = "clawker-cp/0.1"
@@ -244,8 +245,8 @@ def _current_in_background(still_current: Callable[[], bool]) -> Callable[[], No
     return lambda: _require_current(answer.result)
 
 
-def _release(talk: _Conversation, still_current: Callable[[], bool]) -> None:
-    _require_current(still_current)
+def _release(talk: _Conversation, current: Callable[[], None]) -> None:
+    current()
     talk.ask(pb.Command(agent_ready=pb.AgentReady()), "ack")
 
 
@@ -266,9 +267,10 @@ def drive_start(
     `register(jwt)` verifies and records the registration token (raising to refuse it).
     `on_initialized()` is called once the init steps and post_init are done (Initialized).
     `still_current()` is asked as Hello is sent (answered before registration or any step)
-    and again right before AgentReady: a container restarted since this pass read it has a new
-    clawkerd at the same address, whose own start must be driven (and enrolled) by its own pass,
-    never by this one. `cancellation` ends the stream at once when Docker says the container died.
+    and again as pre_run begins (answered before AgentReady): a container restarted since this
+    pass read it has a new clawkerd at the same address, whose own start must be driven (and
+    enrolled) by its own pass, never by this one. `cancellation` ends the stream at once when
+    Docker says the container died.
     """
     talk = _Conversation(pb_grpc.ClawkerdStub(channel), timeout)
     with (cancellation or Cancellation()).interrupting(talk.cancel):
@@ -319,7 +321,7 @@ def _drive(
             register(token)
             registered = True
         if ack.cmd_running:
-            _release(talk, still_current)
+            _release(talk, lambda: _require_current(still_current))
             return StartResult(readopted=True, registered=registered, steps=())
 
         if not ack.initialized:
@@ -341,9 +343,12 @@ def _drive(
             script = once_script(POST_INIT_MARKER, plan.runtime.post_init)
             step("post_init", ["sh", "-c", script], cwd=workdir)
         on_initialized()
+        # Asked as the last step begins and answered before AgentReady: the stream is this
+        # start's clawkerd's (checked after Hello), so the inspect need not wait for the step.
+        current = _current_in_background(still_current)
         if plan.runtime.pre_run.strip():
             step("pre_run", ["sh", "-ec", plan.runtime.pre_run], cwd=workdir)
-        _release(talk, still_current)
+        _release(talk, current)
         return StartResult(readopted=False, registered=registered, steps=tuple(steps))
     finally:
         talk.close()
