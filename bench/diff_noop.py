@@ -3,8 +3,10 @@
 The agents are applied once, untimed. Then each run times, in a rotated order: the CLI end to
 end; the CLI's start-up alone (importing `cli.main`); and, in this process, loading the spec and
 `prepare_apply` (observe + plan: what `diff` does between start-up and rendering), split into the
-time spent waiting on Docker and the rest. The floors: the docker CLI listing the same
-containers, and docker-py making one list call.
+time spent waiting on Docker and the rest; loading is timed both parsing the YAML and with the
+parse cache warm, as the CLI runs it. The floors: a fresh `python` importing docker-py and
+making observe's four lists (the issue's), the docker CLI listing the same containers, and
+docker-py making one list call.
 """
 
 from __future__ import annotations
@@ -21,8 +23,17 @@ import docker
 
 from bench.fleet import Fleet
 from bench.isolation import REPO, BenchError, BenchScope, clawker_argv, scoped_environ
-from bench.measuring import Ratio, Series, interleaved, time_call, time_command
+from bench.measuring import (
+    Ratio,
+    Series,
+    interleaved,
+    output_tails,
+    run_command,
+    time_call,
+    time_command,
+)
 from bench.reporting import ScenarioResult
+from bench.scaling import floor_program
 from reconciler.docker.engine import DockerEngine, DockerPort
 from reconciler.loop.converge import prepare_apply
 from reconciler.settings import settings_from_env
@@ -33,21 +44,25 @@ __all__ = ["run"]
 DIFF = "clawker diff (CLI)"
 STARTUP = "CLI start-up (import cli.main)"
 LOAD = "load_specs (in-process)"
+LOAD_CACHED = "load_specs, parse cached (as the CLI)"
 PREPARE = "prepare_apply (in-process)"
 WAITING = "  waiting on Docker"
 OWN_WORK = "  the rest (plan)"
 DOCKER_PS = "docker ps -a --filter (CLI)"
+FLOOR = "floor: python + docker-py + 4 lists"
 RAW_LIST = "docker-py: 1 list call"
 
 _WHAT = {
     DIFF: "`clawker diff -f spec` in a subprocess, exit 0 (no changes)",
     STARTUP: "`python -c 'import cli.main'` in a subprocess: interpreter and imports",
     LOAD: "specs.load_specs: read, validate and merge the YAML",
+    LOAD_CACHED: "the same with a warm parse cache (cache_dir), as `clawker diff` runs it",
     PREPARE: "reconciler.loop.converge.prepare_apply with a DockerEngine: observe + plan",
     WAITING: "inside prepare_apply: time spent in the Docker port's calls",
     OWN_WORK: "inside prepare_apply: everything else (grouping, hashing, planning)",
     DOCKER_PS: "`docker ps -a -q` filtered by the same three labels, in a subprocess",
     RAW_LIST: "one label-filtered containers(all=True) call, bare docker-py",
+    FLOOR: "a fresh `python` importing docker-py and making observe's 4 label-filtered lists",
 }
 
 
@@ -78,6 +93,20 @@ class TimedPort:
         return timed
 
 
+def _not_running(api: docker.APIClient, scope: BenchScope, shown: int = 5) -> str:
+    """The scope's containers that are not running: state, exit code and the last log lines of
+    the first `shown` of them."""
+    every = api.containers(all=True, filters={"label": [scope.label_selector]})
+    lines = [f"--- {len(every)} containers of the scope exist (running or not)"]
+    others = [c for c in every if c["State"] != "running"]
+    for c in others[:shown]:
+        logs = api.logs(c["Id"], tail=5).decode(errors="replace").strip()
+        lines.append(f"--- {c['Names'][0].lstrip('/')}: {c['Status']}\n{logs}")
+    if len(others) > shown:
+        lines.append(f"--- and {len(others) - shown} more not running")
+    return "".join(f"{line}\n" for line in lines)
+
+
 def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]) -> ScenarioResult:
     api = docker.APIClient(version="auto")
     with tempfile.TemporaryDirectory(prefix="clawker-bench-") as tmp:
@@ -89,9 +118,13 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
         env = scope.clawker_env()
 
         log(f"diff_noop: applying {agents} agents once (untimed)")
-        setup_seconds = time_command(clawker_argv("apply", "-f", str(spec), "-y"), env=env)
-        if scope.running_containers(api) != agents:
-            raise BenchError(f"the setup apply did not leave {agents} containers running")
+        setup_seconds, setup = run_command(clawker_argv("apply", "-f", str(spec), "-y"), env=env)
+        running = scope.running_containers(api)
+        if running != agents:
+            raise BenchError(
+                f"the setup apply ({setup_seconds:.1f} s, exit 0) left {running} of {agents}"
+                f" containers running\n{_not_running(api, scope)}{output_tails(setup)}"
+            )
 
         filters = [f"{k}={v}" for k, v in scope.labels("container").items()]
         docker_ps = ["docker", "ps", "-a", "-q", *(f"--filter=label={f}" for f in filters)]
@@ -99,7 +132,8 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
         with scoped_environ(env):
             settings = settings_from_env()
             port = TimedPort(DockerEngine(api, scope=settings))
-            specset = load_specs([str(spec)])
+            cache = root / "spec-cache"
+            specset = load_specs([str(spec)], cache_dir=str(cache))  # warms the cache
             if not prepare_apply(cast(DockerPort, port), specset, settings=settings).plan.empty:
                 raise BenchError("the plan after apply is not empty: the diff would not be a no-op")
 
@@ -120,7 +154,13 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
                     time_command([sys.executable, "-c", "import cli.main"], cwd=REPO)
                 ),
                 DOCKER_PS: lambda: samples[DOCKER_PS].append(time_command(docker_ps)),
+                FLOOR: lambda: samples[FLOOR].append(
+                    time_command([sys.executable, "-c", floor_program(scope.label_selector)])
+                ),
                 LOAD: lambda: samples[LOAD].append(time_call(lambda: load_specs([str(spec)]))[0]),
+                LOAD_CACHED: lambda: samples[LOAD_CACHED].append(
+                    time_call(lambda: load_specs([str(spec)], cache_dir=str(cache)))[0]
+                ),
                 PREPARE: prepare,
                 RAW_LIST: lambda: samples[RAW_LIST].append(
                     time_call(lambda: api.containers(all=True, filters={"label": filters}))[0]
@@ -139,6 +179,7 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
         parameters={"runs": runs, "agents": agents},
         series=tuple(series.values()),
         ratios=(
+            Ratio.of(series, DIFF, FLOOR),
             Ratio.of(series, DIFF, DOCKER_PS),
             Ratio.of(series, PREPARE, RAW_LIST),
             Ratio.of(series, STARTUP, DIFF),

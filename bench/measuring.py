@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from bench.isolation import BenchError
 
-__all__ = ["Ratio", "Series", "interleaved", "time_call", "time_command"]
+__all__ = ["Ratio", "Series", "interleaved", "run_command", "time_call", "time_command"]
 
 T = TypeVar("T")
 
@@ -52,21 +52,31 @@ class Ratio:
         return cls(numerator, denominator, series[numerator].median / series[denominator].median)
 
 
-def time_command(
+def run_command(
     argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None
-) -> float:
-    """Seconds from spawning `argv` until it exits; anything but exit 0 is an error."""
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Seconds from spawning `argv` until it exits, and what it printed; anything but exit 0 is
+    an error (which carries the tails of stderr and stdout)."""
     start = time.perf_counter()
     proc = subprocess.run(
         list(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=900, check=False
     )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise BenchError(
-            f"`{shlex.join(argv)}` exited {proc.returncode}\n"
-            f"--- stderr\n{proc.stderr[-3000:]}\n--- stdout\n{proc.stdout[-1500:]}"
-        )
-    return seconds
+        raise BenchError(f"`{shlex.join(argv)}` exited {proc.returncode}\n{output_tails(proc)}")
+    return seconds, proc
+
+
+def output_tails(proc: subprocess.CompletedProcess[str]) -> str:
+    """The last lines a command printed, for an error message."""
+    return f"--- stderr\n{proc.stderr[-3000:]}\n--- stdout\n{proc.stdout[-1500:]}"
+
+
+def time_command(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> float:
+    """Seconds from spawning `argv` until it exits; anything but exit 0 is an error."""
+    return run_command(argv, env=env, cwd=cwd)[0]
 
 
 def time_call(fn: Callable[[], T]) -> tuple[float, T]:

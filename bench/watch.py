@@ -8,7 +8,8 @@ timestamped the moment this process reads it from the watcher's pipe):
 - spec saved -> agent recreated and Ready: from the atomic replace of the spec file (an env
   change of one agent, as an editor saves it) to the watcher's `agent/<key> recreated` line,
   which it prints once the control plane reports the new container Ready. Includes the file
-  watcher, the debounce (0.3 s of quiet), re-validation, the plan, the replace and readiness.
+  watcher, the debounce (watchfiles' 20 ms of quiet), re-validation, the plan, the replace and
+  readiness.
 - Docker event -> reconcile started: from the `die` event of a `docker kill` (Docker's own
   event timestamp) to the header of the pass it triggers, printed once that pass has re-listed
   Docker and planned the start.

@@ -8,6 +8,7 @@
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -70,6 +71,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } denials SEC(".maps");
 
+/* The veth wall's parent cgroup (see struct wall_config); written once by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wall_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} wall_config SEC(".maps");
+
+#define WALL_REPORTS_PER_SECOND 64
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct report_budget);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} report_budget SEC(".maps");
+
 static __always_inline struct policy *current_policy(void)
 {
 	__u64 cgroup_id = bpf_get_current_cgroup_id();
@@ -125,6 +145,72 @@ static __always_inline void report_denial(const struct policy *p, __u8 hook, __u
 	d->pad = 0;
 	if (bpf_get_current_comm(d->comm, sizeof(d->comm)))
 		d->comm[0] = 0;
+	bpf_ringbuf_submit(d, 0);
+}
+
+/* Packet drops are reported at most WALL_REPORTS_PER_SECOND times a second (all CPUs
+ * together, approximately: the window reset races, which only lets a few more through). */
+static __always_inline int report_budget_left(void)
+{
+	struct report_budget *b;
+	__u32 zero = 0;
+	__u64 now;
+
+	b = bpf_map_lookup_elem(&report_budget, &zero);
+	if (!b)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (now - b->window_start > 1000000000ULL) {
+		b->window_start = now;
+		b->used = 0;
+	}
+	if (b->used >= WALL_REPORTS_PER_SECOND)
+		return 0;
+	__sync_fetch_and_add(&b->used, 1);
+	return 1;
+}
+
+/* A dropped packet: where it went, read from its IP header at `offset` (0 in cgroup_skb, past
+ * the Ethernet header at tc). No task is known here: uid is ~0 and comm is empty. */
+static __always_inline void report_packet(struct __sk_buff *skb, __u64 cgroup_id, __u64 agent,
+					  __u8 hook, __u32 offset, __u16 ethertype,
+					  __u32 family, __u32 type, __u32 protocol)
+{
+	struct denial *d;
+	__u8 head[40];
+
+	if (!report_budget_left())
+		return;
+	d = bpf_ringbuf_reserve(&denials, sizeof(*d), 0);
+	if (!d)
+		return;
+	__builtin_memset(d, 0, sizeof(*d));
+	d->cgroup_id = cgroup_id;
+	d->agent_id = agent;
+	d->hook = hook;
+	d->family = (__u8)family;
+	d->type = type;
+	d->protocol = protocol;
+	d->uid = 0xffffffff;
+	if (ethertype == bpf_htons(0x0800) && !bpf_skb_load_bytes(skb, offset, head, 24)) {
+		__builtin_memcpy(&d->ip4, head + 16, 4);
+		if ((head[0] & 0x0f) == 5 && (head[9] == IPPROTO_TCP || head[9] == IPPROTO_UDP))
+			__builtin_memcpy(&d->port, head + 22, 2);
+		if (!type)
+			d->type = head[9] == IPPROTO_TCP ? 1 : head[9] == IPPROTO_UDP ? 2 : 3;
+		if (!family)
+			d->family = 2;
+		if (!protocol)
+			d->protocol = head[9];
+	} else if (ethertype == bpf_htons(0x86DD) && !bpf_skb_load_bytes(skb, offset, head, 40)) {
+		__builtin_memcpy(d->ip6, head + 24, 16);
+		if (!family)
+			d->family = 10;
+		if (!protocol)
+			d->protocol = head[6];
+		if (!type)
+			d->type = head[6] == IPPROTO_TCP ? 1 : head[6] == IPPROTO_UDP ? 2 : 3;
+	}
 	bpf_ringbuf_submit(d, 0);
 }
 
@@ -338,6 +424,7 @@ SEC("cgroup/setsockopt")
 int clawker_setsockopt(struct bpf_sockopt *ctx)
 {
 	int name = ctx->optname;
+	struct policy *p;
 
 	if (ctx->level == SOL_IP && name == IP_OPTIONS)
 		goto refuse;
@@ -347,7 +434,10 @@ int clawker_setsockopt(struct bpf_sockopt *ctx)
 		goto refuse;
 	return 1;
 refuse:
-	count(current_policy(), 0);
+	p = current_policy();
+	count(p, 0);
+	report_denial(p, DENIAL_SETSOCKOPT, 0, 0, 0, ctx->sk ? ctx->sk->family : 0, ctx->level,
+		      (__u32)name);
 	return 0;
 }
 
@@ -468,15 +558,72 @@ int clawker_egress_skb(struct __sk_buff *skb)
 	__u64 cgroup_id = bpf_skb_cgroup_id(skb);
 	struct policy *p = bpf_map_lookup_elem(&policy, &cgroup_id);
 
-	if (!p)
+	int allowed = 0;
+
+	if (!p) {
+		report_packet(skb, cgroup_id, 0, DENIAL_WALL, 0, (__u16)skb->protocol, 0, 0, 0);
 		return 0;
+	}
 	if (unfiltered(p) || accepted_socket(skb))
 		return 1;
 	if (skb->protocol == bpf_htons(ETH_P_IP))
-		return packet4_allowed(skb, p);
-	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return packet6_allowed(skb);
-	return 0;
+		allowed = packet4_allowed(skb, p);
+	else if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		allowed = packet6_allowed(skb);
+	if (!allowed)
+		report_packet(skb, cgroup_id, p->agent_id, DENIAL_WALL, 0, (__u16)skb->protocol, 0, 0,
+			      0);
+	return allowed;
+}
+
+/* ---- The veth wall: every frame a container under the parent puts on its veth ----------
+ * Attached by the control plane (tc clsact ingress, direct action) to the host-side end of the
+ * veth of every container whose cgroup parent is ours, enrolled or not. At that point the
+ * frame still carries the socket that sent it (veth keeps skb->sk; the host's IP stack drops
+ * it later), so a packet socket is seen here, which no cgroup-BPF hook ever sees:
+ * - a frame from a socket whose cgroup is under the parent: passed only when that cgroup is
+ *   enrolled and the socket is an inet one (or a TCP request or time-wait socket) (TCP and UDP, which the packet wall above judges
+ *   per packet), or the agent is unfiltered; a packet socket's frames are dropped, enrolled
+ *   or not;
+ * - any other frame passes: one with no socket (the kernel's own: ARP, neighbour discovery,
+ *   ICMP errors, resets, which no process can author without a socket) or with a socket of a
+ *   cgroup outside the parent (the wall is attached to every veth on clawker's network, and
+ *   is nothing to a container that is not under the parent). */
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define ETH_HLEN_ 14
+
+SEC("tc")
+int clawker_veth_wall(struct __sk_buff *skb)
+{
+	struct bpf_sock *any = skb->sk;
+	struct wall_config *cfg;
+	struct bpf_sock *sk;
+	struct policy *p;
+	__u32 zero = 0;
+	__u64 cgroup_id;
+
+	cfg = bpf_map_lookup_elem(&wall_config, &zero);
+	if (!cfg || !cfg->parent_cgroup_id)
+		return TC_ACT_SHOT; /* not configured yet: nothing is known, nothing passes */
+	if (any &&
+	    bpf_skb_ancestor_cgroup_id(skb, (int)cfg->parent_level) == cfg->parent_cgroup_id) {
+		cgroup_id = bpf_skb_cgroup_id(skb);
+		p = bpf_map_lookup_elem(&policy, &cgroup_id);
+		sk = bpf_sk_fullsock(any);
+		if (p && unfiltered(p))
+			return TC_ACT_OK;
+		/* No full socket: a TCP request or time-wait socket, inet by construction (a
+		 * SYN-ACK's is the request socket; its cgroup is the listener's). */
+		if (p && (!sk || sk->family == AF_INET_ || sk->family == AF_INET6_))
+			return TC_ACT_OK;
+		count(p, 0); /* a frame is a discrete act (no retransmission): counted in DENIED */
+		report_packet(skb, cgroup_id, p ? p->agent_id : 0, DENIAL_VETH, ETH_HLEN_,
+			      (__u16)skb->protocol, sk ? sk->family : 0, sk ? sk->type : 0,
+			      sk ? sk->protocol : 0);
+		return TC_ACT_SHOT;
+	}
+	return TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "Proprietary";

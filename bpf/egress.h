@@ -48,6 +48,24 @@ struct dns_origin {
 #define DENIAL_CONNECT6 3
 #define DENIAL_SENDMSG6 4
 #define DENIAL_SOCK_CREATE 5
+#define DENIAL_SETSOCKOPT 6 /* IP options or an IPv6 extension header */
+#define DENIAL_WALL 7       /* a packet the per-packet wall dropped (rate-limited) */
+#define DENIAL_VETH 8       /* a frame the veth wall dropped (rate-limited) */
+
+/* The veth wall's configuration (one entry, written by the loader): which cgroup is the
+ * agents' parent, and its depth in the v2 hierarchy (the root is 0). */
+struct wall_config {
+	__u64 parent_cgroup_id;
+	__u32 parent_level;
+	__u32 pad;
+};
+
+/* The rate limit on per-packet reports (one entry): at most WALL_REPORTS_PER_SECOND events
+ * per second reach the ring buffer, so a flood cannot fill it. */
+struct report_budget {
+	__u64 window_start; /* CLOCK_MONOTONIC ns */
+	__u64 used;
+};
 
 /* One refused operation, sent to the control plane through the `denials` ring buffer
  * (`clawker firewall log`). Best effort: when the buffer is full the event is dropped, the
@@ -62,7 +80,8 @@ struct denial {
 	__u8 family;    /* AF_INET, AF_INET6, AF_PACKET, ... of the socket */
 	__u32 type;     /* SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, ... */
 	__u32 protocol; /* IPPROTO_* */
-	__u32 uid;      /* of the calling task, as the container's user namespace sees it */
+	__u32 uid;      /* of the calling task, as the container's user namespace sees it;
+			 * 0xffffffff for a packet (no task is known where packets are seen) */
 	__u32 pad;      /* always 0 */
 	char comm[16];  /* the calling task's command name */
 };

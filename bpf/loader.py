@@ -33,7 +33,8 @@ from bpf.libbpf import (
     libbpf,
     obj_info,
 )
-from bpf.maps import MAP_LAYOUTS, RING_BUFFERS
+from bpf.maps import MAP_LAYOUTS, RING_BUFFERS, WallConfig
+from bpf.tc import VETH_WALL_PIN
 
 __all__ = [
     "BPF_FS",
@@ -69,7 +70,10 @@ PROGRAMS: dict[str, str] = {
 
 # Maps only the programs use (no Python mirror), pinned like the others so that what they hold
 # (which sockets were accepted from outside) survives a control plane restart or an upgrade.
-KERNEL_ONLY_MAPS = ("inbound",)
+KERNEL_ONLY_MAPS = ("inbound", "report_budget")
+
+# Programs not attached to the cgroup: pinned, for the control plane to attach elsewhere.
+VETH_WALL = "clawker_veth_wall"
 
 
 @dataclass(frozen=True)
@@ -277,7 +281,33 @@ def attach_egress(cgroup: Path, pin_dir: Path, object_path: Path | None = None) 
                 path = pin_dir / name
                 path.unlink(missing_ok=True)
                 check(lib.bpf_obj_pin(lib.bpf_map__fd(m), str(path).encode()), f"pin {path}")
+        _configure_veth_wall(obj, maps["wall_config"], cgroup, target_id, pin_dir)
     return Attachment(cgroup, target_id, pin_dir, done, bool(stale))
+
+
+def _configure_veth_wall(
+    obj: int, config_map: int, cgroup: Path, parent: int, pin_dir: Path
+) -> None:
+    """Tell the veth wall which cgroup is the parent, and pin this object's veth wall program
+    (filters attached earlier keep running the program they hold until they are re-attached)."""
+    lib = libbpf()
+    level = len(cgroup.resolve().relative_to(cgroup2_root()).parts)
+    key, value = ctypes.c_uint32(0), WallConfig(parent_cgroup_id=parent, parent_level=level)
+    check(
+        lib.bpf_map_update_elem(
+            lib.bpf_map__fd(config_map), ctypes.byref(key), ctypes.byref(value), 0
+        ),
+        "configure the veth wall",
+    )
+    prog = check_ptr(
+        lib.bpf_object__find_program_by_name(obj, VETH_WALL.encode()), "find the veth wall"
+    )
+    path = pin_dir / VETH_WALL_PIN
+    path.unlink(missing_ok=True)
+    check(
+        lib.bpf_obj_pin(check(lib.bpf_program__fd(prog), VETH_WALL), str(path).encode()),
+        f"pin {path}",
+    )
 
 
 def _ensure_link(path: Path, prog: int, prog_fd: int, cg_fd: int, cgroup: int) -> str:

@@ -29,6 +29,7 @@ from bpf.libbpf import (
 __all__ = [
     "DENIAL_HOOKS",
     "MAP_LAYOUTS",
+    "PACKET_HOOKS",
     "POLICY_DISABLED",
     "RING_BUFFERS",
     "AllowKey",
@@ -38,6 +39,7 @@ __all__ = [
     "DnsOrigin",
     "PinnedMaps",
     "Policy",
+    "WallConfig",
     "ip4_from_key",
     "ip4_key",
     "port_from_key",
@@ -102,7 +104,23 @@ class Denial(ctypes.Structure):
         return ip4_from_key(self.ip4) if self.ip4 else ""
 
 
-DENIAL_HOOKS = {1: "connect4", 2: "sendmsg4", 3: "connect6", 4: "sendmsg6", 5: "sock_create"}
+class WallConfig(ctypes.Structure):
+    """`struct wall_config`: the agents' parent cgroup, for the veth wall (the loader's)."""
+
+    _fields_ = [("parent_cgroup_id", c_uint64), ("parent_level", c_uint32), ("pad", c_uint32)]
+
+
+DENIAL_HOOKS = {
+    1: "connect4",
+    2: "sendmsg4",
+    3: "connect6",
+    4: "sendmsg6",
+    5: "sock_create",
+    6: "setsockopt",
+    7: "wall",  # a packet the per-packet wall dropped (rate-limited)
+    8: "veth",  # a frame the veth wall dropped (rate-limited)
+}
+PACKET_HOOKS = frozenset({7, 8})  # no task is known: uid and comm are unset
 
 # Ring buffers (name -> size in bytes); they have no key or value layout to mirror.
 RING_BUFFERS = {"denials": 256 * 1024}
@@ -114,6 +132,7 @@ MAP_LAYOUTS: dict[str, tuple[type[ctypes._SimpleCData | ctypes.Structure], ...]]
     "counters": (c_uint64, Counters),
     "unenrolled": (c_uint32, Counters),
     "dns_origin": (c_uint64, DnsOrigin),
+    "wall_config": (c_uint32, WallConfig),
 }
 
 
@@ -208,7 +227,7 @@ class PinnedMaps:
             for m in opened:
                 m.close()
             raise
-        self._policy, self._allow, self._counters, self._unenrolled, self._dns = opened
+        self._policy, self._allow, self._counters, self._unenrolled, self._dns, self._wall = opened
 
     def close(self) -> None:
         for m in (self._policy, self._allow, self._counters, self._unenrolled, self._dns):

@@ -33,6 +33,7 @@ from reconciler.controlplane.api.messages import StepRecord
 from reconciler.controlplane.paths import StatePaths, protected_paths
 from reconciler.docker.engine import DockerEngine, engine_socket
 from reconciler.errors import UsageError
+from reconciler.images.cache import spec_cache_dir
 from reconciler.loop.apply_lock import ApplyLock
 from reconciler.loop.converge import (
     agent_statuses,
@@ -67,7 +68,7 @@ def _load(files: Sequence[str], settings: Settings) -> SpecSet:
     if not files:
         raise UsageError("no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
     protected = protected_paths(StatePaths(settings.state_dir), engine_socket())
-    specset = load_specs(files, protected=protected)
+    specset = load_specs(files, protected=protected, cache_dir=spec_cache_dir(settings))
     for warning in specset.warnings:
         _err(f"warning: {warning}")
     return specset

@@ -203,7 +203,7 @@ def log_line(entry: dict[str, Any], style: Style) -> str:
         target = f"{entry['address']}:{entry['port']} {entry['protocol']}"
         if not entry["address"]:
             target = entry["protocol"]  # a refused socket: no destination yet
-        who = f"uid {entry['uid']} {entry['command']}".rstrip()
+        who = f"uid {entry['uid']} {entry['command']}".rstrip() if entry["uid"] >= 0 else ""
         what = f"{target}  {style(entry['hook'], 'dim')}  {who}"
     else:
         what = f"{entry['name']} ({entry['qtype']})"

@@ -11,7 +11,7 @@ so the CP never depends on what survived `sudo`.
 
 from __future__ import annotations
 
-import importlib.metadata
+import functools
 import json
 import math
 import os
@@ -48,9 +48,17 @@ ENVIRONMENT = {
 }
 
 
+@functools.cache
 def code_identity() -> str:
     """This clawker: its version and where its code lives. A control plane started from one
-    checkout must not keep serving the CLI of another (they may disagree on every message)."""
+    checkout must not keep serving the CLI of another (they may disagree on every message).
+
+    Worked out once per process: it names the code this process loaded, and looking the
+    version up scans the installed distributions (~3 ms, paid by every CP call before)."""
+    # Imported here: importlib.metadata (and the email package it loads) costs the verbs that
+    # never talk to the control plane ~15 ms of start-up.
+    import importlib.metadata  # noqa: PLC0415
+
     try:
         version = importlib.metadata.version("clawker")
     except importlib.metadata.PackageNotFoundError:

@@ -37,6 +37,7 @@ from reconciler.controlplane.paths import StatePaths, protected_paths
 from reconciler.controlplane.registry import StepRecord
 from reconciler.docker.engine import ContainerEvent, DockerError, DockerPort, engine_socket
 from reconciler.images import ImageError
+from reconciler.images.cache import spec_cache_dir
 from reconciler.loop.apply_lock import ApplyLock, ApplyLockError
 from reconciler.loop.converge import AgentOutcome, apply_plan, prepare_apply
 from reconciler.loop.execute import StepEvent
@@ -253,7 +254,9 @@ class Watcher:
         """Re-read every input; on success queue the agents whose spec changed, otherwise
         report the errors and keep the last good specs. `quiet`: say nothing if nothing changed."""
         try:
-            new = load_specs(self.inputs, protected=self._protected)
+            new = load_specs(
+                self.inputs, protected=self._protected, cache_dir=spec_cache_dir(self.settings)
+            )
         except SpecErrors as exc:
             self.report.specs_invalid(exc.errors)
             return

@@ -64,6 +64,13 @@ say "✓" "python environment (.venv)"
 .venv/bin/python scripts/gen_proto.py
 say "✓" "protocol modules (proto/gen)"
 
+# 4b. Bytecode for clawker's own packages. pip compiles what it installs into site-packages, but
+#     this editable install runs from the tree, and where PYTHONDONTWRITEBYTECODE is set (this
+#     machine) every CLI run compiled ~60 modules again (~65 ms of `clawker diff`). Python still
+#     checks each .pyc against its source's mtime, so an edited module is compiled as before.
+.venv/bin/python -m compileall -q -j 0 cli reconciler specs clawkerd proto/gen >/dev/null
+say "✓" "bytecode (__pycache__)"
+
 # 5. The firewall's eBPF programs, compiled with clang (make rebuilds them when a source changed).
 make -s bpf
 say "✓" "eBPF programs (bpf/build)"

@@ -1,24 +1,31 @@
 """Reading spec files into YAML documents that remember where each key and value was written.
 
 ruamel.yaml's round-trip loader keeps the line and column of every mapping key, mapping value
-and sequence item (`.lc`); we keep that tree next to a plain-Python copy of it, so validation
-works on ordinary dicts and lists while every error can still point at `file:line:column`.
+and sequence item (`.lc`); we keep those positions (a small tree of plain tuples) next to a
+plain-Python copy of the content, so validation works on ordinary dicts and lists while every
+error can still point at `file:line:column`.
+
+Both are plain data, so a text read before can be read from a cache (`cache_dir`, keyed by the
+text's SHA-256): a no-op `clawker diff` of 100 agents spent ~60 % of its spec loading in
+ruamel's pure-Python scanner, re-reading a file that had not changed. Only texts that parse,
+and whose content marshal can hold exactly, are cached; ruamel is imported on a miss only.
 """
+
+# ruamel loads only when a text is parsed: a cached text never needs it.
+# ruff: noqa: PLC0415
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
+import marshal
+import os
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError
-from ruamel.yaml.nodes import Node
-from ruamel.yaml.reader import ReaderError
-from ruamel.yaml.scalarbool import ScalarBoolean
 
 from specs.errors import SourceRef, SpecError, SpecErrors
 
@@ -41,8 +48,8 @@ class Document:
 
     name: str
     base_dir: str
-    node: Any  # ruamel round-trip tree: CommentedMap, CommentedSeq or a scalar
-    data: Any  # the same content as plain dicts, lists, str, int, float, bool, None, dates
+    node: Any  # where each entry was written: see `_positions`
+    data: Any  # the content as plain dicts, lists, str, int, float, bool, None, dates
     start: SourceRef
 
     def locate(self, path: Sequence[Any], *, key: bool = False) -> SourceRef:
@@ -70,11 +77,32 @@ class Document:
         return True
 
 
-def read_documents(source: SpecText) -> list[Document]:
+def read_documents(source: SpecText, cache_dir: str | None = None) -> list[Document]:
     """Parse every document of `source`, skipping empty ones.
 
-    Raises `SpecErrors` with the located problem when the text is not valid YAML.
+    Raises `SpecErrors` with the located problem when the text is not valid YAML. With
+    `cache_dir`, a text read before (same bytes, same parser) comes from there instead.
     """
+    cache = _Cache(cache_dir, source.text) if cache_dir else None
+    cached = cache.read() if cache else None
+    if cached is None:
+        cached = _parse(source)
+        if cache:
+            cache.write(cached)
+    return [
+        Document(source.name, source.base_dir, node, data, SourceRef(source.name, line, column))
+        for line, column, data, node in cached
+    ]
+
+
+# One document as plain data: (line, column) where it starts, its content, its positions.
+_Parsed = list[tuple[int, int, Any, Any]]
+
+
+def _parse(source: SpecText) -> _Parsed:
+    from ruamel.yaml.error import MarkedYAMLError
+    from ruamel.yaml.reader import ReaderError
+
     try:
         parsed = _compose_and_construct(source.text)
     except MarkedYAMLError as error:
@@ -92,14 +120,16 @@ def read_documents(source: SpecText) -> list[Document]:
                 )
             ]
         ) from error
-    documents = []
+    documents: _Parsed = []
     for node, root in parsed:
         if root is None:
             continue  # an empty document between two '---' lines
-        start = SourceRef(source.name, node.start_mark.line + 1, node.start_mark.column + 1)
+        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        start = SourceRef(source.name, line, column)
         budget = _Budget(MAX_VALUES)
         try:
             data = _plain(root, budget)
+            positions = _positions(root, _Budget(MAX_VALUES))
         except _TooManyValuesError:
             raise SpecErrors(
                 [
@@ -112,11 +142,120 @@ def read_documents(source: SpecText) -> list[Document]:
                     )
                 ]
             ) from None
-        documents.append(Document(source.name, source.base_dir, root, data, start))
+        documents.append((line, column, data, positions))
     return documents
 
 
-def _character_error(source: SpecText, error: ReaderError) -> SpecError:
+@functools.cache
+def _round_trip_collections() -> tuple[Any, Any]:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    return CommentedMap, CommentedSeq
+
+
+def _positions(value: Any, budget: _Budget) -> Any:
+    """Where each entry of a round-trip tree was written, as plain tuples `_child` reads:
+    a mapping is (0, line, column, {key: (key line, key column, value line, value column) or
+    None when merged in with '<<', whether the value is empty, the value's positions}); a
+    sequence (1, {index: ((line, column), the item's positions)}); anything else None."""
+    commented_map, commented_seq = _round_trip_collections()
+    budget.spend()
+    if isinstance(value, commented_map):
+        recorded = value.lc.data or {}
+        entries = {}
+        for key in value:
+            at = recorded.get(key)
+            entries[_plain_key(key, _Budget(MAX_VALUES))] = (
+                None if at is None else (at[0], at[1], at[2], at[3]),
+                value[key] is None,
+                _positions(value[key], budget),
+            )
+        return (0, value.lc.line, value.lc.col, entries)
+    if isinstance(value, commented_seq):
+        recorded = value.lc.data or {}
+        return (
+            1,
+            {
+                index: ((recorded[index][0], recorded[index][1]), _positions(item, budget))
+                for index, item in enumerate(value)
+                if index in recorded
+            },
+        )
+    return None
+
+
+class _Cache:
+    """One spec text's parse, stored under `directory` by its SHA-256 (and the parser's files:
+    a changed ruamel or this module never reads an old entry). Any failure to read or write it
+    only means parsing again."""
+
+    FORMAT = b"clawker-spec-cache-1"
+    KEEP = 256  # entries; past it the oldest half goes
+
+    def __init__(self, directory: str, text: str) -> None:
+        self.directory = directory
+        digest = hashlib.sha256(self.FORMAT)
+        for origin in (__file__, _ruamel_origin()):
+            try:
+                info = os.stat(origin) if origin else None
+            except OSError:
+                info = None
+            digest.update(
+                f"\0{origin}:{info.st_mtime_ns}:{info.st_size}".encode() if info else b"\0"
+            )
+        digest.update(b"\0" + text.encode("utf-8", "surrogatepass"))
+        self.path = os.path.join(directory, digest.hexdigest())
+
+    def read(self) -> _Parsed | None:
+        try:
+            with open(self.path, "rb") as stream:
+                # Only an entry this user wrote: a cache another account can write to (a
+                # user's ~/.cache under `sudo -E`) must not decide what root applies.
+                info = os.fstat(stream.fileno())
+                if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+                    return None
+                loaded = marshal.loads(stream.read())
+        except (OSError, EOFError, ValueError, TypeError):
+            return None
+        return loaded if isinstance(loaded, list) else None
+
+    def write(self, parsed: _Parsed) -> None:
+        try:
+            blob = marshal.dumps(parsed)
+            if marshal.loads(blob) != parsed:  # a value marshal would change (nan, a subtype)
+                return
+        except ValueError:  # a date or a tagged scalar: not plain enough to keep
+            return
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(blob)
+            os.replace(tmp, self.path)
+            self._trim()
+        except OSError:
+            return
+
+    def _trim(self) -> None:
+        names = [n for n in os.listdir(self.directory) if not n.startswith(".")]
+        if len(names) <= self.KEEP:
+            return
+        paths = [os.path.join(self.directory, n) for n in names]
+        paths.sort(key=lambda p: os.stat(p).st_mtime_ns)
+        for path in paths[: len(paths) // 2]:
+            os.unlink(path)
+
+
+def _ruamel_origin() -> str | None:
+    """ruamel.yaml's package file, found without importing it."""
+    try:
+        spec = importlib.util.find_spec("ruamel.yaml")
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec else None
+
+
+def _character_error(source: SpecText, error: Any) -> SpecError:
     before = source.text[: max(0, error.position)]
     line = before.count("\n") + 1
     column = error.position - (before.rfind("\n") + 1) + 1
@@ -149,7 +288,7 @@ class _Budget:
             raise _TooManyValuesError
 
 
-def _compose_and_construct(text: str) -> list[tuple[Node, Any]]:
+def _compose_and_construct(text: str) -> list[tuple[Any, Any]]:
     """Every document's node (it knows where the document starts, even a bare scalar) and the
     round-trip tree built from it, parsing the text once.
 
@@ -157,8 +296,10 @@ def _compose_and_construct(text: str) -> list[tuple[Node, Any]]:
     (a duplicate key, a malformed tagged scalar) is raised only once the whole text has composed,
     so a syntax error anywhere in the file is still the one reported.
     """
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="rt")
-    parsed: list[tuple[Node, Any]] = []
+    parsed: list[tuple[Any, Any]] = []
     failure: Exception | None = None
     for node in yaml.compose_all(text):
         if failure is not None:
@@ -173,20 +314,25 @@ def _compose_and_construct(text: str) -> list[tuple[Node, Any]]:
 
 
 def _child(node: Any, part: Any, *, key: bool) -> tuple[tuple[int, int], Any] | None:
-    """The 1-based position of `node[part]` (its key or its value) and the child itself."""
-    if isinstance(node, CommentedMap):
-        if isinstance(part, list | dict) or part not in node:
+    """The 1-based position of `node[part]` (its key or its value) and the child's positions;
+    `node` is what `_positions` made."""
+    if node is None:
+        return None
+    if node[0] == 0:
+        _, map_line, map_column, entries = node
+        if isinstance(part, list | dict) or part not in entries:
             return None
-        recorded = (node.lc.data or {}).get(part)
+        recorded, empty, child = entries[part]
         if recorded is None:  # merged in with '<<': it has no position of its own here
-            return (node.lc.line + 1, node.lc.col + 1), node[part]
+            return (map_line + 1, map_column + 1), child
         # An empty value has no text of its own; ruamel places it where the next line begins.
-        on_key = key or (node[part] is None and recorded[2] > recorded[0])
+        on_key = key or (empty and recorded[2] > recorded[0])
         line, column = (recorded[0], recorded[1]) if on_key else (recorded[2], recorded[3])
-        return (line + 1, column + 1), node[part]
-    if isinstance(node, CommentedSeq) and type(part) is int and part in (node.lc.data or {}):
-        line, column = node.lc.data[part]
-        return (line + 1, column + 1), node[part]
+        return (line + 1, column + 1), child
+    items = node[1]
+    if type(part) is int and part in items:
+        (line, column), child = items[part]
+        return (line + 1, column + 1), child
     return None
 
 
@@ -197,14 +343,23 @@ _STANDARD_TAGS: dict[str, Any] = {
 }
 
 
+@functools.cache
+def _round_trip_scalars() -> tuple[Any, Any]:
+    from ruamel.yaml.comments import TaggedScalar
+    from ruamel.yaml.scalarbool import ScalarBoolean
+
+    return TaggedScalar, ScalarBoolean
+
+
 def _plain(value: Any, budget: _Budget) -> Any:
     """Turn ruamel's round-trip types into the builtin types that validation expects."""
+    tagged_scalar, scalar_boolean = _round_trip_scalars()
     budget.spend()
     if isinstance(value, dict):
         return {_plain_key(k, budget): _plain(v, budget) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(item, budget) for item in value]
-    if isinstance(value, TaggedScalar):
+    if isinstance(value, tagged_scalar):
         # `!!str 12` is YAML for the string "12"; another tag stays a TaggedScalar, which
         # validation reports as the wrong type.
         convert = _STANDARD_TAGS.get(str(value.tag.value))
@@ -214,7 +369,7 @@ def _plain(value: Any, budget: _Budget) -> Any:
             except ValueError:
                 return value
         return value
-    if isinstance(value, bool | ScalarBoolean):
+    if isinstance(value, bool | scalar_boolean):
         return bool(value)
     if isinstance(value, str):
         return str(value)
@@ -230,7 +385,9 @@ def _plain_key(key: Any, budget: _Budget) -> Any:
     return tuple(plain) if isinstance(plain, list) else plain
 
 
-def _yaml_error(name: str, error: MarkedYAMLError) -> SpecError:
+def _yaml_error(name: str, error: Any) -> SpecError:
+    from ruamel.yaml.constructor import DuplicateKeyError
+
     mark = error.problem_mark or error.context_mark
     source = SourceRef(name, mark.line + 1, mark.column + 1) if mark else SourceRef(name, 1, 1)
     problem = (error.problem or str(error)).strip()

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from specs.documents import SpecText, read_documents
 from specs.errors import SourceRef, SpecError, SpecErrors
-from specs.merging import desired_agent, project_defaults
+from specs.merging import desired_agent, project_defaults, workspace_facts_once
 from specs.models import DesiredAgent, WorkspaceMode
 from specs.validation import AgentDeclaration, ProjectDeclaration, validate_document
 
@@ -38,7 +38,11 @@ class SpecSet:
 
 
 def load_specs(
-    inputs: Sequence[str], *, stdin: TextIO | None = None, protected: Sequence[str] = ()
+    inputs: Sequence[str],
+    *,
+    stdin: TextIO | None = None,
+    protected: Sequence[str] = (),
+    cache_dir: str | None = None,
 ) -> SpecSet:
     """Load, validate and merge the spec files named by `inputs`.
 
@@ -46,8 +50,19 @@ def load_specs(
     or "-" for `stdin` (default: sys.stdin). Every input is validated before anything is returned;
     all problems are raised together as `SpecErrors`. No agents at all is not an error.
     `protected`: paths no workspace may be, be inside of or contain, besides the built-in ones
-    (clawker's state directory and sockets: see specs.workspace_policy).
+    (clawker's state directory and sockets: see specs.workspace_policy). `cache_dir`: where
+    parsed texts are kept (specs.documents); validation and merging always run.
     """
+    with workspace_facts_once():
+        return _load_specs(inputs, stdin, protected, cache_dir)
+
+
+def _load_specs(
+    inputs: Sequence[str],
+    stdin: TextIO | None,
+    protected: Sequence[str],
+    cache_dir: str | None,
+) -> SpecSet:
     errors: list[SpecError] = []
     warnings: list[str] = []
     texts = _read_inputs(inputs, stdin, errors, warnings)
@@ -57,7 +72,7 @@ def load_specs(
     unparsed = False  # a file that is not YAML may declare what other documents refer to
     for text in texts:
         try:
-            documents = read_documents(text)
+            documents = read_documents(text, cache_dir)
         except SpecErrors as failure:
             errors.extend(failure.errors)
             unparsed = True

@@ -72,10 +72,12 @@ class Debouncer:
     and at the latest `max_wait` seconds after the first, so an editor's burst of writes
     (truncate, write, rename) is one reload and a file written non-stop still gets one.
 
-    0.1 s: an editor's burst lands within milliseconds (watchfiles already groups changes 20 ms
-    apart), and every tenth of a second here is a tenth on `spec saved → Ready`."""
+    Watch mode's default is no quiet period of its own: watchfiles already yields a burst only
+    after 20 ms without a change (`step`), which covers an editor's truncate-write-rename (they
+    land within milliseconds), and every tenth of a second here was a tenth on `spec saved →
+    Ready`. A due burst is seen on the watcher's next yield (`rust_timeout`, 20 ms)."""
 
-    def __init__(self, quiet: float = 0.1, max_wait: float = 2.0) -> None:
+    def __init__(self, quiet: float = 0.0, max_wait: float = 2.0) -> None:
         self.quiet, self.max_wait = quiet, max_wait
         self._items: set[str] = set()
         self._first = self._last = 0.0
@@ -148,8 +150,10 @@ class SpecFileSource:
         *,
         debouncer: Debouncer | None = None,
         clock: Callable[[], float] = time.monotonic,
+        yield_every_ms: int = 20,
     ) -> None:
         self.dirs, self._relevant = watched_paths(inputs)
+        self._yield_every_ms = yield_every_ms
         self._on_change = on_change
         self._stop = stop
         self._debouncer = debouncer or Debouncer()
@@ -165,7 +169,7 @@ class SpecFileSource:
             debounce=200,
             step=20,
             stop_event=self._stop,
-            rust_timeout=50,  # a due reload waits for the next yield: at most this long
+            rust_timeout=self._yield_every_ms,  # a due reload waits for the next yield
             yield_on_timeout=True,
             recursive=False,
             raise_interrupt=False,

@@ -33,8 +33,10 @@ from reconciler.controlplane.paths import StatePaths
 from reconciler.controlplane.registry import Registry
 from reconciler.controlplane.runtime.controller import RuntimeController
 from reconciler.controlplane.verify import verify_agents
-from reconciler.docker.engine import DockerEngine, DockerPort
+from reconciler.docker.engine import DockerEngine, DockerError, DockerPort
+from reconciler.docker.placement import PlacementWatch
 from reconciler.firewall.enforcement import Firewall, FirewallConfig, FirewallError
+from reconciler.firewall.veth_guard import VethGuard
 from reconciler.settings import Settings, code_identity
 
 __all__ = ["run", "serve"]
@@ -81,6 +83,20 @@ def run(
         firewall.install()
     except FirewallError as exc:
         log.error("%s", exc)
+        registry.close()
+        return 1
+    try:
+        # The veth wall on every container under the parent, clawker's or not.
+        veth_guard = VethGuard(
+            PlacementWatch(),
+            settings.cgroup_parent,
+            settings.network,
+            firewall.config.pin_dir,
+            settings.resync_seconds,
+        )
+    except DockerError as exc:
+        log.error("%s", exc)
+        firewall.close()
         registry.close()
         return 1
     controller = RuntimeController(
@@ -198,6 +214,7 @@ def run(
             **firewall_handlers(firewall),
         },
     )
+    veth_guard.start()
     forget_pending()  # before the API answers: an apply's runtime_put must come after it
     controller.start()
     api.start()
@@ -209,6 +226,7 @@ def run(
         log.info("control plane stopping")
         api.stop()
         controller.stop()
+        veth_guard.stop()  # the filters stay on the veths: enforcement outlives the CP
         firewall.close()  # the programs and maps stay pinned: enforcement outlives the CP
         registry.close()
         for path in (paths.pid_file, paths.socket):

@@ -22,6 +22,7 @@ from bpf.libbpf import BpfError
 from bpf.loader import Attachment, attach_egress, cgroup2_root, cgroup_id
 from bpf.maps import (
     DENIAL_HOOKS,
+    PACKET_HOOKS,
     POLICY_DISABLED,
     Denial,
     DenialReader,
@@ -93,9 +94,14 @@ _TYPES = {1: "stream", 2: "dgram", 3: "raw", 5: "seqpacket"}
 
 
 def _protocol(denial: Denial) -> str:
-    """`tcp`/`udp` for a refused connect or datagram, `socket <family>/<type>/<proto>` for a
-    refused socket."""
-    if denial.hook != 5 and denial.type in (1, 2):
+    """`tcp`/`udp` for a refused connect, datagram or packet, `socket <family>/<type>/<proto>`
+    for a refused socket (or a frame of a packet socket), `setsockopt <level>/<name>` for a
+    refused routing header or IP option."""
+    if denial.hook == 6:
+        return f"setsockopt {denial.type}/{denial.protocol}"
+    if denial.hook not in (5, 8) and denial.type in (1, 2):
+        return "tcp" if denial.type == 1 else "udp"
+    if denial.hook == 8 and denial.family in (0, 2, 10) and denial.type in (1, 2):
         return "tcp" if denial.type == 1 else "udp"
     family = _FAMILIES.get(denial.family, str(denial.family))
     return f"socket {family}/{_TYPES.get(denial.type, str(denial.type))}/{denial.protocol}"
@@ -227,7 +233,7 @@ class Firewall:
             port=port_from_key(denial.port) if denial.address else 0,
             protocol=_protocol(denial),
             hook=DENIAL_HOOKS.get(denial.hook, str(denial.hook)),
-            uid=denial.uid,
+            uid=-1 if denial.hook in PACKET_HOOKS else denial.uid,
             command=denial.comm.decode(errors="replace"),
         )
 

@@ -36,8 +36,8 @@ class JournalEntry:
     address: str = ""  # the refused destination (kernel entries)
     port: int = 0
     protocol: str = ""  # tcp | udp | socket:<family>/<type>/<proto> ...
-    hook: str = ""  # connect4, sendmsg4, connect6, sendmsg6, sock_create
-    uid: int = -1
+    hook: str = ""  # connect4, sendmsg4, connect6, sendmsg6, sock_create, setsockopt, wall, veth
+    uid: int = -1  # -1 for a packet (wall, veth): no task is known where packets are seen
     command: str = ""  # the kernel's comm of the calling task
 
     def as_dict(self) -> dict[str, Any]:

@@ -15,13 +15,18 @@ from reconciler.settings import Settings
 
 DEFAULTS = Settings()  # what an unset environment means
 
-__all__ = ["cache_root", "exclusive", "sha256_file"]
+__all__ = ["cache_root", "exclusive", "sha256_file", "spec_cache_dir"]
 
 
 def cache_root(settings: Settings = DEFAULTS) -> Path:
     """Settings.cache_dir (`$CLAWKER_CACHE_DIR`, else `$XDG_CACHE_HOME/clawker`), else
     `~/.cache/clawker`."""
     return settings.cache_dir or Path.home() / ".cache" / "clawker"
+
+
+def spec_cache_dir(settings: Settings = DEFAULTS) -> str:
+    """Where the spec loader keeps texts it parsed (specs.documents): under the cache root."""
+    return str(cache_root(settings) / "specs")
 
 
 @contextmanager

@@ -19,6 +19,9 @@ from reconciler.docker.engine import DockerError, DockerPort, RuntimeInfo
 __all__ = ["Readiness", "wait_ready"]
 
 POLL = 0.05  # seconds between asking the CP (a local socket and its registry: cheap)
+# With only a few starts left to wait for (watch mode's one recreated agent, the last of an
+# apply), asking more often costs the CP little and takes ~15 ms off each wait's tail.
+POLL_FEW, FEW = 0.02, 2
 RECHECK = 1.0  # seconds between inspects of one container while it is not Ready yet
 
 
@@ -121,5 +124,5 @@ def wait_ready(
                 )
             break
         if waiting:
-            sleep(POLL)
+            sleep(POLL_FEW if len(waiting) <= FEW else POLL)
     return verdicts

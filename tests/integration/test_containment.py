@@ -20,8 +20,10 @@ from dnslib import RCODE, DNSRecord
 
 from bpf.loader import attach_egress, cgroup_id
 from bpf.maps import PinnedMaps, Policy
+from bpf.tc import host_veths_of, veth_wall_program_id
 from reconciler.docker.seccomp import agent_seccomp_profile
 from tests.cleanup import TEST_LABEL
+from tests.integration.conftest import remove_cgroup_parent
 from tests.integration.dockerexec import exec_id, exec_in
 from tests.integration.test_firewall import (
     EPERM,
@@ -31,7 +33,7 @@ from tests.integration.test_firewall import (
     kernel_scope,
     wait_for,
 )
-from tests.integration.testhosts import SINK_PORT
+from tests.integration.testhosts import LISTEN_PORT, SINK_PORT
 
 __all__ = ["fw", "kernel_scope"]  # test_firewall's fixtures, used here too
 
@@ -185,6 +187,13 @@ def test_sockets_opened_during_a_bypass_carry_nothing_after_it(fw: Firewalled) -
     time.sleep(1)  # anything that got out has arrived by now
     assert b"after" not in fw.hosts.sunk_bytes()
     assert result["udp"] == "Operation not permitted"  # the packet wall's drop, at once
+    # The wall's drops reach `firewall log` (rate-limited in the kernel), with the address.
+    log = json.loads(
+        fw.scope.clawker("firewall", "log", "--agent", "dev", "-o", "json", check=0).stdout
+    )
+    walled = [e for e in log if e["hook"] == "wall" and e["address"] == blocked]
+    assert walled and walled[0]["port"] == SINK_PORT and walled[0]["uid"] == -1, log
+    assert {e["protocol"] for e in walled} <= {"tcp", "udp"}, walled
 
 
 SOURCE_ROUTE = textwrap.dedent("""\
@@ -287,3 +296,212 @@ def test_the_packet_wall_drops_every_packet_of_a_cgroup_nobody_enrolled(
         proc.wait()
         listener.close()
         maps.close()
+
+
+# A container nobody enrolled writes UDP datagrams to the test host as whole Ethernet frames
+# through a packet socket (Docker's default NET_RAW, no seccomp profile of clawker's), from its
+# process's first instruction, every 5 ms; argv: gateway MAC, destination, port, tag, seconds.
+RAW_FRAMES = textwrap.dedent("""
+    import fcntl, socket, struct, sys, time
+    gw_mac = bytes.fromhex(sys.argv[1].replace(":", ""))
+    dst, port, tag = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind(("eth0", 0))
+    src_mac = s.getsockname()[4]
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    src = fcntl.ioctl(probe, 0x8915, struct.pack("256s", b"eth0"))[20:24]  # SIOCGIFADDR
+    def csum(data):
+        total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+        while total >> 16:
+            total = (total & 0xffff) + (total >> 16)
+        return ~total & 0xffff
+    end, i = time.monotonic() + float(sys.argv[5]), 0
+    while time.monotonic() < end:
+        payload = f"{tag}-{i}".encode()
+        udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xffff, 0, 64, 17, 0,
+                         src, socket.inet_aton(dst))
+        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+        try:
+            s.send(gw_mac + src_mac + b"\\x08\\x00" + ip + udp)
+        except OSError as e:
+            print(e.strerror, flush=True)
+        i += 1
+        time.sleep(0.005)
+    print("sent", i, flush=True)
+""")
+
+
+def _start_foreign(fw: Firewalled, cgroup_parent: str, tag: str, seconds: float) -> str:
+    """A container clawker did not make (no clawker labels but the test's own), with Docker's
+    defaults, placed under `cgroup_parent` on the agents' network, sending for `seconds`."""
+    api = fw.scope.api
+    network = api.inspect_network(fw.scope.env["CLAWKER_NETWORK"])
+    bridge = network["Options"].get("com.docker.network.bridge.name") or f"br-{network['Id'][:12]}"
+    gateway_mac = Path(f"/sys/class/net/{bridge}/address").read_text().strip()
+    container = api.create_container(
+        "clawker-base:bookworm",
+        [
+            "python3",
+            "-c",
+            RAW_FRAMES,
+            gateway_mac,
+            fw.ip("blocked"),
+            str(SINK_PORT),
+            tag,
+            str(seconds),
+        ],
+        entrypoint=[],
+        labels={TEST_LABEL: fw.scope.run_id},
+        host_config=api.create_host_config(
+            cgroup_parent=cgroup_parent, network_mode=fw.scope.env["CLAWKER_NETWORK"]
+        ),
+    )["Id"]
+    api.start(container)
+    return str(container)
+
+
+def _run_foreign(fw: Firewalled, cgroup_parent: str, tag: str) -> str:
+    """_start_foreign for 3 s; what it printed."""
+    api = fw.scope.api
+    container = _start_foreign(fw, cgroup_parent, tag, 3)
+    try:
+        assert api.wait(container, timeout=60)["StatusCode"] == 0
+        return bytes(api.logs(container)).decode()
+    finally:
+        api.remove_container(container, force=True)
+
+
+def _sunk(fw: Firewalled, tag: str) -> list[bytes]:
+    return [
+        data for proto, data in fw.hosts.sunk if proto == "udp" and data.startswith(tag.encode())
+    ]
+
+
+def test_a_foreign_containers_packet_socket_gets_no_frame_out_from_its_first_millisecond(
+    fw: Firewalled,
+) -> None:
+    """Escape 3, the packet-socket half: the control plane puts the veth wall on the host end
+    of every container under its parent on the network `connect` event, before the
+    container's process runs, so not one frame of a foreign container's leaves; enrolled
+    agents (on the wall too) still resolve, ARP and connect."""
+    fw.apply("ok")
+    fw.wait_enrolled()
+    # The same container under another parent (no wall, no cgroup programs): its frames
+    # arrive, so the test can see one.
+    control = f"{fw.cgroup_parent}-control"
+    try:
+        assert "sent" in _run_foreign(fw, control, "control")
+        wait_for(lambda: _sunk(fw, "control"), 10, "the control container's frames")
+    finally:
+        remove_cgroup_parent(control)
+
+    out = _run_foreign(fw, fw.cgroup_parent, "foreign")
+    assert "sent" in out, out  # the frames were written...
+    time.sleep(1)
+    assert _sunk(fw, "foreign") == []  # ...and none left its veth
+    # The agent's own traffic passes the wall on its veth: DNS, ARP, TCP to an allowed host.
+    results = fw.probe(
+        {"op": "resolve", "name": fw.names["ok"]},
+        {"op": "connect", "ip": fw.ip("ok"), "port": LISTEN_PORT},
+    )
+    assert results == [
+        {"ok": True, "addresses": [fw.ip("ok")]},
+        {"ok": True, "data": f"hello from {fw.ip('ok')}\n"},
+    ]
+
+
+# IPv6 extension headers passed per message (sendmsg ancillary data), which cgroup/setsockopt
+# never sees, on a UDP socket aimed at ::1 (allowed), from a process in `argv[1]` with every
+# capability (the test runs as root, so the kernel's own CAP_NET_RAW checks do not help): a
+# segment-routing header (type 4), a type 2 routing header, hop-by-hop and destination
+# options. A listener on [::1] shows what got through; a plain datagram is the control.
+RTHDR_CMSG = textwrap.dedent("""\
+    import errno, json, os, socket, sys
+    open(sys.argv[1] + "/cgroup.procs", "w").write(str(os.getpid()))
+    rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    rx.bind(("::1", 0))
+    rx.settimeout(0.5)
+    dst = ("::1", rx.getsockname()[1])
+    loop = socket.inet_pton(socket.AF_INET6, "::1")
+    pad = bytes([1, 4, 0, 0, 0, 0])  # a PadN option: 8 bytes of options header in all
+    headers = {
+        "IPV6_RTHDR type 4": (57, bytes([17, 2, 4, 0, 0, 0, 0, 0]) + loop),
+        "IPV6_RTHDR type 2": (57, bytes([17, 2, 2, 1, 0, 0, 0, 0]) + loop),
+        "IPV6_HOPOPTS": (54, bytes([17, 0]) + pad),
+        "IPV6_DSTOPTS": (59, bytes([17, 0]) + pad),
+    }
+    out = {}
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    for name, (kind, data) in headers.items():
+        try:
+            s.sendmsg([name.encode()], [(socket.IPPROTO_IPV6, kind, data)], 0, dst)
+            out[name] = "sent"
+        except OSError as e:
+            out[name] = errno.errorcode[e.errno]
+    s.sendto(b"plain", dst)
+    got = []
+    try:
+        while True:
+            got.append(rx.recv(100).decode())
+    except TimeoutError:
+        pass
+    print(json.dumps({"results": out, "received": got}))
+""")
+
+
+def test_ipv6_extension_headers_sent_per_message_are_refused_or_dropped(
+    kernel_scope: tuple[Path, Path],
+) -> None:
+    """Escape 5, the cmsg path: setsockopt is refused by cgroup/setsockopt (the test above);
+    the same headers as sendmsg ancillary data are refused by the kernel or dropped by the
+    packet wall, never delivered, even with CAP_NET_RAW."""
+    cgroup, pin_dir = kernel_scope
+    attach_egress(cgroup, pin_dir)
+    child = cgroup / "agent"
+    child.mkdir()
+    maps = PinnedMaps(pin_dir)
+    try:
+        maps.put_policy(cgroup_id(child), Policy(agent_id=11))
+        proc = subprocess.run(
+            ["python3", "-c", RTHDR_CMSG, str(child)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        maps.close()
+    assert out["received"] == ["plain"]  # ::1 is allowed: only the header-less datagram
+    for name, result in out["results"].items():
+        # EINVAL: the kernel refuses the header from a cmsg; EPERM: the wall dropped it.
+        assert result in ("EINVAL", "EPERM"), (name, result)
+
+
+def test_a_foreign_container_started_while_the_cp_is_down_is_walled_by_its_restart(
+    fw: Firewalled,
+) -> None:
+    """The window left (docs/firewall.md, Limits): with no control plane, nothing attaches
+    the veth wall, so a foreign container started then gets its frames out; the restarted
+    control plane's start-up scan finds it and not one frame more leaves."""
+    fw.apply("ok")
+    fw.kill_controlplane()
+    api = fw.scope.api
+    container = _start_foreign(fw, fw.cgroup_parent, "late", 120)
+    try:
+        wait_for(lambda: _sunk(fw, "late"), 30, "the frames sent while no CP runs")
+        fw.scope.clawker("controlplane", "up", check=0)
+        netns = Path(api.inspect_container(container)["NetworkSettings"]["SandboxKey"])
+        wait_for(
+            lambda: all(veth_wall_program_id(i) for i in host_veths_of(netns) or [0]),
+            60,
+            "the restarted CP to put the veth wall on the container",
+        )
+        time.sleep(0.2)  # a frame written just before the attach has arrived by now
+        before = len(_sunk(fw, "late"))
+        time.sleep(2)
+        assert api.inspect_container(container)["State"]["Running"]  # still sending
+        assert len(_sunk(fw, "late")) == before
+    finally:
+        api.remove_container(container, force=True)

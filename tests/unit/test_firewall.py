@@ -18,7 +18,9 @@ from dnslib import CNAME, QTYPE, RCODE, RR, TXT, A, DNSRecord
 from bpf.libbpf import libbpf
 from bpf.loader import default_object, open_object
 from bpf.maps import (
+    DENIAL_HOOKS,
     MAP_LAYOUTS,
+    PACKET_HOOKS,
     AllowKey,
     Counters,
     Denial,
@@ -38,6 +40,7 @@ from cli.firewall_verbs import (
 )
 from cli.style import Style
 from reconciler.controlplane.registry import AgentRuntimeSpec, Registry
+from reconciler.docker.placement import under_parent
 from reconciler.firewall.allowlist import (
     HARNESS_FLOOR,
     agent_id,
@@ -50,6 +53,7 @@ from reconciler.firewall.enforcement import (
     Firewall,
     FirewallConfig,
     FirewallError,
+    _protocol,
     kernel_deadline,
 )
 from reconciler.firewall.journal import FirewallJournal
@@ -559,3 +563,29 @@ def test_a_registration_and_its_token_are_recorded_together(tmp_path: Path) -> N
     assert registry.token_used("j1") and registry.is_registered("c1")
     assert not registry.register("c2", "p/dev", "clawker.p.dev", "thumb", jti="j1")
     assert not registry.is_registered("c2")
+
+
+def test_packet_and_setsockopt_denials_are_named_for_the_log() -> None:
+    wall = Denial(hook=7, family=2, type=1, protocol=6, ip4=ip4_key("198.18.3.2"))
+    assert _protocol(wall) == "tcp"
+    assert _protocol(Denial(hook=8, family=17, type=3, protocol=768)) == "socket packet/raw/768"
+    assert _protocol(Denial(hook=8, family=2, type=2, protocol=17)) == "udp"
+    assert _protocol(Denial(hook=6, family=10, type=41, protocol=57)) == "setsockopt 41/57"
+    assert DENIAL_HOOKS[7] == "wall" and DENIAL_HOOKS[8] == "veth" and 7 in PACKET_HOOKS
+    entry = {
+        "at": 0.0,
+        "kind": "denied",
+        "address": "198.18.3.2",
+        "port": 80,
+        "protocol": "tcp",
+        "hook": "wall",
+        "uid": -1,
+        "command": "",
+    }
+    assert log_line(entry, Style(io.StringIO())).endswith("198.18.3.2:80 tcp  wall  ")
+
+
+def test_a_cgroup_parent_is_ours_when_it_is_the_parent_or_under_it() -> None:
+    assert under_parent("/clawker", "/clawker") and under_parent("clawker/x", "/clawker")
+    assert not under_parent("/clawker-other", "/clawker") and not under_parent("", "/clawker")
+    assert not under_parent("/", "/clawker")

@@ -482,3 +482,11 @@ def test_a_pass_that_finds_another_apply_running_fails_and_backs_off(
     assert failed == {a.key for a in watcher.specset.agents}
     (call,) = [c for c in report.calls if c[0] == "pass_failed"]
     assert f"another apply (pid {holder.pid}) is running" in str(call[1])
+
+
+def test_watch_modes_debouncer_adds_no_quiet_period_of_its_own() -> None:
+    """watchfiles yields a burst after 20 ms without changes; the reload follows at once."""
+    clock = FakeClock()
+    debouncer = Debouncer()
+    debouncer.add(["/s/a.yaml"], clock())
+    assert debouncer.due(clock()) == ["/s/a.yaml"]

@@ -8,6 +8,7 @@ on the socket are these dataclasses, field for field (`to_wire` / `from_wire`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -187,18 +188,21 @@ def from_wire(cls: type[T], data: Any) -> T:
     return typing.cast(T, _decode(cls, data))
 
 
+@functools.cache
+def _fields(cls: type) -> tuple[tuple[str, Any], ...]:
+    """A dataclass's fields and their resolved annotations, worked out once per class
+    (`get_type_hints` evaluates every annotation string: it was most of decoding 100 agents)."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+
+
 def _decode(tp: Any, data: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if data is None else _decode(options[0], data)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        hints = typing.get_type_hints(tp)
-        kwargs = {
-            f.name: _decode(hints[f.name], data[f.name])
-            for f in dataclasses.fields(tp)
-            if f.name in data
-        }
+        kwargs = {name: _decode(hint, data[name]) for name, hint in _fields(tp) if name in data}
         return tp(**kwargs)
     if origin is tuple:
         item = typing.get_args(tp)[0]
