@@ -6,7 +6,7 @@ with its own CA; the CP's `CLAWKER_API_UPSTREAM` points at it). Inside the agent
 times, alternating run by run, from before the connect to the first byte of the answer:
 
 - relay: a plain connection to 127.0.0.1:7711 with the placeholder key; the request crosses the
-  socket bridge (`docker exec` stream), the CP adds the key and opens TLS to the stub;
+  socket bridge (clawkerd's Bridge stream to the CP), the CP adds the key and opens TLS to the stub;
 - straight: TLS from the container to the stub itself (its name on the agent's allowlist,
   resolved once through the firewall's resolver before the runs), with a key in the request.
 

@@ -9,11 +9,13 @@ the same CA issued, such as a clawkerd leaf from some other container.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
 
 from clawkerd.bootstrap import BootstrapMaterial
+from clawkerd.bridge import BridgeHost
 from clawkerd.logging_setup import EventLog
 from clawkerd.session import Session, SessionBackend
 from proto import CONTROLPLANE_CN
@@ -38,18 +40,29 @@ class ListenError(Exception):
     """The listener could not be started (address in use, unusable certificate)."""
 
 
-def peer_common_names(context: grpc.aio.ServicerContext[pb.Command, pb.Response]) -> list[str]:
+def peer_common_names(context: grpc.aio.ServicerContext[Any, Any]) -> list[str]:
     """Subject CNs of the verified client certificate (empty without one)."""
     values = context.auth_context().get("x509_common_name", [])
     return [value.decode("utf-8", errors="replace") for value in values]
 
 
 class ClawkerdServicer(pb_grpc.ClawkerdServicer):
-    """Serves Session to the control plane, and to nobody else."""
+    """Serves Session and Bridge to the control plane, and to nobody else."""
 
     def __init__(self, backend: SessionBackend, log: EventLog) -> None:
         self._backend = backend
         self._log = log
+        self._bridges = BridgeHost(log)
+
+    async def _refuse_unless_cp(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        names = peer_common_names(context)
+        if names != [CONTROLPLANE_CN]:
+            self._log.warning("peer_refused", peer=context.peer(), common_names=names)
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"clawkerd serves only the clawker control plane (CN {CONTROLPLANE_CN!r}); "
+                f"peer certificate CN: {', '.join(names) or 'none'}",
+            )
 
     async def Session(  # noqa: N802 (the RPC's name in the proto)
         self,
@@ -58,14 +71,7 @@ class ClawkerdServicer(pb_grpc.ClawkerdServicer):
     ) -> AsyncIterator[pb.Response]:
         """One CP connection: check the peer, then serve the Session stream."""
         peer = context.peer()
-        names = peer_common_names(context)
-        if names != [CONTROLPLANE_CN]:
-            self._log.warning("peer_refused", peer=peer, common_names=names)
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"clawkerd serves only the clawker control plane (CN {CONTROLPLANE_CN!r}); "
-                f"peer certificate CN: {', '.join(names) or 'none'}",
-            )
+        await self._refuse_unless_cp(context)
         self._log.info("session_opened", peer=peer)
         try:
             async for response in Session(self._backend, self._log, peer).responses(
@@ -74,6 +80,16 @@ class ClawkerdServicer(pb_grpc.ClawkerdServicer):
                 yield response
         finally:
             self._log.info("session_closed", peer=peer)
+
+    async def Bridge(  # noqa: N802 (the RPC's name in the proto)
+        self,
+        request_iterator: AsyncIterator[pb.Frame],
+        context: grpc.aio.ServicerContext[pb.Frame, pb.Frame],
+    ) -> AsyncIterator[pb.Frame]:
+        """The socket bridge (clawkerd/bridge.py), for the CP only."""
+        await self._refuse_unless_cp(context)
+        async for frame in self._bridges.serve(request_iterator, context.peer()):
+            yield frame
 
 
 async def start_server(

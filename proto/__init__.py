@@ -5,7 +5,14 @@ by hand). The names below are the identity half of the contract, shared by both 
 issues certificates with them and clawkerd checks its peer against them.
 """
 
-__all__ = ["CLAWKERD_CN", "CLAWKERD_PORT", "CLAWKERD_TLS_NAME", "CONTROLPLANE_CN"]
+__all__ = [
+    "BRIDGE_MAX_CHANNELS",
+    "BRIDGE_MAX_PAYLOAD",
+    "CLAWKERD_CN",
+    "CLAWKERD_PORT",
+    "CLAWKERD_TLS_NAME",
+    "CONTROLPLANE_CN",
+]
 
 # Subject CN of the CP's client certificate; clawkerd accepts no other peer.
 CONTROLPLANE_CN = "clawker-controlplane"
@@ -14,3 +21,7 @@ CLAWKERD_CN = "clawker-clawkerd"
 # DNS SAN of every clawkerd leaf: the CP dials with ssl_target_name_override set to it.
 CLAWKERD_TLS_NAME = "clawkerd"
 CLAWKERD_PORT = 7700
+# The socket bridge (the Bridge RPC): the largest DATA payload either end sends, and the most
+# connections open through one container's bridge at once (more are closed as they come).
+BRIDGE_MAX_PAYLOAD = 64 * 1024
+BRIDGE_MAX_CHANNELS = 64

@@ -36,7 +36,7 @@ AGENT_UID: Final = 1001
 AGENT_GID: Final = 1001
 SHARE_MOUNT: Final = f"{AGENT_HOME}/.clawker-share"  # the host's shared directory, read-only
 HOST_GITCONFIG_MOUNT: Final = "/run/clawker/host/gitconfig"  # the host's ~/.gitconfig, read-only
-# Sockets the CP's bridge listens on inside (docs/credentials.md).
+# Sockets clawkerd listens on inside for the CP's bridge (docs/credentials.md).
 CREDENTIAL_SOCKET: Final = "/run/clawker/git-credential.sock"
 SSH_AGENT_SOCKET: Final = "/run/clawker/ssh-agent.sock"
 GPG_AGENT_SOCKET: Final = f"{AGENT_HOME}/.gnupg/S.gpg-agent"  # where gpg looks for its agent

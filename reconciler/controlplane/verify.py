@@ -38,10 +38,10 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from reconciler.controlplane.bridge.socket_bridge import RELAY_PYTHON
 from reconciler.docker.engine import DockerError, DockerPort
 from reconciler.firewall.allowlist import domain_allowed
 from reconciler.firewall.enforcement import Enrolment, Firewall
+from reconciler.images.dockerfile import VENV
 from reconciler.in_container import verify_probe
 
 __all__ = [
@@ -60,6 +60,7 @@ log = logging.getLogger("clawker.controlplane.verify")
 
 PASS, ESCAPE, SKIP = "PASS", "ESCAPE", "SKIP"
 CLAWKERD_PORT = 7700
+PROBE_PYTHON = f"{VENV}/bin/python"  # clawkerd's, in every agent image
 _SUBNET_LOCK = Path("/run/lock/clawker-verify-subnets.lock")
 _AF_PACKET, _SOCK_RAW, _SOCK_DGRAM, _ETH_P_ALL_BE = 17, 3, 2, 0x0300
 _IPPROTO_ICMP = 1
@@ -409,7 +410,7 @@ def _run_probes(port: DockerPort, container_id: str, probes: list[_Probe]) -> li
     specs = [dict(p.spec, token=p.token) for p in probes]
     source = Path(verify_probe.__file__).read_text(encoding="utf-8")
     code, out = port.exec_output(
-        container_id, [RELAY_PYTHON, "-I", "-c", source, json.dumps(specs)], user="0"
+        container_id, [PROBE_PYTHON, "-I", "-c", source, json.dumps(specs)], user="0"
     )
     lines = out.strip().splitlines()
     if code != 0 or not lines:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
+from reconciler import naming
 from tests.cleanup import TEST_LABEL
 from tests.integration.conftest import Scope
 from tests.integration.test_workspace_git import agent_exec, host_git
@@ -389,3 +390,61 @@ def test_the_host_ssh_and_gpg_agents_answer_inside_and_follow_restarts(
         return code == 0 and fingerprint in out
 
     _wait_for(listed, "ssh-add -l after a restart", timeout=60)
+
+
+def _agent_identities(pid: int) -> bool:
+    """The ssh agent answers through the bridge, asked from the host through the container's
+    own mount namespace (/proc/PID/root): no `docker exec`, so nothing of the test's own shows
+    up in the container's events."""
+    path = f"/proc/{pid}/root{naming.SSH_AGENT_SOCKET}"
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(5)
+            client.connect(path)
+            client.sendall(b"\x00\x00\x00\x01\x0b")  # SSH_AGENTC_REQUEST_IDENTITIES
+            answer = client.recv(5)
+    except OSError:
+        return False
+    return len(answer) == 5 and answer[4] == 12  # SSH_AGENT_IDENTITIES_ANSWER
+
+
+def _execs(scope: Scope, container_id: str, since: float) -> list[str]:
+    """The exec_create events Docker recorded for the container from `since` until now."""
+    events = scope.api.events(
+        since=int(since) - 1,
+        until=int(time.time()) + 1,
+        filters={"type": "container", "container": container_id},
+        decode=True,
+    )
+    return [e.get("Action", "") for e in events if e.get("Action", "").startswith("exec_")]
+
+
+def test_the_bridge_comes_up_without_a_docker_exec_on_a_restart_and_after_a_cp_restart(
+    scope: Scope, ssh_agent: tuple[str, Path]
+) -> None:
+    sock, _ = ssh_agent
+    scope.env.update(SSH_AUTH_SOCK=sock, CLAWKER_RESYNC_SECONDS="2")
+    scope.clawker("apply", "-f", str(scope.write_spec(SPEC)), check=0)
+    name = _name(scope)
+    container_id = scope.inspect(name)["Id"]
+
+    def pid() -> int:
+        return int(scope.inspect(name)["State"]["Pid"])
+
+    assert _agent_identities(pid())  # up by the time apply saw the agent Ready
+
+    began = time.time()
+    scope.api.restart(name, timeout=2)
+    _wait_for(lambda: _agent_identities(pid()), "the ssh agent after a restart", timeout=60)
+    assert _execs(scope, container_id, began) == []
+
+    scope.clawker("controlplane", "down", check=0)
+    _wait_for(lambda: not _agent_identities(pid()), "the bridge to end with the CP", timeout=30)
+    began = time.time()
+    scope.clawker("controlplane", "up", check=0)
+    _wait_for(lambda: _agent_identities(pid()), "the ssh agent after a CP restart", timeout=60)
+    assert _execs(scope, container_id, began) == []
+    # The events do show an exec when there is one: the test's own.
+    began = time.time()
+    assert agent_exec(scope, name, "true")[0] == 0
+    assert _execs(scope, container_id, began)

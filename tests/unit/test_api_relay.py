@@ -23,9 +23,9 @@ from reconciler.controlplane.bridge.api_relay import (
     parse_request_head,
     upstream_head,
 )
+from reconciler.controlplane.bridge.frames import DATA
 from reconciler.controlplane.bridge.socket_bridge import bridge_listeners
 from reconciler.controlplane.registry import AgentRuntimeSpec
-from reconciler.in_container.socket_relay import DATA
 from tests.integration.messages_stub import ANSWER, MessagesStub, start_loopback_stub
 
 KEY = "sk-ant-api03-unit-0123456789abcdef"
@@ -143,7 +143,8 @@ def test_an_agent_with_an_api_key_gets_the_relay_port_and_one_without_does_not()
 
     (listener,) = bridge_listeners(with_key)
 
-    assert listener.config() == {"tcp_port": naming.API_RELAY_PORT}
+    assert listener.message().tcp_port == naming.API_RELAY_PORT
+    assert not listener.message().path
     assert bridge_listeners(AgentRuntimeSpec("p/a")) == []
 
 
@@ -164,7 +165,7 @@ def relay(stub: MessagesStub, request: bytes, environ: dict[str, str]) -> bytes:
     answer: list[bytes] = []
     dropped = threading.Event()
 
-    def send(kind: bytes, _channel: int, payload: bytes) -> None:
+    def send(kind: int, _channel: int, payload: bytes) -> None:
         assert kind == DATA
         answer.append(payload)
 

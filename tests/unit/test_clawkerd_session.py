@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from proto import CLAWKERD_TLS_NAME
 from proto.gen import clawkerd_pb2 as pb
+from proto.gen import clawkerd_pb2_grpc as pb_grpc
 from reconciler.controlplane.identity.pki import ClawkerPKI
 from tests.unit.test_clawkerd_harness import (
     CONTAINER_ID,
@@ -338,3 +340,27 @@ def test_the_log_records_events_without_secrets(daemon: Clawkerd) -> None:
     assert all({"ts", "level", "event"} <= set(e) for e in events)
     assert token not in daemon.log_path.read_text()
     assert os.stat(daemon.log_path).st_mode & 0o007 == 0
+
+
+def test_the_bridge_is_refused_to_a_peer_that_is_not_the_cp(
+    daemon: Clawkerd, pki: ClawkerPKI, tmp_path: Path
+) -> None:
+    cert, key = _client_cert(pki, "clawker-intruder")
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{daemon.port}",
+        channel_credentials(pki.ca_pem, cert, key),
+        options=[("grpc.ssl_target_name_override", CLAWKERD_TLS_NAME)],
+    )
+    path = tmp_path / "ssh-agent.sock"
+    listen = pb.Frame(
+        kind=pb.FRAME_KIND_LISTEN,
+        listeners=[pb.BridgeListener(path=str(path), uid=os.getuid(), gid=os.getgid())],
+    )
+    try:
+        frames = pb_grpc.ClawkerdStub(channel).Bridge(iter([listen]), timeout=5)
+        with pytest.raises(grpc.RpcError) as caught:
+            next(iter(frames))
+    finally:
+        channel.close()
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert not path.exists()  # nothing was bound for it

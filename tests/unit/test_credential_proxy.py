@@ -1,21 +1,16 @@
 """The credential proxy and the socket bridge without Docker: request checks, the host's real
-`git credential` with a store helper in a temporary home, and the relay run as a local process
-behind a fake exec (the port's edge)."""
+`git credential` with a store helper in a temporary home, and the bridge between the CP's side
+and a real clawkerd run as a local process (the Bridge RPC over real mTLS)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-import struct
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
+import grpc
 import pytest
 
 from reconciler.controlplane.bridge.credentials import (
@@ -25,17 +20,24 @@ from reconciler.controlplane.bridge.credentials import (
     host_name,
     parse_request,
 )
+from reconciler.controlplane.bridge.frames import MAX_CHANNELS, MAX_PAYLOAD
 from reconciler.controlplane.bridge.socket_bridge import (
-    BridgeError,
     CredentialTarget,
     Listener,
-    SocketBridge,
     UnixTarget,
     bridge_listeners,
 )
+from reconciler.controlplane.identity.pki import ClawkerPKI, container_tls_name
 from reconciler.controlplane.registry import AgentRuntimeSpec
+from reconciler.controlplane.runtime.bridge_stream import BridgeError, SocketBridge
 from reconciler.in_container.git_credential_clawker import ask_proxy
-from reconciler.in_container.socket_relay import DATA, OPEN, FrameReader, encode_frame
+from tests.unit.test_clawkerd_harness import (
+    CONTAINER_ID,
+    Clawkerd,
+    cp_credentials,
+    start_clawkerd,
+    wait_until,
+)
 
 
 @pytest.mark.parametrize(
@@ -108,58 +110,28 @@ def test_an_unknown_host_gets_an_empty_answer_and_no_prompt(host_git: HostGit) -
     )
 
 
-class LocalExecPort:
-    """`exec_socket` of a fake port: runs the relay as a local process and frames its stdout
-    and stderr the way Docker multiplexes an exec's streams."""
-
-    def __init__(self) -> None:
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def exec_socket(
-        self, container_id: str, argv: Sequence[str], *, user: str = ""
-    ) -> socket.socket:
-        ours, theirs = socket.socketpair()
-        proc = subprocess.Popen(
-            [sys.executable, *argv[1:]],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        self.processes.append(proc)
-        assert proc.stdin and proc.stdout and proc.stderr
-        write_lock = threading.Lock()
-
-        def to_relay() -> None:
-            assert proc.stdin
-            with contextlib.suppress(OSError):
-                while data := theirs.recv(65536):
-                    proc.stdin.write(data)
-                    proc.stdin.flush()
-            proc.stdin.close()
-
-        def from_relay(pipe: IO[bytes], stream: int) -> None:
-            with contextlib.suppress(OSError):
-                while data := os.read(pipe.fileno(), 65536):
-                    with write_lock:
-                        theirs.sendall(struct.pack(">BxxxI", stream, len(data)) + data)
-            if stream == 1:  # the process ended: so does the exec's stream
-                proc.wait()
-                with contextlib.suppress(OSError):
-                    theirs.shutdown(socket.SHUT_RDWR)
-
-        threading.Thread(target=to_relay, daemon=True).start()
-        threading.Thread(target=from_relay, args=(proc.stdout, 1), daemon=True).start()
-        threading.Thread(target=from_relay, args=(proc.stderr, 2), daemon=True).start()
-        return ours
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> ClawkerPKI:
+    return ClawkerPKI.load_or_create(tmp_path_factory.mktemp("pki") / "ca")
 
 
-@pytest.fixture
-def port() -> Iterator[LocalExecPort]:
-    fake = LocalExecPort()
-    yield fake
-    for proc in fake.processes:
-        proc.kill()
-        proc.wait()
+@pytest.fixture(scope="module")
+def clawkerd(pki: ClawkerPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clawkerd]:
+    """A real clawkerd (as a local process, listening on 127.0.0.1) the bridges talk to."""
+    started = start_clawkerd(tmp_path_factory.mktemp("clawkerd"), pki, ["sleep", "60"])
+    yield started
+    started.stop()
+
+
+def dial(pki: ClawkerPKI, daemon: Clawkerd) -> grpc.Channel:
+    """A channel to `daemon` the way the CP opens one (pinned to the container's id)."""
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{daemon.port}",
+        cp_credentials(pki),
+        options=[("grpc.ssl_target_name_override", container_tls_name(CONTAINER_ID))],
+    )
+    grpc.channel_ready_future(channel).result(timeout=10)
+    return channel
 
 
 def echo_server(path: Path) -> socket.socket:
@@ -168,29 +140,32 @@ def echo_server(path: Path) -> socket.socket:
     server.bind(str(path))
     server.listen()
 
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data.upper())
+
     def serve() -> None:
         while True:
             try:
                 conn, _ = server.accept()
             except OSError:
                 return
-            with conn:
-                while data := conn.recv(4096):
-                    conn.sendall(data.upper())
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     return server
 
 
 def test_the_bridge_carries_credential_requests_and_agent_connections(
-    tmp_path: Path, port: LocalExecPort, host_git: HostGit
+    tmp_path: Path, pki: ClawkerPKI, clawkerd: Clawkerd, host_git: HostGit
 ) -> None:
     inside = tmp_path / "inside"
     me = {"uid": os.getuid(), "gid": os.getgid()}
     agent = echo_server(tmp_path / "host-agent.sock")
     bridge = SocketBridge(
-        port,  # type: ignore[arg-type]
-        "c0ffee",
+        dial(pki, clawkerd),
+        CONTAINER_ID,
         [
             Listener(
                 str(inside / "git-credential.sock"), CredentialTarget(host_git, allowed_here), **me
@@ -203,7 +178,7 @@ def test_the_bridge_carries_credential_requests_and_agent_connections(
     bridge.start(timeout=10)
     try:
         assert oct((inside / "agent.sock").stat().st_mode & 0o777) == "0o600"
-        # git-credential-clawker, as git runs it inside, against the relay's socket.
+        # git-credential-clawker, as git runs it inside, against clawkerd's socket.
         lines = ask_proxy(
             str(inside / "git-credential.sock"),
             "get",
@@ -219,21 +194,156 @@ def test_the_bridge_carries_credential_requests_and_agent_connections(
                 client.connect(str(inside / "agent.sock"))
                 client.sendall(b"sign this")
                 assert client.recv(100) == b"SIGN THIS"
+        # More than one frame's worth each way, through the bounded queues.
+        big = os.urandom(3 * MAX_PAYLOAD + 17)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(inside / "agent.sock"))
+            sender = threading.Thread(target=client.sendall, args=(big,))
+            sender.start()
+            got = bytearray()
+            while len(got) < len(big):
+                got += client.recv(65536)
+            sender.join()
+        assert bytes(got) == big.upper()
         assert bridge.alive
     finally:
         bridge.close()
         agent.close()
-    port.processes[0].wait(timeout=10)
-    assert not (inside / "agent.sock").exists()  # the relay removes its sockets when it ends
+    # clawkerd closes the listeners and removes its sockets when the stream ends.
+    wait_until(lambda: not (inside / "agent.sock").exists(), "the socket to be removed")
+    wait_until(lambda: not bridge.alive, "the bridge to end")
 
 
-def test_frames_survive_being_cut_anywhere() -> None:
-    stream = encode_frame(OPEN, 7, b"\x01") + encode_frame(DATA, 7, b"x" * 1000)
-    reader = FrameReader()
+def test_a_connection_the_host_side_closes_ends_inside_at_once(
+    tmp_path: Path, pki: ClawkerPKI, clawkerd: Clawkerd
+) -> None:
+    """An answer that ends with its connection (the API relay's `Connection: close`): the
+    client, which never half-closed, sees the answer and then the end."""
+    me = {"uid": os.getuid(), "gid": os.getgid()}
+    host = socket.socket(socket.AF_UNIX)
+    host.bind(str(tmp_path / "host.sock"))
+    host.listen()
 
-    frames = [f for i in range(0, len(stream), 3) for f in reader.feed(stream[i : i + 3])]
+    def answer_once() -> None:
+        conn, _ = host.accept()
+        with conn:
+            conn.recv(100)
+            conn.sendall(b"answer")
 
-    assert frames == [(OPEN, 7, b"\x01"), (DATA, 7, b"x" * 1000)]
+    threading.Thread(target=answer_once, daemon=True).start()
+    path = tmp_path / "in" / "relay.sock"
+    bridge = SocketBridge(
+        dial(pki, clawkerd),
+        CONTAINER_ID,
+        [Listener(str(path), UnixTarget(str(tmp_path / "host.sock")), **me)],
+    )
+    bridge.start(timeout=10)
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(10)
+            client.connect(str(path))
+            client.sendall(b"request")
+            got = b""
+            while chunk := client.recv(100):
+                got += chunk
+        assert got == b"answer"
+    finally:
+        bridge.close()
+        host.close()
+
+
+def test_a_listener_that_cannot_be_made_fails_the_bridge_at_once_with_its_reason(
+    tmp_path: Path, pki: ClawkerPKI, clawkerd: Clawkerd
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    me = {"uid": os.getuid(), "gid": os.getgid()}
+    bridge = SocketBridge(
+        dial(pki, clawkerd),
+        CONTAINER_ID,
+        [Listener(str(tmp_path / "a-file" / "x.sock"), UnixTarget("/nowhere"), **me)],
+    )
+
+    with pytest.raises(BridgeError, match=r"did not start: FileExistsError"):
+        bridge.start(timeout=30)
+    wait_until(lambda: not bridge.alive, "the bridge to end")
+
+
+def test_a_newer_bridge_replaces_the_previous_one_as_after_a_cp_restart(
+    tmp_path: Path, pki: ClawkerPKI, clawkerd: Clawkerd
+) -> None:
+    me = {"uid": os.getuid(), "gid": os.getgid()}
+    agent = echo_server(tmp_path / "host-agent.sock")
+    path = tmp_path / "in" / "agent.sock"
+    listeners = [Listener(str(path), UnixTarget(str(tmp_path / "host-agent.sock")), **me)]
+    first = SocketBridge(dial(pki, clawkerd), CONTAINER_ID, listeners)
+    first.start(timeout=10)
+    second = SocketBridge(dial(pki, clawkerd), CONTAINER_ID, listeners)
+    try:
+        second.start(timeout=10)  # the first one's stream is still open: it gives way
+
+        wait_until(lambda: not first.alive, "the previous bridge to end")
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))
+            client.sendall(b"still here")
+            assert client.recv(100) == b"STILL HERE"
+        assert second.alive
+    finally:
+        first.close()
+        second.close()
+        agent.close()
+
+
+def test_more_connections_than_the_limit_are_closed_as_they_come(
+    tmp_path: Path, pki: ClawkerPKI, clawkerd: Clawkerd
+) -> None:
+    me = {"uid": os.getuid(), "gid": os.getgid()}
+    agent = echo_server(tmp_path / "host-agent.sock")
+    path = tmp_path / "in" / "agent.sock"
+    listeners = [Listener(str(path), UnixTarget(str(tmp_path / "host-agent.sock")), **me)]
+    bridge = SocketBridge(dial(pki, clawkerd), CONTAINER_ID, listeners)
+    bridge.start(timeout=10)
+    clients = []
+    try:
+        for _ in range(MAX_CHANNELS):
+            client = socket.socket(socket.AF_UNIX)
+            client.connect(str(path))
+            client.sendall(b"x")
+            assert client.recv(10) == b"X"  # open through the bridge
+            clients.append(client)
+        with socket.socket(socket.AF_UNIX) as extra:
+            extra.connect(str(path))
+            extra.settimeout(10)
+            assert extra.recv(10) == b""  # closed by clawkerd, never relayed
+        assert bridge.alive
+    finally:
+        for client in clients:
+            client.close()
+        bridge.close()
+        agent.close()
+
+
+def test_the_bridge_ends_when_clawkerd_does(
+    tmp_path: Path, pki: ClawkerPKI, host_git: HostGit
+) -> None:
+    me = {"uid": os.getuid(), "gid": os.getgid()}
+    daemon = start_clawkerd(tmp_path / "own", pki, ["sleep", "60"])
+    try:
+        bridge = SocketBridge(
+            dial(pki, daemon),
+            CONTAINER_ID,
+            [
+                Listener(
+                    str(tmp_path / "in" / "c.sock"), CredentialTarget(host_git, allowed_here), **me
+                )
+            ],
+        )
+        bridge.start(timeout=10)
+
+        daemon.stop()  # what stopping the container does to clawkerd
+
+        wait_until(lambda: not bridge.alive, "the bridge to end with clawkerd")
+    finally:
+        daemon.stop()
 
 
 def test_an_agent_gets_the_listeners_its_spec_and_the_host_allow() -> None:
@@ -252,41 +362,6 @@ def test_an_agent_gets_the_listeners_its_spec_and_the_host_allow() -> None:
 
     assert paths == ["/run/clawker/git-credential.sock", "/run/clawker/ssh-agent.sock"]
     assert bridge_listeners(AgentRuntimeSpec("p/a")) == []
-
-
-def test_a_relay_that_cannot_listen_fails_the_bridge_at_once_with_its_reason(
-    tmp_path: Path, port: LocalExecPort
-) -> None:
-    (tmp_path / "a-file").write_text("")
-    me = {"uid": os.getuid(), "gid": os.getgid()}
-    bridge = SocketBridge(
-        port,  # type: ignore[arg-type]
-        "c0ffee",
-        [Listener(str(tmp_path / "a-file" / "x.sock"), UnixTarget("/nowhere"), **me)],
-    )
-
-    with pytest.raises(BridgeError, match=r"did not start: FileExistsError"):
-        bridge.start(timeout=30)
-    assert not bridge.alive
-
-
-def test_the_bridge_ends_when_the_relay_does(
-    tmp_path: Path, port: LocalExecPort, host_git: HostGit
-) -> None:
-    me = {"uid": os.getuid(), "gid": os.getgid()}
-    bridge = SocketBridge(
-        port,  # type: ignore[arg-type]
-        "c0ffee",
-        [Listener(str(tmp_path / "in" / "c.sock"), CredentialTarget(host_git, allowed_here), **me)],
-    )
-    bridge.start(timeout=10)
-
-    port.processes[0].kill()  # what stopping the container does to its exec
-
-    deadline = time.monotonic() + 10
-    while bridge.alive:
-        assert time.monotonic() < deadline, "the bridge outlived its relay"
-        time.sleep(0.05)
 
 
 def test_a_host_off_the_agents_allowlist_gets_nothing_and_git_is_not_asked(

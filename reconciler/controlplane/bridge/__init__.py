@@ -1,2 +1,2 @@
-"""The host half of the socket bridge: ssh and gpg agents and the git credential proxy, reached
-through `docker exec` with no port and no shared socket file."""
+"""The host half of the socket bridge: ssh and gpg agents, the git credential proxy and the API
+relay, reached over clawkerd's Bridge stream with no port and no shared socket file."""

@@ -1,10 +1,10 @@
 """The API relay: the harness's API key stays on the host (docs/credentials.md).
 
-Inside the agent, Claude Code's `ANTHROPIC_BASE_URL` is `http://127.0.0.1:<port>`, where the
-socket relay listens and carries each connection here over the container's bridge. Here each
-connection is one HTTP/1.1 request: it is checked (only the configured upstream, only the API's
-paths), its placeholder credential is replaced with the real key, read on the host at that
-moment, and it is forwarded over TLS to the upstream; the answer streams back as it arrives
+Inside the agent, Claude Code's `ANTHROPIC_BASE_URL` is `http://127.0.0.1:<port>`, where
+clawkerd listens and carries each connection here over its Bridge stream (socket_bridge.py).
+Here each connection is one HTTP/1.1 request: it is checked (only the configured upstream, only
+the API's paths), its placeholder credential is replaced with the real key, read on the host at
+that moment, and it is forwarded over TLS to the upstream; the answer streams back as it arrives
 (server-sent events are not buffered). Every answer closes its connection, so no second request
 can ride on one that was checked already.
 
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from reconciler import naming
 from reconciler.controlplane.api.messages import AgentRuntimeSpec
-from reconciler.in_container.socket_relay import DATA, MAX_PAYLOAD
+from reconciler.controlplane.bridge.frames import DATA, MAX_PAYLOAD, Send
 from reconciler.settings import Settings
 
 __all__ = [
@@ -64,8 +64,6 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization"})
-
-Send = Callable[[bytes, int, bytes], None]
 
 
 class UpstreamError(ValueError):

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from dataclasses import replace
 
 import grpc
@@ -32,7 +31,6 @@ from reconciler.controller.backoff import Backoff
 from reconciler.controller.controller import Controller
 from reconciler.controller.sources import Cause, DockerEventSource, ResyncTimer, Trigger
 from reconciler.controlplane.bridge.api_relay import ApiKeyError, ApiKeySource, ApiRelayConfig
-from reconciler.controlplane.bridge.socket_bridge import Bridges
 from reconciler.controlplane.identity.pki import (
     ClawkerPKI,
     RegistrationTokenError,
@@ -45,6 +43,7 @@ from reconciler.controlplane.registry import (
     StartStatus,
     StepRecord,
 )
+from reconciler.controlplane.runtime.bridge_stream import Bridges
 from reconciler.controlplane.runtime.cancellation import Cancellation, StartCancelledError
 from reconciler.controlplane.runtime.session import (
     SessionError,
@@ -126,7 +125,7 @@ class RuntimeController:
         self._sleep = sleep
         # ssh/gpg agents, git credentials and the API relay, per container start
         self.api_relay = api_relay or ApiRelayConfig()
-        self.bridges = Bridges(port, self.api_relay)
+        self.bridges = Bridges(self.api_relay)
 
     def _allowlist(self, key: str) -> Callable[[], Iterable[str]] | None:
         """The agent's live firewall allowlist, read each time (`firewall add` changes it)."""
@@ -273,18 +272,26 @@ class RuntimeController:
         # Read once per start: it runs with it, and its status records it (`get agents` shows
         # what a later UpdateRuntime changed as pending until the next start).
         runtime = (known.runtime if this_start and known else None) or self.registry.runtime(key)
-        # Before the early return: a CP restart loses its bridges, not the containers' status.
-        # The bridge (a `docker exec` of a relay that must listen) comes up while the dial waits
-        # for clawkerd's start-up; the Session's steps wait for it, since they may use it.
+        # The bridge rides on the CP's connection to clawkerd: opened on the dial's channel
+        # before the Session's steps (they may use it), or, for a start already handled (a
+        # restarted CP re-adopting it, a resync noticing a broken bridge), on a dial of its own.
         user = naming.AgentUser.from_label(info.labels.get(naming.AGENT_USER))
-        bridge_up = _in_background(
-            f"bridge-{info.id[:12]}",
-            lambda: self.bridges.ensure(
-                info.id, info.started_at, info.name, runtime, self._allowlist(key), user
-            ),
-        )
+
+        def bridge_up(channel: grpc.Channel | None = None) -> bool:
+            return self.bridges.ensure(
+                info.id,
+                info.started_at,
+                info.name,
+                runtime,
+                self._allowlist(key),
+                user,
+                channel=channel,
+                dial=lambda: self._dial_for_bridge(info),
+            )
+
         if known and this_start and known.phase.final:
-            bridge_up()
+            if known.phase == Phase.READY:
+                bridge_up()
             if enrol_error is not None:
                 log.error("%s: re-enrolling in the firewall failed: %s", info.name, enrol_error)
             return known
@@ -324,7 +331,6 @@ class RuntimeController:
         timings: dict[str, float] = {"enrol": enrolled_in}
         try:
             if enrol_error is not None:
-                bridge_up()
                 raise enrol_error
             if key_error is not None:
                 raise key_error
@@ -430,7 +436,7 @@ class RuntimeController:
         on_initialized: Callable[[], None],
         timings: dict[str, float],
         cancellation: Cancellation,
-        bridge_up: Callable[[], None],
+        bridge_up: Callable[[grpc.Channel], bool],
     ) -> bool:
         user = naming.AgentUser.from_label(info.labels.get(naming.AGENT_USER))
         plan = StartPlan(info.id, info.name, key, runtime, user)
@@ -479,9 +485,10 @@ class RuntimeController:
                 except grpc.FutureCancelledError as exc:
                     close_channel(channel)
                     raise StartCancelledError(cancellation.reason) from exc
+                bridged = False
                 try:
                     waited = time.monotonic()
-                    bridge_up()
+                    bridged = bridge_up(channel)  # its listeners are up before any step
                     timings["bridge"] = time.monotonic() - waited  # beyond the dial
                     result = drive_start(
                         channel,
@@ -495,8 +502,19 @@ class RuntimeController:
                     )
                     return result.readopted
                 finally:
-                    close_channel(channel)
+                    if not bridged:  # else the bridge owns the channel and closes it
+                        close_channel(channel)
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _dial_for_bridge(self, info: RuntimeInfo, timeout: float = 5.0) -> grpc.Channel:
+        """A ready channel to the clawkerd of this start (TLS pins it to the container id)."""
+        channel = open_channel(self.pki, info.ip, info.id)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except BaseException:
+            close_channel(channel)
+            raise
+        return channel
 
     def _current_address(self, info: RuntimeInfo) -> str:
         """Between dial attempts, re-read the container: a failed attempt may mean it is gone
@@ -554,22 +572,6 @@ def _accepting(
         if time.monotonic() >= deadline:
             return False
         pause(PROBE_INTERVAL)
-
-
-def _in_background(name: str, work: Callable[[], None]) -> Callable[[], None]:
-    """Run `work` on a thread of its own; the returned call waits for it (and re-raises)."""
-    done: Future[None] = Future()
-
-    def run() -> None:
-        try:
-            work()
-        except BaseException as exc:  # handed to the waiter, which raises it on its thread
-            done.set_exception(exc)
-        else:
-            done.set_result(None)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return done.result
 
 
 def _api_key_problem(runtime: AgentRuntimeSpec, relay: ApiRelayConfig) -> ApiKeyError | None:
