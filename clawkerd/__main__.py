@@ -1,55 +1,25 @@
-"""`python -m clawkerd [--] CMD...`, and `main()`, the `clawkerd` console entry point."""
+"""`python -m clawkerd [--] CMD...`: how every agent container starts its PID 1.
+
+clawkerd's imports (asyncio, gRPC, protobuf) are most of the time between a container's start
+and its listener answering the control plane, so before them this process turns off what it
+would only pay for at start-up: the cyclic collector while modules are imported (cli.main()
+turns it back on) and the stdlib's OpenSSL binding, which asyncio imports and clawkerd never
+uses (its TLS is gRPC's own; asyncio works without `ssl`). Only when run as the program: a
+process that imports this module keeps both.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import os
+import gc
 import sys
-from collections.abc import Mapping, Sequence
 
-from clawkerd import CONTAINER_ENVIRONMENT, __version__
-from clawkerd.bootstrap import BootError, read_bootstrap, settings_from_env
-from clawkerd.exit_status import EXIT_BOOT_FAILED
-from clawkerd.identity import UnknownUserError, resolve_user
-from clawkerd.logging_setup import configure_logging
-from clawkerd.supervisor import supervise
+if __name__ == "__main__":
+    gc.disable()
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]  # None: "not importable"
+
+from clawkerd.cli import main, run
 
 __all__ = ["main", "run"]
-
-
-def run(args: Sequence[str], environ: Mapping[str, str]) -> int:
-    """Boot clawkerd and supervise the container; return the exit code."""
-    try:
-        settings = settings_from_env(environ, args)
-    except BootError as exc:
-        print(f"clawkerd: cannot start: {exc}", file=sys.stderr, flush=True)
-        return EXIT_BOOT_FAILED
-    log = configure_logging(settings.log_path, settings.log_max_bytes)
-    log.info(
-        "boot",
-        version=__version__,
-        agent=settings.agent,
-        project=settings.project,
-        user=settings.user,
-        pid=os.getpid(),
-    )
-    try:
-        material = read_bootstrap(settings.bootstrap_dir)
-        user = resolve_user(settings.user)
-    except (BootError, UnknownUserError) as exc:
-        message = str(exc)
-        if isinstance(exc, UnknownUserError):
-            message += "; set CLAWKER_USER to a user of the image (default: claude)"
-        log.error("boot_failed", error=message)
-        print(f"clawkerd: cannot start: {message}", file=sys.stderr, flush=True)
-        return EXIT_BOOT_FAILED
-    return asyncio.run(supervise(settings, material, user, log, environ=environ))
-
-
-def main() -> None:
-    """Console entry point: `clawkerd [--] CMD...`."""
-    sys.exit(run(sys.argv[1:], CONTAINER_ENVIRONMENT))
-
 
 if __name__ == "__main__":
     main()

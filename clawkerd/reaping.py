@@ -10,7 +10,6 @@ and logged. Nothing else in clawkerd may call wait()/poll() on a child.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 
 from clawkerd.exit_status import exit_code_from_wait_status
@@ -25,6 +24,8 @@ _LOST_STATUS_EXIT_CODE = 255
 
 def become_subreaper() -> bool:
     """Make orphans of our descendants reparent to us even when we are not PID 1."""
+    import ctypes  # noqa: PLC0415 (only off PID 1, as in tests: not on every container's start)
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0

@@ -204,3 +204,17 @@ def test_prepare_volumes_hands_the_old_users_files_over_and_leaves_roots(tmp_pat
     assert _owners(fresh) == {".": (4242, 4343)}
     assert (config / "projects" / "s.jsonl").read_text() == "{}\n"
     assert run().stdout == ""  # once handed over, a later start has nothing to do
+
+
+def test_prepare_volumes_fails_when_a_volume_root_is_missing(tmp_path: Path) -> None:
+    present = tmp_path / "present"
+    present.mkdir()
+    argv = ["sh", "-ec", PREPARE_VOLUMES, "prepare-volumes", "4242", "4343"]
+    done = subprocess.run(
+        [*argv, str(present), str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "missing" in done.stderr

@@ -224,3 +224,28 @@ def test_clawkerd_version_is_pyprojects_and_costs_no_metadata_scan() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert loaded.stdout.strip() == "False"
+
+
+def test_clawkerd_as_a_program_imports_without_ssl_and_with_the_collector_back_on() -> None:
+    """`python -m clawkerd` skips the stdlib's OpenSSL binding and imports with gc off; once
+    booted (here: refused for want of CLAWKER_AGENT) the collector runs again."""
+    probe = (
+        "import gc, runpy, sys\n"
+        "sys.argv = ['clawkerd', 'true']\n"
+        "try:\n"
+        "    runpy.run_module('clawkerd', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "print(sys.modules.get('ssl', 'absent'), 'asyncio' in sys.modules, gc.isenabled(), code)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAWKER")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split() == ["None", "True", "True", "2"]
+
+
+def test_importing_clawkerds_main_module_changes_nothing_in_the_importer() -> None:
+    probe = "import gc, sys, clawkerd.__main__, ssl; print(ssl.__name__, gc.isenabled())"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["ssl", "True"]

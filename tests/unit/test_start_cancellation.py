@@ -1,9 +1,10 @@
 """A start's work ends when Docker says its container died or was removed, and only then:
 the cancellation switch, and which events flip it (a late `die` of the previous start must not
-end the pass that drives the new one)."""
+end the pass that drives the new one), and the dial's port probe, which a cancellation also ends."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from reconciler.controlplane.identity.pki import ClawkerPKI
 from reconciler.controlplane.registry import Registry
 from reconciler.controlplane.runtime.cancellation import Cancellation, StartCancelledError
-from reconciler.controlplane.runtime.controller import RuntimeController, _rfc3339_ns
+from reconciler.controlplane.runtime.controller import RuntimeController, _accepting, _rfc3339_ns
 from reconciler.docker.engine import ContainerEvent, DockerPort
 
 CID = "ab" * 32
@@ -105,3 +106,21 @@ def test_an_event_for_a_container_without_a_pass_changes_nothing(tmp_path: Path)
     controller._end_pass(CID, entry)
     controller._cancel_pass(_event("destroy", STARTED_NS))
     assert not switch.cancelled
+
+
+def test_the_dial_probe_answers_once_the_port_listens_and_not_before() -> None:
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))  # bound, not listening: a connect is refused
+        port = reserved.getsockname()[1]
+        assert not _accepting("127.0.0.1", 0.03, time.sleep, port=port)
+        reserved.listen()
+        assert _accepting("127.0.0.1", 0.03, time.sleep, port=port)
+
+
+def test_a_cancelled_start_ends_the_dial_probe() -> None:
+    cancellation = Cancellation()
+    cancellation.cancel("the container died")
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        with pytest.raises(StartCancelledError):
+            _accepting("127.0.0.1", 5.0, cancellation.sleep, port=reserved.getsockname()[1])

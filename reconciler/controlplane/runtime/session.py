@@ -13,6 +13,7 @@ import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -44,11 +45,12 @@ POST_INIT_MARKER = f"{naming.CONFIG_MOUNT}/post-initialized"
 
 # Hands each volume's root to the agent user and, when the volume was last handed to another
 # uid/gid (its root's owner: a change of workspace owner), what that one owned in it too; what
-# root or anyone else owns stays theirs. Nothing is removed or re-seeded.
+# root or anyone else owns stays theirs. Nothing is removed or re-seeded. One `stat` and one
+# `chown` for all the volumes (each is a process in the container, on every new container's
+# first start); a missing volume root fails the `chown`, and so the step.
 PREPARE_VOLUMES = """\
 uid=$1 gid=$2; shift 2
-for dir in "$@"; do
-  old_uid=$(stat -c %u "$dir"); old_gid=$(stat -c %g "$dir")
+stat -c '%u %g %n' -- "$@" | while read -r old_uid old_gid dir; do
   if [ "$old_uid" != 0 ] && [ "$old_uid" != "$uid" ]; then
     echo "clawker: $dir: files of uid $old_uid now belong to uid $uid"
     find "$dir" -xdev -uid "$old_uid" -exec chown -h "$uid" {} +
@@ -57,8 +59,8 @@ for dir in "$@"; do
     echo "clawker: $dir: files of gid $old_gid now belong to gid $gid"
     find "$dir" -xdev -gid "$old_gid" -exec chgrp -h "$gid" {} +
   fi
-  chown "$uid:$gid" "$dir"
 done
+chown "$uid:$gid" -- "$@"
 """
 OUTPUT_TAIL_BYTES = 4000
 CP_VERSION = "clawker-cp/0.1"
@@ -227,8 +229,24 @@ def _require_current(still_current: Callable[[], bool]) -> None:
         )
 
 
-def _release(talk: _Conversation, still_current: Callable[[], bool]) -> None:
-    _require_current(still_current)
+def _current_in_background(still_current: Callable[[], bool]) -> Callable[[], None]:
+    """Ask `still_current()` on a thread of its own from now; the returned call waits for the
+    answer and raises StartSupersededError if it is no. (It is a Docker inspect: its round trip
+    then overlaps the Session's own instead of adding to it.)"""
+    answer: Future[bool] = Future()
+
+    def ask() -> None:
+        try:
+            answer.set_result(still_current())
+        except BaseException as exc:  # handed to the waiter, which raises it on its thread
+            answer.set_exception(exc)
+
+    threading.Thread(target=ask, name="start-current", daemon=True).start()
+    return lambda: _require_current(answer.result)
+
+
+def _release(talk: _Conversation, current: Callable[[], None]) -> None:
+    current()
     talk.ask(pb.Command(agent_ready=pb.AgentReady()), "ack")
 
 
@@ -248,10 +266,11 @@ def drive_start(
 
     `register(jwt)` verifies and records the registration token (raising to refuse it).
     `on_initialized()` is called once the init steps and post_init are done (Initialized).
-    `still_current()` is asked right after Hello (before registration or any step) and right
-    before AgentReady: a container restarted since this pass read it has a new clawkerd at the
-    same address, whose own start must be driven (and enrolled) by its own pass, never by this
-    one. `cancellation` ends the stream at once when Docker says the container died.
+    `still_current()` is asked as Hello is sent (answered before registration or any step)
+    and again as pre_run begins (answered before AgentReady): a container restarted since this
+    pass read it has a new clawkerd at the same address, whose own start must be driven (and
+    enrolled) by its own pass, never by this one. `cancellation` ends the stream at once when
+    Docker says the container died.
     """
     talk = _Conversation(pb_grpc.ClawkerdStub(channel), timeout)
     with (cancellation or Cancellation()).interrupting(talk.cancel):
@@ -286,10 +305,14 @@ def _drive(
             raise StepFailedError(record)
         return record
 
+    # The connection is up (the dial waited for it), so an inspect from now on that still
+    # shows this start proves the clawkerd at the other end is this start's; it runs while Hello
+    # makes its round trip, and nothing (registration, a step) happens before its answer.
+    current = _current_in_background(still_current)
     try:
         ack = talk.ask(pb.Command(hello=pb.Hello(cp_version=CP_VERSION)), "hello_ack").hello_ack
         # TLS proved which container answered; this proves it is still the start we drive.
-        _require_current(still_current)
+        current()
         registered = False
         if not is_registered:
             token = talk.ask(
@@ -298,7 +321,7 @@ def _drive(
             register(token)
             registered = True
         if ack.cmd_running:
-            _release(talk, still_current)
+            _release(talk, lambda: _require_current(still_current))
             return StartResult(readopted=True, registered=registered, steps=())
 
         if not ack.initialized:
@@ -320,9 +343,12 @@ def _drive(
             script = once_script(POST_INIT_MARKER, plan.runtime.post_init)
             step("post_init", ["sh", "-c", script], cwd=workdir)
         on_initialized()
+        # Asked as the last step begins and answered before AgentReady: the stream is this
+        # start's clawkerd's (checked after Hello), so the inspect need not wait for the step.
+        current = _current_in_background(still_current)
         if plan.runtime.pre_run.strip():
             step("pre_run", ["sh", "-ec", plan.runtime.pre_run], cwd=workdir)
-        _release(talk, still_current)
+        _release(talk, current)
         return StartResult(readopted=False, registered=registered, steps=tuple(steps))
     finally:
         talk.close()
