@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,6 @@ from bench.measuring import time_command
 from bench.start_ready import _wait
 from reconciler.controlplane.registry import Registry
 
-BUILD_OUTPUTS = ("proto/gen", "bpf/build")
-
 
 def export_tree(ref: str, into: Path) -> Path:
     """`ref` as a directory clawker can run from: `.` is this worktree itself."""
@@ -53,9 +51,43 @@ def export_tree(ref: str, into: Path) -> Path:
         ["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    for part in BUILD_OUTPUTS:
-        shutil.copytree(REPO / part, into / part, dirs_exist_ok=True)
+    # Its own protocol modules and eBPF objects, from its own sources: a copy of this tree's
+    # would run one tree's code against the other's wire format or map layout.
+    subprocess.run([sys.executable, str(into / "scripts" / "gen_proto.py")], check=True)
+    subprocess.run(["make", "-s", "-C", str(into), "bpf"], check=True)
     return into
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One tree of an A/B run: its code, its own scope and the fleet its spec declares."""
+
+    tree: Path
+    scope: BenchScope
+    fleet: Fleet
+    spec: Path
+
+    def env(self) -> dict[str, str]:
+        """clawker's environment in this contender's scope, running this contender's code."""
+        return self.scope.clawker_env() | {"PYTHONPATH": str(self.tree)}
+
+
+def prepare_contenders(
+    refs: dict[str, str], root: Path, agents: int, prefix: str
+) -> dict[str, Contender]:
+    """Each labelled git ref exported under `root`, with a scope and a fleet of `agents` of its
+    own (project `<prefix><run id>`), its spec written."""
+    made: dict[str, Contender] = {}
+    for label, ref in refs.items():
+        tree = export_tree(ref, root / label.lower())
+        scope = BenchScope.new()
+        ws = root / f"ws-{label}"
+        ws.mkdir()
+        fleet = Fleet(f"{prefix}{scope.run_id.removeprefix('bench-')}", agents, ws, scope)
+        spec = root / f"agents-{label}.yaml"
+        spec.write_text(fleet.clawker_spec())
+        made[label] = Contender(tree, scope, fleet, spec)
+    return made
 
 
 def main() -> None:
@@ -70,25 +102,15 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="clawker-ab-") as tmp:
         root = Path(tmp)
-        trees = {
-            "A": export_tree(args.a, root / "a"),
-            "B": export_tree(args.b, root / "b"),
-        }
-        scopes = {label: BenchScope.new() for label in trees}
-        specs: dict[str, Path] = {}
-        names: dict[str, str] = {}
-        for label, scope in scopes.items():
-            ws = root / f"ws-{label}"
-            ws.mkdir()
-            fleet = Fleet(f"b{scope.run_id.removeprefix('bench-')}", args.agents, ws, scope)
-            specs[label] = root / f"agents-{label}.yaml"
-            specs[label].write_text(fleet.clawker_spec())
-            names[label] = fleet.container_name(fleet.agents[0])
+        made = prepare_contenders({"A": args.a, "B": args.b}, root, args.agents, "b")
+        trees = {label: c.tree for label, c in made.items()}
+        scopes = {label: c.scope for label, c in made.items()}
+        specs = {label: c.spec for label, c in made.items()}
+        names = {label: c.fleet.container_name(c.fleet.agents[0]) for label, c in made.items()}
 
         def apply(label: str) -> tuple[float, dict[str, Any]]:
             profile = root / f"profile-{label}.json"
-            env = scopes[label].clawker_env()
-            env["PYTHONPATH"] = str(trees[label])
+            env = made[label].env()
             argv = clawker_argv("apply", "-f", str(specs[label]), "-y", "--profile", str(profile))
             wall = time_command(argv, env=env, cwd=trees[label])
             return wall, json.loads(profile.read_text())

@@ -26,9 +26,8 @@ from pathlib import Path
 # Run as a script (`python bench/ab_diff.py`): make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ab_apply import export_tree
-from bench.fleet import Fleet
-from bench.isolation import BenchError, BenchScope, clawker_argv
+from bench.ab_apply import prepare_contenders
+from bench.isolation import BenchError, clawker_argv
 from bench.measuring import interleaved, time_command
 from bench.scaling import floor_program
 
@@ -57,19 +56,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clawker-abdiff-") as tmp:
         root = Path(tmp)
-        trees = {"A": export_tree(args.a, root / "a"), "B": export_tree(args.b, root / "b")}
+        made = prepare_contenders({"A": args.a, "B": args.b}, root, args.agents, "d")
+        trees = {label: c.tree for label, c in made.items()}
         for tree in trees.values():
             _byte_compile(tree)
-        scopes = {label: BenchScope.new() for label in trees}
-        envs: dict[str, dict[str, str]] = {}
-        specs: dict[str, Path] = {}
-        for label, scope in scopes.items():
-            ws = root / f"ws-{label}"
-            ws.mkdir()
-            fleet = Fleet(f"d{scope.run_id.removeprefix('bench-')}", args.agents, ws, scope)
-            specs[label] = root / f"agents-{label}.yaml"
-            specs[label].write_text(fleet.clawker_spec())
-            envs[label] = scope.clawker_env() | {"PYTHONPATH": str(trees[label])}
+        scopes = {label: c.scope for label, c in made.items()}
+        envs = {label: c.env() for label, c in made.items()}
+        specs = {label: c.spec for label, c in made.items()}
         samples: dict[str, list[float]] = {}
         cpu: dict[str, list[float]] = {}
         try:
