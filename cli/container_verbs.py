@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import socket
-import struct
 import sys
 import tarfile
 import tempfile
@@ -24,6 +23,7 @@ from cli.render import render_event, render_outcomes, render_plan
 from cli.run_verb import target_container
 from cli.style import Style, fail_mark
 from cli.table import render_table
+from cli.terminal import docker_frames
 from reconciler import naming
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.paths import StatePaths
@@ -135,12 +135,8 @@ def _follow_clawkerd_log(
     with sock:
         sock.shutdown(socket.SHUT_WR)
         while chunk := sock.recv(65536):
-            pending += chunk
-            while len(pending) >= 8:
-                stream, size = struct.unpack(">BxxxL", pending[:8])
-                if len(pending) < 8 + size:
-                    break
-                payload, pending = pending[8 : 8 + size], pending[8 + size :]
+            frames, pending = docker_frames(pending + chunk)
+            for stream, payload in frames:
                 if stream != 1:
                     continue  # tail's own notes ("has been replaced"): rotation is not news
                 text += payload

@@ -128,6 +128,19 @@ def pump_raw(sock: socket.socket, stdin_fd: int | None, stdout_fd: int = 1) -> N
             sock.sendall(data)
 
 
+def docker_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Docker's multiplexed stream (8-byte header: stream id, size; then the payload) split
+    into its complete frames, and the bytes of the frame not yet complete."""
+    frames = []
+    while len(data) >= 8:
+        stream, size = struct.unpack(">BxxxL", data[:8])
+        if len(data) < 8 + size:
+            break
+        frames.append((stream, data[8 : 8 + size]))
+        data = data[8 + size :]
+    return frames, data
+
+
 def pump_multiplexed(
     sock: socket.socket, stdin_fd: int | None, stdout_fd: int = 1, stderr_fd: int = 2
 ) -> None:
@@ -146,12 +159,8 @@ def pump_multiplexed(
             data = sock.recv(_CHUNK)
             if not data:
                 return
-            pending += data
-            while len(pending) >= 8:
-                stream, size = struct.unpack(">BxxxL", pending[:8])
-                if len(pending) < 8 + size:
-                    break
-                payload, pending = pending[8 : 8 + size], pending[8 + size :]
+            frames, pending = docker_frames(pending + data)
+            for stream, payload in frames:
                 _write_all(stderr_fd if stream == 2 else stdout_fd, payload)
         if stdin_fd is not None and stdin_fd in ready:
             chunk = os.read(stdin_fd, _CHUNK)
