@@ -131,7 +131,6 @@ def scope(docker_api: docker.APIClient, tmp_path: Path) -> Iterator[Scope]:
         CLAWKER_SCOPE_LABELS=f"{TEST_LABEL}={run_id}",
         CLAWKER_NETWORK=f"clawker-test-{run_id}",
         CLAWKER_STATE_DIR=str(state),  # this test's own control plane, PKI and registry
-        CLAWKER_CACHE_DIR=str(tmp_path / "cache"),  # the spec parse cache: not the user's
         # The host user's files (~/.claude, ~/.gitconfig, the shared directory) and agents:
         # an empty home of the test's own, never the real user's.
         CLAWKER_HOST_HOME=str(host_home),
