@@ -464,7 +464,8 @@ class RuntimeController:
         address = info.ip
         for attempt in Retrying(
             stop=stop_after_delay(self.dial_timeout),
-            wait=wait_exponential_jitter(initial=0.05, max=2.0),
+            # 50 ms doubling to 2 s; tenacity's default jitter (to 1 s) would dwarf the first waits
+            wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
             retry=retry_if_exception(_transient),
             sleep=pause,
         ):
