@@ -50,7 +50,7 @@ from dnslib import DNSRecord
 from bench.isolation import REPO, BenchError, BenchScope, clawker_argv
 from bench.measuring import Ratio, Series
 from bench.reporting import ScenarioResult, render_table, write_json
-from bpf.loader import attach_egress, cgroup2_root, cgroup_id, detach_egress
+from bpf.loader import attach_egress, cgroup2_root, cgroup_id
 from bpf.maps import PinnedMaps
 from tests.cleanup import TEST_LABEL
 from tests.integration.testhosts import UpstreamStub
@@ -176,13 +176,11 @@ def run(
     log: Callable[[str], None],
 ) -> ScenarioResult:
     api = docker.APIClient(version="auto")
-    parent = f"/clawker-{scope.run_id}"
-    pin_dir = Path(f"/sys/fs/bpf/clawker-{scope.run_id}")
+    parent = scope.cgroup_parent
+    pin_dir = scope.pin_dir
     upstream = UpstreamStub({NAME: "127.0.0.2"})
-    env = scope.clawker_env()
+    env = scope.clawker_env()  # with the scope's parent cgroup and pins
     env.update(
-        CLAWKER_CGROUP_PARENT=parent,
-        CLAWKER_BPF_PIN_DIR=str(pin_dir),
         CLAWKER_DNS_UPSTREAM=f"{upstream.address[0]}:{upstream.address[1]}",
     )
     workspace = scope.state_dir.parent / f"clawker-{scope.run_id}-ws"
@@ -379,16 +377,6 @@ def _enrolment_latency(
     return samples
 
 
-def _remove_cgroup_parent(parent: str) -> None:
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        path = hierarchy / parent.strip("/")
-        if path.is_dir():
-            for child in path.iterdir():
-                if child.is_dir():
-                    child.rmdir()
-            path.rmdir()
-
-
 def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -429,9 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(f"error: {exc}")
         return 1
     finally:
-        scope.remove_everything()
-        detach_egress(Path(f"/sys/fs/bpf/clawker-{scope.run_id}"))
-        _remove_cgroup_parent(f"/clawker-{scope.run_id}")
+        scope.remove_everything()  # its pins and parent cgroup too
     print(render_table(result, unit="us"), flush=True)
     if not args.no_write:
         host["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)

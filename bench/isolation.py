@@ -23,7 +23,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from tests.cleanup import TEST_LABEL, remove_test_objects
+from bpf.loader import detach_egress
+from tests.cleanup import TEST_LABEL, remove_cgroup_parent, remove_test_objects
 
 __all__ = ["IMAGE", "REPO", "BenchError", "BenchScope", "clawker_argv", "scoped_environ"]
 
@@ -58,6 +59,16 @@ class BenchScope:
         return {"dev.clawker.managed": "true", "dev.clawker.object": kind, TEST_LABEL: self.run_id}
 
     @property
+    def cgroup_parent(self) -> str:
+        """This scope's parent cgroup: its control plane's programs attach here, nowhere else."""
+        return f"/clawker-{self.run_id}"
+
+    @property
+    def pin_dir(self) -> Path:
+        """This scope's BPF pins (a user's own clawker pins under /sys/fs/bpf/clawker)."""
+        return Path(f"/sys/fs/bpf/clawker-{self.run_id}")
+
+    @property
     def state_dir(self) -> Path:
         """clawker's CLAWKER_STATE_DIR: this scope's control plane, PKI and registry."""
         return Path(tempfile.gettempdir()) / f"clawker-{self.run_id}-state"
@@ -69,6 +80,8 @@ class BenchScope:
             CLAWKER_SCOPE_LABELS=self.label_selector,
             CLAWKER_NETWORK=self.network,
             CLAWKER_STATE_DIR=str(self.state_dir),
+            CLAWKER_CGROUP_PARENT=self.cgroup_parent,
+            CLAWKER_BPF_PIN_DIR=str(self.pin_dir),
             NO_COLOR="1",
         )
         return env
@@ -98,9 +111,12 @@ class BenchScope:
 
     def remove_everything(self) -> list[str]:
         """At the end: stop this scope's control plane, remove every object with its label
-        (images too) and its state directory; fail if any object survives."""
+        (images too), its pins, its parent cgroup and its state directory; fail if any object
+        survives."""
         self.stop_controlplane()
         removed = remove_test_objects(self.run_id)
+        removed += [f"pin {name}" for name in detach_egress(self.pin_dir)]
+        remove_cgroup_parent(self.cgroup_parent)
         survivors = self.objects()
         if survivors:
             raise BenchError(f"cleanup left {', '.join(survivors)} behind")

@@ -6,11 +6,24 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import docker
 import docker.errors
 
 TEST_LABEL = "dev.clawker.test"
+
+
+def remove_cgroup_parent(parent: str) -> None:
+    """rmdir a run's parent cgroup in every hierarchy Docker created it in (empty by now)."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        path = hierarchy / parent.strip("/")
+        if not path.is_dir():
+            continue
+        for child in path.iterdir():
+            if child.is_dir():
+                child.rmdir()
+        path.rmdir()
 
 
 def remove_test_objects(run_id: str | None = None) -> list[str]:

@@ -23,7 +23,7 @@ import pytest
 from bpf.loader import detach_egress
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.paths import StatePaths
-from tests.cleanup import TEST_LABEL, remove_test_objects
+from tests.cleanup import TEST_LABEL, remove_cgroup_parent, remove_test_objects
 from tests.integration.dockerexec import exec_in
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,18 +91,6 @@ class Scope:
 
     def exec(self, name: str, *cmd: str) -> tuple[int, str]:
         return exec_in(self.api, name, cmd)
-
-
-def remove_cgroup_parent(parent: str) -> None:
-    """rmdir a test's parent cgroup in every hierarchy Docker created it in (empty by now)."""
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        path = hierarchy / parent.strip("/")
-        if not path.is_dir():
-            continue
-        for child in path.iterdir():
-            if child.is_dir():
-                child.rmdir()
-        path.rmdir()
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,7 @@ from bpf.loader import attach_egress, cgroup_id
 from bpf.maps import PinnedMaps, Policy
 from bpf.tc import host_veths_of, veth_wall_program_id
 from reconciler.docker.seccomp import agent_seccomp_profile
-from tests.cleanup import TEST_LABEL
-from tests.integration.conftest import remove_cgroup_parent
+from tests.cleanup import TEST_LABEL, remove_cgroup_parent
 from tests.integration.dockerexec import exec_id, exec_in
 from tests.integration.test_firewall import (
     EPERM,
