@@ -154,6 +154,12 @@ class BridgeHost:
         self._current: _Bridge | None = None
         self._lock = asyncio.Lock()
 
+    async def close(self) -> None:
+        """End the current bridge's stream (clawkerd is exiting: nothing will connect now)."""
+        async with self._lock:
+            if self._current is not None:
+                await self._current.close()
+
     async def serve(self, frames: AsyncIterator[pb.Frame], peer: str) -> AsyncIterator[pb.Frame]:
         """The frames for one Bridge stream, whose first frame from the CP is LISTEN."""
         first = await anext(aiter(frames), None)

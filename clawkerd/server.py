@@ -54,6 +54,11 @@ class ClawkerdServicer(pb_grpc.ClawkerdServicer):
         self._log = log
         self._bridges = BridgeHost(log)
 
+    async def close_streams(self) -> None:
+        """At exit: end the long-lived Bridge stream, so that the server's stop need not wait
+        out its grace for it (the Session stream ends by itself once clawkerd is exiting)."""
+        await self._bridges.close()
+
     async def _refuse_unless_cp(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         names = peer_common_names(context)
         if names != [CONTROLPLANE_CN]:

@@ -288,9 +288,8 @@ async def supervise(
         loop.add_signal_handler(signum, supervisor.on_signal, signum)
     reaper.reap()
     try:
-        server, port = await start_server(
-            settings.listen, material, ClawkerdServicer(supervisor, log)
-        )
+        servicer = ClawkerdServicer(supervisor, log)
+        server, port = await start_server(settings.listen, material, servicer)
     except ListenError as exc:
         log.error("listen_failed", address=settings.listen, error=str(exc))
         print(f"clawkerd: cannot start: {exc}", file=sys.stderr, flush=True)
@@ -302,6 +301,9 @@ async def supervise(
         print(
             f"clawkerd: exiting with {code}: {supervisor.exit_reason}", file=sys.stderr, flush=True
         )
+    # Every stream ends now, so the grace below only covers an RPC still being answered; an
+    # open Bridge stream used to hold each stop (and each recreate) for the whole grace.
+    await servicer.close_streams()
     await server.stop(SERVER_STOP_GRACE_SECONDS)
     supervisor.stop_cmd()
     reaper.reap()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -364,3 +365,44 @@ def test_the_bridge_is_refused_to_a_peer_that_is_not_the_cp(
         channel.close()
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert not path.exists()  # nothing was bound for it
+
+
+def test_an_open_bridge_stream_ends_cleanly_when_clawkerd_exits(
+    pki: ClawkerPKI, tmp_path: Path
+) -> None:
+    """The CP keeps its Bridge stream open for the container's life. When the CMD exits, the
+    stream is ended by clawkerd (OK, after bridge_down), not cancelled by the server's shutdown
+    once its grace runs out: that grace used to hold every stop and recreate for 3 s."""
+    daemon = start_clawkerd(tmp_path, pki, ["sleep", "60"])
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{daemon.port}",
+        cp_credentials(pki),
+        options=[("grpc.ssl_target_name_override", CLAWKERD_TLS_NAME)],
+    )
+    hold = threading.Event()
+    path = tmp_path / "agent.sock"
+
+    def requests() -> Iterator[pb.Frame]:
+        yield pb.Frame(
+            kind=pb.FRAME_KIND_LISTEN,
+            listeners=[pb.BridgeListener(path=str(path), uid=os.getuid(), gid=os.getgid())],
+        )
+        hold.wait(30)  # the CP does not half-close: only clawkerd can end this stream
+
+    try:
+        call = pb_grpc.ClawkerdStub(channel).Bridge(requests(), timeout=30)
+        frames = iter(call)
+        assert next(frames).kind == pb.FRAME_KIND_READY
+        session = open_session(daemon.port, cp_credentials(pki))
+        assert session.ask(pb.Command(agent_ready=pb.AgentReady())).HasField("ack")
+        assert session.ask(pb.Command(signal=pb.Signal(signum=15))).HasField("ack")
+        assert list(frames) == []  # ends without an RpcError
+        assert call.code() == grpc.StatusCode.OK
+        assert daemon.wait_exit() == 128 + 15
+        assert daemon.has_event("bridge_down")
+        assert not path.exists()
+        session.close()
+    finally:
+        hold.set()
+        channel.close()
+        daemon.stop()
