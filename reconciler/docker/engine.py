@@ -7,6 +7,7 @@ docker-py has no inline types; this module is the only place its dict-shaped ans
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import struct
@@ -23,6 +24,7 @@ from docker.types import Mount
 from docker.utils import kwargs_from_env
 
 from reconciler import naming
+from reconciler.docker.host_fill import fill_directory
 from reconciler.errors import ClawkerError
 from reconciler.settings import Settings
 
@@ -467,15 +469,49 @@ class DockerEngine:
         self._call(f"remove volume {name}", self._api.remove_volume, name)
 
     def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None:
+        """Unpack the tar `data` at `path` in a container. Into a new local volume of a
+        container not started yet, the files are written on the host when that is the same
+        (reconciler.docker.host_fill); everything else goes through Docker's archive API."""
+        stream = io.BytesIO(data) if isinstance(data, bytes) else data
+        start = stream.tell()
+        if self._fill_on_host(container_id, path, stream):
+            return
+        stream.seek(start)
         ok = self._call(
             f"copy into container {container_id[:12]}",
             self._api.put_archive,
             container_id,
             path,
-            data,
+            stream,
         )
         if not ok:
             raise DockerError(f"copy into container {container_id[:12]}:{path} was refused")
+
+    def _fill_on_host(self, container_id: str, path: str, stream: IO[bytes]) -> bool:
+        info = self._call(
+            f"inspect container {container_id[:12]}", self._api.inspect_container, container_id
+        )
+        if not self._is_managed(info.get("Config", {}).get("Labels")):
+            raise NotManagedError(f"container {container_id[:12]} is not managed by clawker")
+        if info.get("State", {}).get("Status") != "created":
+            return False  # its process could be writing there too
+        target = path.rstrip("/") or "/"
+        volume = next(
+            (
+                m
+                for m in info.get("Mounts") or []
+                if m.get("Type") == "volume" and m.get("Destination") == target
+            ),
+            None,
+        )
+        if volume is None or volume.get("Driver") != "local" or not volume.get("Source"):
+            return False
+        start = stream.tell()
+        try:
+            return fill_directory(Path(volume["Source"]), stream)
+        except (OSError, tarfile.TarError):
+            stream.seek(start)  # the archive API writes every member again
+            return False
 
     def archive_names(self, container_id: str, path: str) -> frozenset[str] | None:
         """The names of the entries of directory `path` in a container (a stopped or never
