@@ -21,6 +21,8 @@ APPLY_SET: Final = "dev.clawker.apply-set"
 VOLUME_ROLE: Final = "dev.clawker.volume"
 WORKSPACE_PATH: Final = "dev.clawker.workspace"
 MADE_BY: Final = "dev.clawker.made-by"  # "run": made by `clawker run`/`create`, in no apply set
+# The container's own directory on the host (its bootstrap material): see controlplane/host_dirs
+HOST_DIR: Final = "dev.clawker.host-dir"
 AGENT_USER: Final = "dev.clawker.agent-user"  # `uid:gid` of the agent user in the container's image
 
 NETWORK_NAME_DEFAULT: Final = "clawker-net"
@@ -35,6 +37,7 @@ HISTORY_MOUNT: Final = "/commandhistory"
 AGENT_UID: Final = 1001
 AGENT_GID: Final = 1001
 SHARE_MOUNT: Final = f"{AGENT_HOME}/.clawker-share"  # the host's shared directory, read-only
+BOOTSTRAP_MOUNT: Final = "/run/clawker/bootstrap"  # the container's host dir, read-only
 HOST_GITCONFIG_MOUNT: Final = "/run/clawker/host/gitconfig"  # the host's ~/.gitconfig, read-only
 # Sockets clawkerd listens on inside for the CP's bridge (docs/credentials.md).
 CREDENTIAL_SOCKET: Final = "/run/clawker/git-credential.sock"

@@ -27,7 +27,8 @@ from reconciler.controlplane.api.messages import (
     to_wire,
 )
 from reconciler.controlplane.bridge.api_relay import ApiRelayConfig, ApiUpstream, UpstreamError
-from reconciler.controlplane.identity.bootstrap import bootstrap_archive
+from reconciler.controlplane.host_dirs import HostDirs
+from reconciler.controlplane.identity.bootstrap import bootstrap_archive, bootstrap_files
 from reconciler.controlplane.identity.pki import ClawkerPKI
 from reconciler.controlplane.paths import StatePaths
 from reconciler.controlplane.registry import Registry
@@ -99,6 +100,7 @@ def run(
         firewall.close()
         registry.close()
         return 1
+    host_dirs = HostDirs(paths.containers)
     controller = RuntimeController(
         port or DockerEngine(scope=settings),
         registry,
@@ -108,6 +110,7 @@ def run(
         workers=workers,
         firewall=firewall,
         api_relay=api_relay,
+        host_dirs=host_dirs,
     )
     started = time.time()
 
@@ -180,8 +183,21 @@ def run(
         return to_wire(reports)  # type: ignore[no-any-return]
 
     def issue_bootstrap(params: dict[str, Any]) -> dict[str, Any]:
-        archive = bootstrap_archive(pki, str(params["agent"]), str(params["container"]))
-        return to_wire(Bootstrap(base64.b64encode(archive).decode()))  # type: ignore[no-any-return]
+        """A new container's identity: into its host directory when it has one bound, else
+        as an archive for the CLI to copy in (a container made without a directory)."""
+        agent = str(params["agent"])
+        found = controller.port.container_mounts(str(params["container"]))
+        labels = found.labels
+        owner = naming.agent_key(labels.get(naming.PROJECT, ""), labels.get(naming.AGENT, ""))
+        if owner != agent:
+            raise ValueError(f"container {found.id[:12]} is agent {owner!r}'s, not {agent!r}'s")
+        files = bootstrap_files(pki, agent, found.id)
+        directory = host_dirs.bound(labels, found.mounts)
+        if directory is not None:
+            host_dirs.write(directory, files)
+            return to_wire(Bootstrap(found.id))  # type: ignore[no-any-return]
+        archive = base64.b64encode(bootstrap_archive(files)).decode()
+        return to_wire(Bootstrap(found.id, archive))  # type: ignore[no-any-return]
 
     verifying = threading.Lock()  # one run at a time: its targets have one interface name
 

@@ -41,6 +41,11 @@ class StatePaths:
         return self.root / "controlplane.log"
 
     @property
+    def containers(self) -> Path:
+        """One directory per agent container: its bootstrap material (host_dirs.py)."""
+        return self.root / "containers"
+
+    @property
     def forget_pending(self) -> Path:
         """Agents deleted while the CP was not running: one key per line, for its next start."""
         return self.root / "forget.pending"

@@ -30,6 +30,7 @@ from reconciler.settings import Settings
 
 __all__ = [
     "ContainerInfo",
+    "ContainerMounts",
     "ContainerSpec",
     "DockerEngine",
     "DockerError",
@@ -67,6 +68,16 @@ class ContainerInfo:
     volumes: tuple[str, ...] = ()  # names of the volumes it mounts
     status: str = ""  # Docker's human status ("Up 3 minutes", "Exited (0) 2 hours ago")
     created: int = 0  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class ContainerMounts:
+    """A container's id, labels, state and mounts, as Docker reports them (inspect)."""
+
+    id: str
+    labels: Mapping[str, str]
+    state: str
+    mounts: tuple[MountSpec, ...]
 
 
 @dataclass(frozen=True)
@@ -219,6 +230,7 @@ class RuntimePort(Protocol):
     """Watching and reaching running containers (the control plane, readiness, watch mode)."""
 
     def inspect_state(self, container_id: str) -> Mapping[str, Any]: ...
+    def container_mounts(self, name: str) -> ContainerMounts: ...
     def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
     def inspect_runtime(self, container_id: str, network: str) -> RuntimeInfo | None: ...
     def container_events(self) -> Iterator[ContainerEvent]: ...
@@ -439,6 +451,25 @@ class DockerEngine:
         if not self._is_managed(info.get("Config", {}).get("Labels")):
             raise NotManagedError(f"container {name} is not managed by clawker")
         return str(info["Id"])
+
+    def container_mounts(self, name: str) -> ContainerMounts:
+        """The managed container `name` as its mounts show it (a bind's source is its host
+        path, a volume's its name)."""
+        info = self._call(f"inspect container {name[:12]}", self._api.inspect_container, name)
+        labels = info.get("Config", {}).get("Labels") or {}
+        if not self._is_managed(labels):
+            raise NotManagedError(f"container {name} is not managed by clawker")
+        mounts = tuple(
+            MountSpec(
+                m.get("Type", ""),
+                m.get("Destination", ""),
+                (m.get("Name") if m.get("Type") == "volume" else m.get("Source")) or "",
+                read_only=not m.get("RW", True),
+            )
+            for m in info.get("Mounts") or []
+        )
+        state = info.get("State", {}).get("Status", "")
+        return ContainerMounts(str(info["Id"]), dict(labels), str(state), mounts)
 
     def start_container(self, container_id: str) -> None:
         self._call(f"start container {container_id[:12]}", self._api.start, container_id)

@@ -25,9 +25,10 @@ from reconciler.controlplane.api.messages import (
     Phase,
     StepRecord,
 )
+from reconciler.controlplane.host_dirs import HostDirs
 from reconciler.controlplane.paths import StatePaths
 from reconciler.controlplane.runtime_spec import runtime_differences
-from reconciler.docker.engine import DockerPort
+from reconciler.docker.engine import ContainerSpec, DockerPort, MountSpec
 from reconciler.host.host_state import ensure_share_dir, observe_host
 from reconciler.images import (
     ImageError,
@@ -255,8 +256,24 @@ def apply_plan(
         def update_runtime(spec: AgentRuntimeSpec, fresh_config: bool) -> None:
             cp.runtime_put(spec, fresh_config=fresh_config)
 
+        host_dirs = HostDirs(controlplane.containers)
+
+        def prepare_create(spec: ContainerSpec) -> ContainerSpec:
+            """An agent's container gets its own host directory, bound where its bootstrap
+            material is read, for the CP to write that material into (host_dirs.py)."""
+            if spec.labels.get(naming.PURPOSE) != "agent":
+                return spec
+            try:
+                token, path = host_dirs.create()
+            except OSError:
+                return spec  # not this host's state directory: the CP hands an archive back
+            bind = MountSpec("bind", naming.BOOTSTRAP_MOUNT, str(path), read_only=True)
+            labels = {**spec.labels, naming.HOST_DIR: token}
+            return replace(spec, labels=labels, mounts=(*spec.mounts, bind))
+
         tools = StepTools(
             bootstrap=cp.issue_bootstrap,
+            prepare_create=prepare_create,
             on_build_line=on_build_line,
             update_firewall=update_firewall,
             update_runtime=update_runtime,

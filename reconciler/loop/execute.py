@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from reconciler import naming
 from reconciler.controlplane.api.messages import AgentRuntimeSpec
-from reconciler.docker.engine import DockerError, ObjectPort
+from reconciler.docker.engine import ContainerSpec, DockerError, ObjectPort
 from reconciler.host.config_seed import seed_archive
 from reconciler.host.progress import marker_archive
 from reconciler.host.workspace import snapshot_archive
@@ -70,7 +70,11 @@ class ExecutionResult:
 class StepTools:
     """What some steps need besides the port: kept outside so the executor stays dumb."""
 
-    bootstrap: Callable[[str, str], bytes] | None = None  # (agent key, container id) -> tar
+    # (agent key, container name) -> (its id, None: written into its host directory; or a tar
+    # to copy in at /): the control plane's identity for a new container
+    bootstrap: Callable[[str, str], tuple[str, bytes | None]] | None = None
+    # CreateContainer: what the create adds to the plan's spec (the bootstrap's host directory)
+    prepare_create: Callable[[ContainerSpec], ContainerSpec] = lambda spec: spec
     on_build_line: Callable[[str], None] = lambda _line: None
     # (agent key, allowlist): the control plane call behind UpdateFirewall
     update_firewall: Callable[[str, tuple[str, ...]], None] | None = None
@@ -106,15 +110,16 @@ def _call(port: ObjectPort, step: Step, tools: StepTools) -> None:
                 raise DockerError("no bootstrap issuer: the control plane's PKI is needed")
             assert step.agent is not None
             # The identity is bound to the container's id, which exists only once it is created.
-            created = port.container_id(step.target)
-            port.put_archive(step.target, "/", tools.bootstrap(step.agent, created))
+            created, material = tools.bootstrap(step.agent, step.target)
+            if material is not None:
+                port.put_archive(created, "/", material)
         case Action.CREATE_NETWORK:
             port.create_network(step.target, step.labels)
         case Action.CREATE_VOLUME:
             port.create_volume(step.target, step.labels)
         case Action.CREATE_CONTAINER:
             assert step.container is not None
-            port.create_container(step.container)
+            port.create_container(tools.prepare_create(step.container))
         case Action.COPY_WORKSPACE:
             with snapshot_archive(step.source_dir, step.user) as archive:
                 port.put_archive(step.target, step.source_dir, archive)

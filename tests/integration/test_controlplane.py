@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from clawkerd.bootstrap import BOOTSTRAP_FILES
+from reconciler import naming
+from reconciler.controlplane.api.client import ApiError, ControlPlaneClient
 from tests.integration.conftest import Scope
 from tests.integration.dockerexec import exec_in
 
@@ -112,6 +115,38 @@ def test_bootstrap_material_is_root_only_inside_the_container(scope: Scope) -> N
     ]
     code, _ = exec_in(scope.api, name, ["cat", "/run/clawker/bootstrap/key.pem"], user="claude")
     assert code != 0
+
+
+def test_a_new_agent_gets_identity_and_seed_without_dockers_archive_api(scope: Scope) -> None:
+    """The CP writes the identity into the container's own host directory, bound read-only;
+    the seed is written into the new config volume on the host: Docker unpacks no archive."""
+    spec = scope.write_spec(SPEC)
+    scope.clawker("apply", "-f", str(spec), check=0)
+    name = _name(scope)
+    info = scope.inspect(name)
+    token = info["Config"]["Labels"][naming.HOST_DIR]
+    host_dir = Path(scope.env["CLAWKER_STATE_DIR"]) / "containers" / token
+    binds = [m for m in info["Mounts"] if m["Destination"] == naming.BOOTSTRAP_MOUNT]
+    assert [(m["Type"], m["Source"], m["RW"]) for m in binds] == [("bind", str(host_dir), False)]
+    assert sorted(p.name for p in host_dir.iterdir()) == sorted(BOOTSTRAP_FILES)
+    events = scope.api.events(
+        since=int(time.time()) - 120,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"container": info["Id"], "event": "extract-to-dir"},
+    )
+    assert [e["Action"] for e in events] == []
+    code, out = scope.exec(name, "stat", "-c", "%U %n", "/home/claude/.claude/.claude.json")
+    assert (code, out.strip()) == (0, "claude /home/claude/.claude/.claude.json")
+    # The CP writes an identity only for the agent the container is
+    cp = ControlPlaneClient(Path(scope.env["CLAWKER_STATE_DIR"]) / "controlplane.sock")
+    with pytest.raises(ApiError, match="not 'someone/else'"):
+        cp.issue_bootstrap("someone/else", name)
+    scope.clawker("delete", "-f", str(spec), "-y", check=0)
+    deadline = time.monotonic() + 10
+    while host_dir.exists():
+        assert time.monotonic() < deadline, "the host directory outlived its container"
+        time.sleep(0.1)
 
 
 def test_post_init_runs_once_and_pre_run_on_every_start(scope: Scope) -> None:

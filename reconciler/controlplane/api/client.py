@@ -97,13 +97,16 @@ class ControlPlaneClient:
         """Drop the runtime spec and firewall state of agents that no longer exist."""
         self._call("forget_agents", agents=list(keys))
 
-    def issue_bootstrap(self, agent_key: str, container_id: str) -> bytes:
-        """A new container's bootstrap archive (leaf, key, CA, single-use token) from the CP,
-        bound to that container's id (its name passes to a recreate's successor)."""
+    def issue_bootstrap(self, agent_key: str, container: str) -> tuple[str, bytes | None]:
+        """A new container's bootstrap material (leaf, key, CA, single-use token), bound to the
+        id of the container `container` names now (its name passes to a recreate's successor).
+        The CP writes it into the container's host directory and answers (id, None); for a
+        container made without one, (id, the archive to copy in at /)."""
         reply = from_wire(
-            Bootstrap, self._call("issue_bootstrap", agent=agent_key, container=container_id)
+            Bootstrap, self._call("issue_bootstrap", agent=agent_key, container=container)
         )
-        return base64.b64decode(reply.archive_b64)
+        archive = base64.b64decode(reply.archive_b64) if reply.archive_b64 else None
+        return reply.container_id, archive
 
     def start_reports(
         self, container_ids: Sequence[str], *, firewall: bool = True

@@ -148,10 +148,12 @@ class StartReport:
 
 @dataclass(frozen=True)
 class Bootstrap:
-    """A new container's bootstrap material, issued by the CP's PKI (the CLI holds no key):
-    a tar archive for `put_archive` at /, base64 on the wire."""
+    """A new container's bootstrap material, issued by the CP's PKI for `container_id`: written
+    by the CP into the container's host directory (`archive_b64` empty: the CLI never sees the
+    key), or, for a container made without one, a tar archive for `put_archive` at / (base64)."""
 
-    archive_b64: str
+    container_id: str
+    archive_b64: str = ""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from reconciler.controller.backoff import Backoff
 from reconciler.controller.controller import Controller
 from reconciler.controller.sources import Cause, DockerEventSource, ResyncTimer, Trigger
 from reconciler.controlplane.bridge.api_relay import ApiKeyError, ApiKeySource, ApiRelayConfig
+from reconciler.controlplane.host_dirs import HostDirs
 from reconciler.controlplane.identity.pki import (
     ClawkerPKI,
     RegistrationTokenError,
@@ -106,8 +107,10 @@ class RuntimeController:
         sleep: Callable[[float], None] | None = None,  # None: the real, interruptible sleep
         firewall: Firewall | None = None,
         api_relay: ApiRelayConfig | None = None,
+        host_dirs: HostDirs | None = None,
     ) -> None:
         self.port, self.registry, self.pki = port, registry, pki
+        self.host_dirs = host_dirs  # each container's bootstrap directory, removed with it
         self.firewall = firewall  # None only where no container may start (unit tests)
         self.network = network
         self.resync_interval = resync_interval
@@ -158,12 +161,16 @@ class RuntimeController:
     # -- triggers -----------------------------------------------------------------------------
     def resync(self) -> None:
         """Enqueue every running agent container: the periodic safety net for lost events."""
-        alive = set()
+        alive, dirs = set(), set()
         for c in self.port.list_containers():
             alive.add(c.id)
+            dirs.add(c.labels.get(naming.HOST_DIR, ""))
             if c.state == "running" and c.labels.get(naming.PURPOSE) == "agent":
                 self.controller.enqueue(c.id, Trigger(Cause.RESYNC))
         self.registry.forget_containers_except(alive)
+        if self.host_dirs is not None:
+            for token in self.host_dirs.sweep(dirs):
+                log.info("removed host directory %s: no container has it", token)
         if self.firewall is not None:
             self.firewall.sweep()
 
@@ -178,6 +185,8 @@ class RuntimeController:
             self.enroller.enqueue(event.id, Trigger(Cause.CONTAINER, "start"))
             self.controller.enqueue(event.id, Trigger(Cause.CONTAINER, "start"))
         elif event.action in _ENDS_A_START:
+            if event.action == "destroy" and self.host_dirs is not None:
+                self.host_dirs.remove(event.labels.get(naming.HOST_DIR, ""))
             self._cancel_pass(event)
             # Re-read: what is left of it, if anything.
             self.controller.enqueue(event.id, Trigger(Cause.CONTAINER, event.action))
