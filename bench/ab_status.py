@@ -5,8 +5,10 @@
 One scope; tree B applies `--agents` agents. Then, `--rounds` times, A's CP and then B's is
 started on that scope (`controlplane down`, then the tree's own `controlplane up`); once it is
 idle, it times the `status` API call for every agent container (as `get agents` makes it: with
-FirewallEnrolled) ten times, and `clawker get agents -f spec -o json` of that tree three times,
-waiting for the CP to be idle again after each (the call also triggers a pass per container).
+FirewallEnrolled) ten times, each followed at once by `runtime_state` (timed too: it runs
+while the passes that `status` triggered do), then `clawker get agents -f spec -o json` of that
+tree three times, waiting for the CP to be idle again after each (the call also triggers a pass
+per container).
 Each tree needs its own `make setup`. Everything the scope made is removed at the end.
 """
 
@@ -73,7 +75,9 @@ def main() -> None:
     api = docker.APIClient(version="auto")
     scope = BenchScope.new()
     env = scope.clawker_env()
-    timings: dict[str, dict[str, list[float]]] = {k: {"status": [], "get": []} for k in trees}
+    timings: dict[str, dict[str, list[float]]] = {
+        k: {"status": [], "after": [], "get": []} for k in trees
+    }
     loads = [os.getloadavg()[0]]
     try:
         with tempfile.TemporaryDirectory(prefix="clawker-ab-status-") as tmp:
@@ -98,6 +102,9 @@ def main() -> None:
                         began = time.perf_counter()
                         reports = client.start_reports(ids)
                         timings[name]["status"].append(time.perf_counter() - began)
+                        began = time.perf_counter()
+                        client.runtime_state()  # what `get agents` asks next
+                        timings[name]["after"].append(time.perf_counter() - began)
                         if sum(r.firewall_enrolled for r in reports.values()) != len(ids):
                             raise BenchError(f"{name}: not every agent FirewallEnrolled")
                         _idle(client)
@@ -114,9 +121,11 @@ def main() -> None:
     print(f"{args.agents} agents, load average {min(loads):.1f}–{max(loads):.1f}")
     for name, tree in trees.items():
         status, get = timings[name]["status"], timings[name]["get"]
+        after = timings[name]["after"]
         print(
             f"{name} ({tree}): status call median {statistics.median(status) * 1000:.1f} ms "
-            f"(min {min(status) * 1000:.1f}, n={len(status)}); get agents median "
+            f"(min {min(status) * 1000:.1f}, n={len(status)}); runtime_state right after "
+            f"{statistics.median(after) * 1000:.1f} ms; get agents median "
             f"{statistics.median(get):.3f} s (min {min(get):.3f}, n={len(get)})"
         )
 
