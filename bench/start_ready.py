@@ -4,9 +4,11 @@ One agent is applied (untimed). Each run stops it (untimed), then times `docker 
 control plane has recorded that start as Ready (firewall enrol, dial clawkerd, Session steps,
 AgentReady). The registry is read directly, not through the CP's API, because asking the API
 about a container also enqueues it: the measured path is the Docker `start` event's. The CP's own
-timings (enrol, dial, session) split its share. The baseline is a bare `docker start` of a
-container of the same image whose entrypoint is `sleep` (no clawkerd, nothing waits), in the
-same script, interleaved run by run.
+timings (enrol, dial, session) split its share. Two baselines, in the same script, interleaved
+run by run: a bare `docker start` of a container of the same image whose entrypoint is `sleep`
+(no clawkerd, nothing waits) on the default bridge, and the same container attached to the
+agents' own network (the scope's user-defined network), which is what separates dockerd's
+network setup from what clawker adds to the container (mounts, cgroup parent, capabilities).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = ["run"]
 READY = "start → Ready"
 DOCKER = "docker start (agent)"
 BARE = "docker start (bare)"
+BARE_NET = "docker start (bare, agents' network)"
 
 SPEC = """\
 apiVersion: clawker.dev/v1alpha1
@@ -67,6 +70,9 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
             clawker_argv("apply", "-f", str(spec), "-y"), env=scope.clawker_env(), cwd=REPO
         )
         image = api.inspect_container(name)["Config"]["Image"]
+        networks = api.inspect_container(name)["NetworkSettings"]["Networks"]
+        if scope.network not in networks:
+            raise BenchError(f"{name} is not on {scope.network} (it is on {sorted(networks)})")
         bare = api.create_container(
             image,
             ["infinity"],
@@ -74,8 +80,16 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
             name=f"{project}-bare",
             labels=scope.labels("container"),
         )["Id"]
+        bare_net = api.create_container(
+            image,
+            ["infinity"],
+            entrypoint=["sleep"],
+            name=f"{project}-bare-net",
+            labels=scope.labels("container"),
+            host_config=api.create_host_config(network_mode=scope.network),
+        )["Id"]
         registry = Registry(scope.state_dir / "registry.sqlite")
-        series: dict[str, list[float]] = {READY: [], DOCKER: [], BARE: []}
+        series: dict[str, list[float]] = {READY: [], DOCKER: [], BARE: [], BARE_NET: []}
         shares: dict[str, list[float]] = {"enrol": [], "dial": [], "bridge": [], "session": []}
         # A restart keeps the id: the wait below reads only the registry, so the benchmark
         # puts no inspects on dockerd while the CP is driving the start it measures.
@@ -102,10 +116,14 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
                 for key, samples in shares.items():
                     samples.append(float(status.timings.get(key, 0.0)))
 
-                t0 = time.perf_counter()
-                api.start(bare)
-                series[BARE].append(time.perf_counter() - t0)
-                api.stop(bare, timeout=0)
+                # The two baselines alternate which goes first, so neither always follows
+                # the agent's start.
+                baselines = ((BARE, bare), (BARE_NET, bare_net))
+                for key, container in baselines if i % 2 == 0 else baselines[::-1]:
+                    t0 = time.perf_counter()
+                    api.start(container)
+                    series[key].append(time.perf_counter() - t0)
+                    api.stop(container, timeout=0)
                 log(f"start_ready: run {i + 1}/{runs}: {series[READY][-1]:.3f}s")
         finally:
             registry.close()
@@ -115,6 +133,7 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
             (READY, "docker start until the CP recorded this start Ready (event path)"),
             (DOCKER, "the `docker start` call of the agent container alone"),
             (BARE, "`docker start` of the same image with entrypoint sleep (no clawkerd)"),
+            (BARE_NET, "the same bare container, on the agents' network instead of the default"),
         )
     }
     cp = {k: Series(f"CP {k}", f"CP share: {k}", tuple(v)) for k, v in shares.items()}
@@ -124,5 +143,11 @@ def run(scope: BenchScope, *, runs: int, agents: int, log: Callable[[str], None]
         command=f".venv/bin/python bench/run.py --only start_ready --runs {runs}",
         parameters={"runs": runs},
         series=(*result.values(), *cp.values()),
-        ratios=(Ratio.of(result, READY, BARE), Ratio.of(result, DOCKER, BARE)),
+        ratios=(
+            Ratio.of(result, READY, BARE),
+            Ratio.of(result, DOCKER, BARE),
+            Ratio.of(result, READY, BARE_NET),
+            Ratio.of(result, DOCKER, BARE_NET),
+            Ratio.of(result, BARE_NET, BARE),
+        ),
     )

@@ -22,7 +22,6 @@ from reconciler.controlplane.api.messages import (
     AgentRuntimeState,
     Bootstrap,
     Hello,
-    StartReport,
     from_wire,
     to_wire,
 )
@@ -164,22 +163,8 @@ def run(
         taking.unlink(missing_ok=True)
 
     def status(params: dict[str, Any]) -> dict[str, Any]:
-        ids = params.get("containers", [])
-        with_firewall = bool(params.get("firewall", True))
-        reports = {}
-        for cid in ids:
-            start = registry.status(cid)
-            # Asking is also a trigger (no waiting for an event), except about a start a worker
-            # is driving now: the readiness wait polls, and each poke costs a pass (an inspect,
-            # an enrolment) that competes with the starts being driven.
-            if start is None or start.phase.final:
-                controller.poke(cid)
-            reports[cid] = StartReport(
-                cid,
-                start,
-                firewall_enrolled=with_firewall and controller.firewall_enrolled(cid),
-                initialized=bool(start and start.initialized),
-            )
+        ids = [str(cid) for cid in params.get("containers", [])]
+        reports = controller.start_reports(ids, firewall=bool(params.get("firewall", True)))
         return to_wire(reports)  # type: ignore[no-any-return]
 
     def issue_bootstrap(params: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -233,19 +234,23 @@ class Registry:
                 "initialized, runtime FROM start_status WHERE container_id=?",
                 (container_id,),
             ).fetchone()
-        if row is None:
-            return None
-        return StartStatus(
-            row[0],
-            row[1],
-            row[2],
-            Phase(row[3]),
-            row[4],
-            tuple(StepRecord(**s) for s in json.loads(row[5])),
-            json.loads(row[6]),
-            bool(row[7]),
-            _runtime_row(json.loads(row[8])) if row[8] else None,
-        )
+        return None if row is None else _status_row(row)
+
+    def statuses(self, container_ids: Iterable[str]) -> dict[str, StartStatus]:
+        """`status` of many containers in one query: those with a record, by id."""
+        ids = list(dict.fromkeys(container_ids))
+        found: dict[str, StartStatus] = {}
+        for begin in range(0, len(ids), 500):  # under SQLite's limit of bound parameters
+            chunk = ids[begin : begin + 500]
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT container_id, agent_key, started_at, phase, detail, steps, timings, "
+                    "initialized, runtime FROM start_status WHERE container_id IN "
+                    f"({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+            found.update((row[0], _status_row(row)) for row in rows)
+        return found
 
     def forget_containers_except(self, alive: set[str]) -> None:
         """Drop status rows of containers that no longer exist (registrations are kept)."""
@@ -254,6 +259,20 @@ class Registry:
             for (cid,) in rows:
                 if cid not in alive:
                     self._db.execute("DELETE FROM start_status WHERE container_id=?", (cid,))
+
+
+def _status_row(row: tuple[Any, ...]) -> StartStatus:
+    return StartStatus(
+        row[0],
+        row[1],
+        row[2],
+        Phase(row[3]),
+        row[4],
+        tuple(StepRecord(**s) for s in json.loads(row[5])),
+        json.loads(row[6]),
+        bool(row[7]),
+        _runtime_row(json.loads(row[8])) if row[8] else None,
+    )
 
 
 def _runtime_row(data: dict[str, Any]) -> AgentRuntimeSpec:

@@ -381,9 +381,9 @@ def pending_at_next_start(
 def readiness_conditions(observed: ObservedState, cp: ControlPlaneClient) -> dict[str, Conditions]:
     """Per running agent container (by id): the CP's verdict on its current start.
 
-    Every condition is the control plane's: it reads each container's cgroup from /proc and the
-    kernel's policy map (FirewallEnrolled), and records when the init steps are done
-    (Initialized, false while post_init runs)."""
+    Every condition is the control plane's: it lists its parent cgroup and reads the kernel's
+    policy map once for all of them (FirewallEnrolled), and records when the init steps are done
+    (Initialized, false while post_init runs). Two CP calls in all, whatever the number."""
     running = [
         a.container
         for a in observed.agents.values()

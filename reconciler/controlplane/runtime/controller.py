@@ -13,7 +13,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 import grpc
@@ -30,6 +30,7 @@ from reconciler import naming
 from reconciler.controller.backoff import Backoff
 from reconciler.controller.controller import Controller
 from reconciler.controller.sources import Cause, DockerEventSource, ResyncTimer, Trigger
+from reconciler.controlplane.api.messages import StartReport
 from reconciler.controlplane.bridge.api_relay import ApiKeyError, ApiKeySource, ApiRelayConfig
 from reconciler.controlplane.host_dirs import HostDirs
 from reconciler.controlplane.identity.pki import (
@@ -247,6 +248,34 @@ class RuntimeController:
             return False
         info = self.port.inspect_runtime(container_id, self.network)
         return info is not None and info.running and self.firewall.is_enrolled(info.id, info.pid)
+
+    def start_reports(
+        self, container_ids: Sequence[str], *, firewall: bool = True
+    ) -> dict[str, StartReport]:
+        """The API's `status`: each container's latest start, for all of them at once (one
+        registry query, one look at the firewall; no Docker call). Asking is also a trigger,
+        except about a start a worker is driving now: the readiness wait polls, and each poke
+        costs a pass (an inspect, an enrolment) that competes with the starts being driven."""
+        starts = self.registry.statuses(container_ids)
+        enrolled = self.firewall_enrolled_all(container_ids) if firewall else set()
+        reports = {}
+        for cid in container_ids:
+            start = starts.get(cid)
+            if start is None or start.phase.final:
+                self.poke(cid)
+            reports[cid] = StartReport(
+                cid,
+                start,
+                firewall_enrolled=cid in enrolled,
+                initialized=bool(start and start.initialized),
+            )
+        return reports
+
+    def firewall_enrolled_all(self, container_ids: Sequence[str]) -> set[str]:
+        """FirewallEnrolled of many containers: those whose current cgroup is on the map."""
+        if self.firewall is None:
+            return set()
+        return self.firewall.enrolled_containers(container_ids)
 
     def handle(self, container_id: str) -> StartStatus | None:
         """Bring one running container to AgentReady, unless this start was already handled."""
