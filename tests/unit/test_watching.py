@@ -490,3 +490,33 @@ def test_watch_modes_debouncer_adds_no_quiet_period_of_its_own() -> None:
     debouncer = Debouncer()
     debouncer.add(["/s/a.yaml"], clock())
     assert debouncer.due(clock()) == ["/s/a.yaml"]
+
+
+def test_with_a_profile_each_pass_appends_where_its_time_went(
+    spec_file: Path, tmp_path: Path
+) -> None:
+    """`--watch --profile FILE`: one JSON line per pass, counted from when its trigger was seen
+    (here a `die` event: the settle inspect, the queue, then the pass itself)."""
+    import json  # noqa: PLC0415
+
+    profile = tmp_path / "profile.jsonl"
+    report, port = RecordingReport(), InspectOnlyPort()
+    watcher = Watcher(
+        port,  # type: ignore[arg-type]
+        [str(spec_file)],
+        load_specs([str(spec_file)]),
+        report,
+        WatchOptions(profile=str(profile)),
+        settings=Settings(),
+    )
+    watcher._on_docker_event(event("die", "a", exitCode="137"))
+    item = watcher.work.take(0)
+    assert item is not None
+    watcher._reconcile(*item)  # fails: this port cannot list, so the pass reports a failure
+    (line,) = profile.read_text().splitlines()
+    data = json.loads(line)
+    assert (data["pass"], data["keys"]) == (1, ["demo/a"])
+    assert data["triggers"] == ["container died (exit 137)"]
+    names = [s["name"] for s in data["spans"]]
+    assert names[:2] == ["settle", "queue"]
+    assert "observe" in names
