@@ -162,15 +162,16 @@ def _write_atomically(path: Path, text: str) -> None:
 # and prepare_apply / apply_plan name them).
 _PHASES = (
     "load specs",
-    "settle",
+    "event",
     "queue",
     "apply lock",
     "ensure control plane",
     "image inputs",
-    "observe",
     "observe host",
     "observe bases",
     "observe control plane",
+    "observe",
+    "settle wait",  # inside "observe", before the container list
     "plan",
     "pass header",
     "execute",
@@ -187,7 +188,7 @@ def _phases(data: dict[str, Any], began: float, printed: float, until: str) -> d
     out = {"source saw it": data["origin_wall"] - began}
     for phase in _PHASES:
         if phase in totals:
-            out[phase] = totals[phase]
+            out[f"  {phase}" if phase == "settle wait" else phase] = totals[phase]
         if phase == until:
             break
     if until != "pass header":

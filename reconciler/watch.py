@@ -146,6 +146,8 @@ class Watcher:
         # key -> (when its source saw the change, when it was queued, what came between), the
         # earliest since the key was last taken: a pass's profile counts from there.
         self._since: dict[str, tuple[float, float, str]] = {}
+        # key -> the settle inspects started for its `die` events and not yet waited for
+        self._settling: dict[str, list[threading.Event]] = {}
         self._since_lock = threading.Lock()
         self._profile_lock = threading.Lock()
         self.files = SpecFileSource(self.inputs, self.reload_specs, self._stopping)
@@ -247,16 +249,28 @@ class Watcher:
         detail = f"{text} (exit {code})" if event.action == "die" and code else text
         seen = time.perf_counter()
         if event.action == "die":
-            self._settle(event.id)
-        self._put(key, Trigger(Cause.CONTAINER, detail), seen, "settle")
+            self._start_settle(key, event.id)
+        self._put(key, Trigger(Cause.CONTAINER, detail), seen, "event")
 
-    def _settle(self, container_id: str) -> None:
-        """Docker sends `die` before its container list shows the exit; an inspect waits for the
-        container's lock, which Docker holds until the list is updated too."""
-        try:
-            self.port.inspect_state(container_id)
-        except Exception:  # gone already, or the daemon went away: the pass will see
-            return
+    def _start_settle(self, key: str, container_id: str) -> None:
+        """Docker sends `die` before its container list shows the exit (it tears down the
+        container's network and mounts first, ~50 ms); an inspect waits for the container's
+        lock, which Docker holds until the list is updated too. The inspect runs on a thread of
+        its own, so the event stream goes on and the pass does everything else meanwhile: it
+        waits for the inspect only just before it lists the containers."""
+        done = threading.Event()
+        with self._since_lock:
+            self._settling.setdefault(key, []).append(done)
+
+        def settle() -> None:
+            try:
+                self.port.inspect_state(container_id)
+            except Exception:  # gone already, or the daemon went away: the pass will see
+                pass
+            finally:
+                done.set()
+
+        threading.Thread(target=settle, name="watch-settle", daemon=True).start()
 
     def _on_connected(self, first: bool) -> None:
         if first and not self._initial_done:
@@ -300,6 +314,7 @@ class Watcher:
         taken = time.perf_counter()
         with self._since_lock:
             since = self._since.pop(key, None)
+            settling = self._settling.pop(key, [])
         timeline = None
         if self.options.profile:
             seen, queued, between = since or (taken, taken, "")
@@ -308,7 +323,7 @@ class Watcher:
                 timeline.add(between, 0.0, queued - seen)
                 timeline.add("queue", queued - seen, taken - seen)
         try:
-            return key not in self.converge({key}, triggers, timeline)
+            return key not in self.converge({key}, triggers, timeline, settling)
         except _StoppedError:
             return True
 
@@ -330,14 +345,16 @@ class Watcher:
         keys: set[str] | None,
         triggers: Sequence[Trigger],
         timeline: Timeline | None = None,
+        settling: Sequence[threading.Event] = (),
     ) -> set[str]:
         """One pass over `keys` (None: every declared agent); return the keys that failed.
         The scope's apply lock is held for the pass (only): a concurrent `clawker apply`
         takes its turn between passes. With `timeline`, the pass's spans are written to
-        `options.profile` at its end."""
+        `options.profile` at its end; `settling`: the settle inspects to wait for before the
+        container list."""
         tl = timeline or Timeline()
         try:
-            return self._locked_converge(keys, triggers, tl)
+            return self._locked_converge(keys, triggers, tl, settling)
         finally:
             if timeline is not None:
                 self._write_profile(keys, triggers, timeline)
@@ -347,9 +364,10 @@ class Watcher:
         keys: set[str] | None,
         triggers: Sequence[Trigger],
         tl: Timeline,
+        settling: Sequence[threading.Event],
     ) -> set[str]:
         if self.apply_lock is None:
-            return self._converge(keys, triggers, tl)
+            return self._converge(keys, triggers, tl, settling)
         scope = sorted(keys) if keys is not None else [a.key for a in self.specset.agents]
         try:
             tl.begin("apply lock", "")
@@ -360,7 +378,7 @@ class Watcher:
                 ),
             ):
                 tl.end("apply lock", "")
-                return self._converge(keys, triggers, tl)
+                return self._converge(keys, triggers, tl, settling)
         except ApplyLockError as exc:
             number = tl.extra["pass"] = next(self._numbers)
             self.report.pass_failed(number, scope, str(exc))
@@ -371,6 +389,7 @@ class Watcher:
         keys: set[str] | None,
         triggers: Sequence[Trigger],
         tl: Timeline,
+        settling: Sequence[threading.Event] = (),
     ) -> set[str]:
         specset = self.specset
         number: int | None = None
@@ -380,7 +399,13 @@ class Watcher:
             if agents:  # before planning: the plan compares with what the control plane holds
                 with tl.span("ensure control plane"):
                     self._ensure_controlplane()
-            the_plan, observed = self._prepare(specset, keys, tl)
+
+            def settle() -> None:
+                with tl.span("settle wait"):
+                    for done in settling:
+                        done.wait()
+
+            the_plan, observed = self._prepare(specset, keys, tl, settle if settling else None)
             if _being_removed(observed, scope):
                 return set()  # `docker rm` under way: its destroy event comes next
             first = any(t.cause is Cause.INITIAL for t in triggers)
@@ -441,7 +466,11 @@ class Watcher:
             out.write(json.dumps(data) + "\n")
 
     def _prepare(
-        self, specset: SpecSet, keys: set[str] | None, timeline: Timeline | None = None
+        self,
+        specset: SpecSet,
+        keys: set[str] | None,
+        timeline: Timeline | None = None,
+        settle: Callable[[], None] | None = None,
     ) -> tuple[Plan, ObservedState]:
         prepared = prepare_apply(
             self.port,
@@ -450,6 +479,7 @@ class Watcher:
             prune=self.options.prune,
             keys=keys,
             timeline=timeline,
+            settle=settle,
         )
         return prepared.plan, prepared.observed
 

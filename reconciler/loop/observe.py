@@ -6,7 +6,7 @@ planner can be tested with hand-written observations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler import naming
@@ -71,20 +71,26 @@ def group_containers(containers: Iterable[ContainerInfo]) -> dict[str, ObservedA
     return result
 
 
-def observe(port: ListingPort) -> ObservedState:
-    """List managed containers, volumes, networks and images: four calls, filtered by label;
-    then read the progress markers of the agents whose fills may be unfinished."""
-    agents = group_containers(port.list_containers())
+def observe(port: ListingPort, settle: Callable[[], None] | None = None) -> ObservedState:
+    """List managed volumes, images, networks and containers: four calls, filtered by label;
+    then read the progress markers of the agents whose fills may be unfinished.
+
+    `settle` is called just before the container list: watch mode waits there for Docker to
+    finish recording an exit it has announced, after the other three lists."""
     volumes = {v.name: v.labels for v in port.list_volumes()}
     images = {
         ref: ObservedImage(image.id, image.labels)
         for image in port.list_images()
         for ref in image.refs
     }
+    networks = frozenset(n.name for n in port.list_networks())
+    if settle is not None:
+        settle()
+    agents = group_containers(port.list_containers())
     return ObservedState(
         agents=agents,
         volumes=volumes,
-        networks=frozenset(n.name for n in port.list_networks()),
+        networks=networks,
         images=images,
         unfinished=_unfinished_fills(port, agents, volumes, images),
     )
