@@ -171,7 +171,7 @@ _PHASES = (
     "observe bases",
     "observe control plane",
     "observe",
-    "settle wait",  # inside "observe", before the container list
+    "settle wait",  # inside "observe", before the lists
     "plan",
     "pass header",
     "execute",
@@ -191,6 +191,8 @@ def _phases(data: dict[str, Any], began: float, printed: float, until: str) -> d
             out[f"  {phase}" if phase == "settle wait" else phase] = totals[phase]
         if phase == until:
             break
+    if "settle wait" in spans and "observe" in spans:  # the lists after it
+        out["  the four lists (and fills)"] = spans["observe"]["end"] - spans["settle wait"]["end"]
     if until != "pass header":
         for span in sorted((s for s in data["spans"] if s["name"].startswith("step:")), key=_start):
             step = f"  {span['name']}"  # by action: each run's container has its own id

@@ -256,8 +256,9 @@ class Watcher:
         """Docker sends `die` before its container list shows the exit (it tears down the
         container's network and mounts first, ~50 ms); an inspect waits for the container's
         lock, which Docker holds until the list is updated too. The inspect runs on a thread of
-        its own, so the event stream goes on and the pass does everything else meanwhile: it
-        waits for the inspect only just before it lists the containers."""
+        its own, so the event stream goes on and the pass does meanwhile what does not ask
+        Docker's lists (the control plane, the base image); it waits for the inspect just before
+        it lists."""
         done = threading.Event()
         with self._since_lock:
             self._settling.setdefault(key, []).append(done)
@@ -351,7 +352,7 @@ class Watcher:
         The scope's apply lock is held for the pass (only): a concurrent `clawker apply`
         takes its turn between passes. With `timeline`, the pass's spans are written to
         `options.profile` at its end; `settling`: the settle inspects to wait for before the
-        container list."""
+        Docker lists."""
         tl = timeline or Timeline()
         try:
             return self._locked_converge(keys, triggers, tl, settling)

@@ -109,7 +109,7 @@ def prepare_apply(
 
     With `keys` (agent keys), plan only those agents: the others are left out of both the
     desired and the observed side, so nothing else is created, changed or pruned (watch mode's
-    per-agent passes). `settle` is called just before Docker's containers are listed (see
+    per-agent passes). `settle` is called just before Docker's objects are listed (see
     `observe`).
     """
     tl = timeline or Timeline()
@@ -118,8 +118,8 @@ def prepare_apply(
     desired: Sequence[DesiredAgent] = specset.agents
     if keys is not None:
         desired = [a for a in specset.agents if a.key in keys]
-    # What does not depend on Docker's containers first: a `settle` (watch mode's wait for
-    # Docker to record an exit) overlaps it, and the container list comes last.
+    # What does not depend on Docker's objects first: a `settle` (watch mode's wait for Docker
+    # to record an exit) overlaps it, and Docker's lists come last.
     with tl.span("observe host"):
         host = observe_host(desired, dict(settings.host_environment))
     with tl.span("observe bases"):

@@ -72,25 +72,25 @@ def group_containers(containers: Iterable[ContainerInfo]) -> dict[str, ObservedA
 
 
 def observe(port: ListingPort, settle: Callable[[], None] | None = None) -> ObservedState:
-    """List managed volumes, images, networks and containers: four calls, filtered by label;
+    """List managed containers, volumes, networks and images: four calls, filtered by label;
     then read the progress markers of the agents whose fills may be unfinished.
 
-    `settle` is called just before the container list: watch mode waits there for Docker to
-    finish recording an exit it has announced, after the other three lists."""
+    `settle` is called before the first list: watch mode waits there for Docker to finish
+    recording an exit it has announced. (Not just before the container list: while Docker
+    tears the container down, its volume and image lists are slow too.)"""
+    if settle is not None:
+        settle()
+    agents = group_containers(port.list_containers())
     volumes = {v.name: v.labels for v in port.list_volumes()}
     images = {
         ref: ObservedImage(image.id, image.labels)
         for image in port.list_images()
         for ref in image.refs
     }
-    networks = frozenset(n.name for n in port.list_networks())
-    if settle is not None:
-        settle()
-    agents = group_containers(port.list_containers())
     return ObservedState(
         agents=agents,
         volumes=volumes,
-        networks=networks,
+        networks=frozenset(n.name for n in port.list_networks()),
         images=images,
         unfinished=_unfinished_fills(port, agents, volumes, images),
     )
