@@ -15,14 +15,20 @@ timestamped the moment this process reads it from the watcher's pipe):
   Docker and planned the start.
 - Docker event -> Ready again: from the same event to the `agent/<key> configured` line.
 Everything made carries dev.clawker.test=bench-<id> and is removed at the end.
+
+The watcher runs with `--profile`, one JSON line per pass; the breakdown (logged, and in the
+results file's notes) is the median of each phase of the measured passes, from the bench's own
+start (the save, Docker's event time) to the moment it read the line it waits for.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 # Run as a script (`python bench/watch.py`): make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -151,6 +158,73 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)  # what editors do on save
 
 
+# The phases of a pass, in the order they run (bench/watch.py's breakdown; reconciler/watch.py
+# and prepare_apply / apply_plan name them).
+_PHASES = (
+    "load specs",
+    "event",
+    "queue",
+    "apply lock",
+    "ensure control plane",
+    "image inputs",
+    "observe host",
+    "observe bases",
+    "observe control plane",
+    "observe",
+    "settle wait",  # inside "observe", before the lists
+    "plan",
+    "pass header",
+    "execute",
+    "ready",
+    "pass result",
+)
+
+
+def _phases(data: dict[str, Any], began: float, printed: float, until: str) -> dict[str, float]:
+    """One pass's phases, from `began` (the bench's clock: the save, the event) to `printed`
+    (when the bench read its line), which comes after the span `until` ends."""
+    totals: dict[str, float] = data["totals"]
+    spans = {s["name"]: s for s in data["spans"]}
+    out = {"source saw it": data["origin_wall"] - began}
+    for phase in _PHASES:
+        if phase in totals:
+            out[f"  {phase}" if phase == "settle wait" else phase] = totals[phase]
+        if phase == until:
+            break
+    if "settle wait" in spans and "observe" in spans:  # the lists after it
+        out["  the four lists (and fills)"] = spans["observe"]["end"] - spans["settle wait"]["end"]
+    if until != "pass header":
+        for span in sorted((s for s in data["spans"] if s["name"].startswith("step:")), key=_start):
+            step = f"  {span['name']}"  # by action: each run's container has its own id
+            out[step] = out.get(step, 0.0) + span["end"] - span["start"]
+    end = spans[until]["end"] if until in spans else 0.0
+    out["to the bench's read"] = printed - (data["origin_wall"] + end)
+    return out
+
+
+def _start(span: dict[str, Any]) -> float:
+    return float(span["start"])
+
+
+def _passes(profile: Path, key: str, cause: str) -> list[dict[str, Any]]:
+    """The passes of `key` that printed a header, triggered by `cause`, in order."""
+    if not profile.exists():
+        return []
+    found = []
+    for line in profile.read_text().splitlines():
+        data = json.loads(line)
+        if data.get("pass") is None or data.get("keys") != [key]:
+            continue
+        if any(cause in t for t in data["triggers"]):
+            found.append(data)
+    return found
+
+
+def _median_phases(rows: list[dict[str, float]]) -> dict[str, float]:
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return {n: round(statistics.median(r.get(n, 0.0) for r in rows), 4) for n in names}
+
+
 def run(
     scope: BenchScope, *, runs: int, agents: int = 2, log: Callable[[str], None]
 ) -> ScenarioResult:
@@ -163,11 +237,16 @@ def run(
         (root / "ws").mkdir()
         spec = root / "agents.yaml"
         spec.write_text(SPEC.format(project=project, run=0))
+        profile = root / "profile.jsonl"
         log("watch: starting `clawker apply --watch` (first converge builds the image; untimed)")
         watch = _Watch(
-            clawker_argv("apply", "-f", str(spec), "--watch", "--resync", "600"),
+            clawker_argv(
+                "apply", "-f", str(spec), "--watch", "--resync", "600", "--profile", str(profile)
+            ),
             scope.clawker_env(),
         )
+        edits: list[tuple[float, float]] = []  # (saved, Ready line read), per run
+        kills: list[tuple[float, float]] = []  # (event, header line read)
         try:
             watch.wait_for(r"watching .* and Docker events", 0, timeout=300)
             for i in range(1, runs + 1):
@@ -176,6 +255,7 @@ def run(
                 _write_atomically(spec, SPEC.format(project=project, run=i))
                 _, done = watch.wait_for(rf"^agent/{project}/edited recreated$", mark)
                 samples[SPEC_TO_READY].append(done - start)
+                edits.append((start, done))
 
                 name = f"clawker.{project}.killed"
                 died_at = _die_event_time(api, scope, name)
@@ -187,6 +267,7 @@ def run(
                 )
                 _, ready = watch.wait_for(rf"^agent/{project}/killed configured$", header)
                 samples[EVENT_TO_PASS].append(started - event_time)
+                kills.append((event_time, started))
                 samples[EVENT_TO_READY].append(ready - event_time)
                 log(
                     f"watch run {i}/{runs}: "
@@ -194,6 +275,28 @@ def run(
                 )
         finally:
             watch.stop()
+        where = {
+            SPEC_TO_READY: _median_phases(
+                [
+                    _phases(data, began, read, "pass result")
+                    for data, (began, read) in zip(
+                        _passes(profile, f"{project}/edited", "file changed"), edits, strict=False
+                    )
+                ]
+            ),
+            EVENT_TO_PASS: _median_phases(
+                [
+                    _phases(data, began, read, "pass header")
+                    for data, (began, read) in zip(
+                        _passes(profile, f"{project}/killed", "container died"), kills, strict=False
+                    )
+                ]
+            ),
+        }
+    for name, phases in where.items():
+        log(f"watch: {name}, median per phase (s):")
+        for phase, seconds in phases.items():
+            log(f"    {phase:<40} {seconds:.4f}")
     series = tuple(Series(name, WHAT[name], tuple(samples[name])) for name in WHAT)
     return ScenarioResult(
         scenario="watch",
@@ -202,7 +305,7 @@ def run(
         parameters={"runs": runs, "agents": 2},
         series=series,
         ratios=(),
-        notes={"debounce_quiet_s": Debouncer().quiet, "resync_s": 600},
+        notes={"debounce_quiet_s": Debouncer().quiet, "resync_s": 600, "breakdown": where},
     )
 
 

@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         metavar="FILE",
         help="write where the time went (each phase, each step, the control plane's share of "
-        "every start) to FILE as JSON (bench/apply_cold.py reads it)",
+        "every start) to FILE as JSON (bench/apply_cold.py reads it); with --watch, append one "
+        "JSON line per pass (bench/watch.py reads it)",
     )
     p.set_defaults(func=cmd_apply)
 

@@ -153,6 +153,7 @@ def apply_watch(args: argparse.Namespace, load: Callable[[Sequence[str]], SpecSe
             timeout=args.timeout,
             resync_interval=args.resync,
             wait_lock=not args.no_wait_lock,
+            profile=args.profile or "",
         ),
         controlplane=StatePaths(args.settings.state_dir),
         settings=args.settings,

@@ -13,12 +13,14 @@ never build the same image at once, and the second finds it built.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from reconciler import naming
 from reconciler.controller.backoff import Backoff
@@ -43,6 +45,7 @@ from reconciler.loop.converge import AgentOutcome, apply_plan, prepare_apply
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.observe import ObservedState, group_containers
 from reconciler.loop.plan import Plan, PlanError
+from reconciler.loop.timeline import Timeline
 from reconciler.settings import Settings
 from specs import SpecError, SpecErrors, SpecSet, load_specs
 
@@ -86,6 +89,7 @@ class WatchOptions:
     backoff: Backoff = AGENT_BACKOFF
     stop_grace: float = 20.0  # how long Ctrl-C waits for Docker steps already under way
     wait_lock: bool = True  # False: a pass that finds another apply running fails (and retries)
+    profile: str = ""  # a file: one JSON line per pass, where its time went (`--profile`)
 
 
 class _StoppedError(Exception):
@@ -139,6 +143,13 @@ class Watcher:
         self._stop_requested = False  # set from a signal handler: a plain flag, no locks
         self._stopping = self.controller.stopping
         self._initial_done = False
+        # key -> (when its source saw the change, when it was queued, what came between), the
+        # earliest since the key was last taken: a pass's profile counts from there.
+        self._since: dict[str, tuple[float, float, str]] = {}
+        # key -> the settle inspects started for its `die` events and not yet waited for
+        self._settling: dict[str, list[threading.Event]] = {}
+        self._since_lock = threading.Lock()
+        self._profile_lock = threading.Lock()
         self.files = SpecFileSource(self.inputs, self.reload_specs, self._stopping)
         self.events = DockerEventSource(
             port, self._on_docker_event, self._on_connected, self._on_stream_lost, self._stopping
@@ -209,13 +220,20 @@ class Watcher:
             return True
         return self.options.prune and key.split("/", 1)[0] in specset.projects
 
+    def _put(self, key: str, trigger: Trigger, seen: float, between: str) -> None:
+        """Queue `key`, noting (for the pass's profile) when its source saw the change."""
+        with self._since_lock:
+            self._since.setdefault(key, (seen, time.perf_counter(), between))
+        self.work.put(key, trigger)
+
     def resync(self, cause: Cause = Cause.RESYNC) -> None:
         """Queue every watched agent (and, with --prune, every observed one of its projects)."""
+        seen = time.perf_counter()
         observed: Collection[str] = ()
         if self.options.prune:
             observed = group_containers(self.port.list_containers()).keys()
         for key in sorted(self._watched_keys(observed)):
-            self.work.put(key, Trigger(cause))
+            self._put(key, Trigger(cause), seen, "list")
 
     def _on_docker_event(self, event: ContainerEvent) -> None:
         text = _EVENT_TEXT.get(event.action)
@@ -229,17 +247,31 @@ class Watcher:
             return
         code = event.labels.get("exitCode")
         detail = f"{text} (exit {code})" if event.action == "die" and code else text
+        seen = time.perf_counter()
         if event.action == "die":
-            self._settle(event.id)
-        self.work.put(key, Trigger(Cause.CONTAINER, detail))
+            self._start_settle(key, event.id)
+        self._put(key, Trigger(Cause.CONTAINER, detail), seen, "event")
 
-    def _settle(self, container_id: str) -> None:
-        """Docker sends `die` before its container list shows the exit; an inspect waits for the
-        container's lock, which Docker holds until the list is updated too."""
-        try:
-            self.port.inspect_state(container_id)
-        except Exception:  # gone already, or the daemon went away: the pass will see
-            return
+    def _start_settle(self, key: str, container_id: str) -> None:
+        """Docker sends `die` before its container list shows the exit (it tears down the
+        container's network and mounts first, ~50 ms); an inspect waits for the container's
+        lock, which Docker holds until the list is updated too. The inspect runs on a thread of
+        its own, so the event stream goes on and the pass does meanwhile what does not ask
+        Docker's lists (the control plane, the base image); it waits for the inspect just before
+        it lists."""
+        done = threading.Event()
+        with self._since_lock:
+            self._settling.setdefault(key, []).append(done)
+
+        def settle() -> None:
+            try:
+                self.port.inspect_state(container_id)
+            except Exception:  # gone already, or the daemon went away: the pass will see
+                pass
+            finally:
+                done.set()
+
+        threading.Thread(target=settle, name="watch-settle", daemon=True).start()
 
     def _on_connected(self, first: bool) -> None:
         if first and not self._initial_done:
@@ -253,6 +285,7 @@ class Watcher:
     def reload_specs(self, files: Sequence[str], *, quiet: bool = False) -> None:
         """Re-read every input; on success queue the agents whose spec changed, otherwise
         report the errors and keep the last good specs. `quiet`: say nothing if nothing changed."""
+        seen = time.perf_counter()
         try:
             new = load_specs(
                 self.inputs, protected=self._protected, cache_dir=spec_cache_dir(self.settings)
@@ -272,15 +305,26 @@ class Watcher:
         names = ", ".join(sorted({_short(f) for f in files})) or "spec files"
         trigger = Trigger(Cause.FILE_CHANGED, names)
         for key in changed + (removed if self.options.prune else []):
-            self.work.put(key, trigger)
+            self._put(key, trigger, seen, "load specs")
 
     # -- work -----------------------------------------------------------------------------------
     def _reconcile(self, key: str, triggers: tuple[Trigger, ...]) -> bool:
         """One worker pass over one agent (the controller's reconcile): True unless it failed."""
         if self.stopping:
             return True
+        taken = time.perf_counter()
+        with self._since_lock:
+            since = self._since.pop(key, None)
+            settling = self._settling.pop(key, [])
+        timeline = None
+        if self.options.profile:
+            seen, queued, between = since or (taken, taken, "")
+            timeline = Timeline(clock=time.perf_counter, origin=seen)
+            if since is not None:
+                timeline.add(between, 0.0, queued - seen)
+                timeline.add("queue", queued - seen, taken - seen)
         try:
-            return key not in self.converge({key}, triggers)
+            return key not in self.converge({key}, triggers, timeline, settling)
         except _StoppedError:
             return True
 
@@ -289,48 +333,88 @@ class Watcher:
             self.report.retry_scheduled(key, failures, delay)
 
     def _initial_pass(self) -> None:
+        timeline = Timeline(clock=time.perf_counter) if self.options.profile else None
         try:
-            failed = self.converge(None, (Trigger(Cause.INITIAL),))
+            failed = self.converge(None, (Trigger(Cause.INITIAL),), timeline)
         except _StoppedError:
             return
         for key in sorted(failed):
             self.report.retry_scheduled(key, *self.work.failed_outside(key))
 
-    def converge(self, keys: set[str] | None, triggers: Sequence[Trigger]) -> set[str]:
+    def converge(
+        self,
+        keys: set[str] | None,
+        triggers: Sequence[Trigger],
+        timeline: Timeline | None = None,
+        settling: Sequence[threading.Event] = (),
+    ) -> set[str]:
         """One pass over `keys` (None: every declared agent); return the keys that failed.
         The scope's apply lock is held for the pass (only): a concurrent `clawker apply`
-        takes its turn between passes."""
+        takes its turn between passes. With `timeline`, the pass's spans are written to
+        `options.profile` at its end; `settling`: the settle inspects to wait for before the
+        Docker lists."""
+        tl = timeline or Timeline()
+        try:
+            return self._locked_converge(keys, triggers, tl, settling)
+        finally:
+            if timeline is not None:
+                self._write_profile(keys, triggers, timeline)
+
+    def _locked_converge(
+        self,
+        keys: set[str] | None,
+        triggers: Sequence[Trigger],
+        tl: Timeline,
+        settling: Sequence[threading.Event],
+    ) -> set[str]:
         if self.apply_lock is None:
-            return self._converge(keys, triggers)
+            return self._converge(keys, triggers, tl, settling)
         scope = sorted(keys) if keys is not None else [a.key for a in self.specset.agents]
         try:
+            tl.begin("apply lock", "")
             with self.apply_lock.hold(
                 wait=self.options.wait_lock,
                 on_wait=lambda who: self.report.notice(
                     f"waiting for another apply ({who}) to finish"
                 ),
             ):
-                return self._converge(keys, triggers)
+                tl.end("apply lock", "")
+                return self._converge(keys, triggers, tl, settling)
         except ApplyLockError as exc:
-            self.report.pass_failed(next(self._numbers), scope, str(exc))
+            number = tl.extra["pass"] = next(self._numbers)
+            self.report.pass_failed(number, scope, str(exc))
             return set(scope)
 
-    def _converge(self, keys: set[str] | None, triggers: Sequence[Trigger]) -> set[str]:
+    def _converge(
+        self,
+        keys: set[str] | None,
+        triggers: Sequence[Trigger],
+        tl: Timeline,
+        settling: Sequence[threading.Event] = (),
+    ) -> set[str]:
         specset = self.specset
         number: int | None = None
         scope = sorted(keys) if keys is not None else [a.key for a in specset.agents]
         agents = [a for a in specset.agents if keys is None or a.key in keys]
         try:
             if agents:  # before planning: the plan compares with what the control plane holds
-                self._ensure_controlplane()
-            the_plan, observed = self._prepare(specset, keys)
+                with tl.span("ensure control plane"):
+                    self._ensure_controlplane()
+
+            def settle() -> None:
+                with tl.span("settle wait"):
+                    for done in settling:
+                        done.wait()
+
+            the_plan, observed = self._prepare(specset, keys, tl, settle if settling else None)
             if _being_removed(observed, scope):
                 return set()  # `docker rm` under way: its destroy event comes next
             first = any(t.cause is Cause.INITIAL for t in triggers)
             if the_plan.empty and not first:
                 return set()  # nothing differs: a resync, an echo of our own steps, or an edit
-            number = next(self._numbers)
-            self.report.pass_started(number, scope, triggers, the_plan)
+            number = tl.extra["pass"] = next(self._numbers)
+            with tl.span("pass header"):
+                self.report.pass_started(number, scope, triggers, the_plan)
             if any(s.agent is None for s in the_plan.steps):
                 self._run_shared_steps(the_plan, specset, keys)
                 the_plan = self._plan(specset, keys)
@@ -348,6 +432,7 @@ class Watcher:
                 on_build_line=self._build_line,
                 on_step=self.report.step_record,
                 sleep=self._sleep,
+                timeline=tl,
             )
         except _StoppedError:
             raise
@@ -355,18 +440,47 @@ class Watcher:
             if self.stopping:
                 raise _StoppedError from exc
             if number is None:
-                number = next(self._numbers)
+                number = tl.extra["pass"] = next(self._numbers)
             self.report.pass_failed(number, scope, _describe(exc))
             return set(scope)
         failed = {o.key for o in outcomes if not o.ok}
         if failed and self.stopping:
             raise _StoppedError  # cut short by Ctrl-C, not a failure worth reporting
-        self.report.pass_finished(number, outcomes)
+        with tl.span("pass result"):
+            self.report.pass_finished(number, outcomes)
         return failed
 
-    def _prepare(self, specset: SpecSet, keys: set[str] | None) -> tuple[Plan, ObservedState]:
+    def _write_profile(
+        self, keys: set[str] | None, triggers: Sequence[Trigger], timeline: Timeline
+    ) -> None:
+        """One JSON line per pass (`pass` None: it found nothing to do and printed nothing).
+        Spans count from the moment the first trigger's source saw the change (`origin_wall`,
+        seconds since the epoch), so a bench can line them up with its own clock."""
+        data: Mapping[str, Any] = {
+            "pass": timeline.extra.get("pass"),
+            "keys": sorted(keys) if keys is not None else None,
+            "triggers": [str(t) for t in triggers],
+            "origin_wall": time.time() - timeline.now(),
+            **timeline.as_data(),
+        }
+        with self._profile_lock, Path(self.options.profile).open("a") as out:
+            out.write(json.dumps(data) + "\n")
+
+    def _prepare(
+        self,
+        specset: SpecSet,
+        keys: set[str] | None,
+        timeline: Timeline | None = None,
+        settle: Callable[[], None] | None = None,
+    ) -> tuple[Plan, ObservedState]:
         prepared = prepare_apply(
-            self.port, specset, settings=self.settings, prune=self.options.prune, keys=keys
+            self.port,
+            specset,
+            settings=self.settings,
+            prune=self.options.prune,
+            keys=keys,
+            timeline=timeline,
+            settle=settle,
         )
         return prepared.plan, prepared.observed
 

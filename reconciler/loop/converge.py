@@ -102,6 +102,7 @@ def prepare_apply(
     keys: Collection[str] | None = None,
     restart_if_needed: bool = False,
     timeline: Timeline | None = None,
+    settle: Callable[[], None] | None = None,
 ) -> Prepared:
     """Observe Docker and the control plane, and plan; raises ImageError when a project's
     agents disagree on `build`, ApiError when a running control plane cannot be asked (see
@@ -109,24 +110,28 @@ def prepare_apply(
 
     With `keys` (agent keys), plan only those agents: the others are left out of both the
     desired and the observed side, so nothing else is created, changed or pruned (watch mode's
-    per-agent passes).
+    per-agent passes). `settle` is called just before Docker's objects are listed (see
+    `observe`).
     """
     tl = timeline or Timeline()
     with tl.span("image inputs"):
         images = {i.project: i for i in project_image_inputs(specset.agents, settings)}
-    with tl.span("observe"):
-        observed = observe(port)
     desired: Sequence[DesiredAgent] = specset.agents
-    scoped = observed
     if keys is not None:
         desired = [a for a in specset.agents if a.key in keys]
-        scoped = replace(observed, agents={k: a for k, a in observed.agents.items() if k in keys})
+    # What does not depend on Docker's objects first: a `settle` (watch mode's wait for Docker
+    # to record an exit) overlaps it, and Docker's lists come last.
     with tl.span("observe host"):
         host = observe_host(desired, dict(settings.host_environment))
     with tl.span("observe bases"):
         bases = observe_bases(port, images.values(), allow_pull=settings.allow_pull)
     with tl.span("observe control plane"):
         runtime = observe_runtime(settings) if desired else RuntimeObservation({})
+    with tl.span("observe"):
+        observed = observe(port, settle)
+    scoped = observed
+    if keys is not None:
+        scoped = replace(observed, agents={k: a for k, a in observed.agents.items() if k in keys})
     with tl.span("plan"):
         the_plan = plan(
             desired,

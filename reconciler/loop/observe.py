@@ -6,7 +6,7 @@ planner can be tested with hand-written observations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler import naming
@@ -71,9 +71,15 @@ def group_containers(containers: Iterable[ContainerInfo]) -> dict[str, ObservedA
     return result
 
 
-def observe(port: ListingPort) -> ObservedState:
+def observe(port: ListingPort, settle: Callable[[], None] | None = None) -> ObservedState:
     """List managed containers, volumes, networks and images: four calls, filtered by label;
-    then read the progress markers of the agents whose fills may be unfinished."""
+    then read the progress markers of the agents whose fills may be unfinished.
+
+    `settle` is called before the first list: watch mode waits there for Docker to finish
+    recording an exit it has announced. (Not just before the container list: while Docker
+    tears the container down, its volume and image lists are slow too.)"""
+    if settle is not None:
+        settle()
     agents = group_containers(port.list_containers())
     volumes = {v.name: v.labels for v in port.list_volumes()}
     images = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -403,6 +404,8 @@ def test_docker_events_queue_declared_agents_with_what_happened(spec_file: Path)
         ("demo/b", (Trigger(Cause.CONTAINER, "container removed"),)),
     ]
     # Docker lists a container as running until it has finished recording its exit.
+    for done in watcher._settling["demo/a"]:
+        assert done.wait(5)
     assert port.inspected == ["id-a"]
 
 
@@ -490,3 +493,98 @@ def test_watch_modes_debouncer_adds_no_quiet_period_of_its_own() -> None:
     debouncer = Debouncer()
     debouncer.add(["/s/a.yaml"], clock())
     assert debouncer.due(clock()) == ["/s/a.yaml"]
+
+
+def test_with_a_profile_each_pass_appends_where_its_time_went(
+    spec_file: Path, tmp_path: Path
+) -> None:
+    """`--watch --profile FILE`: one JSON line per pass, counted from when its trigger was seen
+    (here a `die` event: the settle inspect, the queue, then the pass itself)."""
+    import json  # noqa: PLC0415
+
+    profile = tmp_path / "profile.jsonl"
+    report, port = RecordingReport(), InspectOnlyPort()
+    watcher = Watcher(
+        port,  # type: ignore[arg-type]
+        [str(spec_file)],
+        load_specs([str(spec_file)]),
+        report,
+        WatchOptions(profile=str(profile)),
+        settings=Settings(),
+    )
+    watcher._on_docker_event(event("die", "a", exitCode="137"))
+    item = watcher.work.take(0)
+    assert item is not None
+    watcher._reconcile(*item)  # fails: this port cannot list, so the pass reports a failure
+    (line,) = profile.read_text().splitlines()
+    data = json.loads(line)
+    assert (data["pass"], data["keys"]) == (1, ["demo/a"])
+    assert data["triggers"] == ["container died (exit 137)"]
+    names = [s["name"] for s in data["spans"]]
+    assert names[:2] == ["event", "queue"]
+    assert "image inputs" in names
+
+
+class SlowExitPort:
+    """Docker mid-exit: an inspect of the dead container blocks until `exit_recorded` (as
+    dockerd's container lock does); the lists say what they saw then."""
+
+    def __init__(self) -> None:
+        self.exit_recorded = threading.Event()
+        self.calls: list[str] = []
+
+    def inspect_state(self, container_id: str) -> Mapping[str, Any]:
+        self.exit_recorded.wait(5)
+        self.calls.append("inspect returned")
+        return {"Running": False}
+
+    def image_id(self, ref: str) -> str:
+        self.calls.append("image")
+        return "sha256:base"
+
+    def list_volumes(self) -> list[Any]:
+        self.calls.append("volumes")
+        return []
+
+    def list_images(self) -> list[Any]:
+        self.calls.append("images")
+        return []
+
+    def list_networks(self) -> list[Any]:
+        self.calls.append("networks")
+        return []
+
+    def list_containers(self) -> list[Any]:
+        self.calls.append("containers")
+        raise RuntimeError("enough: the order is what this test is about")
+
+
+def test_a_die_event_settles_off_the_event_thread_and_the_pass_lists_only_after_it(
+    spec_file: Path,
+) -> None:
+    """The event thread only queues the key; the pass asks what it can elsewhere (here the base
+    image) while Docker finishes recording the exit, and lists only once the inspect returns."""
+    report, port = RecordingReport(), SlowExitPort()
+    watcher = Watcher(
+        port,  # type: ignore[arg-type]
+        [str(spec_file)],
+        load_specs([str(spec_file)]),
+        report,
+        settings=Settings(),
+    )
+    watcher._on_docker_event(event("die", "a", exitCode="137"))  # returns while inspect blocks
+    item = watcher.work.take(0)
+    assert item is not None
+    done = threading.Event()
+
+    def run_pass() -> None:
+        watcher._reconcile(*item)
+        done.set()
+
+    threading.Thread(target=run_pass, daemon=True).start()
+    assert not done.wait(0.2)  # the pass waits for the settle
+    assert port.calls == ["image"]
+    port.exit_recorded.set()
+    assert done.wait(5)
+    assert port.calls[1:] == ["inspect returned", "containers"]
+    assert [c[0] for c in report.calls] == ["pass_failed"]
