@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from typing import Final
 
 from reconciler import naming
@@ -62,6 +63,7 @@ def _add(
 ) -> None:
     info = tarfile.TarInfo(name)
     info.uid, info.gid = user.uid, user.gid
+    info.mtime = int(time.time())  # not 1970: `ls -l ~/.claude` shows when the fill finished
     if directory:
         info.type, info.mode = tarfile.DIRTYPE, 0o700
         tar.addfile(info)
