@@ -24,7 +24,6 @@ COMMAND = ("sleep", "infinity")
 PROJECT_ENV = {"GREETING": "hello"}
 CONFIG_MOUNT = "/home/claude/.claude"
 HISTORY_MOUNT = "/commandhistory"
-CGROUP_PARENT = "/clawker"
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,8 @@ class Fleet:
                         MountPlan(type="volume", source=history, target=HISTORY_MOUNT),
                     ],
                     cap_drop=["NET_RAW"],
-                    cgroup_parent=CGROUP_PARENT,
+                    # the scope's own parent, removed with it (not the user's /clawker)
+                    cgroup_parent=self.scope.cgroup_parent,
                     network=self.scope.network,
                 )
             )
