@@ -9,10 +9,13 @@ import os
 from pathlib import Path
 from typing import cast
 
+import pytest
+
 from bpf.maps import PinnedMaps, Policy
 from reconciler.controlplane.api.messages import Phase, StartStatus
 from reconciler.controlplane.identity.pki import ClawkerPKI
 from reconciler.controlplane.registry import Registry
+from reconciler.controlplane.runtime import controller as controller_module
 from reconciler.controlplane.runtime.controller import RuntimeController
 from reconciler.docker.engine import DockerPort
 from reconciler.firewall.enforcement import Firewall, FirewallConfig
@@ -77,3 +80,36 @@ def test_status_of_many_containers_reads_the_map_once_and_calls_docker_never(
     assert all(reports[cid].status is None for cid in ids[5:])
     without = controller.start_reports(ids, firewall=False)
     assert maps.reads == 1 and not any(r.firewall_enrolled for r in without.values())
+
+
+def test_asking_about_a_container_makes_at_most_one_pass_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status` is a trigger (the safety net for a lost event), but a terminal polling
+    `get agents` of N agents must not cost the CP N passes per poll."""
+    clock = [1000.0]
+    monkeypatch.setattr(
+        "reconciler.controlplane.runtime.controller.time.monotonic", lambda: clock[0]
+    )
+    registry = Registry(tmp_path / "registry.sqlite")
+    ready, unknown = _cid(1), _cid(2)
+    registry.put_status(StartStatus(ready, "p/a", "t0", Phase.READY, initialized=True))
+    controller = RuntimeController(
+        cast(DockerPort, _NoDocker()),
+        registry,
+        ClawkerPKI.load_or_create(tmp_path / "pki"),
+        network="net",
+    )
+    poked: list[str] = []
+    monkeypatch.setattr(controller, "poke", lambda cid, why="asked": poked.append(cid))
+    controller.start_reports([ready, unknown])
+    assert sorted(poked) == sorted([ready, unknown])  # the first ask is a trigger
+    for _ in range(10):
+        clock[0] += 0.4
+        controller.start_reports([ready, unknown])
+    # 4 s of polling: a Ready start is not looked at again; one the CP knows nothing of is
+    assert poked.count(ready) == 1 and poked.count(unknown) == 11
+    poked.clear()
+    clock[0] += controller_module.ASK_INTERVAL
+    controller.start_reports([ready])
+    assert poked == [ready]  # a later ask is a trigger again

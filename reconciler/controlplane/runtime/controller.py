@@ -77,6 +77,9 @@ _RETRY = Backoff(initial=0.5, cap=30.0)
 PROBE_INTERVAL = 0.005
 PROBE_WINDOW = 2.0
 PROBE_CONNECT_TIMEOUT = 0.25
+# `status` (get agents, the readiness wait) re-checks a container it is asked about at most
+# once in this many seconds.
+ASK_INTERVAL = 5.0
 
 
 class _NotListeningError(Exception):
@@ -126,6 +129,9 @@ class RuntimeController:
         # The cancellation switch of each pass in progress, by container id.
         self._passes: dict[str, tuple[Cancellation, list[str]]] = {}
         self._passes_lock = threading.Lock()
+        # When `status` last made a pass of each container (see start_reports), by id.
+        self._asked: dict[str, float] = {}
+        self._asked_lock = threading.Lock()
         self._sleep = sleep
         # ssh/gpg agents, git credentials and the API relay, per container start
         self.api_relay = api_relay or ApiRelayConfig()
@@ -169,6 +175,8 @@ class RuntimeController:
             if c.state == "running" and c.labels.get(naming.PURPOSE) == "agent":
                 self.controller.enqueue(c.id, Trigger(Cause.RESYNC))
         self.registry.forget_containers_except(alive)
+        with self._asked_lock:
+            self._asked = {cid: at for cid, at in self._asked.items() if cid in alive}
         if self.host_dirs is not None:
             for token in self.host_dirs.sweep(dirs):
                 log.info("removed host directory %s: no container has it", token)
@@ -254,14 +262,15 @@ class RuntimeController:
     ) -> dict[str, StartReport]:
         """The API's `status`: each container's latest start, for all of them at once (one
         registry query, one look at the firewall; no Docker call). Asking is also a trigger,
-        except about a start a worker is driving now: the readiness wait polls, and each poke
-        costs a pass (an inspect, an enrolment) that competes with the starts being driven."""
+        except about a start a worker is driving now (the readiness wait polls, and each poke
+        costs a pass, an inspect and an enrolment, that competes with the starts being driven)
+        and about a recorded start asked about within ASK_INTERVAL."""
         starts = self.registry.statuses(container_ids)
         enrolled = self.firewall_enrolled_all(container_ids) if firewall else set()
         reports = {}
         for cid in container_ids:
             start = starts.get(cid)
-            if start is None or start.phase.final:
+            if start is None or (start.phase.final and self._ask_due(cid)):
                 self.poke(cid)
             reports[cid] = StartReport(
                 cid,
@@ -270,6 +279,19 @@ class RuntimeController:
                 initialized=bool(start and start.initialized),
             )
         return reports
+
+    def _ask_due(self, container_id: str) -> bool:
+        """Whether asking about this container's recorded start makes a pass now: at most one
+        per ASK_INTERVAL. Asking is the safety net for a lost event, not how starts are seen
+        (the event stream and the resync are); without the limit a `get agents` of N Ready
+        agents cost N passes, each an inspect and an enrolment, and a terminal polling it kept
+        the CP busy. A container the CP has no record of is looked at on every ask."""
+        now = time.monotonic()
+        with self._asked_lock:
+            if now - self._asked.get(container_id, -ASK_INTERVAL) < ASK_INTERVAL:
+                return False
+            self._asked[container_id] = now
+            return True
 
     def firewall_enrolled_all(self, container_ids: Sequence[str]) -> set[str]:
         """FirewallEnrolled of many containers: those whose current cgroup is on the map."""
