@@ -13,6 +13,7 @@ import errno
 import os
 import socket
 import struct
+from collections.abc import Sequence
 from ctypes import c_int, c_size_t, c_uint32, c_void_p
 from pathlib import Path
 
@@ -23,6 +24,7 @@ __all__ = [
     "LinkMonitor",
     "attach_veth_wall",
     "host_veths_of",
+    "veth_peers",
     "veth_wall_program_id",
     "veths_on",
 ]
@@ -233,10 +235,20 @@ class LinkMonitor:
         self._sock.close()
 
 
-def host_veths_of(netns: Path) -> list[int]:
+def veth_peers() -> list[tuple[int, int]]:
+    """(ifindex, the peer's namespace id) of every veth of this namespace whose other end is in
+    another namespace: one link dump, which `host_veths_of` can share between containers."""
+    return [(ifindex, peer) for ifindex, _, peer in _all_veths() if peer is not None]
+
+
+def host_veths_of(netns: Path, peers: Sequence[tuple[int, int]] | None = None) -> list[int]:
     """The interfaces (ifindex) of this network namespace that are veths whose other end is in
-    the namespace at `netns` (a container's: Docker's SandboxKey, or /proc/PID/ns/net)."""
-    links = [(ifindex, peer) for ifindex, _, peer in _all_veths() if peer is not None]
+    the namespace at `netns` (a container's: Docker's SandboxKey, or /proc/PID/ns/net).
+
+    `peers`: a `veth_peers()` dump taken earlier, for asking about many namespaces at once (a
+    dump per container made a pass over N containers cost N dumps of N links). A veth created
+    after that dump is not in it: a caller that finds none asks again without it."""
+    links = veth_peers() if peers is None else peers
     nsid = _nsid_of(netns)  # after the dump: a dump assigns ids to the peers' namespaces
     if nsid is None:
         return []

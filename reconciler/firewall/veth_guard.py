@@ -27,10 +27,11 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bpf.libbpf import BpfError
-from bpf.tc import LinkMonitor, attach_veth_wall, host_veths_of, veths_on
+from bpf.tc import LinkMonitor, attach_veth_wall, host_veths_of, veth_peers, veths_on
 from reconciler.docker.engine import DockerError
 from reconciler.docker.placement import (
     PlacementWatch,
@@ -74,21 +75,37 @@ class VethGuard:
     def stop(self) -> None:
         self._stop.set()
 
-    def guard(self, container_id: str, why: str = "resync") -> list[int]:
+    def guard(
+        self,
+        container_id: str,
+        why: str = "resync",
+        peers: Sequence[tuple[int, int]] | None = None,
+    ) -> list[int]:
         """Attach the wall to the container's host-side veths when it runs under the parent;
-        the interfaces it is on ([] for a container that is not ours to guard)."""
+        the interfaces it is on ([] for a container that is not ours to guard). `peers`: one
+        `veth_peers()` dump shared by a resync's containers."""
         started = time.monotonic()
         sandbox = self._watch.sandbox(container_id)
         if sandbox is None or not under_parent(sandbox.cgroup_parent, self._parent):
             return []
         with self._lock:
-            veths = self._attach(sandbox, why, started)
+            veths = self._attach(sandbox, why, started, peers)
             self.guarded[sandbox.container_id] = veths
             return veths
 
-    def _attach(self, sandbox: Sandbox, why: str, started: float) -> list[int]:
+    def _attach(
+        self,
+        sandbox: Sandbox,
+        why: str,
+        started: float,
+        peers: Sequence[tuple[int, int]] | None = None,
+    ) -> list[int]:
         netns = sandbox.netns or (f"/proc/{sandbox.pid}/ns/net" if sandbox.pid else "")
-        veths = host_veths_of(Path(netns)) if netns and sandbox.network_mode != "host" else []
+        veths: list[int] = []
+        if netns and sandbox.network_mode != "host":
+            veths = host_veths_of(Path(netns), peers)
+            if not veths and peers is not None:  # connected after the shared dump
+                veths = host_veths_of(Path(netns))
         if not veths:
             if sandbox.container_id not in self._warned:
                 self._warned.add(sandbox.container_id)
@@ -177,9 +194,11 @@ class VethGuard:
         for ifindex in veths_on(master):
             self._attach_port(ifindex, time.monotonic())
 
-    def _try(self, container_id: str, why: str) -> None:
+    def _try(
+        self, container_id: str, why: str, peers: Sequence[tuple[int, int]] | None = None
+    ) -> None:
         try:
-            self.guard(container_id, why)
+            self.guard(container_id, why, peers)
         except (DockerError, BpfError, OSError) as exc:
             log.warning("veth wall for %s: %s", container_id[:12], exc)
 
@@ -205,8 +224,13 @@ class VethGuard:
             except DockerError as exc:
                 log.warning("veth wall resync: %s", exc)
                 running = []
+            try:  # one link dump for all of them, not one per container
+                peers: list[tuple[int, int]] | None = veth_peers()
+            except OSError as exc:
+                log.warning("veth wall resync: listing links: %s", exc)
+                peers = None
             for container_id in running:
-                self._try(container_id, "resync")
+                self._try(container_id, "resync", peers)
             try:
                 self._scan_bridge()
             except (OSError, DockerError, BpfError) as exc:
