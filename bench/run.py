@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import docker
 import docker.errors
 
-from bench import api_relay, apply_cold, diff_noop, images, run_rm, start_ready, watch
+from bench import api_relay, apply_cold, cp_rest, diff_noop, images, run_rm, start_ready, watch
 from bench.isolation import IMAGE, BenchError, BenchScope
 from bench.reporting import ScenarioResult, render_table, write_json
 
@@ -50,6 +50,7 @@ SCENARIOS = {
     "watch": Scenario(watch.run, runs=10, agents=2),
     "run_rm": Scenario(run_rm.run, runs=10, agents=1),
     "api_relay": Scenario(api_relay.run, runs=20, agents=1),
+    "cp_rest": Scenario(cp_rest.run, runs=3, agents=100),
 }
 
 
