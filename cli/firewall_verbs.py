@@ -108,7 +108,7 @@ def _domains(values: Sequence[str]) -> list[str] | str:
     """The normalised domains, or the first error in the spec language's words."""
     from pydantic import ValidationError
 
-    from specs import FirewallSpec
+    from specs.models import FirewallSpec
 
     try:
         return list(FirewallSpec.model_validate({"add_domains": list(values)}).add_domains)

@@ -47,9 +47,11 @@ from reconciler.loop.observe import ObservedState, group_containers
 from reconciler.loop.plan import Plan, PlanError
 from reconciler.loop.timeline import Timeline
 from reconciler.settings import Settings
-from specs import SpecError, SpecErrors, SpecSet, load_specs
+from specs import SourceRef, SpecError, SpecErrors, SpecSet, load_specs
 
 __all__ = ["AGENT_BACKOFF", "PendingWork", "WatchOptions", "WatchReport", "Watcher"]
+
+_NOWHERE = SourceRef("", 0, 0)  # an agent's spec compared without where it was written
 
 
 class WatchReport(Protocol):
@@ -295,8 +297,9 @@ class Watcher:
             return
         with self._spec_lock:
             old, self._specset = self._specset, new
-        before = {a.key: a.model_dump(exclude={"source"}) for a in old.agents}
-        after = {a.key: a.model_dump(exclude={"source"}) for a in new.agents}
+        # Moving a document (its `source`) changes nothing the agent runs with.
+        before = {a.key: replace(a, source=_NOWHERE) for a in old.agents}
+        after = {a.key: replace(a, source=_NOWHERE) for a in new.agents}
         changed = sorted(k for k, v in after.items() if before.get(k) != v)
         removed = sorted(set(before) - set(after))
         if quiet and not changed and not removed:

@@ -10,14 +10,13 @@ versioned so that a clawker upgrade never recreates every agent by accident: cha
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel
-
-from specs.models import DesiredAgent
+from specs.resolved import DesiredAgent
 
 HASH_VERSION = "1"
 
@@ -81,8 +80,8 @@ def recreate_view(agent: DesiredAgent) -> dict[str, object]:
         value = agent
         for part in field.split("."):
             value = getattr(value, part)
-        if isinstance(value, BaseModel):  # only what is written: `{from_env: NAME}`
-            view[field] = value.model_dump(mode="json", exclude_none=True)
+        if _is_record(value):  # only what is written: `{from_env: NAME}`
+            view[field] = {k: v for k, v in _canonical(value).items() if v is not None}
     return view
 
 
@@ -92,9 +91,15 @@ def spec_hash(agent: DesiredAgent) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _is_record(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
 def _canonical(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+    """JSON values: a section as a mapping of its fields, an enum as its value, a tuple as a
+    list (what pydantic's JSON dump of the same model gave: the hashes of hash version 1)."""
+    if _is_record(value):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple | list):

@@ -19,15 +19,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import marshal
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from specs.errors import SourceRef, SpecError, SpecErrors
+from specs.store import MarshalStore
 
 _DUPLICATE_KEY = re.compile(r'found duplicate key "(?P<key>.*?)"')
 
@@ -186,64 +185,32 @@ def _positions(value: Any, budget: _Budget) -> Any:
 
 class _Cache:
     """One spec text's parse, stored under `directory` by its SHA-256 (and the parser's files:
-    a changed ruamel or this module never reads an old entry). Any failure to read or write it
-    only means parsing again."""
+    a changed ruamel or this module never reads an old entry)."""
 
     FORMAT = b"clawker-spec-cache-1"
-    KEEP = 256  # entries; past it the oldest half goes
 
     def __init__(self, directory: str, text: str) -> None:
-        self.directory = directory
         digest = hashlib.sha256(self.FORMAT)
         for origin in (__file__, _ruamel_origin()):
-            try:
-                info = os.stat(origin) if origin else None
-            except OSError:
-                info = None
-            digest.update(
-                f"\0{origin}:{info.st_mtime_ns}:{info.st_size}".encode() if info else b"\0"
-            )
+            digest.update(b"\0" + file_identity(origin).encode())
         digest.update(b"\0" + text.encode("utf-8", "surrogatepass"))
-        self.path = os.path.join(directory, digest.hexdigest())
+        self.store = MarshalStore(directory, digest.hexdigest())
 
     def read(self) -> _Parsed | None:
-        try:
-            with open(self.path, "rb") as stream:
-                # Only an entry this user wrote: a cache another account can write to (a
-                # user's ~/.cache under `sudo -E`) must not decide what root applies.
-                info = os.fstat(stream.fileno())
-                if info.st_uid != os.geteuid() or info.st_mode & 0o022:
-                    return None
-                loaded = marshal.loads(stream.read())
-        except (OSError, EOFError, ValueError, TypeError):
-            return None
+        loaded = self.store.read()
         return loaded if isinstance(loaded, list) else None
 
     def write(self, parsed: _Parsed) -> None:
-        try:
-            blob = marshal.dumps(parsed)
-            if marshal.loads(blob) != parsed:  # a value marshal would change (nan, a subtype)
-                return
-        except ValueError:  # a date or a tagged scalar: not plain enough to keep
-            return
-        try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(blob)
-            os.replace(tmp, self.path)
-            self._trim()
-        except OSError:
-            return
+        self.store.write(parsed)
 
-    def _trim(self) -> None:
-        names = [n for n in os.listdir(self.directory) if not n.startswith(".")]
-        if len(names) <= self.KEEP:
-            return
-        paths = [os.path.join(self.directory, n) for n in names]
-        paths.sort(key=lambda p: os.stat(p).st_mtime_ns)
-        for path in paths[: len(paths) // 2]:
-            os.unlink(path)
+
+def file_identity(path: str | None) -> str:
+    """A file as a cache key sees it: its path, modification time and size."""
+    try:
+        info = os.stat(path) if path else None
+    except OSError:
+        info = None
+    return f"{path}:{info.st_mtime_ns}:{info.st_size}" if info else ""
 
 
 def _ruamel_origin() -> str | None:

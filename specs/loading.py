@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from specs.documents import SpecText, read_documents
-from specs.errors import SourceRef, SpecError, SpecErrors
-from specs.merging import desired_agent, project_defaults, workspace_facts_once
-from specs.models import DesiredAgent, WorkspaceMode
-from specs.validation import AgentDeclaration, ProjectDeclaration, validate_document
+from specs.documents import SpecText
+from specs.errors import SpecError, SpecErrors
+from specs.resolved import DesiredAgent, WorkspaceMode
+from specs.setcache import Resolution, SetCache
+from specs.workspace_policy import looked_once
 
 STDIN_NAME = "<stdin>"
 _SPEC_SUFFIXES = (".yaml", ".yml")
@@ -51,10 +51,10 @@ def load_specs(
     all problems are raised together as `SpecErrors`. No agents at all is not an error.
     `protected`: paths no workspace may be, be inside of or contain, besides the built-in ones
     (clawker's state directory and sockets: see specs.workspace_policy). `cache_dir`: where
-    parsed texts are kept (specs.documents); validation and merging always run.
+    parsed texts and resolved sets are kept (specs.documents, specs.setcache): a set of texts
+    resolved before, whose workspaces look as they did, is not validated again.
     """
-    with workspace_facts_once():
-        return _load_specs(inputs, stdin, protected, cache_dir)
+    return _load_specs(inputs, stdin, protected, cache_dir)
 
 
 def _load_specs(
@@ -67,58 +67,30 @@ def _load_specs(
     warnings: list[str] = []
     texts = _read_inputs(inputs, stdin, errors, warnings)
 
-    projects: list[ProjectDeclaration] = []
-    agents: list[AgentDeclaration] = []
-    unparsed = False  # a file that is not YAML may declare what other documents refer to
-    for text in texts:
-        try:
-            documents = read_documents(text, cache_dir)
-        except SpecErrors as failure:
-            errors.extend(failure.errors)
-            unparsed = True
-            continue
-        if not documents:
-            errors.append(_empty_file(text.name))
-        for document in documents:
-            declaration, problems = validate_document(document)
-            errors.extend(problems)
-            if isinstance(declaration, ProjectDeclaration):
-                projects.append(declaration)
-            elif isinstance(declaration, AgentDeclaration):
-                agents.append(declaration)
+    # An input that could not be read is an error to report, never a set to look up.
+    set_cache = SetCache(cache_dir, texts, protected) if cache_dir and not errors else None
+    if set_cache is not None and (hit := set_cache.read()) is not None:
+        return _specset(hit, texts, warnings)
+    from specs.resolving import resolve  # noqa: PLC0415  # pydantic: only when not cached
 
-    declared = _declared_projects(projects, errors)
-    members = _agents_by_key(agents, declared, errors, check_references=not unparsed)
-    desired: list[DesiredAgent] = []
-    for (project_name, _), agent in sorted(members.items()):
-        project = declared[project_name]
-        if project.model is None or agent.model is None:
-            continue  # its errors are already reported
-        resolved = desired_agent(project, agent, project_name, protected)
-        if isinstance(resolved, SpecError):
-            errors.append(resolved)
-        else:
-            desired.append(resolved)
-
-    defaults: dict[str, DesiredAgent] = {}
-    for project_name, project in declared.items():
-        if project.model is not None:
-            template = project_defaults(project, project_name, protected)
-            if isinstance(template, SpecError):
-                errors.append(template)
-            else:
-                defaults[project_name] = template
-
+    with looked_once() as looked:
+        resolution = resolve(texts, protected, cache_dir, errors)
+    if set_cache is not None and not errors:
+        set_cache.write(resolution, looked)
     if errors:
         raise SpecErrors(_in_reading_order(errors, [text.name for text in texts]))
+    return _specset(resolution, texts, warnings)
+
+
+def _specset(resolution: Resolution, texts: Sequence[SpecText], warnings: list[str]) -> SpecSet:
     files = tuple(text.path for text in texts if text.path is not None)
-    warnings.extend(_self_editing_warnings(files, desired))
+    warnings.extend(_self_editing_warnings(files, resolution.agents))
     return SpecSet(
-        agents=tuple(desired),
-        projects=tuple(sorted(declared)),
+        agents=resolution.agents,
+        projects=resolution.projects,
         files=files,
         warnings=tuple(warnings),
-        defaults=defaults,
+        defaults=resolution.defaults,
     )
 
 
@@ -236,116 +208,7 @@ def _read_file(name: str, errors: list[SpecError]) -> SpecText | None:
     return SpecText(name, path, os.path.dirname(path), content)
 
 
-def _empty_file(name: str) -> SpecError:
-    return SpecError(
-        SourceRef(name, 1, 1),
-        "",
-        "no documents in file",
-        "add a Project or Agent document, or leave the file out of the inputs",
-    )
-
-
-def _declared_projects(
-    projects: list[ProjectDeclaration], errors: list[SpecError]
-) -> dict[str, ProjectDeclaration]:
-    declared: dict[str, ProjectDeclaration] = {}
-    for project in projects:
-        if project.name is None:
-            continue
-        first = declared.get(project.name)
-        if first is None:
-            declared[project.name] = project
-            continue
-        errors.append(
-            SpecError(
-                project.document.locate(("metadata", "name")),
-                "metadata.name",
-                f"project '{project.name}' is declared twice;"
-                f" first at {first.document.locate(('metadata', 'name'))}",
-                "keep one Project document per project",
-            )
-        )
-    return declared
-
-
-def _agents_by_key(
-    agents: list[AgentDeclaration],
-    declared: dict[str, ProjectDeclaration],
-    errors: list[SpecError],
-    *,
-    check_references: bool,
-) -> dict[tuple[str, str], AgentDeclaration]:
-    """The agents whose project is known, keyed by (project, name); errors for the others."""
-    members: dict[tuple[str, str], AgentDeclaration] = {}
-    for agent in agents:
-        if agent.name is None:
-            continue
-        project = _project_of(agent, declared, errors, check_references=check_references)
-        if project is None:
-            continue
-        first = members.get((project, agent.name))
-        if first is None:
-            members[(project, agent.name)] = agent
-            continue
-        errors.append(
-            SpecError(
-                agent.document.locate(("metadata", "name")),
-                "metadata.name",
-                f"agent '{project}/{agent.name}' is declared twice; first at {first.source}",
-                "rename one of them or remove the duplicate",
-            )
-        )
-    return members
-
-
-def _project_of(
-    agent: AgentDeclaration,
-    declared: dict[str, ProjectDeclaration],
-    errors: list[SpecError],
-    *,
-    check_references: bool,
-) -> str | None:
-    if agent.project_written:
-        if agent.project is None or agent.project in declared:
-            return agent.project  # None: an invalid name, already reported
-        if check_references:
-            errors.append(
-                SpecError(
-                    agent.document.locate(("metadata", "project")),
-                    "metadata.project",
-                    f"project '{agent.project}' is not declared",
-                    f"add a document with kind: Project and metadata.name: {agent.project}",
-                )
-            )
-        return None
-    if len(declared) == 1:
-        return next(iter(declared))
-    if not check_references:
-        return None
-    where = agent.document.locate(("metadata",), key=True)
-    if declared:
-        errors.append(
-            SpecError(
-                where,
-                "metadata.project",
-                f"agent '{agent.name}' does not say which project it belongs to;"
-                f" several are declared ({', '.join(sorted(declared))})",
-                "add project: <name> under metadata",
-            )
-        )
-    else:
-        errors.append(
-            SpecError(
-                where,
-                "metadata.project",
-                f"agent '{agent.name}' has no project: no document of kind Project is declared",
-                "add a document with kind: Project and metadata.name: <project>",
-            )
-        )
-    return None
-
-
-def _self_editing_warnings(files: tuple[str, ...], agents: list[DesiredAgent]) -> list[str]:
+def _self_editing_warnings(files: tuple[str, ...], agents: Sequence[DesiredAgent]) -> list[str]:
     """A spec file inside a bind-mounted workspace can be edited by the agent it configures, which
     could widen its own allowlist; in watch mode that edit would be applied."""
     warnings = []

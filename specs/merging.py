@@ -9,16 +9,15 @@ project's allowlist but not silently drop them.
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from specs.documents import Document
 from specs.errors import SpecError
-from specs.models import DesiredAgent, ResolvedWorkspace, WorkspaceMode, WorkspaceSpec
+from specs.models import MergedAgent, WorkspaceSpec
+from specs.resolved import DesiredAgent, ResolvedWorkspace, WorkspaceMode, from_plain
 from specs.validation import AgentDeclaration, ProjectDeclaration
-from specs.workspace_policy import WorkspaceRefusal, workspace_refusal
+from specs.workspace_policy import real_path, workspace_facts
 
 _UNION_PATHS = frozenset({("security", "firewall", "add_domains")})
 # Mappings that an agent replaces whole: one api_key source, never a mix of two.
@@ -68,7 +67,7 @@ def desired_agent(
     key_error = _api_key_conflict(merged, workspace, [project.document, agent.document])
     if key_error is not None:
         return key_error
-    return DesiredAgent.model_validate(
+    return _resolved(
         {
             **merged,
             "project": project_name,
@@ -96,7 +95,7 @@ def project_defaults(
         return workspace
     if key_error := _api_key_conflict(merged, workspace, [project.document]):
         return key_error
-    return DesiredAgent.model_validate(
+    return _resolved(
         {
             **merged,
             "project": project_name,
@@ -105,6 +104,12 @@ def project_defaults(
             "workspace": workspace,
         }
     )
+
+
+def _resolved(merged: dict[str, Any]) -> DesiredAgent:
+    """Validated as a whole once more (a union of allowlists is sorted again), then as plain
+    dataclasses: what the rest of clawker, and the resolved cache, hold."""
+    return from_plain(DesiredAgent, MergedAgent.model_validate(merged).model_dump())
 
 
 # What the API relay sets in the agent; a spec that also sets them would undo the relay.
@@ -151,7 +156,7 @@ def _api_key_conflict(
         )
     raw = source.get("from_file")
     if raw and not raw.startswith("~/"):
-        path = os.path.realpath(raw)
+        path = real_path(raw)
         if path == workspace.path or path.startswith(workspace.path.rstrip("/") + "/"):
             return SpecError(
                 where.locate((*key_path, "from_file")),
@@ -181,15 +186,15 @@ def _resolve_workspace(
         raw, document = written
         base_dir, where = document.base_dir, document.locate(("spec", "workspace", "path"))
     path = os.path.abspath(os.path.join(base_dir, os.path.expanduser(raw)))
-    exists, is_dir, refusal, worktree, real = _workspace_facts(path, tuple(protected))
-    if not exists:
+    facts, refusal = workspace_facts(path, tuple(protected))
+    if not facts.exists:
         return SpecError(
             where,
             "spec.workspace.path",
             f"workspace path {path} does not exist",
             "create the directory or correct the path",
         )
-    if not is_dir:
+    if not facts.is_dir:
         return SpecError(
             where,
             "spec.workspace.path",
@@ -198,7 +203,7 @@ def _resolve_workspace(
         )
     if refusal is not None:
         return SpecError(where, "spec.workspace.path", refusal.message, refusal.hint)
-    if mode is WorkspaceMode.SNAPSHOT and mode_document is not None and worktree:
+    if mode is WorkspaceMode.SNAPSHOT and mode_document is not None and facts.worktree:
         return SpecError(
             mode_document.locate(("spec", "workspace", "mode")),
             "spec.workspace.mode",
@@ -207,33 +212,4 @@ def _resolve_workspace(
             "use mode: bind, which mounts the main repository's .git too, or point"
             " workspace.path at the main repository",
         )
-    return ResolvedWorkspace(path=real, mode=mode)
-
-
-_Facts = tuple[bool, bool, WorkspaceRefusal | None, bool, str]
-_memo = threading.local()
-
-
-@contextmanager
-def workspace_facts_once() -> Iterator[None]:
-    """Within: what the file system says about a workspace path is looked up once. One load
-    of 100 agents of a project asked the same questions (exists, a directory, refused, a git
-    worktree, its real path) 101 times: ~70 % of a load whose YAML was cached."""
-    _memo.facts = {}
-    try:
-        yield
-    finally:
-        _memo.facts = None
-
-
-def _workspace_facts(path: str, protected: tuple[str, ...]) -> _Facts:
-    facts: dict[tuple[str, tuple[str, ...]], _Facts] | None = getattr(_memo, "facts", None)
-    if facts is not None and (path, protected) in facts:
-        return facts[(path, protected)]
-    exists, is_dir = os.path.exists(path), os.path.isdir(path)
-    refusal = workspace_refusal(path, protected) if is_dir else None
-    worktree = is_dir and os.path.isfile(os.path.join(path, ".git"))
-    found = (exists, is_dir, refusal, worktree, os.path.realpath(path) if is_dir else path)
-    if facts is not None:
-        facts[(path, protected)] = found
-    return found
+    return ResolvedWorkspace(path=facts.real, mode=mode)

@@ -1,14 +1,14 @@
 """The spec language as pydantic models: the sections of `spec`, the two document kinds, and the
-resolved `DesiredAgent` that merging produces.
+merged agent that merging validates before it resolves it (specs.resolved).
 
 The section models serve both sides: a document fills only the keys it writes (pydantic records
-them in `model_fields_set`, which merging relies on), and a `DesiredAgent` holds complete ones
-whose defaults are the documented ones. Every model forbids unknown keys.
+them in `model_fields_set`, which merging relies on), and a `MergedAgent` holds complete ones
+whose defaults are the documented ones. Every model forbids unknown keys. Only loading a spec
+that is not in the resolved cache imports this module (and pydantic).
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,16 +23,7 @@ from pydantic import (
 
 from specs import values
 from specs.errors import SourceRef
-
-API_VERSION = "clawker.dev/v1alpha1"
-
-
-class WorkspaceMode(StrEnum):
-    """How the agent sees the workspace: the host directory itself, or a copy in a volume."""
-
-    BIND = "bind"
-    SNAPSHOT = "snapshot"
-
+from specs.resolved import DEFAULT_BASE_IMAGE, ResolvedWorkspace, WorkspaceMode
 
 ProjectName = Annotated[str, AfterValidator(values.project_name)]
 AgentName = Annotated[str, AfterValidator(values.agent_name)]
@@ -75,7 +66,7 @@ class WorkspaceSpec(_Model):
 class BuildSpec(_Model):
     """`spec.build`: what goes into the project's image."""
 
-    base_image: Image = "buildpack-deps:bookworm-scm"
+    base_image: Image = DEFAULT_BASE_IMAGE
     packages: tuple[Package, ...] = ()
     harness: Harness = "claude"
 
@@ -204,15 +195,10 @@ DOCUMENT_MODELS: dict[str, type[ProjectDocument] | type[AgentDocument]] = {
 }
 
 
-class ResolvedWorkspace(_Model):
-    """The workspace an agent mounts: an absolute, symlink-free path that exists."""
-
-    path: str
-    mode: WorkspaceMode = WorkspaceMode.BIND
-
-
-class DesiredAgent(_Model):
-    """One agent as the user wants it: its Agent document merged over its Project's, resolved."""
+class MergedAgent(_Model):
+    """An Agent document merged over its Project's, validated again as a whole (a union of two
+    allowlists is sorted and deduplicated once more); merging hands it on as a
+    specs.resolved.DesiredAgent."""
 
     project: str
     name: str
@@ -223,13 +209,3 @@ class DesiredAgent(_Model):
     build: BuildSpec = Field(default_factory=BuildSpec)
     agent: AgentRuntime = Field(default_factory=AgentRuntime)
     security: SecuritySpec = Field(default_factory=SecuritySpec)
-
-    @property
-    def key(self) -> str:
-        """The agent's identity across specs and Docker: `project/name`."""
-        return f"{self.project}/{self.name}"
-
-    @property
-    def container_name(self) -> str:
-        """The name of the agent's container."""
-        return f"clawker.{self.project}.{self.name}"

@@ -20,7 +20,8 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from specs import values
 from specs.documents import Document
 from specs.errors import SourceRef, SpecError
-from specs.models import API_VERSION, DOCUMENT_MODELS, AgentDocument, ProjectDocument
+from specs.models import DOCUMENT_MODELS, AgentDocument, ProjectDocument
+from specs.resolved import API_VERSION
 
 _M = TypeVar("_M", bound=BaseModel)
 _SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")

@@ -10,10 +10,23 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-__all__ = ["WorkspaceRefusal", "workspace_refusal"]
+__all__ = [
+    "Looked",
+    "WorkspaceFacts",
+    "WorkspaceRefusal",
+    "look_at",
+    "looked_once",
+    "policy_inputs",
+    "real_path",
+    "workspace_facts",
+    "workspace_refusal",
+]
 
 # The host's own system: neither these nor anything inside them.
 SYSTEM_TREES = (
@@ -128,3 +141,79 @@ def _homes() -> frozenset[str]:
     if key is not None:
         _homes_seen = (key, found)
     return found
+
+
+def policy_inputs() -> str:
+    """What a refusal depends on besides the path and the protected paths: `~` and the account
+    database (a cached resolution is only good while these stay as they were)."""
+    mine = os.path.expanduser("~")
+    try:
+        info = os.stat(_PASSWD)
+    except OSError:
+        return f"{os.geteuid()}:{mine}:-"
+    return f"{os.geteuid()}:{mine}:{info.st_mtime_ns}:{info.st_size}:{info.st_ino}"
+
+
+class WorkspaceFacts(NamedTuple):
+    """What the file system says about a workspace path."""
+
+    exists: bool
+    is_dir: bool
+    worktree: bool  # its .git is a file
+    real: str  # its real path when it is a directory, else the path itself
+
+
+def look_at(path: str) -> WorkspaceFacts:
+    is_dir = os.path.isdir(path)
+    return WorkspaceFacts(
+        os.path.exists(path),
+        is_dir,
+        is_dir and os.path.isfile(os.path.join(path, ".git")),
+        os.path.realpath(path) if is_dir else path,
+    )
+
+
+@dataclass
+class Looked:
+    """Everything one load asked the file system, so that each question is asked once, and a
+    cached resolution can ask them all again to see that it still holds (specs.setcache)."""
+
+    workspaces: dict[tuple[str, tuple[str, ...]], tuple[WorkspaceFacts, WorkspaceRefusal | None]]
+    real_paths: dict[str, str] = field(default_factory=dict)
+
+
+_memo = threading.local()
+
+
+@contextmanager
+def looked_once() -> Iterator[Looked]:
+    """Within: what the file system says about a workspace path is looked up once. One load
+    of 100 agents of a project asked the same questions (exists, a directory, refused, a git
+    worktree, its real path) 101 times: ~70 % of a load whose YAML was cached."""
+    _memo.looked = Looked({})
+    try:
+        yield _memo.looked
+    finally:
+        _memo.looked = None
+
+
+def workspace_facts(
+    path: str, protected: tuple[str, ...]
+) -> tuple[WorkspaceFacts, WorkspaceRefusal | None]:
+    looked: Looked | None = getattr(_memo, "looked", None)
+    if looked is not None and (path, protected) in looked.workspaces:
+        return looked.workspaces[(path, protected)]
+    facts = look_at(path)
+    found = (facts, workspace_refusal(path, protected) if facts.is_dir else None)
+    if looked is not None:
+        looked.workspaces[(path, protected)] = found
+    return found
+
+
+def real_path(path: str) -> str:
+    """`os.path.realpath`, noted in the load's `Looked`."""
+    real = os.path.realpath(path)
+    looked: Looked | None = getattr(_memo, "looked", None)
+    if looked is not None:
+        looked.real_paths[path] = real
+    return real

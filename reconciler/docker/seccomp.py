@@ -2,9 +2,9 @@
 
 The firewall's socket hooks see only inet sockets, and its packet wall only IP packets that go
 through the IP stack; a packet socket (AF_PACKET) writes frames straight to the interface. The
-capability policy (specs.values) keeps NET_RAW from agents; this profile makes the same refusal
-hold even where a capability slipped through, and refuses io_uring, whose socket operation does
-not pass through seccomp.
+capability policy (specs.capabilities) keeps NET_RAW from agents; this profile makes the same
+refusal hold even where a capability slipped through, and refuses io_uring, whose socket
+operation does not pass through seccomp.
 
 Docker replaces its default profile with this one (a profile cannot be layered over another
 through the API), so the profile also refuses what the default refuses that matters for a

@@ -46,7 +46,7 @@ __all__ = [
 
 # The spec's default base. No registry may answer here, so when it is not present locally,
 # clawker builds from clawker-base:bookworm (same Debian release) instead.
-DEFAULT_BASE_IMAGE: Final = str(BuildSpec.model_fields["base_image"].default)
+DEFAULT_BASE_IMAGE: Final = BuildSpec().base_image
 
 _STEP = re.compile(r"^Step \d+/\d+ : ")
 

@@ -13,7 +13,7 @@ from reconciler.host.git_layout import GitLayout
 from reconciler.host.host_state import HostState
 from reconciler.host.progress import PROGRESS_LABEL, PROGRESS_MARKER, STEP_MARKERS
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
-from specs.values import AGENT_BASE_CAPABILITIES
+from specs.capabilities import AGENT_BASE_CAPABILITIES
 
 __all__ = [
     "SPEC_VIEW_LABEL",
@@ -168,7 +168,7 @@ def desired_container(
         env=env,
         working_dir=ws.path,
         mounts=mounts,
-        # The one capability policy (specs.values): nothing but the base set and the spec's adds.
+        # The one capability policy (specs.capabilities): the base set and the spec's adds only.
         cap_add=tuple(sorted(AGENT_BASE_CAPABILITIES | set(agent.security.cap_add))),
         cap_drop=("ALL",),
         security_opt=(f"seccomp={agent_seccomp_profile()}",),

@@ -11,7 +11,7 @@ import os
 import secrets
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from reconciler import naming
@@ -113,18 +113,18 @@ def run_agent(specset: SpecSet, project: str, name: str, flags: AgentFlags) -> D
     """The agent `run`/`create` make: the declared Agent if there is one, else the Project's
     defaults under this name; then the flags."""
     declared = next((a for a in specset.agents if a.key == naming.agent_key(project, name)), None)
-    agent = declared or specset.defaults[project].model_copy(update={"name": name})
+    agent = declared or replace(specset.defaults[project], name=name)
     workspace = agent.workspace
     if flags.workdir:
         path = os.path.realpath(os.path.expanduser(flags.workdir))
         if not os.path.isdir(path):
             raise TargetError(f"--workdir {flags.workdir}: not a directory")
-        workspace = workspace.model_copy(update={"path": path})
+        workspace = replace(workspace, path=path)
     if flags.worktree:
         path = ensure_worktree(workspace.path, flags.worktree)
-        workspace = workspace.model_copy(update={"path": path})
+        workspace = replace(workspace, path=path)
     if flags.mode is not None:
-        workspace = workspace.model_copy(update={"mode": flags.mode})
+        workspace = replace(workspace, mode=flags.mode)
     if workspace.mode is WorkspaceMode.SNAPSHOT and os.path.isfile(
         os.path.join(workspace.path, ".git")
     ):
@@ -132,13 +132,12 @@ def run_agent(specset: SpecSet, project: str, name: str, flags: AgentFlags) -> D
             f"workspace {workspace.path} is a git worktree; snapshot mode cannot copy it "
             "(its history lives in the main repository): use --mode bind"
         )
-    update: dict[str, object] = {"workspace": workspace}
+    agent = replace(agent, workspace=workspace)
     if flags.env:
-        env = {**agent.agent.env, **flags.env}
-        update["agent"] = agent.agent.model_copy(update={"env": env})
+        agent = replace(agent, agent=replace(agent.agent, env={**agent.agent.env, **flags.env}))
     if flags.command:
-        update["command"] = tuple(flags.command)
-    return agent.model_copy(update=update)
+        agent = replace(agent, command=tuple(flags.command))
+    return agent
 
 
 def ensure_worktree(workspace: str, branch: str) -> str:

@@ -1,6 +1,7 @@
 """What the CLI loads before a verb does its work: `clawker --help` only the parsers, `diff` the
-specs, docker-py and the planner but not the PKI, the firewall or watch mode. Which modules load,
-not how long they take (bench/README.md times that). Each check runs a fresh interpreter."""
+specs, docker-py and the planner but not the PKI, the firewall, watch mode or the validators.
+Which modules load, not how long they take (bench/README.md times that). Each check runs a
+fresh interpreter."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def test_diff_loads_no_pki_firewall_or_watch_mode() -> None:
     assert "reconciler.loop.converge" in loaded
     unused = {"cryptography", "jwt", "grpc", "bpf", "pyroute2", "dnslib", "watchfiles"}
     assert roots(loaded) & unused == set()
+    # Validation (pydantic, the public suffix list) loads only for specs not in the cache.
+    assert roots(loaded) & {"pydantic", "pydantic_core", "publicsuffixlist"} == set()
     assert {
         "reconciler.controlplane.identity.pki",
         "reconciler.watch",

@@ -9,7 +9,7 @@ from pathlib import Path
 from reconciler.docker.seccomp import agent_seccomp_profile, profile
 from reconciler.host.host_state import observe_host
 from reconciler.loop.desired import desired_container
-from specs.values import ADDABLE_CAPABILITIES, AGENT_BASE_CAPABILITIES, REFUSED_CAPABILITIES
+from specs.capabilities import ADDABLE_CAPABILITIES, AGENT_BASE_CAPABILITIES, REFUSED_CAPABILITIES
 from tests.unit.test_workspace_layout import load_agent
 
 

@@ -37,6 +37,7 @@ from reconciler.images.building import _lost_cache_layer
 from reconciler.images.inputs import clawkerd_sources
 from reconciler.settings import Settings
 from specs import BuildSpec, DesiredAgent, ResolvedWorkspace, SourceRef
+from specs.resolved import from_plain
 
 REPO = Path(__file__).resolve().parents[2]
 HELPER = REPO / "reconciler" / "in_container" / "git_credential_clawker.py"
@@ -61,7 +62,7 @@ def agent(
         name=name,
         source=SourceRef("agents.yaml", line, 1),
         workspace=ResolvedWorkspace(path="/work/myapp"),
-        build=BuildSpec.model_validate(build),
+        build=from_plain(BuildSpec, build),
     )
 
 

@@ -184,7 +184,7 @@ def test_one_load_looks_a_shared_workspace_up_once(
         asked.append(path)
         return workspace_refusal(path, protected)
 
-    monkeypatch.setattr("specs.merging.workspace_refusal", counting)
+    monkeypatch.setattr("specs.workspace_policy.workspace_refusal", counting)
     specset = load_specs([str(spec)])
     assert len(specset.agents) == 3
     assert asked == [str(ws)]  # three agents and the project's defaults share one look

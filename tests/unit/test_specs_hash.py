@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
 from specs import HASH_VERSION, DesiredAgent, load_specs, recreate_view, spec_hash
 from specs.canonical import (
@@ -132,12 +133,11 @@ def test_a_new_workspace_path_changes_the_hash(tmp_path: Path) -> None:
     assert spec_hash(before) != spec_hash(after)
 
 
-def leaf_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+def leaf_fields(record: type, prefix: str = "") -> list[str]:
     fields = []
-    for name, field in model.model_fields.items():
+    for name, nested in typing.get_type_hints(record).items():
         path = prefix + name
-        nested = field.annotation
-        if isinstance(nested, type) and issubclass(nested, BaseModel):
+        if isinstance(nested, type) and dataclasses.is_dataclass(nested):
             fields += leaf_fields(nested, path + ".")
         else:
             fields.append(path)
