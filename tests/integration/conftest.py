@@ -133,7 +133,9 @@ def scope(docker_api: docker.APIClient, tmp_path: Path) -> Iterator[Scope]:
     try:
         yield s
     finally:
-        lifecycle.stop(StatePaths(state))  # by its pid file: only the CP this test started
-        remove_test_objects(run_id)
-        detach_egress(pin_dir)
-        remove_cgroup_parent(cgroup_parent)
+        try:
+            lifecycle.stop(StatePaths(state))  # by its pid file: only the CP this test started
+        finally:  # a CP that would not stop fails the test, and still leaves nothing behind
+            remove_test_objects(run_id)
+            detach_egress(pin_dir)
+            remove_cgroup_parent(cgroup_parent)
