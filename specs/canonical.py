@@ -10,13 +10,11 @@ versioned so that a clawker upgrade never recreates every agent by accident: cha
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from enum import Enum
 from typing import Any
 
-from specs.resolved import DesiredAgent
+from specs.resolved import DesiredAgent, to_plain
 
 HASH_VERSION = "1"
 
@@ -75,13 +73,13 @@ def recreate_view(agent: DesiredAgent) -> dict[str, object]:
         value: Any = agent
         for part in field.split("."):
             value = getattr(value, part)
-        view[field] = _canonical(value)
+        view[field] = to_plain(value)  # pydantic's JSON dump gave the same: hash version 1
     for field in RECREATE_WHEN_SET_FIELDS:
         value = agent
         for part in field.split("."):
             value = getattr(value, part)
-        if _is_record(value):  # only what is written: `{from_env: NAME}`
-            view[field] = {k: v for k, v in _canonical(value).items() if v is not None}
+        if value is not None:  # only what is written: `{from_env: NAME}`
+            view[field] = {k: v for k, v in to_plain(value).items() if v is not None}
     return view
 
 
@@ -89,21 +87,3 @@ def spec_hash(agent: DesiredAgent) -> str:
     """sha256 (hex) of the compact, key-sorted JSON of `recreate_view(agent)`."""
     text = json.dumps(recreate_view(agent), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _is_record(value: Any) -> bool:
-    return dataclasses.is_dataclass(value) and not isinstance(value, type)
-
-
-def _canonical(value: Any) -> Any:
-    """JSON values: a section as a mapping of its fields, an enum as its value, a tuple as a
-    list (what pydantic's JSON dump of the same model gave: the hashes of hash version 1)."""
-    if _is_record(value):
-        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [_canonical(item) for item in value]
-    if isinstance(value, dict):
-        return {str(key): _canonical(item) for key, item in value.items()}
-    return value

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from specs.errors import SourceRef, SpecError, SpecErrors
-from specs.store import MarshalStore
+from specs.store import MarshalStore, file_identity, package_origin
 
 _DUPLICATE_KEY = re.compile(r'found duplicate key "(?P<key>.*?)"')
 
@@ -183,6 +181,11 @@ def _positions(value: Any, budget: _Budget) -> Any:
     return None
 
 
+@functools.cache
+def _ruamel_origin() -> str | None:
+    return package_origin("ruamel.yaml")
+
+
 class _Cache:
     """One spec text's parse, stored under `directory` by its SHA-256 (and the parser's files:
     a changed ruamel or this module never reads an old entry)."""
@@ -202,24 +205,6 @@ class _Cache:
 
     def write(self, parsed: _Parsed) -> None:
         self.store.write(parsed)
-
-
-def file_identity(path: str | None) -> str:
-    """A file as a cache key sees it: its path, modification time and size."""
-    try:
-        info = os.stat(path) if path else None
-    except OSError:
-        info = None
-    return f"{path}:{info.st_mtime_ns}:{info.st_size}" if info else ""
-
-
-def _ruamel_origin() -> str | None:
-    """ruamel.yaml's package file, found without importing it."""
-    try:
-        spec = importlib.util.find_spec("ruamel.yaml")
-    except (ImportError, ValueError):
-        return None
-    return spec.origin if spec else None
 
 
 def _character_error(source: SpecText, error: Any) -> SpecError:

@@ -160,14 +160,14 @@ class DesiredAgent:
 
 # -- plain data ----------------------------------------------------------------------------------
 def to_plain(value: Any) -> Any:
-    """A dataclass tree as dicts, lists of its tuples kept as tuples, enums as their values:
-    what marshal holds exactly and `from_plain` reads back."""
+    """A dataclass tree as JSON values: dicts, lists, enums as their values. What marshal holds
+    exactly, what `from_plain` reads back, and what the spec hash is computed over."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple | list):
-        return tuple(to_plain(item) for item in value)
+        return [to_plain(item) for item in value]
     if isinstance(value, dict):
         return {str(key): to_plain(item) for key, item in value.items()}
     return value

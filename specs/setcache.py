@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from specs.documents import SpecText, file_identity
+from specs.documents import SpecText
 from specs.resolved import DesiredAgent, from_plain, to_plain
-from specs.store import MarshalStore
+from specs.store import MarshalStore, file_identity, package_origin
 from specs.workspace_policy import Looked, WorkspaceFacts, look_at, policy_inputs
 
 __all__ = ["Resolution", "SetCache"]
@@ -92,11 +91,5 @@ def _code_identity() -> tuple[str, ...]:
     """The files whose change could resolve the same texts differently."""
     here = os.path.dirname(os.path.abspath(__file__))
     ours = sorted(name for name in os.listdir(here) if name.endswith(".py"))
-    theirs = []
-    for package in ("pydantic", "pydantic_core", "publicsuffixlist"):
-        try:
-            spec = importlib.util.find_spec(package)
-        except (ImportError, ValueError):
-            spec = None
-        theirs.append(spec.origin if spec else None)
+    theirs = [package_origin(p) for p in ("pydantic", "pydantic_core", "publicsuffixlist")]
     return tuple(file_identity(p) for p in (*(os.path.join(here, n) for n in ours), *theirs))

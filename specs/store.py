@@ -7,12 +7,31 @@ again; an entry this user did not write, or that others can write to, is never r
 
 from __future__ import annotations
 
+import importlib.util
 import marshal
 import os
 import tempfile
 from typing import Any
 
-__all__ = ["MarshalStore"]
+__all__ = ["MarshalStore", "file_identity", "package_origin"]
+
+
+def file_identity(path: str | None) -> str:
+    """A file as a cache key sees it: its path, modification time and size."""
+    try:
+        info = os.stat(path) if path else None
+    except OSError:
+        info = None
+    return f"{path}:{info.st_mtime_ns}:{info.st_size}" if info else ""
+
+
+def package_origin(name: str) -> str | None:
+    """A package's file, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec else None
 
 
 class MarshalStore:
