@@ -396,4 +396,4 @@ def git_config_argv() -> list[str]:
     """Copy the host's ~/.gitconfig (mounted read-only) without credentials: gitconfig_filter."""
     source = Path(gitconfig_filter.__file__).read_text(encoding="utf-8")
     target = f"{naming.AGENT_HOME}/.gitconfig"
-    return [f"{VENV}/bin/python", "-I", "-c", source, naming.HOST_GITCONFIG_MOUNT, target]
+    return [f"{VENV}/bin/python", "-I", "-S", "-c", source, naming.HOST_GITCONFIG_MOUNT, target]
