@@ -86,6 +86,12 @@ def replacement_name(project: str, agent: str) -> str:
     return f"clawker.{project}.{agent}.next"
 
 
+def retired_name(project: str, agent: str) -> str:
+    """The name a replaced container carries from the moment its replacement takes the
+    agent's name until it is removed (outside every agent's name, as `replacement_name`)."""
+    return f"clawker.{project}.{agent}.old"
+
+
 def probe_name(volume: str) -> str:
     """A short-lived container that only looks into `volume` (see reconciler.host.progress)."""
     return f"clawker-probe.{volume}"

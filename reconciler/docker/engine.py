@@ -233,6 +233,7 @@ class RuntimePort(Protocol):
     def container_mounts(self, name: str) -> ContainerMounts: ...
     def logs_tail(self, container_id: str, lines: int = 20) -> str: ...
     def inspect_runtime(self, container_id: str, network: str) -> RuntimeInfo | None: ...
+    def running_agent_containers(self, project: str, agent: str) -> dict[str, str]: ...
     def container_events(self) -> Iterator[ContainerEvent]: ...
     def exec_socket(
         self, container_id: str, argv: Sequence[str], *, user: str = ""
@@ -636,6 +637,18 @@ class DockerEngine:
             pid=int(state.get("Pid") or 0),
             gateway=str((nets.get(network) or {}).get("Gateway", "")),
         )
+
+    def running_agent_containers(self, project: str, agent: str) -> dict[str, str]:
+        """The agent's running (or paused, or restarting) containers: id -> name. One list,
+        filtered by Docker on the managed, project and agent labels."""
+        filters = [*self._label_filters(), f"{naming.PROJECT}={project}", f"{naming.AGENT}={agent}"]
+        raw: list[dict[str, Any]] = self._call(
+            f"list the containers of {project}/{agent}",
+            self._api.containers,
+            all=True,
+            filters={"label": filters, "status": ["running", "paused", "restarting"]},
+        )
+        return {str(c["Id"]): (c.get("Names") or ["/"])[0].lstrip("/") for c in raw}
 
     def container_events(self) -> Iterator[ContainerEvent]:
         """Container events of managed containers until the stream ends (daemon restart).

@@ -238,8 +238,16 @@ def _roll_back(
     result: ExecutionResult,
     on_event: Callable[[StepEvent], None],
 ) -> None:
-    """Remove what this run created for `agent`, newest first; nothing older is touched."""
+    """Remove what this run created for `agent`, newest first; nothing older is touched but
+    a replaced container that this run renamed out of the way and did not remove: it gets the
+    agent's name back (a swap that failed leaves the old container as it found it, or stopped)."""
     names: dict[str, str] = {}
+    retired: list[Step] = []
+    removed = {
+        s.target
+        for s in plan.steps
+        if s.agent == agent and s.id in result.done and s.action is Action.REMOVE_CONTAINER
+    }
     for step in plan.steps:
         if step.agent != agent or step.id not in result.done:
             continue
@@ -247,6 +255,8 @@ def _roll_back(
             names[step.target] = step.target
         elif step.action is Action.RENAME_CONTAINER and step.target in names:
             names[step.target] = step.new_name
+        elif step.action is Action.RENAME_CONTAINER and step.target not in removed:
+            retired.append(step)
     for step in reversed(plan.steps):
         if step.agent != agent or step.id not in result.done:
             continue
@@ -259,4 +269,13 @@ def _roll_back(
             on_event(StepEvent(step, StepStatus.FAILED, f"rollback failed: {exc}"))
             continue
         result.rolled_back.append(f"{step.kind}:{names.get(step.target, step.target)}")
+        on_event(StepEvent(step, StepStatus.ROLLED_BACK))
+    for step in retired:  # after the removals above: the agent's name is free again
+        project, _, name = agent.partition("/")
+        try:
+            port.rename_container(step.target, naming.container_name(project, name))
+        except DockerError as exc:
+            on_event(StepEvent(step, StepStatus.FAILED, f"rollback failed: {exc}"))
+            continue
+        result.rolled_back.append(f"{step.kind}:{step.target}")
         on_event(StepEvent(step, StepStatus.ROLLED_BACK))

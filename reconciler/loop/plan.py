@@ -371,6 +371,16 @@ def _plan_prune(
     return changes
 
 
+def _remove_leftover(b: _StepBuilder, c: ContainerInfo, key: str) -> int:
+    """A container of an interrupted replace goes before anything is created; one that still
+    runs (a replaced container that had not been stopped yet) is stopped first, not killed."""
+    why = "leftover from an interrupted replace"
+    after: list[int] = []
+    if c.state in ("running", "paused", "restarting"):
+        after = [b.add(Action.STOP_CONTAINER, "container", c.name, why, agent=key)]
+    return b.add(Action.REMOVE_CONTAINER, "container", c.name, why, after, agent=key)
+
+
 def _plan_agent(
     b: _StepBuilder,
     agent: DesiredAgent,
@@ -388,16 +398,7 @@ def _plan_agent(
     key = agent.key
     obs = observed.agent(agent.project, agent.name)
     resources: list[str] = []
-    cleanup = [
-        b.add(
-            Action.REMOVE_CONTAINER,
-            "container",
-            c.name,
-            "leftover from an interrupted replace",
-            agent=key,
-        )
-        for c in obs.leftovers
-    ]
+    cleanup = [_remove_leftover(b, c, key) for c in obs.leftovers]
     resources += [f"- container {c.name}" for c in obs.leftovers]
 
     volume_steps: list[int] = []
@@ -480,28 +481,27 @@ def _plan_agent(
             container=spec,
         )
         last = _prepare_container(b, agent, temp, create, fill_roles, host, image.user)
-        stop = b.add(
-            Action.STOP_CONTAINER,
+        # The swap (docs/reconcile.md, "Replacing a container"): the old container gives up
+        # the name, the new one takes it, then the new one starts while the old one stops.
+        # Docker's stop (its SIGTERM and teardown) runs beside the new start instead of before
+        # it; the control plane holds the new start's steps until no other container of the
+        # agent runs, so the agent's volumes never have two agents at once.
+        old = current.id[:12]
+        retire = b.add(
+            Action.RENAME_CONTAINER,
             "container",
-            current.id[:12],
-            f"replaced: {cause}",
+            old,
+            f"gives its name to {temp}",
             [last],
             agent=key,
-        )
-        remove = b.add(
-            Action.REMOVE_CONTAINER,
-            "container",
-            current.id[:12],
-            f"replaced: {cause}",
-            [stop],
-            agent=key,
+            new_name=naming.retired_name(agent.project, agent.name),
         )
         rename = b.add(
             Action.RENAME_CONTAINER,
             "container",
             temp,
             f"replaces {final}",
-            [remove],
+            [retire],
             agent=key,
             new_name=final,
         )
@@ -513,6 +513,10 @@ def _plan_agent(
             [rename, *before_start],
             agent=key,
         )
+        stop = b.add(
+            Action.STOP_CONTAINER, "container", old, f"replaced: {cause}", [rename], agent=key
+        )
+        b.add(Action.REMOVE_CONTAINER, "container", old, f"replaced: {cause}", [stop], agent=key)
         resources.append(f"-/+ container {final}")
         return AgentChange(key, ChangeKind.REPLACE, tuple(reasons), tuple(fields), tuple(resources))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import textwrap
 from pathlib import Path
@@ -120,6 +121,42 @@ def test_changing_env_recreates_the_container_and_keeps_volume_data(scope: Scope
         _name(scope), "cat", "/home/claude/.claude/s.txt", "/commandhistory/.bash_history"
     )
     assert (code, out) == (0, "session\nls -la\n")
+
+
+def _clawkerd_events(scope: Scope, name: str) -> list[dict[str, str]]:
+    code, out = scope.exec(name, "cat", "/var/log/clawker/clawkerd.log")
+    assert code == 0, out
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_a_replace_starts_the_new_container_beside_the_old_ones_stop_and_runs_no_step_before_it_has_stopped(  # noqa: E501
+    scope: Scope,
+) -> None:
+    """The swap (docs/reconciler.md): the old container gives up the name and stops while the
+    new one starts, but the new one's steps (and so its command) wait for the old agent's exit.
+    The old agent here takes 2 s to exit on SIGTERM and writes when it did."""
+    slow = SPEC.replace(
+        "[sleep, infinity]",
+        "[sh, -c, \"trap 'sleep 2; date +%s.%N > /home/claude/.claude/old-exit; exit 0' TERM;"
+        ' while :; do sleep 0.1; done"]',
+    )
+    spec = scope.write_spec(slow)
+    scope.clawker("apply", "-f", str(spec), check=0)
+    old_id = scope.inspect(_name(scope))["Id"]
+
+    scope.write_spec(slow.replace("GREETING: hello", "GREETING: bonjour"))
+    proc = scope.clawker("apply", "-f", str(spec), check=0)
+
+    assert f"agent/{scope.project}/dev recreated" in proc.stdout
+    info = scope.inspect(_name(scope))
+    assert info["Id"] != old_id and info["State"]["Running"]
+    assert [c["Names"][0] for c in scope.containers()] == [f"/{_name(scope)}"]  # no .old left
+    code, exited = scope.exec(_name(scope), "cat", "/home/claude/.claude/old-exit")
+    assert code == 0, "the old agent was not stopped with SIGTERM (or not at all)"
+    events = _clawkerd_events(scope, _name(scope))
+    first_step = next(e for e in events if e["event"] == "step_started")
+    started = dt.datetime.fromisoformat(first_step["ts"]).timestamp()
+    assert started >= float(exited) - 0.002, (first_step, exited)  # ms stamps against ns
 
 
 def test_a_container_deleted_by_hand_is_recreated(scope: Scope) -> None:

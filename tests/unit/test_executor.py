@@ -21,6 +21,7 @@ class RecordingPort:
 
     def __init__(self, fail: set[tuple[str, str]] = frozenset()) -> None:  # type: ignore[assignment]
         self.calls: list[tuple[str, str]] = []
+        self.renames: list[tuple[str, str]] = []
         self.fail = fail
 
     def _record(self, method: str, target: str) -> None:
@@ -65,6 +66,7 @@ class RecordingPort:
 
     def rename_container(self, container_id: str, new_name: str) -> None:
         self._record("rename_container", container_id)
+        self.renames.append((container_id, new_name))
 
     def put_archive(self, container_id: str, path: str, data: bytes | IO[bytes]) -> None:
         self._record("put_archive", container_id)
@@ -111,6 +113,46 @@ def create_plan(agent: str, existing_volume: bool = False) -> Plan:
         Step(n + 2, Action.START_CONTAINER, "container", c, "created", (n + 1,), agent=key),
     ]
     return Plan(tuple(steps), (AgentChange(key, ChangeKind.CREATE),))
+
+
+def swap_plan() -> Plan:
+    """A replace as the planner makes it (docs/reconciler.md, the swap)."""
+    key, final, temp, old = "p/a", "clawker.p.a", "clawker.p.a.next", "0123456789ab"
+    c = "container"
+    steps = (
+        Step(1, Action.CREATE_CONTAINER, c, temp, "env", agent=key, container=_spec(temp)),
+        Step(2, Action.RENAME_CONTAINER, c, old, "", (1,), agent=key, new_name=f"{final}.old"),
+        Step(3, Action.RENAME_CONTAINER, c, temp, "", (2,), agent=key, new_name=final),
+        Step(4, Action.START_CONTAINER, c, final, "created", (3,), agent=key),
+        Step(5, Action.STOP_CONTAINER, c, old, "replaced", (3,), agent=key),
+        Step(6, Action.REMOVE_CONTAINER, c, old, "replaced", (5,), agent=key),
+    )
+    return Plan(steps, (AgentChange(key, ChangeKind.REPLACE),))
+
+
+def test_a_swap_starts_the_new_container_and_stops_the_old_one_after_both_renames() -> None:
+    port = RecordingPort()
+    assert execute(port, swap_plan()).ok
+    assert port.renames == [
+        ("0123456789ab", "clawker.p.a.old"),
+        ("clawker.p.a.next", "clawker.p.a"),
+    ]
+    renamed = port.calls.index(("rename_container", "clawker.p.a.next"))
+    assert port.calls.index(("start_container", "clawker.p.a")) > renamed
+    assert port.calls.index(("stop_container", "0123456789ab")) > renamed
+    assert port.calls[-1] == ("remove_container", "0123456789ab")
+
+
+def test_a_swap_whose_new_container_cannot_start_gives_the_old_one_its_name_back() -> None:
+    port = RecordingPort(fail={("start_container", "clawker.p.a")})
+    result = execute(port, swap_plan())
+    assert not result.ok
+    assert ("remove_container", "clawker.p.a") in port.calls  # the new one, under the name
+    assert ("remove_container", "0123456789ab") not in port.calls  # never the old one
+    assert port.renames[-1] == ("0123456789ab", "clawker.p.a")  # after the new one went
+    removed_new = port.calls.index(("remove_container", "clawker.p.a"))
+    assert port.calls.index(("rename_container", "0123456789ab"), removed_new) > removed_new
+    assert result.rolled_back == ["container:clawker.p.a", "container:0123456789ab"]
 
 
 def test_runs_every_step_in_dependency_order() -> None:

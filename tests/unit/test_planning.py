@@ -149,10 +149,11 @@ def test_env_change_replaces_with_its_cause_and_masks_the_value(tmp_path: Path) 
     assert str(p) == textwrap.dedent("""\
         [] -> #1 container:clawker.myapp.dev.next, CreateContainer, agent.env changed
         [#1] -> #2 container:clawker.myapp.dev.next, CopyBootstrap, new container identity
-        [#2] -> #3 container:000000000000, StopContainer, replaced: agent.env changed
-        [#3] -> #4 container:000000000000, RemoveContainer, replaced: agent.env changed
-        [#4] -> #5 container:clawker.myapp.dev.next, RenameContainer, replaces clawker.myapp.dev
-        [#5] -> #6 container:clawker.myapp.dev, StartContainer, created""")
+        [#2] -> #3 container:000000000000, RenameContainer, gives its name to clawker.myapp.dev.next
+        [#3] -> #4 container:clawker.myapp.dev.next, RenameContainer, replaces clawker.myapp.dev
+        [#4] -> #5 container:clawker.myapp.dev, StartContainer, created
+        [#4] -> #6 container:000000000000, StopContainer, replaced: agent.env changed
+        [#6] -> #7 container:000000000000, RemoveContainer, replaced: agent.env changed""")
     rendered = render_plan(p, Style.plain())
     assert '-/+ agent "myapp/dev"' in rendered
     assert "~ agent.env.GREETING: (sensitive value) -> (sensitive value) # forces replacement" in (
@@ -417,10 +418,11 @@ def test_a_replace_carries_the_runtime_change_to_the_new_containers_start(
         [] -> #1 runtime:myapp/dev, UpdateRuntime, pre_run changed: takes effect at next start
         [] -> #2 container:clawker.myapp.dev.next, CreateContainer, agent.env changed
         [#2] -> #3 container:clawker.myapp.dev.next, CopyBootstrap, new container identity
-        [#3] -> #4 container:000000000000, StopContainer, replaced: agent.env changed
-        [#4] -> #5 container:000000000000, RemoveContainer, replaced: agent.env changed
-        [#5] -> #6 container:clawker.myapp.dev.next, RenameContainer, replaces clawker.myapp.dev
-        [#1 #6] -> #7 container:clawker.myapp.dev, StartContainer, created""")
+        [#3] -> #4 container:000000000000, RenameContainer, gives its name to clawker.myapp.dev.next
+        [#4] -> #5 container:clawker.myapp.dev.next, RenameContainer, replaces clawker.myapp.dev
+        [#1 #5] -> #6 container:clawker.myapp.dev, StartContainer, created
+        [#5] -> #7 container:000000000000, StopContainer, replaced: agent.env changed
+        [#7] -> #8 container:000000000000, RemoveContainer, replaced: agent.env changed""")
     (change,) = p.changes
     assert change.kind is ChangeKind.REPLACE
     assert [(f.path, f.effect) for f in change.fields] == [
@@ -517,3 +519,23 @@ def test_pending_at_next_start_is_what_the_running_start_was_not_driven_with(
         "pre_run",
     )
     assert pending_at_next_start(None, now) == ()
+
+
+def test_leftovers_of_an_interrupted_swap_go_first_and_a_running_one_is_stopped_not_killed(
+    tmp_path: Path,
+) -> None:
+    """A swap cut short between its renames leaves `.old` (maybe still running) and `.next`;
+    no container has the agent's name. The next pass removes both before it creates."""
+    desired = agents(tmp_path, names=("dev",))
+    spec = desired_container(desired[0], image=IMAGE, apply_set="myapp")
+    old = ContainerInfo("a" * 64, "clawker.myapp.dev.old", dict(spec.labels), "running", IMAGE_ID)
+    new = ContainerInfo("b" * 64, "clawker.myapp.dev.next", dict(spec.labels), "created", IMAGE_ID)
+    observed = replace(observed_from(desired), agents=group_containers([old, new]))
+    p = plan(desired, observed, images=images_of(desired))
+    by_target = {(s.action, s.target): s for s in p.steps}
+    stop = by_target[(Action.STOP_CONTAINER, "clawker.myapp.dev.old")]
+    assert by_target[(Action.REMOVE_CONTAINER, "clawker.myapp.dev.old")].depends_on == (stop.id,)
+    assert (Action.STOP_CONTAINER, "clawker.myapp.dev.next") not in by_target  # never started
+    create = by_target[(Action.CREATE_CONTAINER, "clawker.myapp.dev")]
+    removals = {s.id for s in p.steps if s.action is Action.REMOVE_CONTAINER}
+    assert removals <= set(create.depends_on)

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 
 import grpc
@@ -77,6 +78,12 @@ _RETRY = Backoff(initial=0.5, cap=30.0)
 PROBE_INTERVAL = 0.005
 PROBE_WINDOW = 2.0
 PROBE_CONNECT_TIMEOUT = 0.25
+# A replaced container stops beside its successor's start (docs/reconciler.md, the swap): the
+# successor's steps wait until no other container of the agent runs, looking every
+# ALONE_POLL, for up to ALONE_WINDOW (Docker's stop sends SIGKILL after 10 s; then the start
+# fails and says which container still runs).
+ALONE_POLL = 0.02
+ALONE_WINDOW = 60.0
 # `status` (get agents, the readiness wait) re-checks a container it is asked about at most
 # once in this many seconds.
 ASK_INTERVAL = 5.0
@@ -85,6 +92,10 @@ ASK_INTERVAL = 5.0
 class _NotListeningError(Exception):
     """clawkerd's port did not accept the mTLS handshake yet (or the peer there is not the
     container we dial: TLS refuses another container's leaf, which looks the same)."""
+
+
+class _NotAloneError(Exception):
+    """Another container of the agent kept running: this start's steps never began."""
 
 
 class _StartGoneError(Exception):
@@ -394,6 +405,8 @@ class RuntimeController:
                 raise enrol_error
             if key_error is not None:
                 raise key_error
+            # Looked up while the dial waits for clawkerd; waited for before the first step.
+            alone = self._alone_in_background(info, project, agent, put_progress, cancellation)
             result = self._dial_and_drive(
                 info,
                 key,
@@ -403,6 +416,7 @@ class RuntimeController:
                 timings,
                 cancellation,
                 bridge_up,
+                alone,
             )
         except (StartCancelledError, StartSupersededError, _StartGoneError) as exc:
             return self._abandon(info, key, tuple(steps), str(exc))
@@ -415,6 +429,8 @@ class RuntimeController:
                 f"step {exc.record.name} failed with exit code {exc.record.exit_code}",
                 tuple(steps),
             )
+        except _NotAloneError as exc:
+            final = StartStatus(info.id, key, info.started_at, Phase.FAILED, str(exc), tuple(steps))
         except (SessionError, RegistrationTokenError, grpc.RpcError) as exc:
             if cancellation.cancelled:  # the stream ended because the start did
                 return self._abandon(info, key, tuple(steps), cancellation.reason)
@@ -497,6 +513,7 @@ class RuntimeController:
         timings: dict[str, float],
         cancellation: Cancellation,
         bridge_up: Callable[[grpc.Channel], bool],
+        alone: Callable[[], None] = lambda: None,
     ) -> bool:
         user = naming.AgentUser.from_label(info.labels.get(naming.AGENT_USER))
         plan = StartPlan(info.id, info.name, key, runtime, user)
@@ -514,11 +531,7 @@ class RuntimeController:
                 )
 
         def pause(seconds: float) -> None:
-            if self._sleep is None:
-                cancellation.sleep(seconds)
-            else:
-                self._sleep(seconds)
-                cancellation.check()
+            self._pause(cancellation, seconds)
 
         dial_began = time.monotonic()
         address = info.ip
@@ -559,6 +572,7 @@ class RuntimeController:
                         on_step=on_step,
                         on_initialized=on_initialized,
                         still_current=lambda: self._still_current(info),
+                        alone=alone,
                         cancellation=cancellation,
                     )
                     return result.readopted
@@ -566,6 +580,58 @@ class RuntimeController:
                     if not bridged:  # else the bridge owns the channel and closes it
                         close_channel(channel)
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _pause(self, cancellation: Cancellation, seconds: float) -> None:
+        if self._sleep is None:
+            cancellation.sleep(seconds)
+        else:
+            self._sleep(seconds)
+            cancellation.check()
+
+    def _alone_in_background(
+        self,
+        info: RuntimeInfo,
+        project: str,
+        agent: str,
+        progress: Callable[[str], None],
+        cancellation: Cancellation,
+    ) -> Callable[[], None]:
+        """List the agent's other running containers on a thread of its own from now; the
+        returned call waits for that answer, and while another container runs it looks again
+        every ALONE_POLL (saying so in the start's status), for up to ALONE_WINDOW."""
+        first: Future[dict[str, str]] = Future()
+
+        def others() -> dict[str, str]:
+            found = self.port.running_agent_containers(project, agent)
+            return {cid: name for cid, name in found.items() if cid != info.id}
+
+        def ask() -> None:
+            try:
+                first.set_result(others())
+            except BaseException as exc:  # handed to the waiter, which raises it on its thread
+                first.set_exception(exc)
+
+        threading.Thread(target=ask, name="start-alone", daemon=True).start()
+
+        def wait() -> None:
+            running = first.result()
+            if not running:
+                return
+            deadline = time.monotonic() + ALONE_WINDOW
+            names = ", ".join(sorted(running.values()))
+            log.info("%s %s: waiting for %s to stop", info.name, info.id[:12], names)
+            progress(f"waiting for {names} to stop (one container per agent)")
+            while running:
+                if time.monotonic() >= deadline:
+                    raise _NotAloneError(
+                        f"another container of agent {project}/{agent} is still running "
+                        f"({', '.join(sorted(running.values()))}) after {ALONE_WINDOW:.0f}s: "
+                        "an agent runs in one container at a time; stop or remove the other"
+                    )
+                self._pause(cancellation, ALONE_POLL)
+                running = others()
+
+        return wait
 
     def _dial_for_bridge(self, info: RuntimeInfo, timeout: float = 5.0) -> grpc.Channel:
         """A ready channel to the clawkerd of this start (TLS pins it to the container id)."""

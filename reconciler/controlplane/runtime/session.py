@@ -259,6 +259,7 @@ def drive_start(
     on_step: Callable[[StepRecord], None] = lambda _r: None,
     on_initialized: Callable[[], None] = lambda: None,
     still_current: Callable[[], bool] = lambda: True,
+    alone: Callable[[], None] = lambda: None,
     cancellation: Cancellation | None = None,
     timeout: float = 3600.0,
 ) -> StartResult:
@@ -269,12 +270,17 @@ def drive_start(
     `still_current()` is asked as Hello is sent (answered before registration or any step)
     and again as pre_run begins (answered before AgentReady): a container restarted since this
     pass read it has a new clawkerd at the same address, whose own start must be driven (and
-    enrolled) by its own pass, never by this one. `cancellation` ends the stream at once when
-    Docker says the container died.
+    enrolled) by its own pass, never by this one. `alone()` returns once no other container of
+    the agent runs (a replaced one stops beside its successor's start, docs/reconciler.md) and
+    is called before the first step: no step, and so no command, shares the agent's volumes
+    with another agent. `cancellation` ends the stream at once when Docker says the container
+    died.
     """
     talk = _Conversation(pb_grpc.ClawkerdStub(channel), timeout)
     with (cancellation or Cancellation()).interrupting(talk.cancel):
-        return _drive(talk, plan, register, is_registered, on_step, on_initialized, still_current)
+        return _drive(
+            talk, plan, register, is_registered, on_step, on_initialized, still_current, alone
+        )
 
 
 def _drive(
@@ -285,6 +291,7 @@ def _drive(
     on_step: Callable[[StepRecord], None],
     on_initialized: Callable[[], None],
     still_current: Callable[[], bool],
+    alone: Callable[[], None],
 ) -> StartResult:
     steps: list[StepRecord] = []
     uid, gid = plan.user.uid, plan.user.gid
@@ -323,6 +330,7 @@ def _drive(
         if ack.cmd_running:
             _release(talk, lambda: _require_current(still_current))
             return StartResult(readopted=True, registered=registered, steps=())
+        alone()
 
         if not ack.initialized:
             owned = [naming.CONFIG_MOUNT, naming.HISTORY_MOUNT]
