@@ -47,6 +47,7 @@ from reconciler.loop.plan import (
     Plan,
     RuntimeObservation,
     Step,
+    images_to_build,
     plan,
     plan_delete,
 )
@@ -120,15 +121,20 @@ def prepare_apply(
     if keys is not None:
         desired = [a for a in specset.agents if a.key in keys]
     # What does not depend on Docker's objects first: a `settle` (watch mode's wait for Docker
-    # to record an exit) overlaps it, and Docker's lists come last.
+    # to record an exit) overlaps it, and Docker's lists come next.
     with tl.span("observe host"):
         host = observe_host(desired, dict(settings.host_environment))
-    with tl.span("observe bases"):
-        bases = observe_bases(port, images.values(), allow_pull=settings.allow_pull)
     with tl.span("observe control plane"):
         runtime = observe_runtime(settings) if desired else RuntimeObservation({})
     with tl.span("observe"):
         observed = observe(port, settle)
+    # Only a project whose image the plan builds needs its base looked at: the image list
+    # (observed.images) already tells which images are up to date, so a no-op pass makes no
+    # inspects beyond the lists.
+    with tl.span("observe bases"):
+        bases = observe_bases(
+            port, images_to_build(desired, images, observed), allow_pull=settings.allow_pull
+        )
     scoped = observed
     if keys is not None:
         scoped = replace(observed, agents={k: a for k, a in observed.agents.items() if k in keys})
@@ -151,7 +157,9 @@ def prepare_apply(
 def observe_bases(
     port: DockerPort, images: Iterable[ImageInputs], *, allow_pull: bool
 ) -> dict[str, BaseChoice]:
-    """Per declared base image: what a build would start FROM (one inspect per base)."""
+    """Per declared base image of `images`: what a build would start FROM (an inspect or two
+    per base). Pass only the images the plan builds (`images_to_build`): a plan looks at the
+    base of no other."""
     choices: dict[str, BaseChoice] = {}
     for declared in sorted({i.base_image for i in images}):
         try:

@@ -41,6 +41,7 @@ __all__ = [
     "PlanError",
     "RuntimeObservation",
     "Step",
+    "images_to_build",
     "plan",
     "plan_delete",
     "plan_start",
@@ -260,6 +261,21 @@ class _ImagePlan:
     user: naming.AgentUser = naming.DEFAULT_AGENT_USER
 
 
+def images_to_build(
+    desired: Iterable[DesiredAgent], images: Mapping[str, ImageInputs], observed: ObservedState
+) -> list[ImageInputs]:
+    """The inputs of the images `plan` builds for `desired`: those whose observed labels (the
+    image list) do not match. Only their bases matter to the plan (`bases`)."""
+    projects = {a.project for a in desired}
+    wanted = []
+    for project in sorted(projects & images.keys()):
+        inputs = images[project]
+        seen = observed.images.get(inputs.ref)
+        if build_reason(inputs, seen.labels if seen else None) is not None:
+            wanted.append(inputs)
+    return wanted
+
+
 def plan(
     desired: Sequence[DesiredAgent],
     observed: ObservedState,
@@ -279,9 +295,10 @@ def plan(
     (projects) that are no longer declared. `host` is what new containers take from the host
     (see `observe_host`); `placement` is the network and parent cgroup they go in (from
     Settings); `bases` is, per declared base image, what a build would start FROM
-    (`observe_bases`), so the plan shows it and an unusable base is an error before anything is
-    touched. `runtime` is the control plane's state of the agents (None: not planned); with
-    `restart_if_needed`, a running agent whose changes wait for its next start is restarted.
+    (`observe_bases` of `images_to_build`: a base is looked up only where the plan builds), so
+    the plan shows it and an unusable base is an error before anything is touched. `runtime`
+    is the control plane's state of the agents (None: not planned); with `restart_if_needed`,
+    a running agent whose changes wait for its next start is restarted.
     `run` names the agents `clawker run`/`create` make (by key): their containers are labelled
     as made by run and join no apply set, so no `apply --prune` removes them."""
     b = _StepBuilder()
