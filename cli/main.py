@@ -42,9 +42,9 @@ def _err(text: str) -> None:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from cli import agent_verbs
+    from cli import diff_verb  # not agent_verbs: diff loads no executor
 
-    return agent_verbs.cmd_diff(args)
+    return diff_verb.cmd_diff(args)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:

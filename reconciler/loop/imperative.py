@@ -18,10 +18,10 @@ from reconciler import naming
 from reconciler.docker.engine import ContainerInfo, DockerPort
 from reconciler.host.host_state import observe_host
 from reconciler.images import project_image_inputs
-from reconciler.loop.converge import Prepared, observe_bases, observe_runtime
 from reconciler.loop.desired import Placement, RunOptions
 from reconciler.loop.observe import ObservedAgent, ObservedState, observe
 from reconciler.loop.plan import images_to_build, plan
+from reconciler.loop.prepare import Prepared, observe_bases, observe_runtime
 from reconciler.settings import Settings
 from specs import DesiredAgent, SpecSet, WorkspaceMode
 

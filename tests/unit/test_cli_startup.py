@@ -5,6 +5,8 @@ fresh interpreter."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from cli.main import EXIT_FAIL, EXIT_USAGE, main
+from reconciler.images import project_image_inputs
+from reconciler.settings import Settings
+from specs import load_specs
 
 
 def loaded_by(code: str) -> set[str]:
@@ -40,10 +45,30 @@ def test_help_loads_neither_the_specs_nor_docker_nor_the_reconciler() -> None:
     assert {m for m in loaded if m.startswith("reconciler.")} <= {"reconciler.naming"}
 
 
+# What only a verb that changes things needs: the executor and what drives it (converge), the
+# readiness wait, the control plane's lifecycle and host directories, the apply lock, the image
+# builder and listing, the profile's timeline, and apply's own CLI module.
+NOT_FOR_DIFF = {
+    "cli.agent_verbs",
+    "reconciler.loop.converge",
+    "reconciler.loop.execute",
+    "reconciler.loop.ready",
+    "reconciler.loop.apply_lock",
+    "reconciler.loop.imperative",
+    "reconciler.loop.timeline",
+    "reconciler.controlplane.lifecycle",
+    "reconciler.controlplane.host_dirs",
+    "reconciler.images.building",
+    "reconciler.images.listing",
+    "concurrent.futures",
+}
+
+
 def test_diff_loads_no_pki_firewall_or_watch_mode() -> None:
-    loaded = loaded_by("import cli.main, cli.agent_verbs")
+    loaded = loaded_by("import cli.main, cli.diff_verb")
     assert {"specs", "docker", "reconciler"} <= roots(loaded)
-    assert "reconciler.loop.converge" in loaded
+    assert {"reconciler.loop.prepare", "reconciler.loop.plan", "cli.render"} <= loaded
+    assert loaded & NOT_FOR_DIFF == set()
     unused = {"cryptography", "jwt", "grpc", "bpf", "pyroute2", "dnslib", "watchfiles"}
     assert roots(loaded) & unused == set()
     # Validation (pydantic, the public suffix list) loads only for specs not in the cache.
@@ -53,6 +78,77 @@ def test_diff_loads_no_pki_firewall_or_watch_mode() -> None:
         "reconciler.watch",
         "reconciler.firewall.enforcement",
     }.isdisjoint(loaded)
+
+
+# A diff run through against a stand-in for the Docker port: the project image built (its
+# labels match the specs) and nothing else, so the plan creates the agent and builds nothing.
+DIFF_RUN = """
+import json, sys
+from reconciler.docker import engine
+
+class UpToDateImage:
+    def __init__(self, scope):
+        pass
+
+    def list_images(self):
+        ref, labels = json.loads(sys.argv[2])
+        return [engine.ImageInfo("sha256:" + "a" * 64, (ref,), labels, 0, 0)]
+
+    def list_containers(self):
+        return []
+
+    list_volumes = list_networks = list_containers
+
+    def image_id(self, ref):
+        raise AssertionError("an image inspect, with nothing to build")
+
+engine.DockerEngine = UpToDateImage
+import cli.main
+assert cli.main.main(["diff", "-f", sys.argv[1]]) == cli.main.EXIT_FAIL
+print("\\n".join(sys.modules))
+"""
+
+
+def test_a_cached_diff_runs_without_the_executor_the_builder_or_the_validators(
+    tmp_path: Path,
+) -> None:
+    """A diff run through (specs loaded, Docker observed, planned, rendered) with its spec set
+    in the resolved cache, as on every diff after the first: no module only the verbs that
+    change things need loads, at start-up or later, and neither do pydantic and the public
+    suffix list."""
+    (tmp_path / "ws").mkdir()
+    cache = tmp_path / "cache"
+    spec = tmp_path / "agents.yaml"
+    spec.write_text(
+        "apiVersion: clawker.dev/v1alpha1\nkind: Project\nmetadata: {name: demo}\n"
+        "spec: {workspace: {path: ./ws}}\n---\n"
+        "apiVersion: clawker.dev/v1alpha1\nkind: Agent\nmetadata: {name: a, project: demo}\n"
+    )
+    env = {
+        **os.environ,
+        "CLAWKER_STATE_DIR": str(tmp_path / "state"),  # no control plane runs there
+        "CLAWKER_CACHE_DIR": str(cache),
+    }
+
+    (inputs,) = project_image_inputs(load_specs([str(spec)]).agents, Settings(cache_dir=cache))
+    image = json.dumps([inputs.ref, inputs.labels()])
+
+    def diff() -> set[str]:
+        result = subprocess.run(
+            [sys.executable, "-c", DIFF_RUN, str(spec), image],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        assert "will be created" in result.stdout
+        return set(result.stdout.split())
+
+    assert "pydantic" in roots(diff())  # the first validates, and fills the resolved cache
+    loaded = diff()
+    assert {"reconciler.loop.prepare", "reconciler.loop.plan", "cli.render"} <= loaded
+    assert loaded & NOT_FOR_DIFF == set()
+    assert roots(loaded) & {"pydantic", "pydantic_core", "publicsuffixlist"} == set()
 
 
 def test_invalid_specs_exit_2_with_every_error(capsys: pytest.CaptureFixture[str]) -> None:
