@@ -159,11 +159,33 @@ class DesiredAgent:
 
 
 # -- plain data ----------------------------------------------------------------------------------
+# Exact types, not isinstance: a StrEnum is a str, and is written as its value below.
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
+def _field_names(kind: type) -> tuple[str, ...] | None:
+    """A dataclass's field names in order; None for any other type. Once per class: asking
+    `dataclasses.fields` per value was most of the time a diff spent hashing specs."""
+    if kind not in _FIELD_NAMES:
+        is_dataclass = dataclasses.is_dataclass(kind)
+        _FIELD_NAMES[kind] = (
+            tuple(f.name for f in dataclasses.fields(kind)) if is_dataclass else None
+        )
+    return _FIELD_NAMES[kind]
+
+
 def to_plain(value: Any) -> Any:
     """A dataclass tree as JSON values: dicts, lists, enums as their values. What marshal holds
     exactly, what `from_plain` reads back, and what the spec hash is computed over."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    names = _field_names(kind)
+    if names is not None:
+        return {name: to_plain(getattr(value, name)) for name in names}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple | list):
