@@ -114,3 +114,45 @@ def test_a_control_plane_of_other_settings_is_an_error(
 def test_no_control_plane_is_unknown_state(tmp_path: Path) -> None:
     observed = observe_runtime(Settings(state_dir=tmp_path))
     assert observed.agents is None and observed.unknown == "control plane not running"
+
+
+def test_every_message_comes_back_from_its_wire_form_as_it_was_sent() -> None:
+    """to_wire and from_wire over each shape a message holds: nested dataclasses, optional
+    ones (None and set), tuples of dataclasses and of strings, enums, mappings."""
+    import json  # noqa: PLC0415
+
+    from reconciler.controlplane.api.messages import (  # noqa: PLC0415
+        StartReport,
+        StepRecord,
+        from_wire,
+    )
+
+    status = StartStatus(
+        "c1",
+        "p/a",
+        "t0",
+        Phase.FAILED,
+        "boom",
+        steps=(StepRecord("git-setup", True, 0, "ok", 0.25), StepRecord("post_init", False, 2)),
+        timings={"dial": 0.07},
+        initialized=True,
+        runtime=SPEC,
+    )
+    messages: list[Any] = [
+        AgentRuntimeState("p/a", SPEC, ("github.com", ".example.com"), True),
+        AgentRuntimeState("p/b"),
+        StartReport("c1", status, firewall_enrolled=True),
+        StartReport("c2", None),
+        Hello(1, 2.5, "v", {"network": "clawker-net"}, busy=1),
+    ]
+    for message in messages:
+        wire = json.loads(json.dumps(to_wire(message)))
+        assert from_wire(type(message), wire) == message
+    assert to_wire(status)["phase"] == "failed"
+    assert to_wire(status)["steps"][0] == {
+        "name": "git-setup",
+        "ok": True,
+        "exit_code": 0,
+        "output_tail": "ok",
+        "seconds": 0.25,
+    }
