@@ -8,9 +8,11 @@ builder load with `reconciler.loop.converge`, for the verbs that change things.
 from __future__ import annotations
 
 import contextlib
+import threading
+import typing
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from reconciler.controlplane.api.client import (
     ControlPlaneClient,
@@ -36,6 +38,8 @@ from specs import DesiredAgent, SpecSet
 
 if TYPE_CHECKING:
     from reconciler.loop.timeline import Timeline
+
+T = TypeVar("T")
 
 __all__ = [
     "Prepared",
@@ -76,19 +80,29 @@ def prepare_apply(
     def span(name: str) -> contextlib.AbstractContextManager[None]:
         return timeline.span(name) if timeline is not None else contextlib.nullcontext()
 
-    with span("image inputs"):
-        images = {i.project: i for i in project_image_inputs(specset.agents, settings)}
     desired: Sequence[DesiredAgent] = specset.agents
     if keys is not None:
         desired = [a for a in specset.agents if a.key in keys]
+
+    def ask_control_plane() -> RuntimeObservation:
+        with span("observe control plane"):
+            return observe_runtime(settings) if desired else RuntimeObservation({})
+
+    # The control plane is asked beside everything else (its own socket, no state shared):
+    # most of its answer, and of Docker's lists, is waiting for the other process.
+    runtime = _Beside(ask_control_plane)
+    with span("image inputs"):
+        images = {i.project: i for i in project_image_inputs(specset.agents, settings)}
     # What does not depend on Docker's objects first: a `settle` (watch mode's wait for Docker
     # to record an exit) overlaps it, and Docker's lists come next.
     with span("observe host"):
         host = observe_host(desired, dict(settings.host_environment))
-    with span("observe control plane"):
-        runtime = observe_runtime(settings) if desired else RuntimeObservation({})
     with span("observe"):
-        observed = observe(port, settle)
+        try:
+            observed = observe(port, settle)
+        except Exception:
+            runtime.result()  # the control plane's error first, as when it was asked first
+            raise
     # Only a project whose image the plan builds needs its base looked at: the image list
     # (observed.images) already tells which images are up to date, so a no-op pass makes no
     # inspects beyond the lists.
@@ -107,12 +121,35 @@ def prepare_apply(
             apply_sets=specset.projects,
             prune=prune,
             host=host,
-            runtime=runtime,
+            runtime=runtime.result(),
             restart_if_needed=restart_if_needed,
             placement=Placement(settings.network, settings.cgroup_parent),
             bases=bases,
         )
     return Prepared(observed, the_plan)
+
+
+class _Beside(Generic[T]):
+    """`work()` run on a thread of its own; `result()` waits for it, and raises what it
+    raised. A daemon thread: a caller that fails first does not wait for it at exit."""
+
+    def __init__(self, work: Callable[[], T]) -> None:
+        self._outcome: tuple[T | None, BaseException | None] = (None, None)
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[], T]) -> None:
+        try:
+            self._outcome = (work(), None)
+        except BaseException as exc:  # re-raised in the caller's thread by result()
+            self._outcome = (None, exc)
+
+    def result(self) -> T:
+        self._thread.join()
+        value, error = self._outcome
+        if error is not None:
+            raise error
+        return typing.cast(T, value)
 
 
 def observe_bases(
