@@ -5,6 +5,8 @@ fresh interpreter."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -174,3 +176,46 @@ def test_calling_main_in_process_leaves_sigpipe_alone() -> None:
     before = signal.getsignal(signal.SIGPIPE)
     main(["diff", "-f", "/nonexistent/agents.yaml"])
     assert signal.getsignal(signal.SIGPIPE) == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["diff", "-f", "a.yaml", "-f", "b.yaml", "--prune", "-o", "json"],
+        ["diff", "-f", "-", "--show-secrets", "--restart-if-needed"],
+        ["apply", "-f", "a.yaml", "-y", "--watch", "--resync", "5", "--timeout", "9"],
+        ["get", "agents", "-o", "json"],
+        ["delete", "-f", "a.yaml", "--volumes", "-y", "--no-wait-lock"],
+    ],
+)
+def test_a_verbs_own_parser_parses_as_the_whole_cli_does(argv: list[str]) -> None:
+    """Start-up builds only the named verb's parser (cli.main._OWN_VERBS): same arguments,
+    same help, same errors as from the parser of every verb."""
+    from cli.main import build_parser  # noqa: PLC0415
+
+    whole, own = build_parser(), build_parser(argv[0])
+    assert vars(own.parse_args(argv)) == vars(whole.parse_args(argv))
+    helps = []
+    for parser in (whole, own):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+            parser.parse_args([argv[0], "--help"])
+        helps.append(out.getvalue())
+    assert helps[0] == helps[1]
+    assert "usage: clawker " + argv[0] in helps[1]
+    errors = []
+    for parser in (whole, own):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+            parser.parse_args([argv[0], "--no-such-flag"])
+        errors.append(err.getvalue())
+    assert errors[0] == errors[1]
+
+
+def test_no_verb_or_another_verb_gets_the_whole_parser() -> None:
+    from cli.main import _OWN_VERBS, build_parser  # noqa: PLC0415
+
+    assert set(_OWN_VERBS) == {"diff", "apply", "get", "delete"}
+    whole = build_parser("run")  # not one of them: every verb
+    assert whole.format_help() == build_parser().format_help()
+    assert "controlplane" in whole.format_help()
