@@ -8,11 +8,9 @@ builder load with `reconciler.loop.converge`, for the verbs that change things.
 from __future__ import annotations
 
 import contextlib
-import threading
-import typing
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
 from reconciler.controlplane.api.client import (
     ControlPlaneClient,
@@ -23,6 +21,7 @@ from reconciler.controlplane.paths import StatePaths
 from reconciler.docker.engine import DockerPort
 from reconciler.host.host_state import observe_host
 from reconciler.images.inputs import ImageError, ImageInputs, project_image_inputs
+from reconciler.loop.beside import Beside
 from reconciler.loop.desired import Placement
 from reconciler.loop.observe import ObservedState, observe
 from reconciler.loop.plan import (
@@ -38,8 +37,6 @@ from specs import DesiredAgent, SpecSet
 
 if TYPE_CHECKING:
     from reconciler.loop.timeline import Timeline
-
-T = TypeVar("T")
 
 __all__ = [
     "Prepared",
@@ -90,7 +87,7 @@ def prepare_apply(
 
     # The control plane is asked beside everything else (its own socket, no state shared):
     # most of its answer, and of Docker's lists, is waiting for the other process.
-    runtime = _Beside(ask_control_plane)
+    runtime = Beside(ask_control_plane)
     with span("image inputs"):
         images = {i.project: i for i in project_image_inputs(specset.agents, settings)}
     # What does not depend on Docker's objects first: a `settle` (watch mode's wait for Docker
@@ -127,29 +124,6 @@ def prepare_apply(
             bases=bases,
         )
     return Prepared(observed, the_plan)
-
-
-class _Beside(Generic[T]):
-    """`work()` run on a thread of its own; `result()` waits for it, and raises what it
-    raised. A daemon thread: a caller that fails first does not wait for it at exit."""
-
-    def __init__(self, work: Callable[[], T]) -> None:
-        self._outcome: tuple[T | None, BaseException | None] = (None, None)
-        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True)
-        self._thread.start()
-
-    def _run(self, work: Callable[[], T]) -> None:
-        try:
-            self._outcome = (work(), None)
-        except BaseException as exc:  # re-raised in the caller's thread by result()
-            self._outcome = (None, exc)
-
-    def result(self) -> T:
-        self._thread.join()
-        value, error = self._outcome
-        if error is not None:
-            raise error
-        return typing.cast(T, value)
 
 
 def observe_bases(
