@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import naming
 from reconciler.controlplane.api.messages import AgentRuntimeSpec, AgentRuntimeState
@@ -19,7 +19,6 @@ from reconciler.controlplane.runtime_spec import Effect, desired_runtime, runtim
 from reconciler.docker.engine import ContainerInfo, ContainerSpec
 from reconciler.errors import UsageError
 from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
-from reconciler.host.config_seed import ConfigSeed
 from reconciler.host.host_state import HostContext, HostState
 from reconciler.images import ImageInputs, build_reason
 from reconciler.loop.desired import (
@@ -31,6 +30,9 @@ from reconciler.loop.desired import (
 )
 from reconciler.loop.observe import ObservedState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
+
+if TYPE_CHECKING:  # constructed only for a new config volume (_seed_config)
+    from reconciler.host.config_seed import ConfigSeed
 
 __all__ = [
     "Action",
@@ -774,6 +776,8 @@ def _seed_config(
     user: naming.AgentUser,
 ) -> int:
     """A config volume is seeded once: a new one, or one whose seed never finished."""
+    from reconciler.host.config_seed import ConfigSeed  # noqa: PLC0415
+
     claude = agent.agent.claude_code
     seed = ConfigSeed(
         strategy=claude.config.strategy,

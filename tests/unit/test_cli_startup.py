@@ -64,6 +64,11 @@ NOT_FOR_DIFF = {
     "reconciler.images.building",
     "reconciler.images.listing",
     "concurrent.futures",
+    "reconciler.host.config_seed",
+    "cli.firewall_verbs",
+    "cli.image_verbs",
+    "cli.imperative_parsers",
+    "cli.verify_verb",
     "socketserver",  # the control plane's server side
     "platform",  # os.uname() tells the architecture
 }
@@ -86,9 +91,11 @@ def test_diff_loads_no_pki_firewall_or_watch_mode() -> None:
 
 
 # A diff run through against a stand-in for the Docker port: the project image built (its
-# labels match the specs) and nothing else, so the plan creates the agent and builds nothing.
+# labels match the specs) and the agent's volumes kept, so the plan creates its container and
+# builds and seeds nothing.
 DIFF_RUN = """
 import json, sys
+from reconciler import naming
 from reconciler.docker import engine
 
 class UpToDateImage:
@@ -102,7 +109,17 @@ class UpToDateImage:
     def list_containers(self):
         return []
 
-    list_volumes = list_networks = list_containers
+    list_networks = list_containers
+
+    def list_volumes(self):  # kept from an earlier container: nothing to seed
+        return [
+            engine.VolumeInfo(
+                naming.volume_name("demo", "a", role),
+                {naming.PROJECT: "demo", naming.AGENT: "a", naming.PURPOSE: "agent",
+                 naming.VOLUME_ROLE: role},
+            )
+            for role in ("config", "history")
+        ]
 
     def image_id(self, ref):
         raise AssertionError("an image inspect, with nothing to build")
