@@ -65,6 +65,7 @@ NOT_FOR_DIFF = {
     "reconciler.images.listing",
     "concurrent.futures",
     "reconciler.host.config_seed",
+    "reconciler.docker.records",
     "cli.firewall_verbs",
     "cli.image_verbs",
     "cli.imperative_parsers",
