@@ -168,10 +168,10 @@ _PHASES = (
     "ensure control plane",
     "image inputs",
     "observe host",
-    "observe bases",
     "observe control plane",
     "observe",
     "settle wait",  # inside "observe", before the lists
+    "observe bases",  # only for an image the pass builds
     "plan",
     "pass header",
     "execute",

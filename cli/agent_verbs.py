@@ -1,7 +1,8 @@
-"""`clawker diff|apply|get|delete`: the verbs that read specs and converge agents.
+"""`clawker apply|get|delete`: the verbs that read specs and converge agents (`diff` is
+cli.diff_verb's, and named here too).
 
-cli.main imports this module only when one of them runs: it loads the spec language (pydantic,
-ruamel), docker-py and the reconciler, which `clawker --help` and the other verbs do without.
+cli.main imports this module only when one of them runs: it loads the spec language, docker-py
+and the reconciler with its executor, which `clawker --help` and `diff` do without.
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import cli
+from cli.diff_verb import cmd_diff, load, print_plan, warn
 from cli.image_verbs import build_progress
 from cli.render import (
     STATUS_HEADERS,
-    plan_as_data,
     render_event,
     render_outcomes,
     render_plan,
@@ -30,10 +31,9 @@ from cli.table import render_table
 from reconciler import naming
 from reconciler.controlplane import lifecycle
 from reconciler.controlplane.api.messages import StepRecord
-from reconciler.controlplane.paths import StatePaths, protected_paths
-from reconciler.docker.engine import DockerEngine, engine_socket
+from reconciler.controlplane.paths import StatePaths
+from reconciler.docker.engine import DockerEngine
 from reconciler.errors import UsageError
-from reconciler.images.cache import spec_cache_dir
 from reconciler.loop.apply_lock import ApplyLock
 from reconciler.loop.converge import (
     agent_statuses,
@@ -46,10 +46,9 @@ from reconciler.loop.converge import (
 from reconciler.loop.execute import StepEvent
 from reconciler.loop.imperative import find_project_file
 from reconciler.loop.observe import observe
-from reconciler.loop.plan import Plan
 from reconciler.loop.timeline import Timeline
 from reconciler.settings import Settings
-from specs import SpecErrors, SpecSet, load_specs
+from specs import SpecErrors, SpecSet
 
 __all__ = ["UsageError", "cmd_apply", "cmd_delete", "cmd_diff", "cmd_get"]
 
@@ -64,14 +63,9 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _load(files: Sequence[str], settings: Settings) -> SpecSet:
-    if not files:
-        raise UsageError("no spec files given; pass -f FILE, -f DIR or -f - (stdin)")
-    protected = protected_paths(StatePaths(settings.state_dir), engine_socket())
-    specset = load_specs(files, protected=protected, cache_dir=spec_cache_dir(settings))
-    for warning in specset.warnings:
-        _err(f"warning: {warning}")
-    return specset
+# The diff verb's helpers: apply, get and delete load and warn as diff does.
+_load = load
+_warn = warn
 
 
 def _confirm(question: str, assume_yes: bool) -> bool:
@@ -91,28 +85,6 @@ def _progress(style: Style, enabled: bool) -> Callable[[StepEvent], None]:
     return on_event
 
 
-def _warn(the_plan: Plan) -> None:
-    for warning in the_plan.warnings:
-        _err(f"warning: {warning}")
-
-
-def cmd_diff(args: argparse.Namespace) -> int:
-    specset = _load(args.filename, args.settings)
-    prepared = prepare_apply(
-        DockerEngine(scope=args.settings),
-        specset,
-        settings=args.settings,
-        prune=args.prune,
-        restart_if_needed=args.restart_if_needed,
-    )
-    _warn(prepared.plan)
-    if args.output == "json":
-        _out(json.dumps(plan_as_data(prepared.plan, show_secrets=args.show_secrets), indent=2))
-    else:
-        _out(render_plan(prepared.plan, Style(sys.stdout), show_secrets=args.show_secrets))
-    return EXIT_OK if prepared.plan.empty else EXIT_FAIL
-
-
 def cmd_apply(args: argparse.Namespace) -> int:
     if args.watch:
         # Watch mode's modules (file watching, the event stream) load only with --watch.
@@ -126,10 +98,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.dry_run:
         port = DockerEngine(scope=args.settings)
         the_plan = prepare_apply(port, specset, settings=args.settings, prune=args.prune).plan
-        if args.output == "json":
-            _out(json.dumps(plan_as_data(the_plan, show_secrets=args.show_secrets), indent=2))
-        else:
-            _out(render_plan(the_plan, Style(sys.stdout), show_secrets=args.show_secrets))
+        print_plan(the_plan, args)
         return EXIT_OK
     with apply_lock(args):  # taken before observing: the plan is ours alone
         return _apply(args, specset, timeline)

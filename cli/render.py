@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.style import Style, fail_mark, ok_mark
 from reconciler.controlplane.runtime_spec import Effect
-from reconciler.loop.converge import AgentOutcome, AgentStatus
-from reconciler.loop.execute import StepEvent, StepStatus
 from reconciler.loop.plan import Action, AgentChange, ChangeKind, FieldChange, Plan
+
+if TYPE_CHECKING:  # what apply and get render: diff loads neither the executor nor converge
+    from reconciler.loop.converge import AgentOutcome, AgentStatus
+    from reconciler.loop.execute import StepEvent
 
 _SYMBOL = {
     ChangeKind.CREATE: ("+", "green", "will be created"),
@@ -157,6 +159,8 @@ def plan_as_data(plan: Plan, *, show_secrets: bool = False) -> dict[str, Any]:
 
 def render_event(event: StepEvent, style: Style) -> str | None:
     """One ✓/✗ line per finished step; nothing for a step that has only started."""
+    from reconciler.loop.execute import StepStatus  # noqa: PLC0415  # loaded by whoever executes
+
     step = event.step
     what = f"{_VERB[step.action]} {step.target}"
     if step.action is Action.RENAME_CONTAINER:

@@ -69,18 +69,23 @@ def recreate_view(agent: DesiredAgent) -> dict[str, object]:
     """The JSON-able values of `RECREATE_FIELDS` (and of the `RECREATE_WHEN_SET_FIELDS` that are
     set), keyed by their dotted names, plus the version."""
     view: dict[str, object] = {"hash_version": HASH_VERSION}
-    for field in RECREATE_FIELDS:
+    for field, path in _RECREATE_PATHS:
         value: Any = agent
-        for part in field.split("."):
+        for part in path:
             value = getattr(value, part)
         view[field] = to_plain(value)  # pydantic's JSON dump gave the same: hash version 1
-    for field in RECREATE_WHEN_SET_FIELDS:
+    for field, path in _RECREATE_WHEN_SET_PATHS:
         value = agent
-        for part in field.split("."):
+        for part in path:
             value = getattr(value, part)
         if value is not None:  # only what is written: `{from_env: NAME}`
             view[field] = {k: v for k, v in to_plain(value).items() if v is not None}
     return view
+
+
+# Each field with its attribute path, split once (a diff hashes every agent).
+_RECREATE_PATHS = tuple((f, tuple(f.split("."))) for f in RECREATE_FIELDS)
+_RECREATE_WHEN_SET_PATHS = tuple((f, tuple(f.split("."))) for f in RECREATE_WHEN_SET_FIELDS)
 
 
 def spec_hash(agent: DesiredAgent) -> str:

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, Literal, TypeVar
@@ -159,11 +160,33 @@ class DesiredAgent:
 
 
 # -- plain data ----------------------------------------------------------------------------------
+# Exact types, not isinstance: a StrEnum is a str, and is written as its value below.
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
+def _field_names(kind: type) -> tuple[str, ...] | None:
+    """A dataclass's field names in order; None for any other type. Once per class: asking
+    `dataclasses.fields` per value was most of the time a diff spent hashing specs."""
+    if kind not in _FIELD_NAMES:
+        is_dataclass = dataclasses.is_dataclass(kind)
+        _FIELD_NAMES[kind] = (
+            tuple(f.name for f in dataclasses.fields(kind)) if is_dataclass else None
+        )
+    return _FIELD_NAMES[kind]
+
+
 def to_plain(value: Any) -> Any:
     """A dataclass tree as JSON values: dicts, lists, enums as their values. What marshal holds
     exactly, what `from_plain` reads back, and what the spec hash is computed over."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    names = _field_names(kind)
+    if names is not None:
+        return {name: to_plain(getattr(value, name)) for name in names}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple | list):
@@ -183,24 +206,39 @@ def from_plain(cls: type[T], data: Any) -> T:
 
 
 def _build(kind: Any, data: Any) -> Any:
+    return _builder(kind)(data)
+
+
+def _same(data: Any) -> Any:
+    return data  # str, int, bool, a Literal's value
+
+
+@functools.cache
+def _builder(kind: Any) -> Callable[[Any], Any]:
+    """How to build a value of annotation `kind`, worked out once per annotation: asking
+    `typing` about every field of every agent was most of reading the resolved cache."""
     origin = typing.get_origin(kind)
     if isinstance(kind, type) and dataclasses.is_dataclass(kind):
-        hints = _hints(kind)
-        return kind(**{name: _build(hints[name], item) for name, item in data.items()})
+        cls: type = kind
+        fields = {name: _builder(hint) for name, hint in _hints(cls).items()}
+        # A key the class does not have is a KeyError, as it always was.
+        return lambda data: cls(**{name: fields[name](item) for name, item in data.items()})
     if isinstance(kind, type) and issubclass(kind, Enum):
-        return kind(data)
+        enum: type[Enum] = kind
+        return enum
     if origin is tuple:
         (item_kind, _) = typing.get_args(kind)
-        return tuple(_build(item_kind, item) for item in data)
+        item = _builder(item_kind)
+        return lambda data: tuple(item(value) for value in data)
     if origin is dict:
         _, item_kind = typing.get_args(kind)
-        return {key: _build(item_kind, item) for key, item in data.items()}
+        value = _builder(item_kind)
+        return lambda data: {key: value(item) for key, item in data.items()}
     if origin in (typing.Union, types.UnionType):
-        if data is None:
-            return None
-        (inner,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-        return _build(inner, data)
-    return data  # str, int, bool, a Literal's value
+        (inner_kind,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        inner = _builder(inner_kind)
+        return lambda data: None if data is None else inner(data)
+    return _same
 
 
 @functools.cache

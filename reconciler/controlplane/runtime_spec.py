@@ -93,16 +93,20 @@ def runtime_differences(
 ) -> tuple[RuntimeDifference, ...]:
     """The fields that differ, in declaration order; `old` None (never written) compares with
     the defaults."""
+    if old == new:  # the usual answer, for every agent of a no-op diff: one comparison
+        return ()
     base = old if old is not None else AgentRuntimeSpec(new.agent_key)
     diffs = []
-    for f in fields(AgentRuntimeSpec):
-        if f.name == "agent_key":
-            continue
-        before, after = getattr(base, f.name), getattr(new, f.name)
+    for name in _COMPARED:
+        before, after = getattr(base, name), getattr(new, name)
         if before != after:
-            label = "post_init" if f.name == "post_init" else _NEXT_START_FIELDS[f.name]
-            diffs.append(RuntimeDifference(f.name, label, getattr(old, f.name, None), after))
+            label = "post_init" if name == "post_init" else _NEXT_START_FIELDS[name]
+            diffs.append(RuntimeDifference(name, label, getattr(old, name, None), after))
     return tuple(diffs)
+
+
+# The fields `runtime_differences` compares, in declaration order: all but the key.
+_COMPARED = tuple(f.name for f in fields(AgentRuntimeSpec) if f.name != "agent_key")
 
 
 def desired_runtime(agent: DesiredAgent, host: HostContext) -> AgentRuntimeSpec:

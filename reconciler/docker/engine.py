@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 import docker
 import docker.errors
@@ -28,7 +28,17 @@ from reconciler.docker.host_fill import fill_directory
 from reconciler.errors import ClawkerError
 from reconciler.settings import Settings
 
+if TYPE_CHECKING:  # loaded on first use (__getattr__ below): diff needs none of them
+    from reconciler.docker.records import (
+        ContainerEvent,
+        ContainerMounts,
+        ExecRequest,
+        RuntimeInfo,
+        TerminalConfig,
+    )
+
 __all__ = [
+    "ContainerEvent",
     "ContainerInfo",
     "ContainerMounts",
     "ContainerSpec",
@@ -40,6 +50,7 @@ __all__ = [
     "MountSpec",
     "NetworkInfo",
     "NotManagedError",
+    "RuntimeInfo",
     "SessionPort",
     "TerminalConfig",
     "VolumeInfo",
@@ -71,16 +82,6 @@ class ContainerInfo:
 
 
 @dataclass(frozen=True)
-class ContainerMounts:
-    """A container's id, labels, state and mounts, as Docker reports them (inspect)."""
-
-    id: str
-    labels: Mapping[str, str]
-    state: str
-    mounts: tuple[MountSpec, ...]
-
-
-@dataclass(frozen=True)
 class VolumeInfo:
     name: str
     labels: Mapping[str, str]
@@ -100,51 +101,6 @@ class ImageInfo:
     labels: Mapping[str, str]
     created: int  # seconds since the epoch
     size: int  # bytes
-
-
-@dataclass(frozen=True)
-class RuntimeInfo:
-    """What the runtime controller needs of one container: is it up, since when, where."""
-
-    id: str
-    name: str
-    labels: Mapping[str, str]
-    running: bool
-    started_at: str
-    ip: str  # on the agent network; "" when not attached
-    exit_code: int
-    pid: int = 0  # the container's first process on the host (0 when not running)
-    gateway: str = ""  # the agent network's gateway: where the firewall's resolver listens
-
-
-@dataclass(frozen=True)
-class TerminalConfig:
-    """How a container's stdio is wired: a TTY (one raw stream) or not (multiplexed frames)."""
-
-    tty: bool
-    stdin_open: bool
-    running: bool
-    auto_remove: bool = False
-
-
-@dataclass(frozen=True)
-class ExecRequest:
-    """One `exec`: the process, who runs it, where, and how its stdio is wired."""
-
-    argv: tuple[str, ...]
-    user: str = ""
-    workdir: str = ""
-    env: Mapping[str, str] = field(default_factory=dict)
-    tty: bool = False
-    stdin: bool = False
-
-
-@dataclass(frozen=True)
-class ContainerEvent:
-    id: str
-    action: str  # start | die | destroy | ...
-    labels: Mapping[str, str]
-    time_nano: int = 0  # when Docker says it happened (ns since the epoch; 0: unknown)
 
 
 @dataclass(frozen=True)
@@ -456,6 +412,8 @@ class DockerEngine:
     def container_mounts(self, name: str) -> ContainerMounts:
         """The managed container `name` as its mounts show it (a bind's source is its host
         path, a volume's its name)."""
+        from reconciler.docker.records import ContainerMounts  # noqa: PLC0415
+
         info = self._call(f"inspect container {name[:12]}", self._api.inspect_container, name)
         labels = info.get("Config", {}).get("Labels") or {}
         if not self._is_managed(labels):
@@ -615,6 +573,8 @@ class DockerEngine:
         return state
 
     def inspect_runtime(self, container_id: str, network: str) -> RuntimeInfo | None:
+        from reconciler.docker.records import RuntimeInfo  # noqa: PLC0415
+
         try:
             info: dict[str, Any] = self._api.inspect_container(container_id)
         except docker.errors.NotFound:
@@ -665,6 +625,8 @@ class DockerEngine:
 
     @staticmethod
     def _decode_events(stream: Iterable[Mapping[str, Any]]) -> Iterator[ContainerEvent]:
+        from reconciler.docker.records import ContainerEvent  # noqa: PLC0415
+
         try:
             for event in stream:
                 actor = event.get("Actor", {})
@@ -793,6 +755,8 @@ class DockerEngine:
 
     # -- a person at an agent: attach, exec, logs, copy ----------------------------------------
     def terminal_config(self, container_id: str) -> TerminalConfig:
+        from reconciler.docker.records import TerminalConfig  # noqa: PLC0415
+
         info = self._call(
             f"inspect container {container_id[:12]}", self._api.inspect_container, container_id
         )
@@ -1039,3 +1003,19 @@ def _to_mount(m: MountSpec) -> Mount:
     if m.kind == "tmpfs":
         return Mount(target=m.target, source=None, type="tmpfs", read_only=m.read_only)
     return Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only)
+
+
+_RECORDS = frozenset(
+    {"ContainerEvent", "ContainerMounts", "ExecRequest", "RuntimeInfo", "TerminalConfig"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    """The records of reconciler.docker.records, named here too, loaded on first use."""
+    if name not in _RECORDS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from reconciler.docker import records  # noqa: PLC0415
+
+    value = getattr(records, name)
+    globals()[name] = value
+    return value

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 import json
-import platform
+import os
 from typing import Any
 
 __all__ = ["agent_seccomp_profile"]
@@ -68,7 +68,7 @@ def _arg(index: int, value: int, mask: int | None = None) -> dict[str, Any]:
 
 def profile() -> dict[str, Any]:
     """The profile as data (Docker's seccomp JSON)."""
-    machine = platform.machine()
+    machine = os.uname().machine
     rules = [
         _refuse(["socket"], _arg(0, AF_PACKET)),
         _refuse(["socket"], _arg(0, AF_INET), _arg(1, SOCK_RAW, SOCK_TYPE_MASK)),

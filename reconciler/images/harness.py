@@ -10,7 +10,7 @@ package with `npm pack` (the npm registry through npm itself), extracts `package
 from __future__ import annotations
 
 import json
-import platform
+import os
 import re
 import shutil
 import subprocess
@@ -65,7 +65,7 @@ def harness_version(settings: Settings = DEFAULTS) -> str:
 
 def harness_package() -> str:
     """The npm package with the native binary for this host's architecture."""
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()
     arch = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(machine)
     if arch is None:
         raise HarnessError(f"Claude Code has no Linux build for this architecture ({machine})")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
+import os
 import shutil
 import subprocess
 import sys
@@ -67,7 +67,7 @@ class Wheelhouse:
 
 
 def _arch() -> str:
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 

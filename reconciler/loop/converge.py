@@ -9,16 +9,11 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from reconciler import naming
-from reconciler.controlplane.api.client import (
-    ApiError,
-    ControlPlaneClient,
-    ControlPlaneMismatchError,
-    ControlPlaneNotRunningError,
-)
+from reconciler.controlplane.api.client import ApiError, ControlPlaneClient
 from reconciler.controlplane.api.messages import (
     AgentRuntimeSpec,
     AgentRuntimeState,
@@ -29,32 +24,25 @@ from reconciler.controlplane.host_dirs import HostDirs
 from reconciler.controlplane.paths import StatePaths
 from reconciler.controlplane.runtime_spec import runtime_differences
 from reconciler.docker.engine import ContainerSpec, DockerPort, MountSpec
-from reconciler.host.host_state import ensure_share_dir, observe_host
-from reconciler.images import (
-    ImageError,
-    ImageInputs,
-    build_project_image,
-    project_image_inputs,
-    resolve_base_image,
-)
-from reconciler.loop.desired import Placement
+from reconciler.host.host_state import ensure_share_dir
+from reconciler.images import ImageInputs, build_project_image
 from reconciler.loop.execute import ExecutionResult, StepEvent, StepStatus, StepTools, execute
-from reconciler.loop.observe import ObservedState, observe
-from reconciler.loop.plan import (
-    Action,
-    BaseChoice,
-    ChangeKind,
-    Plan,
-    RuntimeObservation,
-    Step,
-    plan,
-    plan_delete,
+from reconciler.loop.observe import ObservedState
+from reconciler.loop.plan import Action, ChangeKind, Plan, Step
+from reconciler.loop.prepare import (
+    Prepared,
+    observe_bases,
+    observe_runtime,
+    prepare_apply,
+    prepare_delete,
 )
 from reconciler.loop.ready import Readiness, wait_ready
 from reconciler.loop.timeline import Timeline
-from reconciler.settings import Settings, code_identity
-from specs import DesiredAgent, SpecSet, spec_hash
+from reconciler.settings import Settings
+from specs import DesiredAgent, spec_hash
 
+# Observing and planning live in reconciler.loop.prepare (all `diff` loads); they are named
+# here too, beside the verbs that go on to execute.
 __all__ = [
     "AgentOutcome",
     "AgentStatus",
@@ -62,15 +50,11 @@ __all__ = [
     "agent_statuses",
     "apply_plan",
     "forget_agents",
+    "observe_bases",
+    "observe_runtime",
     "prepare_apply",
     "prepare_delete",
 ]
-
-
-@dataclass(frozen=True)
-class Prepared:
-    observed: ObservedState
-    plan: Plan
 
 
 @dataclass(frozen=True)
@@ -91,100 +75,6 @@ _OUTCOME = {
     ChangeKind.DELETE: "deleted",
     ChangeKind.NOOP: "unchanged",
 }
-
-
-def prepare_apply(
-    port: DockerPort,
-    specset: SpecSet,
-    *,
-    settings: Settings,
-    prune: bool = False,
-    keys: Collection[str] | None = None,
-    restart_if_needed: bool = False,
-    timeline: Timeline | None = None,
-    settle: Callable[[], None] | None = None,
-) -> Prepared:
-    """Observe Docker and the control plane, and plan; raises ImageError when a project's
-    agents disagree on `build`, ApiError when a running control plane cannot be asked (see
-    `observe_runtime`).
-
-    With `keys` (agent keys), plan only those agents: the others are left out of both the
-    desired and the observed side, so nothing else is created, changed or pruned (watch mode's
-    per-agent passes). `settle` is called just before Docker's objects are listed (see
-    `observe`).
-    """
-    tl = timeline or Timeline()
-    with tl.span("image inputs"):
-        images = {i.project: i for i in project_image_inputs(specset.agents, settings)}
-    desired: Sequence[DesiredAgent] = specset.agents
-    if keys is not None:
-        desired = [a for a in specset.agents if a.key in keys]
-    # What does not depend on Docker's objects first: a `settle` (watch mode's wait for Docker
-    # to record an exit) overlaps it, and Docker's lists come last.
-    with tl.span("observe host"):
-        host = observe_host(desired, dict(settings.host_environment))
-    with tl.span("observe bases"):
-        bases = observe_bases(port, images.values(), allow_pull=settings.allow_pull)
-    with tl.span("observe control plane"):
-        runtime = observe_runtime(settings) if desired else RuntimeObservation({})
-    with tl.span("observe"):
-        observed = observe(port, settle)
-    scoped = observed
-    if keys is not None:
-        scoped = replace(observed, agents={k: a for k, a in observed.agents.items() if k in keys})
-    with tl.span("plan"):
-        the_plan = plan(
-            desired,
-            scoped,
-            images=images,
-            apply_sets=specset.projects,
-            prune=prune,
-            host=host,
-            runtime=runtime,
-            restart_if_needed=restart_if_needed,
-            placement=Placement(settings.network, settings.cgroup_parent),
-            bases=bases,
-        )
-    return Prepared(observed, the_plan)
-
-
-def observe_bases(
-    port: DockerPort, images: Iterable[ImageInputs], *, allow_pull: bool
-) -> dict[str, BaseChoice]:
-    """Per declared base image: what a build would start FROM (one inspect per base)."""
-    choices: dict[str, BaseChoice] = {}
-    for declared in sorted({i.base_image for i in images}):
-        try:
-            choices[declared] = BaseChoice(
-                resolve_base_image(port, declared, allow_pull=allow_pull)
-            )
-        except ImageError as exc:
-            choices[declared] = BaseChoice(declared, str(exc))
-    return choices
-
-
-def observe_runtime(settings: Settings) -> RuntimeObservation:
-    """The control plane's state of every agent it knows: the other half of what `diff`
-    compares. Unknown when it is not running (apply starts it before planning). A control plane
-    that refuses this user, runs other settings or another clawker is an error, each its own
-    (ApiError subclasses): a plan made without its state would be a guess."""
-    cp = ControlPlaneClient(StatePaths(settings.state_dir).socket)
-    try:
-        hello = cp.check_agreement(settings.agreement())
-    except ControlPlaneNotRunningError:
-        return RuntimeObservation(None, "control plane not running")
-    if hello.version != code_identity():
-        raise ControlPlaneMismatchError(
-            f"the control plane (pid {hello.pid}) runs clawker {hello.version}, this is "
-            f"{code_identity()}: `clawker apply` restarts it (when no start is in flight), or "
-            "stop it with `clawker controlplane down`"
-        )
-    return RuntimeObservation(cp.runtime_state())
-
-
-def prepare_delete(port: DockerPort, keys: Iterable[str], *, volumes: bool) -> Prepared:
-    observed = observe(port)
-    return Prepared(observed, plan_delete(keys, observed, volumes=volumes))
 
 
 def _fault_hook(settings: Settings) -> Callable[[Step], None]:

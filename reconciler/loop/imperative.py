@@ -18,10 +18,10 @@ from reconciler import naming
 from reconciler.docker.engine import ContainerInfo, DockerPort
 from reconciler.host.host_state import observe_host
 from reconciler.images import project_image_inputs
-from reconciler.loop.converge import Prepared, observe_bases, observe_runtime
 from reconciler.loop.desired import Placement, RunOptions
 from reconciler.loop.observe import ObservedAgent, ObservedState, observe
-from reconciler.loop.plan import plan
+from reconciler.loop.plan import images_to_build, plan
+from reconciler.loop.prepare import Prepared, observe_bases, observe_runtime
 from reconciler.settings import Settings
 from specs import DesiredAgent, SpecSet, WorkspaceMode
 
@@ -197,7 +197,9 @@ def prepare_run(
             host=observe_host([agent], dict(settings.host_environment)),
             runtime=observe_runtime(settings),
             placement=Placement(settings.network, settings.cgroup_parent),
-            bases=observe_bases(port, images.values(), allow_pull=settings.allow_pull),
+            bases=observe_bases(
+                port, images_to_build([agent], images, observed), allow_pull=settings.allow_pull
+            ),
             run={agent.key: options},
         ),
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from reconciler import naming
 from reconciler.docker.engine import ContainerInfo, ListingPort
 from reconciler.host.progress import MARKER_DIR, PROGRESS_LABEL, PROGRESS_MARKER, STEP_MARKERS
+from reconciler.loop.beside import Beside
 
 __all__ = ["ObservedAgent", "ObservedImage", "ObservedState", "observe"]
 
@@ -72,25 +73,30 @@ def group_containers(containers: Iterable[ContainerInfo]) -> dict[str, ObservedA
 
 
 def observe(port: ListingPort, settle: Callable[[], None] | None = None) -> ObservedState:
-    """List managed containers, volumes, networks and images: four calls, filtered by label;
-    then read the progress markers of the agents whose fills may be unfinished.
+    """List managed containers, volumes, networks and images: four calls, filtered by label,
+    made at once; then read the progress markers of the agents whose fills may be unfinished.
 
     `settle` is called before the first list: watch mode waits there for Docker to finish
     recording an exit it has announced. (Not just before the container list: while Docker
     tears the container down, its volume and image lists are slow too.)"""
     if settle is not None:
         settle()
+    # The other three lists run beside the container list, the slow one (dockerd answers
+    # each on its own); an error is the one of the first list that failed, in this order.
+    listed_volumes = Beside(port.list_volumes)
+    listed_images = Beside(port.list_images)
+    listed_networks = Beside(port.list_networks)
     agents = group_containers(port.list_containers())
-    volumes = {v.name: v.labels for v in port.list_volumes()}
+    volumes = {v.name: v.labels for v in listed_volumes.result()}
     images = {
         ref: ObservedImage(image.id, image.labels)
-        for image in port.list_images()
+        for image in listed_images.result()
         for ref in image.refs
     }
     return ObservedState(
         agents=agents,
         volumes=volumes,
-        networks=frozenset(n.name for n in port.list_networks()),
+        networks=frozenset(n.name for n in listed_networks.result()),
         images=images,
         unfinished=_unfinished_fills(port, agents, volumes, images),
     )

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import naming
 from reconciler.controlplane.api.messages import AgentRuntimeSpec, AgentRuntimeState
@@ -19,7 +19,6 @@ from reconciler.controlplane.runtime_spec import Effect, desired_runtime, runtim
 from reconciler.docker.engine import ContainerInfo, ContainerSpec
 from reconciler.errors import UsageError
 from reconciler.firewall.allowlist import allowlist_change, effective_allowlist
-from reconciler.host.config_seed import ConfigSeed
 from reconciler.host.host_state import HostContext, HostState
 from reconciler.images import ImageInputs, build_reason
 from reconciler.loop.desired import (
@@ -32,6 +31,9 @@ from reconciler.loop.desired import (
 from reconciler.loop.observe import ObservedState
 from specs import HASH_VERSION, DesiredAgent, WorkspaceMode, recreate_view, spec_hash
 
+if TYPE_CHECKING:  # constructed only for a new config volume (_seed_config)
+    from reconciler.host.config_seed import ConfigSeed
+
 __all__ = [
     "Action",
     "AgentChange",
@@ -41,6 +43,7 @@ __all__ = [
     "PlanError",
     "RuntimeObservation",
     "Step",
+    "images_to_build",
     "plan",
     "plan_delete",
     "plan_start",
@@ -260,6 +263,21 @@ class _ImagePlan:
     user: naming.AgentUser = naming.DEFAULT_AGENT_USER
 
 
+def images_to_build(
+    desired: Iterable[DesiredAgent], images: Mapping[str, ImageInputs], observed: ObservedState
+) -> list[ImageInputs]:
+    """The inputs of the images `plan` builds for `desired`: those whose observed labels (the
+    image list) do not match. Only their bases matter to the plan (`bases`)."""
+    projects = {a.project for a in desired}
+    wanted = []
+    for project in sorted(projects & images.keys()):
+        inputs = images[project]
+        seen = observed.images.get(inputs.ref)
+        if build_reason(inputs, seen.labels if seen else None) is not None:
+            wanted.append(inputs)
+    return wanted
+
+
 def plan(
     desired: Sequence[DesiredAgent],
     observed: ObservedState,
@@ -279,9 +297,10 @@ def plan(
     (projects) that are no longer declared. `host` is what new containers take from the host
     (see `observe_host`); `placement` is the network and parent cgroup they go in (from
     Settings); `bases` is, per declared base image, what a build would start FROM
-    (`observe_bases`), so the plan shows it and an unusable base is an error before anything is
-    touched. `runtime` is the control plane's state of the agents (None: not planned); with
-    `restart_if_needed`, a running agent whose changes wait for its next start is restarted.
+    (`observe_bases` of `images_to_build`: a base is looked up only where the plan builds), so
+    the plan shows it and an unusable base is an error before anything is touched. `runtime`
+    is the control plane's state of the agents (None: not planned); with `restart_if_needed`,
+    a running agent whose changes wait for its next start is restarted.
     `run` names the agents `clawker run`/`create` make (by key): their containers are labelled
     as made by run and join no apply set, so no `apply --prune` removes them."""
     b = _StepBuilder()
@@ -761,6 +780,8 @@ def _seed_config(
     user: naming.AgentUser,
 ) -> int:
     """A config volume is seeded once: a new one, or one whose seed never finished."""
+    from reconciler.host.config_seed import ConfigSeed  # noqa: PLC0415
+
     claude = agent.agent.claude_code
     seed = ConfigSeed(
         strategy=claude.config.strategy,

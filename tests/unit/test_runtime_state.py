@@ -3,6 +3,7 @@ the one API call that reads it, over a real unix socket (no Docker)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +115,83 @@ def test_a_control_plane_of_other_settings_is_an_error(
 def test_no_control_plane_is_unknown_state(tmp_path: Path) -> None:
     observed = observe_runtime(Settings(state_dir=tmp_path))
     assert observed.agents is None and observed.unknown == "control plane not running"
+
+
+def test_every_message_comes_back_from_its_wire_form_as_it_was_sent() -> None:
+    """to_wire and from_wire over each shape a message holds: nested dataclasses, optional
+    ones (None and set), tuples of dataclasses and of strings, enums, mappings."""
+    import json  # noqa: PLC0415
+
+    from reconciler.controlplane.api.messages import (  # noqa: PLC0415
+        StartReport,
+        StepRecord,
+        from_wire,
+    )
+
+    status = StartStatus(
+        "c1",
+        "p/a",
+        "t0",
+        Phase.FAILED,
+        "boom",
+        steps=(StepRecord("git-setup", True, 0, "ok", 0.25), StepRecord("post_init", False, 2)),
+        timings={"dial": 0.07},
+        initialized=True,
+        runtime=SPEC,
+    )
+    messages: list[Any] = [
+        AgentRuntimeState("p/a", SPEC, ("github.com", ".example.com"), True),
+        AgentRuntimeState("p/b"),
+        StartReport("c1", status, firewall_enrolled=True),
+        StartReport("c2", None),
+        Hello(1, 2.5, "v", {"network": "clawker-net"}, busy=1),
+    ]
+    for message in messages:
+        wire = json.loads(json.dumps(to_wire(message)))
+        assert from_wire(type(message), wire) == message
+    assert to_wire(status)["phase"] == "failed"
+    assert to_wire(status)["steps"][0] == {
+        "name": "git-setup",
+        "ok": True,
+        "exit_code": 0,
+        "output_tail": "ok",
+        "seconds": 0.25,
+    }
+
+
+class UnreachableDocker:
+    """A port whose every list fails, as with dockerd down."""
+
+    def list_containers(self) -> list[Any]:
+        from reconciler.docker.engine import DockerError  # noqa: PLC0415
+
+        raise DockerError("cannot reach the Docker engine")
+
+    list_volumes = list_networks = list_images = list_containers
+
+
+def test_a_pass_asks_the_control_plane_beside_docker_and_its_error_still_comes_first(
+    fake_cp: tuple[Settings, dict[str, Any]], tmp_path: Path
+) -> None:
+    """prepare_apply asks the control plane on a thread of its own; when both it and Docker
+    fail, the control plane's error is the one reported, as when it was asked first."""
+    from reconciler.docker.engine import DockerError  # noqa: PLC0415
+    from reconciler.loop.prepare import prepare_apply  # noqa: PLC0415
+    from specs import load_specs  # noqa: PLC0415
+
+    settings, answers = fake_cp
+    settings = dataclasses.replace(settings, cache_dir=tmp_path / "cache")
+    (tmp_path / "ws").mkdir()
+    spec = tmp_path / "agents.yaml"
+    spec.write_text(
+        "apiVersion: clawker.dev/v1alpha1\nkind: Project\nmetadata: {name: p}\n"
+        "spec: {workspace: {path: ./ws}}\n---\n"
+        "apiVersion: clawker.dev/v1alpha1\nkind: Agent\nmetadata: {name: a, project: p}\n"
+    )
+    specset = load_specs([str(spec)])
+    port: Any = UnreachableDocker()
+    with pytest.raises(DockerError):  # the control plane answers: Docker's error
+        prepare_apply(port, specset, settings=settings)
+    answers["hello"] = Hello(1, 0.0, "0.0.1 (/elsewhere)", settings.agreement())
+    with pytest.raises(ControlPlaneMismatchError):
+        prepare_apply(port, specset, settings=settings)

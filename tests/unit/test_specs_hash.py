@@ -172,3 +172,44 @@ def test_the_api_key_source_is_hashed_and_named_but_no_key_is_in_the_view(tmp_pa
     assert len({spec_hash(before), spec_hash(with_env), spec_hash(with_file)}) == 3
     assert recreate_view(with_env)["agent.claude_code.api_key"] == {"from_env": "MY_KEY"}
     assert recreate_view(with_file)["agent.claude_code.api_key"] == {"from_file": "~/k"}
+
+
+def test_the_hash_of_a_fixed_agent_is_pinned_at_version_1() -> None:
+    """Hashes that containers carry today: any change to how the view is walked or written
+    (to_plain, recreate_view) would recreate every agent, so it must come with a new
+    HASH_VERSION, not by accident."""
+    from specs.errors import SourceRef  # noqa: PLC0415
+    from specs.resolved import (  # noqa: PLC0415
+        AgentRuntime,
+        ApiKeySource,
+        BuildSpec,
+        ClaudeCodeSpec,
+        FirewallSpec,
+        ResolvedWorkspace,
+        SecuritySpec,
+        WorkspaceMode,
+    )
+
+    source = SourceRef("/specs/a.yaml", 3, 1)
+    plain = DesiredAgent(
+        project="myapp", name="dev", source=source, workspace=ResolvedWorkspace("/srv/ws")
+    )
+    full = DesiredAgent(
+        project="myapp",
+        name="dev",
+        source=source,
+        workspace=ResolvedWorkspace("/srv/ws", WorkspaceMode.SNAPSHOT),
+        labels={"team": "infra"},
+        command=("claude", "--verbose"),
+        build=BuildSpec(packages=("jq", "ripgrep")),
+        agent=AgentRuntime(
+            env={"EDITOR": "vim"},
+            post_init="make",
+            claude_code=ClaudeCodeSpec(api_key=ApiKeySource(from_env="MY_KEY")),
+        ),
+        security=SecuritySpec(
+            firewall=FirewallSpec(add_domains=("github.com",)), cap_add=("NET_ADMIN",)
+        ),
+    )
+    assert spec_hash(plain) == "0953352c2e40b23753095febed60d374453f075cb9d66d4238421b15ba971700"
+    assert spec_hash(full) == "cc7cbe83eed89f41ec688a3488b33f3059523297de3ddbe9f2379d1fa9bfab80"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import socketserver
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -41,6 +40,10 @@ class ApiServer:
     """Serves `{"method": m, "params": {...}}` lines with `handlers[m](params)`."""
 
     def __init__(self, path: Path, handlers: dict[str, Handler]) -> None:
+        # Here, not at the top: only the control plane serves, and every CLI verb that asks it
+        # something imports this module (socketserver is ~3 ms of a diff's start-up).
+        import socketserver  # noqa: PLC0415
+
         if path.exists():
             path.unlink()
         routes = handlers
