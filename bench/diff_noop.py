@@ -58,7 +58,7 @@ _WHAT = {
     LOAD: "specs.load_specs: read, validate and merge the YAML",
     LOAD_CACHED: "the same with a warm parse cache (cache_dir), as `clawker diff` runs it",
     PREPARE: "reconciler.loop.converge.prepare_apply with a DockerEngine: observe + plan",
-    WAITING: "inside prepare_apply: time spent in the Docker port's calls",
+    WAITING: "inside prepare_apply: wall time with a Docker port call in flight",
     OWN_WORK: "inside prepare_apply: everything else (grouping, hashing, planning)",
     DOCKER_PS: "`docker ps -a -q` filtered by the same three labels, in a subprocess",
     RAW_LIST: "one label-filtered containers(all=True) call, bare docker-py",
@@ -67,11 +67,15 @@ _WHAT = {
 
 
 class TimedPort:
-    """Forwards to a DockerEngine and adds up the seconds its calls take."""
+    """Forwards to a DockerEngine and adds up the wall time during which at least one of its
+    calls is in flight (observe makes its four lists side by side: their sum would count the
+    overlap twice)."""
 
     def __init__(self, inner: DockerEngine) -> None:
         self._inner = inner
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self._since = 0.0
         self.seconds = 0.0
         self.calls: list[str] = []
 
@@ -82,12 +86,17 @@ class TimedPort:
         method = getattr(self._inner, name)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            with self._lock:
+                if self._in_flight == 0:
+                    self._since = time.perf_counter()
+                self._in_flight += 1
             try:
                 return method(*args, **kwargs)
             finally:
                 with self._lock:
-                    self.seconds += time.perf_counter() - start
+                    self._in_flight -= 1
+                    if self._in_flight == 0:
+                        self.seconds += time.perf_counter() - self._since
                     self.calls.append(name)
 
         return timed
