@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import replace
 
 import grpc
@@ -55,6 +54,7 @@ from reconciler.controlplane.runtime.session import (
     StepFailedError,
     close_channel,
     drive_start,
+    in_background,
     open_channel,
 )
 from reconciler.docker.engine import ContainerEvent, DockerError, DockerPort, RuntimeInfo
@@ -599,19 +599,12 @@ class RuntimeController:
         """List the agent's other running containers on a thread of its own from now; the
         returned call waits for that answer, and while another container runs it looks again
         every ALONE_POLL (saying so in the start's status), for up to ALONE_WINDOW."""
-        first: Future[dict[str, str]] = Future()
 
         def others() -> dict[str, str]:
             found = self.port.running_agent_containers(project, agent)
             return {cid: name for cid, name in found.items() if cid != info.id}
 
-        def ask() -> None:
-            try:
-                first.set_result(others())
-            except BaseException as exc:  # handed to the waiter, which raises it on its thread
-                first.set_exception(exc)
-
-        threading.Thread(target=ask, name="start-alone", daemon=True).start()
+        first = in_background(others, "start-alone")
 
         def wait() -> None:
             running = first.result()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import grpc
 
@@ -37,6 +37,7 @@ __all__ = [
     "StepFailedError",
     "close_channel",
     "drive_start",
+    "in_background",
     "once_script",
     "open_channel",
 ]
@@ -229,19 +230,28 @@ def _require_current(still_current: Callable[[], bool]) -> None:
         )
 
 
-def _current_in_background(still_current: Callable[[], bool]) -> Callable[[], None]:
-    """Ask `still_current()` on a thread of its own from now; the returned call waits for the
-    answer and raises StartSupersededError if it is no. (It is a Docker inspect: its round trip
-    then overlaps the Session's own instead of adding to it.)"""
-    answer: Future[bool] = Future()
+T = TypeVar("T")
 
-    def ask() -> None:
+
+def in_background(ask: Callable[[], T], name: str) -> Future[T]:
+    """`ask()` on a daemon thread of its own from now: its answer, or what it raised, is the
+    future's (a Docker round trip that then overlaps the Session's own)."""
+    answer: Future[T] = Future()
+
+    def run() -> None:
         try:
-            answer.set_result(still_current())
+            answer.set_result(ask())
         except BaseException as exc:  # handed to the waiter, which raises it on its thread
             answer.set_exception(exc)
 
-    threading.Thread(target=ask, name="start-current", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return answer
+
+
+def _current_in_background(still_current: Callable[[], bool]) -> Callable[[], None]:
+    """Ask `still_current()` (a Docker inspect) in the background from now; the returned call
+    waits for the answer and raises StartSupersededError if it is no."""
+    answer = in_background(still_current, "start-current")
     return lambda: _require_current(answer.result)
 
 
