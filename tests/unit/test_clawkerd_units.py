@@ -249,3 +249,28 @@ def test_importing_clawkerds_main_module_changes_nothing_in_the_importer() -> No
     probe = "import gc, sys, clawkerd.__main__, ssl; print(ssl.__name__, gc.isenabled())"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["ssl", "True"]
+
+
+def test_clawkerd_as_a_program_defers_protobufs_python_messages_and_still_speaks_protobuf() -> None:
+    """`python -m clawkerd` binds protobuf's pure-Python message module without running it
+    (nor `text_format`, which only it imports); messages still build, encode and decode, and
+    the module runs in full the moment something reads from it."""
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['clawkerd', 'true']\n"
+        "try:\n"
+        "    runpy.run_module('clawkerd', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "from proto.gen import clawkerd_pb2 as pb\n"
+        "lazy = sys.modules['google.protobuf.internal.python_message']\n"
+        "print(type(lazy).__name__, 'google.protobuf.text_format' in sys.modules)\n"
+        "wire = pb.Command(hello=pb.Hello(cp_version='v')).SerializeToString()\n"
+        "print(pb.Command.FromString(wire).hello.cp_version)\n"
+        "print(callable(lazy._AttachFieldHelpers), type(lazy).__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAWKER")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split() == ["_LazyModule", "False", "v", "True", "module"]
