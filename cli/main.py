@@ -250,7 +250,7 @@ def _add_other_verbs(sub: Subparsers[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser(
         "controlplane",
-        help="start, stop or inspect the control plane",
+        help="the control plane: up, down, status",
         description="The control plane is a root host process that owns the PKI, "
         "the agent registry and the runtime controller. apply starts it when it "
         "is not running.",
