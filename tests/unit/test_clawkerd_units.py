@@ -229,20 +229,11 @@ def test_clawkerd_version_is_pyprojects_and_costs_no_metadata_scan() -> None:
 def test_clawkerd_as_a_program_imports_without_ssl_and_with_the_collector_back_on() -> None:
     """`python -m clawkerd` skips the stdlib's OpenSSL binding and imports with gc off; once
     booted (here: refused for want of CLAWKER_AGENT) the collector runs again."""
-    probe = (
-        "import gc, runpy, sys\n"
-        "sys.argv = ['clawkerd', 'true']\n"
-        "try:\n"
-        "    runpy.run_module('clawkerd', run_name='__main__', alter_sys=True)\n"
-        "except SystemExit as exc:\n"
-        "    code = exc.code\n"
+    seen = _after_clawkerd_as_a_program(
+        "import gc\n"
         "print(sys.modules.get('ssl', 'absent'), 'asyncio' in sys.modules, gc.isenabled(), code)"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAWKER")}
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
-    )
-    assert done.stdout.split() == ["None", "True", "True", "2"]
+    assert seen == ["None", "True", "True", "2"]
 
 
 def test_importing_clawkerds_main_module_changes_nothing_in_the_importer() -> None:
@@ -255,13 +246,7 @@ def test_clawkerd_as_a_program_defers_protobufs_python_messages_and_still_speaks
     """`python -m clawkerd` binds protobuf's pure-Python message module without running it
     (nor `text_format`, which only it imports); messages still build, encode and decode, and
     the module runs in full the moment something reads from it."""
-    probe = (
-        "import runpy, sys\n"
-        "sys.argv = ['clawkerd', 'true']\n"
-        "try:\n"
-        "    runpy.run_module('clawkerd', run_name='__main__', alter_sys=True)\n"
-        "except SystemExit:\n"
-        "    pass\n"
+    seen = _after_clawkerd_as_a_program(
         "from proto.gen import clawkerd_pb2 as pb\n"
         "lazy = sys.modules['google.protobuf.internal.python_message']\n"
         "print(type(lazy).__name__, 'google.protobuf.text_format' in sys.modules)\n"
@@ -269,8 +254,23 @@ def test_clawkerd_as_a_program_defers_protobufs_python_messages_and_still_speaks
         "print(pb.Command.FromString(wire).hello.cp_version)\n"
         "print(callable(lazy._AttachFieldHelpers), type(lazy).__name__)\n"
     )
+    assert seen == ["_LazyModule", "False", "v", "True", "module"]
+
+
+def _after_clawkerd_as_a_program(then: str) -> list[str]:
+    """Run `python -m clawkerd true` in a fresh interpreter (its boot refused for want of
+    CLAWKER_AGENT, after the imports), then `then` there, with `sys` imported and `code` the
+    exit status; return what `then` printed, split into words."""
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['clawkerd', 'true']\n"
+        "try:\n"
+        "    runpy.run_module('clawkerd', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+    ) + then
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAWKER")}
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
-    assert done.stdout.split() == ["_LazyModule", "False", "v", "True", "module"]
+    return done.stdout.split()
